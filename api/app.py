@@ -1,0 +1,98 @@
+"""The FastAPI application: routers, and the one handler that renders errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.db import Database, get_database
+from core.errors import MasterlineError
+
+log = logging.getLogger("masterline.api")
+
+PROBLEM = "application/problem+json"
+
+DESCRIPTION = """
+Masterline tracks laptops from a vendor's ship notice to a teleworker's door.
+
+**Authentication.** Every route needs `Authorization: Bearer <token>`. Tokens have a role:
+`admin`, `technician` (any client), `dsi` or `logistics` (bound to one client company;
+another company's objects answer 404).
+
+**Errors** are `application/problem+json`: `type`, `title`, `status`, `detail`, and extra
+fields such as `current_state` and `allowed_events` on an illegal lifecycle move.
+
+**Pagination** is by cursor: pass `next_cursor` from one page as `cursor` to the next;
+pages stay stable while rows are inserted.
+"""
+
+
+def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def create_app(db: Database | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Masterline",
+        version="0.1.0",
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "inventory", "description": "Clients, sites, benches, hardware models."},
+            {"name": "deliveries", "description": "Vendor ship notices and reconciliation."},
+            {"name": "devices", "description": "Laptops, their history and lifecycle."},
+            {"name": "scan", "description": "Bench scan-in."},
+            {"name": "tokens", "description": "API tokens (admin)."},
+        ],
+    )
+    app.state.db = db or get_database()
+
+    @app.exception_handler(MasterlineError)
+    async def _masterline_error(_: Request, exc: MasterlineError) -> JSONResponse:
+        return JSONResponse(exc.to_problem(), status_code=exc.status_code, media_type=PROBLEM)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Echo where and what, never the submitted value: it may be a secret.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return _problem(422, "Invalid input", f"{where}: {first['msg']}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # Lock timeouts and lost connections: the caller can retry; never a traceback.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__)  # fmt: skip
+        return _problem(503, "Database busy", "database busy or unreachable; retry")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return _problem(500, "Internal error", "internal error; see the server log")
+
+    from api.router import router as tokens_router
+    from images.router import router as images_router
+    from inventory.router import router as inventory_router
+    from logistics.router import router as logistics_router
+    from provisioning.router import router as provisioning_router
+
+    app.include_router(inventory_router)
+    app.include_router(tokens_router)
+    app.include_router(images_router)
+    app.include_router(provisioning_router)
+    app.include_router(logistics_router)
+    return app

@@ -1,0 +1,131 @@
+"""Annotated dependencies: the session boundary and the caller's identity and role.
+
+Every route declares who may call it with ``Allow(...)``; a test walks every route and
+fails on one that does not.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from api.errors import MissingToken, RoleNotAllowed
+from api.service import authenticate
+from core.db import Database
+from core.principal import Principal, Role
+
+_bearer = HTTPBearer(auto_error=False, description="Masterline API token (mlt_…)")
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+# Teardown (rollback of a failed request, close) runs on its own small thread budget so
+# it never waits behind handlers that are themselves waiting for a lock.
+_TEARDOWN_LIMITER = anyio.CapacityLimiter(16)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request.
+
+    Reads use a plain BEGIN; anything else a write transaction (``BEGIN IMMEDIATE`` on
+    SQLite), so concurrent writers queue instead of failing. The commit itself happens
+    inside the endpoint's own thread (see ``TransactionalRoute``); this only rolls back
+    and closes.
+    """
+    write = request.method not in ("GET", "HEAD", "OPTIONS")
+    session = get_db(request).new_session(write=write)
+    try:
+        yield session
+    finally:
+        await anyio.to_thread.run_sync(session.close, limiter=_TEARDOWN_LIMITER)
+
+
+def _commit_sessions(values: dict[str, Any]) -> None:
+    for value in values.values():
+        if isinstance(value, Session):
+            value.commit()
+
+
+def _commit_after(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            result = await endpoint(*args, **kwargs)
+            await anyio.to_thread.run_sync(_commit_sessions, kwargs)
+            return result
+
+        return run_async
+
+    @functools.wraps(endpoint)
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        _commit_sessions(kwargs)
+        return result
+
+    return run_sync
+
+
+class TransactionalRoute(APIRoute):
+    """Commits the request's session in the endpoint's thread, as the endpoint returns.
+
+    Why not in the dependency's teardown: FastAPI serialises a sync endpoint's response
+    in the thread pool *before* that teardown, so the transaction (SQLite's write lock,
+    PostgreSQL's row locks) would be held while waiting for a pool thread — and under 50
+    concurrent scans every pool thread is a handler waiting for that very lock
+    (measured: a deadlock broken only by the busy timeout). Committing here releases the
+    locks before the response is built, and a failed commit still reaches the client
+    as an error.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _commit_after(endpoint), **kwargs)
+
+
+def new_router(**kwargs: Any) -> APIRouter:
+    """The APIRouter every domain uses, so that its routes commit as described above."""
+    return APIRouter(route_class=TransactionalRoute, **kwargs)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise MissingToken()
+    with get_db(request).session(write=False) as session:
+        return authenticate(session, credentials.credentials)
+
+
+class Allow:
+    """Dependency that admits only the listed roles (403 otherwise)."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset(roles)
+
+    def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in self.roles:
+            raise RoleNotAllowed(principal.role.value, sorted(r.value for r in self.roles))
+        return principal
+
+
+EVERYONE = (Role.ADMIN, Role.TECHNICIAN, Role.DSI, Role.LOGISTICS)
+STAFF = (Role.ADMIN, Role.TECHNICIAN)
+
+AdminOnly = Annotated[Principal, Depends(Allow(Role.ADMIN))]
+Staff = Annotated[Principal, Depends(Allow(*STAFF))]
+AnyRole = Annotated[Principal, Depends(Allow(*EVERYONE))]

@@ -1,0 +1,100 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL (scale-out).
+
+SQLite is tuned as ../shared/research/engineering-choices.md §6 measured: WAL, a busy
+timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for write transactions, because
+Python's default deferred BEGIN either loses updates or fails at once with "database is
+locked" under concurrent writers. Read-only sessions use a plain ``BEGIN`` so that reads
+never queue behind writers.
+
+Services never commit: ``Database.session()`` is the boundary that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+READ_ONLY_OPTION = "masterline_read_only"
+
+
+def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below); pysqlite's implicit BEGIN would be deferred.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One database: an engine plus the session boundary used by API, CLI and jobs."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            engine = create_engine(
+                url,
+                echo=echo,
+                connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+                pool_size=20,
+                max_overflow=40,
+            )
+            _tune_sqlite(engine, busy_timeout_ms=busy_timeout_ms)
+        else:
+            engine = create_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=40
+            )
+        self.engine: Engine = engine
+        self._read_engine: Engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+
+    def new_session(self, *, write: bool = True) -> Session:
+        """A session the caller commits and closes (the API's request boundary)."""
+        return Session(self.engine if write else self._read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A unit of work: commits when the block ends normally, rolls back otherwise."""
+        with self.new_session(write=write) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_default: Database | None = None
+
+
+def get_database() -> Database:
+    """The process-wide database built from settings (server-side commands only)."""
+    global _default
+    if _default is None:
+        from core.settings import get_settings
+
+        settings = get_settings()
+        if settings.resolved_database_url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _default = Database(
+            settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        )
+    return _default

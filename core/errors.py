@@ -1,0 +1,75 @@
+"""The one base error. Domains subclass it beside their service (``<domain>/errors.py``).
+
+The API renders it as ``application/problem+json`` with its status; the CLI prints its
+message on one line and exits with its exit code. A user never sees a traceback for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MasterlineError(Exception):
+    """A failure we expected and can explain in one line."""
+
+    status_code: int = 400
+    exit_code: int = 1
+    title: str = "Bad request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # Extra fields go into the problem body (e.g. ``current_state``); never secrets.
+        self.extra = extra
+
+    def to_problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:masterline:error:{type(self).__name__}",
+            "title": self.title,
+            "status": self.status_code,
+            "detail": self.message,
+        }
+        body.update(self.extra)
+        return body
+
+
+class NotFound(MasterlineError):
+    status_code = 404
+    exit_code = 4
+    title = "Not found"
+
+
+class Conflict(MasterlineError):
+    status_code = 409
+    exit_code = 5
+    title = "Conflict"
+
+
+class InvalidInput(MasterlineError):
+    status_code = 422
+    exit_code = 2
+    title = "Invalid input"
+
+
+class Unauthenticated(MasterlineError):
+    status_code = 401
+    exit_code = 6
+    title = "Unauthenticated"
+
+
+class Forbidden(MasterlineError):
+    status_code = 403
+    exit_code = 6
+    title = "Forbidden"
+
+
+class TooLarge(MasterlineError):
+    status_code = 413
+    exit_code = 2
+    title = "Payload too large"
+
+
+class Unavailable(MasterlineError):
+    status_code = 503
+    exit_code = 7
+    title = "Unavailable"

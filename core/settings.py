@@ -1,0 +1,55 @@
+"""One settings object, read from ``MASTERLINE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a Masterline process.
+
+    Server-side processes (API, worker, db commands) read ``database_url``; bench-side
+    commands (``masterline scan`` and friends) read only ``api_url`` and ``token``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MASTERLINE_", extra="ignore")
+
+    data_dir: Path = Field(default=REPO_ROOT / "var", description="Root of local state.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means the embedded SQLite file in data_dir.",
+    )
+    sqlite_busy_timeout_ms: int = 10_000
+    image_store_dir: Path | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts secrets at rest; generated into data_dir if unset.",
+    )
+    # Bench side: where the API is and who we are.
+    api_url: str = "http://127.0.0.1:8000"
+    token: SecretStr | None = None
+    # Server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    playbooks_dir: Path = REPO_ROOT / "playbooks"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'masterline.db'}"
+
+    @property
+    def resolved_image_store_dir(self) -> Path:
+        return self.image_store_dir or (self.data_dir / "images")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

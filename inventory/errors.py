@@ -1,0 +1,59 @@
+"""Inventory errors, rendered by the one API handler and the one CLI handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import Conflict, InvalidInput, NotFound
+from inventory.states import DeviceState, Event, allowed_events
+
+
+class InvalidTransition(Conflict):
+    title = "Invalid transition"
+
+    def __init__(self, *, serial: str, state: DeviceState | None, event: Event) -> None:
+        allowed = [e.value for e in allowed_events(state)]
+        super().__init__(
+            f"device {serial} is {state.value if state else 'new'}; "
+            f"'{event.value}' is not allowed (allowed: {', '.join(allowed) or 'none'})",
+            current_state=state.value if state else None,
+            allowed_events=allowed,
+        )
+
+
+class DeviceNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"device {ref} not found")
+
+
+class DeliveryNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"delivery {ref} not found")
+
+
+class ClientNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"client company {ref} not found")
+
+
+class BenchNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"bench {ref} not found")
+
+
+class DuplicateDevice(Conflict):
+    title = "Duplicate device"
+
+
+class ImportRejected(InvalidInput):
+    """A ship notice with errors: every error listed, nothing written."""
+
+    title = "Import rejected"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0] if errors else {}
+        where = f"line {first.get('line')}, column {first.get('column')}" if first else ""
+        super().__init__(
+            f"{len(errors)} error(s) in file; first at {where}: {first.get('message', '')}",
+            errors=errors,
+        )

@@ -1,0 +1,215 @@
+"""All inventory SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from inventory.models import (
+    Bench,
+    ClientCompany,
+    Delivery,
+    Device,
+    DeviceEvent,
+    HardwareModel,
+    Site,
+)
+from inventory.states import DeviceState
+
+
+# Clients, sites, benches, hardware models.
+def get_client(session: Session, client_id: int) -> ClientCompany | None:
+    return session.get(ClientCompany, client_id)
+
+
+def get_client_by_code(session: Session, code: str) -> ClientCompany | None:
+    return session.exec(select(ClientCompany).where(ClientCompany.code == code)).first()
+
+
+def list_clients(session: Session, *, only_id: int | None = None) -> Sequence[ClientCompany]:
+    q = select(ClientCompany).order_by(col(ClientCompany.id))
+    if only_id is not None:
+        q = q.where(ClientCompany.id == only_id)
+    return session.exec(q).all()
+
+
+def get_site_by_code(session: Session, code: str) -> Site | None:
+    return session.exec(select(Site).where(Site.code == code)).first()
+
+
+def list_sites(session: Session) -> Sequence[Site]:
+    return session.exec(select(Site).order_by(col(Site.id))).all()
+
+
+def get_bench(session: Session, bench_id: int) -> Bench | None:
+    return session.get(Bench, bench_id)
+
+
+def get_bench_for_update(session: Session, bench_id: int) -> Bench | None:
+    """The bench row, locked: scans at one bench serialise, so two laptops never get
+    the same free slot."""
+    return session.exec(select(Bench).where(Bench.id == bench_id).with_for_update()).first()
+
+
+def list_benches(session: Session) -> Sequence[Bench]:
+    return session.exec(select(Bench).order_by(col(Bench.id))).all()
+
+
+def get_hardware_model(session: Session, vendor: str, model: str) -> HardwareModel | None:
+    return session.exec(
+        select(HardwareModel).where(HardwareModel.vendor == vendor, HardwareModel.model == model)
+    ).first()
+
+
+def hardware_models_by_key(session: Session) -> dict[tuple[str, str], HardwareModel]:
+    return {(m.vendor, m.model): m for m in session.exec(select(HardwareModel)).all()}
+
+
+def get_hardware_model_by_id(session: Session, model_id: int) -> HardwareModel | None:
+    return session.get(HardwareModel, model_id)
+
+
+def list_hardware_models(session: Session) -> Sequence[HardwareModel]:
+    return session.exec(select(HardwareModel).order_by(col(HardwareModel.id))).all()
+
+
+# Deliveries.
+def get_delivery(session: Session, delivery_id: int) -> Delivery | None:
+    return session.get(Delivery, delivery_id)
+
+
+def get_delivery_by_reference(
+    session: Session, client_id: int, order_reference: str
+) -> Delivery | None:
+    return session.exec(
+        select(Delivery).where(
+            Delivery.client_id == client_id, Delivery.order_reference == order_reference
+        )
+    ).first()
+
+
+def list_deliveries(
+    session: Session, *, client_id: int | None, cursor: int | None, limit: int
+) -> Sequence[Delivery]:
+    q = select(Delivery).order_by(col(Delivery.id)).limit(limit)
+    if client_id is not None:
+        q = q.where(Delivery.client_id == client_id)
+    if cursor is not None:
+        q = q.where(col(Delivery.id) > cursor)
+    return session.exec(q).all()
+
+
+def devices_of_delivery(session: Session, delivery_id: int) -> Sequence[Device]:
+    return session.exec(
+        select(Device).where(Device.delivery_id == delivery_id).order_by(col(Device.id))
+    ).all()
+
+
+# Devices.
+def get_device(session: Session, device_id: int) -> Device | None:
+    return session.get(Device, device_id)
+
+
+def get_device_for_update(session: Session, device_id: int) -> Device | None:
+    """The device row, locked until the transaction ends (PostgreSQL ``FOR UPDATE``;
+    SQLite's ``BEGIN IMMEDIATE`` already serialises writers)."""
+    return session.exec(
+        select(Device)
+        .where(Device.id == device_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def find_devices_by_code(session: Session, code: str) -> Sequence[Device]:
+    """Devices whose asset tag or serial is ``code`` (a serial may repeat across vendors)."""
+    by_tag = session.exec(select(Device).where(Device.asset_tag == code)).all()
+    if by_tag:
+        return by_tag
+    return session.exec(select(Device).where(Device.serial == code).order_by(col(Device.id))).all()
+
+
+def devices_by_serials(session: Session, serials: Sequence[str]) -> Sequence[Device]:
+    out: list[Device] = []
+    # Chunked: SQLite caps bound parameters, and 10,000-row imports are normal.
+    for i in range(0, len(serials), 500):
+        chunk = serials[i : i + 500]
+        out.extend(session.exec(select(Device).where(col(Device.serial).in_(chunk))).all())
+    return out
+
+
+def devices_by_asset_tags(session: Session, tags: Sequence[str]) -> Sequence[Device]:
+    out: list[Device] = []
+    for i in range(0, len(tags), 500):
+        chunk = tags[i : i + 500]
+        out.extend(session.exec(select(Device).where(col(Device.asset_tag).in_(chunk))).all())
+    return out
+
+
+def list_devices(
+    session: Session,
+    *,
+    client_id: int | None = None,
+    state: DeviceState | None = None,
+    delivery_id: int | None = None,
+    serial_prefix: str | None = None,
+    cursor: int | None = None,
+    limit: int = 100,
+) -> Sequence[Device]:
+    """A page of devices ordered by id; ``cursor`` is the last id of the previous page,
+    so pages do not shift when rows are inserted."""
+    q = select(Device).order_by(col(Device.id)).limit(limit)
+    if client_id is not None:
+        q = q.where(Device.client_id == client_id)
+    if state is not None:
+        q = q.where(Device.state == state)
+    if delivery_id is not None:
+        q = q.where(Device.delivery_id == delivery_id)
+    if serial_prefix:
+        escaped = serial_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(col(Device.serial).like(escaped + "%", escape="\\"))
+    if cursor is not None:
+        q = q.where(col(Device.id) > cursor)
+    return session.exec(q).all()
+
+
+def occupied_slots(session: Session, bench_id: int) -> set[int]:
+    """Slots holding a laptop that is still being staged at this bench."""
+    busy = (
+        DeviceState.RECEIVED, DeviceState.QUEUED, DeviceState.IMAGING,
+        DeviceState.CONFIGURING, DeviceState.VERIFYING, DeviceState.FAILED_IMAGING,
+        DeviceState.FAILED_CONFIGURING, DeviceState.FAILED_VERIFYING, DeviceState.READY,
+    )  # fmt: skip
+    rows = session.exec(
+        select(Device.slot).where(
+            Device.bench_id == bench_id, col(Device.state).in_(busy), col(Device.slot).is_not(None)
+        )
+    ).all()
+    return {int(s) for s in rows if s is not None}
+
+
+def device_events(session: Session, device_id: int) -> Sequence[DeviceEvent]:
+    return session.exec(
+        select(DeviceEvent).where(DeviceEvent.device_id == device_id).order_by(col(DeviceEvent.id))
+    ).all()
+
+
+def count_devices_by_state(
+    session: Session, *, client_id: int | None = None, delivery_id: int | None = None
+) -> dict[str, int]:
+    q = select(Device.state, func.count()).group_by(Device.state)
+    if client_id is not None:
+        q = q.where(Device.client_id == client_id)
+    if delivery_id is not None:
+        q = q.where(Device.delivery_id == delivery_id)
+    return {str(state): int(n) for state, n in session.exec(q).all()}
+
+
+def unexpected_devices(session: Session) -> Sequence[Device]:
+    return session.exec(
+        select(Device)
+        .where(or_(col(Device.state) == DeviceState.UNEXPECTED, col(Device.delivery_id).is_(None)))
+        .order_by(col(Device.id))
+    ).all()

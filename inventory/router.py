@@ -1,0 +1,153 @@
+"""Inventory HTTP routes: parse, call the service, render."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from api.deps import STAFF, AdminOnly, Allow, AnyRole, SessionDep, Staff, new_router
+from core.principal import Principal, Role
+from inventory import service
+from inventory.schemas import (
+    AttachRequest,
+    BenchCreate,
+    BenchRead,
+    ClientCreate,
+    ClientRead,
+    DeliveryCreate,
+    DeliveryRead,
+    DeviceDetail,
+    DeviceEventRead,
+    DeviceRead,
+    HardwareModelCreate,
+    HardwareModelRead,
+    Page,
+    ScanRequest,
+    ScanResult,
+    SiteCreate,
+    SiteRead,
+    TransitionRequest,
+)
+from inventory.states import DeviceState, allowed_events
+
+router = new_router()
+
+StaffOrLogistics = Annotated[Principal, Depends(Allow(*STAFF, Role.LOGISTICS))]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.post("/clients", response_model=ClientRead, status_code=201, tags=["inventory"])
+def create_client(body: ClientCreate, session: SessionDep, _: AdminOnly) -> ClientRead:
+    return ClientRead.model_validate(service.create_client(session, body))
+
+
+@router.get("/clients", response_model=list[ClientRead], tags=["inventory"])
+def list_clients(session: SessionDep, principal: AnyRole) -> list[ClientRead]:
+    """Every client for staff; a client-bound token sees its own company only."""
+    return [ClientRead.model_validate(c) for c in service.list_clients(session, principal)]
+
+
+@router.post("/sites", response_model=SiteRead, status_code=201, tags=["inventory"])
+def create_site(body: SiteCreate, session: SessionDep, _: AdminOnly) -> SiteRead:
+    return SiteRead.model_validate(service.create_site(session, body))
+
+
+@router.post("/benches", response_model=BenchRead, status_code=201, tags=["inventory"])
+def create_bench(body: BenchCreate, session: SessionDep, _: AdminOnly) -> BenchRead:
+    return BenchRead.model_validate(service.create_bench(session, body))
+
+
+@router.post(
+    "/hardware-models", response_model=HardwareModelRead, status_code=201, tags=["inventory"]
+)
+def create_hardware_model(
+    body: HardwareModelCreate, session: SessionDep, _: AdminOnly
+) -> HardwareModelRead:
+    return HardwareModelRead.model_validate(service.create_hardware_model(session, body))
+
+
+@router.post("/deliveries", response_model=DeliveryRead, status_code=201, tags=["deliveries"])
+def create_delivery(
+    body: DeliveryCreate, session: SessionDep, principal: StaffOrLogistics
+) -> DeliveryRead:
+    """Announce a delivery. Logistics tokens create deliveries for their own company."""
+    return DeliveryRead.model_validate(service.create_delivery(session, body, principal))
+
+
+@router.get("/deliveries", response_model=Page[DeliveryRead], tags=["deliveries"])
+def list_deliveries(
+    session: SessionDep,
+    principal: AnyRole,
+    cursor: int | None = None,
+    limit: Limit = 100,
+) -> Page[DeliveryRead]:
+    rows = service.list_deliveries(session, principal, cursor=cursor, limit=limit)
+    items = [DeliveryRead.model_validate(r) for r in rows]
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryRead, tags=["deliveries"])
+def get_delivery(delivery_id: int, session: SessionDep, principal: AnyRole) -> DeliveryRead:
+    return DeliveryRead.model_validate(service.get_delivery(session, delivery_id, principal))
+
+
+@router.get("/devices", response_model=Page[DeviceRead], tags=["devices"])
+def list_devices(
+    session: SessionDep,
+    principal: AnyRole,
+    state: DeviceState | None = None,
+    client: Annotated[str | None, Query(max_length=32, description="Client code.")] = None,
+    delivery_id: int | None = None,
+    serial_prefix: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Limit = 100,
+) -> Page[DeviceRead]:
+    """Devices ordered by id, filtered; stable under inserts (keyset pagination)."""
+    rows = service.list_devices(
+        session, principal, client_code=client, state=state, delivery_id=delivery_id,
+        serial_prefix=serial_prefix, cursor=cursor, limit=limit,
+    )  # fmt: skip
+    items = [DeviceRead.model_validate(r) for r in rows]
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/devices/{device_id}", response_model=DeviceDetail, tags=["devices"])
+def get_device(device_id: int, session: SessionDep, principal: AnyRole) -> DeviceDetail:
+    """A device with its full history and the events allowed from its state."""
+    device = service.get_device(session, device_id, principal)
+    return DeviceDetail(
+        **DeviceRead.model_validate(device).model_dump(),
+        allowed_events=allowed_events(DeviceState(device.state)),
+        history=[DeviceEventRead.model_validate(e) for e in service.history(session, device)],
+    )
+
+
+@router.post("/devices/{device_id}/events", response_model=DeviceRead, tags=["devices"])
+def transition(
+    device_id: int, body: TransitionRequest, session: SessionDep, principal: Staff
+) -> DeviceRead:
+    """Apply a manual lifecycle action (quarantine, release, retire, reject, restage,
+    return). An illegal move answers 409 with `current_state` and `allowed_events`."""
+    device = service.transition(session, device_id, body.event, principal, reason=body.reason)
+    return DeviceRead.model_validate(device)
+
+
+@router.post("/devices/{device_id}/attach", response_model=DeviceRead, tags=["devices"])
+def attach(
+    device_id: int, body: AttachRequest, session: SessionDep, principal: Staff
+) -> DeviceRead:
+    """Resolve an UNEXPECTED laptop by attaching it to a delivery."""
+    return DeviceRead.model_validate(
+        service.attach(session, device_id, body.delivery_id, principal)
+    )
+
+
+@router.post("/scan", response_model=ScanResult, tags=["scan"])
+def scan(body: ScanRequest, session: SessionDep, principal: Staff) -> ScanResult:
+    """Scan a laptop in at a bench. A repeated scan is a no-op (`outcome: already`)."""
+    done = service.scan(session, body, principal)
+    return ScanResult(
+        outcome=done.outcome, attention=done.attention, message=done.message,
+        device=DeviceRead.model_validate(done.device),
+    )  # fmt: skip

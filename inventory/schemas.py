@@ -1,0 +1,192 @@
+"""Inventory API shapes. Every string and list has a limit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inventory.states import DeviceState, Event
+
+Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: int | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class ClientCreate(BaseModel):
+    code: str = Code
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ClientRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    code: str
+    name: str
+
+
+class SiteCreate(BaseModel):
+    code: str = Code
+    name: str = Field(min_length=1, max_length=200)
+    max_imaging_streams: int = Field(default=8, ge=1, le=1000)
+    max_bytes_per_second: int | None = Field(default=None, ge=1)
+
+
+class SiteRead(SiteCreate):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+
+
+class BenchCreate(BaseModel):
+    site_code: str = Code
+    code: str = Code
+    slots: int = Field(default=16, ge=1, le=512)
+
+
+class BenchRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    site_id: int
+    code: str
+    slots: int
+
+
+class HardwareModelCreate(BaseModel):
+    vendor: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=128)
+    disk_rule: str = Field(default="largest", min_length=1, max_length=64)
+
+
+class HardwareModelRead(HardwareModelCreate):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+
+
+class DeliveryCreate(BaseModel):
+    client_code: str | None = Field(
+        default=None, max_length=32, description="Required for staff; implied for logistics."
+    )
+    vendor: str = Field(min_length=1, max_length=64)
+    order_reference: str = Field(min_length=1, max_length=64)
+    carrier: str | None = Field(default=None, max_length=64)
+    tracking: str | None = Field(default=None, max_length=128)
+    expected_date: date | None = None
+
+
+class DeliveryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    client_id: int
+    vendor: str
+    order_reference: str
+    carrier: str | None
+    tracking: str | None
+    expected_date: date | None
+    created_at: datetime
+
+
+class DeviceRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    serial: str
+    vendor: str
+    hardware_model_id: int | None
+    smbios_uuid: str | None
+    mac_addresses: list[str]
+    asset_tag: str | None
+    client_id: int | None
+    delivery_id: int | None
+    order_reference: str | None
+    carton_id: str | None
+    bench_id: int | None
+    slot: int | None
+    observed_model: str | None
+    state: DeviceState
+    target_state: DeviceState | None
+    state_changed_at: datetime
+    quarantine_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeviceEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    from_state: str | None
+    to_state: str
+    event: str
+    actor: str
+    at: datetime
+    reason: str | None
+    details: dict[str, Any]
+
+
+class DeviceDetail(DeviceRead):
+    allowed_events: list[Event]
+    history: list[DeviceEventRead]
+
+
+class TransitionRequest(BaseModel):
+    event: Event
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class AttachRequest(BaseModel):
+    delivery_id: int
+
+
+class ScanRequest(BaseModel):
+    code: str = Field(
+        min_length=1, max_length=64, description="Serial number or asset tag, as scanned."
+    )
+    bench_id: int
+    slot: int | None = Field(default=None, ge=1, description="Free slot chosen when omitted.")
+    damaged: bool = False
+    reason: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, max_length=128, description="Model as seen.")
+
+
+class ScanOutcome(StrEnum):
+    RECEIVED = "received"
+    """Expected and now received at the bench."""
+    UNEXPECTED = "unexpected"
+    """No delivery expected this serial: kept as UNEXPECTED for a technician to resolve."""
+    QUARANTINED = "quarantined"
+    """Set aside as damaged."""
+    ALREADY = "already"
+    """Scanned before: nothing changed."""
+
+
+class ScanResult(BaseModel):
+    outcome: ScanOutcome
+    attention: bool = Field(description="True when a technician should look (bell).")
+    message: str
+    device: DeviceRead
+
+
+class ReconciliationLine(BaseModel):
+    serial: str
+    vendor: str
+    expected_model: str | None
+    observed_model: str | None
+    state: DeviceState
+    status: str = Field(description="received, missing, unexpected or wrong_model")
+
+
+class Reconciliation(BaseModel):
+    delivery_id: int
+    expected: int
+    received: int
+    missing: int
+    unexpected: int
+    wrong_model: int
+    lines: list[ReconciliationLine]

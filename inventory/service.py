@@ -1,0 +1,360 @@
+"""Inventory rules: tenancy, deliveries, devices, manual lifecycle actions, bench scan-in.
+
+Services never commit; the request, CLI command or job step that calls them does.
+Every read is scoped by the caller: a dsi or logistics principal gets ``NotFound`` for
+another company's objects, never ``Forbidden``, so ids do not leak existence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from core.errors import Conflict, Forbidden, InvalidInput
+from core.principal import Principal
+from inventory import lifecycle, repository
+from inventory.errors import (
+    BenchNotFound,
+    ClientNotFound,
+    DeliveryNotFound,
+    DeviceNotFound,
+)
+from inventory.models import (
+    Bench,
+    ClientCompany,
+    Delivery,
+    Device,
+    DeviceEvent,
+    HardwareModel,
+    Site,
+)
+from inventory.schemas import (
+    BenchCreate,
+    ClientCreate,
+    DeliveryCreate,
+    HardwareModelCreate,
+    ScanOutcome,
+    ScanRequest,
+    SiteCreate,
+)
+from inventory.states import DeviceState, Event
+
+UNKNOWN_VENDOR = "unknown"
+
+# Events a technician may apply by hand; the rest belong to the pipeline and dispatch.
+MANUAL_EVENTS = frozenset(
+    {Event.QUARANTINE, Event.RELEASE, Event.RETIRE, Event.REJECT, Event.RESTAGE, Event.RETURN}
+)
+
+
+def normalize_code(code: str) -> str:
+    """Serials and asset tags compare upper-case, without surrounding blanks."""
+    return code.strip().upper()
+
+
+# Clients, sites, benches, hardware models (admin).
+def create_client(session: Session, body: ClientCreate) -> ClientCompany:
+    if repository.get_client_by_code(session, body.code):
+        raise Conflict(f"client company {body.code} already exists")
+    row = ClientCompany(code=body.code, name=body.name)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_clients(session: Session, principal: Principal) -> Sequence[ClientCompany]:
+    return repository.list_clients(session, only_id=principal.client_scope)
+
+
+def client_by_code(session: Session, code: str, principal: Principal) -> ClientCompany:
+    """:raises ClientNotFound: unknown, or another company's for a client-bound caller."""
+    client = repository.get_client_by_code(session, code)
+    if client is None or not principal.sees_client(client.id):
+        raise ClientNotFound(code)
+    return client
+
+
+def create_site(session: Session, body: SiteCreate) -> Site:
+    if repository.get_site_by_code(session, body.code):
+        raise Conflict(f"site {body.code} already exists")
+    row = Site(**body.model_dump())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def create_bench(session: Session, body: BenchCreate) -> Bench:
+    site = repository.get_site_by_code(session, body.site_code)
+    if site is None or site.id is None:
+        raise InvalidInput(f"site {body.site_code} not found")
+    row = Bench(site_id=site.id, code=body.code, slots=body.slots)
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as e:
+        raise Conflict(f"bench {body.code} already exists at site {body.site_code}") from e
+    return row
+
+
+def create_hardware_model(session: Session, body: HardwareModelCreate) -> HardwareModel:
+    if repository.get_hardware_model(session, body.vendor, body.model):
+        raise Conflict(f"hardware model {body.vendor} {body.model} already exists")
+    row = HardwareModel(**body.model_dump())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_or_create_hardware_model(session: Session, vendor: str, model: str) -> HardwareModel:
+    row = repository.get_hardware_model(session, vendor, model)
+    if row is None:
+        row = HardwareModel(vendor=vendor, model=model)
+        session.add(row)
+        session.flush()
+    return row
+
+
+# Deliveries.
+def create_delivery(session: Session, body: DeliveryCreate, principal: Principal) -> Delivery:
+    """:raises InvalidInput: no client given by a staff caller.
+    :raises Conflict: the client already has a delivery with that order reference."""
+    client_id = _client_for_write(session, body.client_code, principal)
+    if repository.get_delivery_by_reference(session, client_id, body.order_reference):
+        raise Conflict(f"delivery {body.order_reference} already exists for this client")
+    row = Delivery(
+        client_id=client_id, vendor=body.vendor, order_reference=body.order_reference,
+        carrier=body.carrier, tracking=body.tracking, expected_date=body.expected_date,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _client_for_write(session: Session, client_code: str | None, principal: Principal) -> int:
+    if principal.role.client_bound:
+        assert principal.client_id is not None
+        if client_code is not None:
+            client = client_by_code(session, client_code, principal)
+            assert client.id is not None
+        return principal.client_id
+    if not client_code:
+        raise InvalidInput("client_code is required")
+    client = client_by_code(session, client_code, principal)
+    assert client.id is not None
+    return client.id
+
+
+def get_delivery(session: Session, delivery_id: int, principal: Principal) -> Delivery:
+    """:raises DeliveryNotFound: unknown or not visible to the caller."""
+    row = repository.get_delivery(session, delivery_id)
+    if row is None or not principal.sees_client(row.client_id):
+        raise DeliveryNotFound(str(delivery_id))
+    return row
+
+
+def list_deliveries(
+    session: Session, principal: Principal, *, cursor: int | None, limit: int
+) -> Sequence[Delivery]:
+    return repository.list_deliveries(
+        session, client_id=principal.client_scope, cursor=cursor, limit=limit
+    )
+
+
+# Devices.
+def get_device(session: Session, device_id: int, principal: Principal) -> Device:
+    """:raises DeviceNotFound: unknown or not visible to the caller."""
+    row = repository.get_device(session, device_id)
+    if row is None or not principal.sees_client(row.client_id):
+        raise DeviceNotFound(str(device_id))
+    return row
+
+
+def history(session: Session, device: Device) -> Sequence[DeviceEvent]:
+    assert device.id is not None
+    return repository.device_events(session, device.id)
+
+
+def list_devices(
+    session: Session,
+    principal: Principal,
+    *,
+    client_code: str | None = None,
+    state: DeviceState | None = None,
+    delivery_id: int | None = None,
+    serial_prefix: str | None = None,
+    cursor: int | None = None,
+    limit: int = 100,
+) -> Sequence[Device]:
+    client_id = principal.client_scope
+    if client_code is not None:
+        client = client_by_code(session, client_code, principal)
+        client_id = client.id
+    return repository.list_devices(
+        session, client_id=client_id, state=state, delivery_id=delivery_id,
+        serial_prefix=normalize_code(serial_prefix) if serial_prefix else None,
+        cursor=cursor, limit=limit,
+    )  # fmt: skip
+
+
+def transition(
+    session: Session, device_id: int, event: Event, principal: Principal, *, reason: str | None
+) -> Device:
+    """A manual lifecycle action by a technician.
+
+    :raises Forbidden: the event belongs to the pipeline or dispatch, not to a human.
+    :raises InvalidTransition: not allowed from the device's state (409).
+    """
+    if event not in MANUAL_EVENTS:
+        raise Forbidden(
+            f"'{event.value}' is not a manual action "
+            f"(manual: {', '.join(sorted(e.value for e in MANUAL_EVENTS))})"
+        )
+    device = _lock_visible(session, device_id, principal)
+    if event is Event.QUARANTINE:
+        device.quarantine_reason = reason
+    lifecycle.apply(session, device, event, actor=principal.actor, reason=reason)
+    return device
+
+
+def attach(session: Session, device_id: int, delivery_id: int, principal: Principal) -> Device:
+    """Resolve an UNEXPECTED device by attaching it to a delivery (it becomes RECEIVED).
+
+    :raises InvalidTransition: the device is not UNEXPECTED.
+    """
+    device = _lock_visible(session, device_id, principal)
+    delivery = get_delivery(session, delivery_id, principal)
+    if device.state == DeviceState.UNEXPECTED:
+        device.delivery_id = delivery.id
+        device.client_id = delivery.client_id
+        device.order_reference = delivery.order_reference
+        if device.vendor == UNKNOWN_VENDOR:
+            device.vendor = delivery.vendor
+    lifecycle.apply(
+        session, device, Event.ATTACH, actor=principal.actor,
+        details={"delivery_id": delivery.id},
+    )  # fmt: skip
+    return device
+
+
+def _lock_visible(session: Session, device_id: int, principal: Principal) -> Device:
+    device = repository.get_device_for_update(session, device_id)
+    if device is None or not principal.sees_client(device.client_id):
+        raise DeviceNotFound(str(device_id))
+    return device
+
+
+# Bench scan-in.
+@dataclass
+class ScanDone:
+    outcome: ScanOutcome
+    device: Device
+    message: str
+
+    @property
+    def attention(self) -> bool:
+        return self.outcome is not ScanOutcome.RECEIVED
+
+
+def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
+    """Scan a laptop in at a bench slot.
+
+    Expected → RECEIVED (or QUARANTINED when damaged); unknown → UNEXPECTED; a second
+    scan changes nothing and says so. Safe under concurrent scans of the same laptop:
+    the device row is locked (PostgreSQL) or the write transaction is exclusive
+    (SQLite), and a racing insert of the same unknown serial is caught by the unique
+    constraint and read back.
+
+    :raises BenchNotFound: unknown bench.
+    :raises InvalidInput: slot outside the bench or already taken.
+    """
+    code = normalize_code(body.code)
+    bench = repository.get_bench_for_update(session, body.bench_id)
+    if bench is None or bench.id is None:
+        raise BenchNotFound(str(body.bench_id))
+    found = repository.find_devices_by_code(session, code)
+    if len(found) > 1:
+        expected = [d for d in found if d.state == DeviceState.EXPECTED]
+        found = expected[:1] if len(expected) == 1 else found
+    if len(found) > 1:
+        vendors = ", ".join(sorted(d.vendor for d in found))
+        raise Conflict(f"serial {code} matches devices of several vendors ({vendors})")
+    if not found:
+        return _scan_unknown(session, code, bench, body, principal)
+    assert found[0].id is not None
+    device = repository.get_device_for_update(session, found[0].id)
+    assert device is not None
+    state = DeviceState(device.state)
+    if body.model:
+        device.observed_model = body.model[:128]
+    if state is DeviceState.EXPECTED:
+        slot = _pick_slot(session, bench, body.slot)
+        device.bench_id, device.slot = bench.id, slot
+        if body.damaged:
+            device.quarantine_reason = body.reason or "damaged at scan-in"
+            lifecycle.apply(
+                session, device, Event.QUARANTINE, actor=principal.actor,
+                reason=device.quarantine_reason, details={"bench_id": bench.id, "slot": slot},
+            )  # fmt: skip
+            return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
+        lifecycle.apply(
+            session, device, Event.RECEIVE, actor=principal.actor,
+            details={"bench_id": bench.id, "slot": slot},
+        )  # fmt: skip
+        return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
+    if body.damaged and state is not DeviceState.QUARANTINED:
+        device.quarantine_reason = body.reason or "damaged at scan-in"
+        lifecycle.apply(
+            session, device, Event.QUARANTINE, actor=principal.actor,
+            reason=device.quarantine_reason,
+        )  # fmt: skip
+        return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
+    return ScanDone(ScanOutcome.ALREADY, device, f"{code} already scanned ({state.value})")
+
+
+def _scan_unknown(
+    session: Session, code: str, bench: Bench, body: ScanRequest, principal: Principal
+) -> ScanDone:
+    slot = _pick_slot(session, bench, body.slot)
+    device = Device(
+        serial=code, vendor=UNKNOWN_VENDOR, bench_id=bench.id, slot=slot,
+        observed_model=body.model, mac_addresses=[],
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            lifecycle.create(
+                session, [device], Event.DISCOVER, actor=principal.actor,
+                reason="scanned, not in any delivery", details={"bench_id": bench.id},
+            )  # fmt: skip
+    except IntegrityError:
+        # Another technician scanned the same unknown serial a moment earlier.
+        again = repository.find_devices_by_code(session, code)
+        if not again:
+            raise
+        return ScanDone(ScanOutcome.ALREADY, again[0], f"{code} already scanned (unexpected)")
+    if body.damaged:
+        device.quarantine_reason = body.reason or "damaged at scan-in"
+        lifecycle.apply(
+            session, device, Event.QUARANTINE, actor=principal.actor,
+            reason=device.quarantine_reason,
+        )  # fmt: skip
+        return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} unexpected and damaged")
+    return ScanDone(ScanOutcome.UNEXPECTED, device, f"{code} UNEXPECTED: no delivery lists it")
+
+
+def _pick_slot(session: Session, bench: Bench, wanted: int | None) -> int:
+    assert bench.id is not None
+    busy = repository.occupied_slots(session, bench.id)
+    if wanted is not None:
+        if wanted > bench.slots:
+            raise InvalidInput(f"bench {bench.code} has slots 1..{bench.slots}, not {wanted}")
+        if wanted in busy:
+            raise InvalidInput(f"slot {wanted} of bench {bench.code} is taken")
+        return wanted
+    for slot in range(1, bench.slots + 1):
+        if slot not in busy:
+            return slot
+    raise InvalidInput(f"bench {bench.code} is full ({bench.slots} slots)")

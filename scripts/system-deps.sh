@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Masterline's lab and tests use, only when they are missing.
+set -euo pipefail
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v zstd >/dev/null || need+=(zstd)
+command -v runuser >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "system-deps: installing ${need[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real SQLite file and a real PostgreSQL cluster, schema built by the
+migrations, and the API on top.
+
+Every test that takes ``db`` runs once per backend (``MASTERLINE_TEST_BACKENDS``,
+default ``sqlite,postgres``). SQLite tests get a copy of a migrated template file;
+PostgreSQL tests share one migrated database per xdist worker, truncated after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from core.db import Database
+from core.migrate import upgrade
+from core.registry import load_all_models
+from tests.support.factories import World, build_world
+from tests.support.postgres import PostgresCluster, start_cluster
+
+_WANTED = os.environ.get("MASTERLINE_TEST_BACKENDS", "sqlite,postgres")
+BACKENDS = [b.strip() for b in _WANTED.split(",") if b.strip()]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    url = pg_cluster.create_database("masterline_test")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "masterline.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("pg_url")
+    yield url
+    _truncate_all(url)
+
+
+def _truncate_all(url: str) -> None:
+    names = ", ".join(f'"{t.name}"' for t in load_all_models().sorted_tables)
+    cleaner = Database(url)
+    with cleaner.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    cleaner.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def world(db: Database) -> World:
+    return build_world(db)
+
+
+@pytest.fixture
+def app_client(db: Database) -> Iterator[TestClient]:
+    with TestClient(create_app(db), raise_server_exceptions=False) as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
