@@ -16,7 +16,7 @@ from api.cli import app as tokens_app
 from core.console import err_console
 from core.errors import MasterlineError
 from images.cli import app as images_app
-from inventory.cli import devices_app, lifecycle_app, scan
+from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app, scan
 from lab.cli import app as lab_app
 from logistics.cli import app as logistics_app
 from provisioning.cli import app as provisioning_app
@@ -32,6 +32,8 @@ demo_app = typer.Typer(help="Demo data and the embedded all-in-one run.")
 
 app.command("scan")(scan)
 app.add_typer(devices_app, name="devices")
+app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(admin_app, name="admin")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")

@@ -15,6 +15,8 @@ from core.errors import MasterlineError
 from inventory.states import to_dot, to_mermaid
 
 devices_app = typer.Typer(help="List and inspect devices (through the API).")
+deliveries_app = typer.Typer(help="Deliveries: ship-notice import, reconciliation (API).")
+admin_app = typer.Typer(help="Clients, sites, benches, hardware models (admin, API).")
 lifecycle_app = typer.Typer(help="The device lifecycle table.")
 
 MAX_SCAN_LENGTH = 64
