@@ -1,0 +1,60 @@
+"""Provisioning errors. The type says whether a retry can help (as MAAS's power drivers:
+``PowerConnError`` retryable, ``PowerAuthError`` fatal)."""
+
+from __future__ import annotations
+
+from core.errors import Conflict, MasterlineError, Unavailable
+
+
+class ProvisioningError(MasterlineError):
+    """A step failed. ``retryable`` tells the engine whether another attempt may help."""
+
+    retryable: bool = False
+    status_code = 409
+    title = "Provisioning failed"
+
+
+class TransportError(ProvisioningError):
+    """Talking to a laptop failed (SSH or WinRM)."""
+
+
+class ConnectFailed(TransportError):
+    """Refused, dropped or timed out: the laptop may be rebooting; retry with backoff."""
+
+    retryable = True
+
+
+class CommandTimedOut(TransportError):
+    retryable = True
+
+
+class AuthFailed(TransportError):
+    """Credentials rejected: retrying cannot help."""
+
+
+class HostKeyMismatch(TransportError):
+    """The laptop's SSH host key is not the one the site trusts: never proceed."""
+
+
+class CommandFailed(ProvisioningError):
+    """A command ran and exited non-zero."""
+
+
+class IdentityMismatch(ProvisioningError):
+    """The laptop on the bench is not the one that was scanned: nothing is written."""
+
+
+class ChecksumMismatch(ProvisioningError):
+    """What was read back from the disk is not what was sent."""
+
+
+class DiskFull(ProvisioningError):
+    pass
+
+
+class RunConflict(Conflict):
+    """The run cannot do that in its current state (e.g. retry a run that did not fail)."""
+
+
+class EngineUnavailable(Unavailable):
+    pass
