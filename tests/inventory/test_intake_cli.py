@@ -1,0 +1,73 @@
+"""``masterline deliveries …`` as a user runs it: a subprocess against a real server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.db import Database
+from core.principal import Role
+from tests.support.factories import World
+from tests.support.server import running_server
+
+MASTERLINE = str(Path(sys.executable).parent / "masterline")
+
+
+def _run(base_url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MASTERLINE_API_URL": base_url, "MASTERLINE_TOKEN": token,
+           "COLUMNS": "200"}  # fmt: skip
+    return subprocess.run(
+        [MASTERLINE, "deliveries", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_deliveries_create_import_and_reconcile(db: Database, world: World, tmp_path: Path) -> None:
+    good = tmp_path / "notice.csv"
+    good.write_bytes("serial;model;macs\nCLI-1;Latitude 7450;aa:bb:cc:00:00:01\n"
+                     "CLI-2;Latitude 7450;\n".encode("utf-8-sig"))  # fmt: skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text("serial,model,macs\nCLI-3,Latitude 7450,nope\n,Latitude 7450,\n")
+    token = world.token(Role.LOGISTICS, "ACME")
+    with running_server(db) as base:
+        made = _run(base, token, "create", "--vendor", "Dell", "--order", "PO-CLI-1",
+                    "--carrier", "DHL", "--expected-date", "2026-12-01", "--json")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        delivery = json.loads(made.stdout)
+        assert (delivery["client_id"], delivery["expected_date"]) == (world.acme.id, "2026-12-01")
+        did = str(delivery["id"])
+
+        rejected = _run(base, token, "import", did, str(bad))
+        assert rejected.returncode == 2
+        assert rejected.stderr.splitlines() == [
+            "bad.csv rejected, nothing written: 2 error(s)",
+            "line 2, column macs: 'nope' is not a MAC address",
+            "line 3, column serial: serial is empty",
+        ]
+        assert "Traceback" not in rejected.stderr
+
+        dry = _run(base, token, "import", did, str(good), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "2 created" in dry.stdout and "dry run, nothing written" in dry.stdout
+
+        done = _run(base, token, "import", did, str(good), "--format", "generic", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["created"] == 2
+
+        rec = _run(base, token, "reconcile", did, "--csv")
+        assert rec.returncode == 0, rec.stderr
+        rows = list(csv.DictReader(io.StringIO(rec.stdout)))
+        assert [(r["serial"], r["status"]) for r in rows] == [("CLI-1", "missing"),
+                                                              ("CLI-2", "missing")]  # fmt: skip
+
+        listing = _run(base, token, "list")
+        assert listing.returncode == 0, listing.stderr
+        assert "PO-CLI-1" in listing.stdout and "PO-GLOBEX-1" not in listing.stdout
+
+        other = _run(base, token, "reconcile", str(world.globex_delivery.id))
+        assert other.returncode == 4
+        assert "not found" in other.stderr
