@@ -1,0 +1,160 @@
+"""``masterline scan`` and ``masterline devices`` as a bench PC runs them: a real
+subprocess talking HTTP to a real server, fed the way a keyboard-wedge scanner types."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlmodel import select
+
+from core.db import Database
+from core.principal import Role
+from inventory.models import Device, DeviceEvent
+from tests.support.factories import World
+from tests.support.postgres import free_port
+from tests.support.server import running_server
+
+REPO = Path(__file__).resolve().parents[2]
+BEL = "\a"
+# Tests with no server need no database either: they run once, not once per backend.
+NO_SERVER_TOKEN = "mlt_no-server-to-check-it"
+
+
+def masterline(
+    *args: str, stdin: str = "", api_url: str, token: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MASTERLINE_API_URL": api_url,
+        "MASTERLINE_TOKEN": token,
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        input=stdin, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_scan_loop_reports_each_scan_and_rings_on_attention(db: Database, world: World) -> None:
+    garbage = "Z" * 200
+    scans = ["ACME0001", "acme0001", "NOBODY-99", "", garbage, "ACME0002"]
+    with running_server(db) as url:
+        done = masterline(
+            "scan", "--bench", str(world.bench.id), stdin="\n".join(scans) + "\n",
+            api_url=url, token=world.token(Role.TECHNICIAN),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # One line per scan; the empty line is not a scan.
+    assert len(lines) == 5, lines
+    received, again, unknown, unreadable, second = lines
+    assert "ACME0001 received at slot 1" in received and BEL not in received
+    assert "already scanned" in again and again.startswith(BEL)
+    assert "NOBODY-99 UNEXPECTED" in unknown and unknown.startswith(BEL)
+    assert "unreadable scan (200 chars)" in unreadable and unreadable.startswith(BEL)
+    assert garbage not in done.stdout
+    assert "ACME0002 received at slot 2" in second and BEL not in second
+    assert "Traceback" not in done.stderr
+    with db.session(write=False) as s:
+        device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
+        events = s.exec(select(DeviceEvent).where(DeviceEvent.device_id == device.id)).all()
+        assert [e.event for e in events] == ["expect", "receive"]
+        # The garbage line reached nobody: no device was made of it.
+        assert s.exec(select(Device).where(Device.serial == garbage.upper())).first() is None
+
+
+def test_scan_loop_survives_server_errors_and_markup_in_codes(db: Database, world: World) -> None:
+    with running_server(db) as url:
+        bad_bench = masterline(
+            "scan", "--bench", "424242", stdin="ACME0001\nACME0002\n",
+            api_url=url, token=world.token(Role.TECHNICIAN),
+        )  # fmt: skip
+        # A dsi token may not scan: each line says so, the loop goes on.
+        refused = masterline(
+            "scan", "--bench", str(world.bench.id), stdin="ACME0001\n[bold]X[/bold]\n",
+            api_url=url, token=world.token(Role.DSI, "ACME"),
+        )  # fmt: skip
+        odd = masterline(
+            "scan", "--bench", str(world.bench.id), stdin="[red]TAG[/x]\n",
+            api_url=url, token=world.token(Role.TECHNICIAN),
+        )  # fmt: skip
+    assert bad_bench.returncode == 0, bad_bench.stderr
+    lines = bad_bench.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(BEL) and "bench 424242 not found" in line for line in lines)
+    assert refused.returncode == 0
+    assert [("may not" in line) for line in refused.stdout.splitlines()] == [True, True]
+    assert odd.returncode == 0, odd.stderr
+    assert "[RED]TAG[/X]" in odd.stdout  # echoed as scanned (upper-cased), not as markup
+
+
+def test_scan_loop_with_the_server_down_prints_an_error_per_line() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = masterline(
+        "scan", "--bench", "1", stdin="ACME0001\nACME0002\n\nACME0003\n",
+        api_url=dead, token=NO_SERVER_TOKEN,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(BEL) and "cannot reach" in line for line in lines)
+    assert "Traceback" not in done.stderr
+
+
+def test_scan_without_a_token_is_one_line_and_exit_6() -> None:
+    env_free = masterline("scan", "--bench", "1", stdin="ACME0001\n", api_url="http://x",
+                          token="")  # fmt: skip
+    assert env_free.returncode == 6
+    assert env_free.stderr.strip().count("\n") == 0
+    assert "no API token" in env_free.stderr
+
+
+def test_devices_list_and_show(db: Database, world: World) -> None:
+    with running_server(db) as url:
+        as_dsi = masterline("devices", "list", "--json", api_url=url,
+                            token=world.token(Role.DSI, "ACME"))  # fmt: skip
+        table = masterline("devices", "list", "--state", "expected", "--serial-prefix", "glbx",
+                           api_url=url, token=world.token(Role.TECHNICIAN))  # fmt: skip
+        first_id = json.loads(as_dsi.stdout)["items"][0]["id"]
+        shown = masterline("devices", "show", str(first_id), api_url=url,
+                           token=world.token(Role.TECHNICIAN))  # fmt: skip
+        shown_json = masterline("devices", "show", str(first_id), "--json", api_url=url,
+                                token=world.token(Role.LOGISTICS, "ACME"))  # fmt: skip
+        hidden = masterline("devices", "show", str(first_id), api_url=url,
+                            token=world.token(Role.DSI, "GLOBEX"))  # fmt: skip
+        bad_state = masterline("devices", "list", "--state", "flying", api_url=url,
+                               token=world.token(Role.TECHNICIAN))  # fmt: skip
+    assert as_dsi.returncode == 0, as_dsi.stderr
+    assert sorted(d["serial"] for d in json.loads(as_dsi.stdout)["items"]) == [
+        "ACME0001", "ACME0002",
+    ]  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "GLBX0001" in table.stdout and "ACME0001" not in table.stdout
+    assert shown.returncode == 0, shown.stderr
+    assert "expected" in shown.stdout and "expect" in shown.stdout and "receive" in shown.stdout
+    detail = json.loads(shown_json.stdout)
+    assert [e["event"] for e in detail["history"]] == ["expect"]
+    assert hidden.returncode == 4
+    assert hidden.stderr.strip() == f"error: device {first_id} not found"
+    assert bad_state.returncode == 2
+    assert "state" in bad_state.stderr and "Traceback" not in bad_state.stderr
+
+
+def test_scan_loop_survives_bytes_that_are_not_utf8() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "scan", "--bench", "1"],
+        input=b"\xff\xfeAB\x81\nACME0001\n", capture_output=True, cwd=REPO, timeout=60,
+        env={**os.environ, "MASTERLINE_API_URL": dead,
+             "MASTERLINE_TOKEN": NO_SERVER_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 2
+    assert "unreadable scan" in lines[0]
+    assert "cannot reach" in lines[1]
