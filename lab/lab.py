@@ -1,0 +1,567 @@
+"""The device lab: lab laptops on 127.0.0.1 that stand in for a bench full of real ones.
+
+Each laptop is a directory under ``<root>/laptops/<name>/`` holding its hardware identity
+(a fake root ``pe/`` answering ``/sys/class/dmi/id/…``, ``/sys/class/net/…``,
+``/sys/block/…`` and ``/dev/<disk>``), its target disk (a sparse file), its own OpenSSH
+``sshd`` (own port, own host key) and its faults. In front of every sshd the lab daemon
+(``lab/daemon.py``) runs a small TCP proxy: it is where refused, dropped and slow links
+are injected. After imaging, :meth:`Lab.reboot_into_os` turns a Linux laptop into an SSH
+host for Ansible (``os/`` is the installed system's root) and a Windows laptop into a
+WinRM endpoint (``lab/winrm``). Everything is in one directory; see docs/lab.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lab import daemon_client, keys, sshd
+from lab.errors import InvalidLabInput, LabStartFailed, LaptopExists, LaptopNotFound
+from lab.faults import Fault, FaultFile, normalise_params
+from lab.identity import build_pe_root, macs_for, write_file
+
+__all__ = ["Fault", "Lab", "LabLaptop", "LaptopSpec"]
+
+OsFamily = Literal["linux", "windows"]
+DEFAULT_DISK_BYTES = 2 * 1024**3
+STATE_FILE = "lab.json"
+_PORT_ATTEMPTS = 5
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+WINRM_USERNAME = "Administrator"
+DEFAULT_OS_HOSTNAME = "localhost"
+
+
+@dataclass(frozen=True)
+class LaptopSpec:
+    """What to build: the identity of one lab laptop."""
+
+    serial: str
+    os_family: OsFamily = "linux"
+    vendor: str = "Dell"
+    model: str = "Latitude 5440"
+    disk_bytes: int = DEFAULT_DISK_BYTES
+    name: str | None = None
+    smbios_uuid: str | None = None
+    macs: list[str] | None = None
+    # The installed Windows' local admin password (the client configuration's); random if
+    # not given. Never printed by the lab.
+    winrm_password: str | None = None
+
+
+@dataclass
+class LabLaptop:
+    """One running lab laptop and everything a client needs to reach it."""
+
+    name: str
+    serial: str
+    smbios_uuid: str
+    macs: list[str]
+    vendor: str
+    model: str
+    os_family: OsFamily
+    dir: Path
+    pe_root: Path
+    os_root: Path
+    disk_path: Path
+    disk_bytes: int
+    ssh_port: int
+    sshd_port: int
+    ssh_user: str
+    client_key_path: Path
+    known_hosts_path: Path
+    host_key_fingerprint: str
+    host: str = "127.0.0.1"
+    disk_device: str = "nvme0n1"
+    # "pe" = booted into the provisioning environment; "os" = rebooted into the image.
+    boot: Literal["pe", "os"] = "pe"
+    winrm_port: int | None = None
+    winrm_http_port: int | None = None
+    winrm_ca_path: Path | None = None
+    winrm_username: str | None = None
+    winrm_password: str | None = None
+    ifnames: list[str] = field(default_factory=list)
+    # Disk mtime at the last boot into the OS: a later write means a re-image.
+    os_image_mtime_ns: int | None = None
+
+    @property
+    def winrm_endpoint(self) -> str | None:
+        """HTTPS WS-Management endpoint (validate it against ``winrm_ca_path``)."""
+        if self.winrm_port is None:
+            return None
+        return f"https://127.0.0.1:{self.winrm_port}/wsman"
+
+    @property
+    def winrm_http_endpoint(self) -> str | None:
+        """Plain-HTTP endpoint: NTLM with message encryption only."""
+        if self.winrm_http_port is None:
+            return None
+        return f"http://127.0.0.1:{self.winrm_http_port}/wsman"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabLaptop:
+        paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
+        kwargs: dict[str, Any] = {
+            k: (Path(v) if k in paths and v is not None else v)
+            for k, v in data.items()
+            if k in {f.name for f in fields(cls)}
+        }
+        return cls(**kwargs)
+
+
+class Lab:
+    """All lab laptops of one state directory.
+
+    Several ``Lab`` objects (e.g. the CLI's and a test's) may look at the same root; the
+    files are the truth. ``up`` started from Python stops what it started at interpreter
+    exit unless ``keep_running=True`` (the CLI's ``lab up`` keeps the lab running).
+    """
+
+    def __init__(self, root: Path | None = None, *, keep_running: bool = False) -> None:
+        if root is None:
+            from core.settings import get_settings
+
+            root = get_settings().data_dir / "lab"
+        self.root = Path(root).resolve()
+        self.keep_running = keep_running
+        self._atexit_registered = False
+
+    def _owner(self) -> int | None:
+        return None if self.keep_running else os.getpid()
+
+    # --- paths and state -------------------------------------------------------------
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.root / "client" / "id_ed25519"
+
+    @property
+    def authorized_keys_path(self) -> Path:
+        return self.root / "client" / "authorized_keys"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.root / "ca" / "ca.pem"
+
+    def _state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    def laptops(self) -> list[LabLaptop]:
+        """Every laptop of this lab, in creation order."""
+        try:
+            raw = json.loads(self._state_path().read_text())
+        except FileNotFoundError:
+            return []
+        return [LabLaptop.from_json(d) for d in raw.get("laptops", [])]
+
+    def get(self, name: str) -> LabLaptop:
+        """Raises LaptopNotFound."""
+        for laptop in self.laptops():
+            if laptop.name == name:
+                return laptop
+        raise LaptopNotFound(name)
+
+    def _save(self, laptops: list[LabLaptop]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"laptops": [lp.to_json() for lp in laptops]}, indent=2))
+        os.replace(tmp, self._state_path())
+
+    def _update(self, laptop: LabLaptop) -> None:
+        self._save([laptop if lp.name == laptop.name else lp for lp in self.laptops()])
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def up(self, specs: list[LaptopSpec]) -> list[LabLaptop]:
+        """Create and start one lab laptop per spec (booted into the PE, SSH reachable).
+
+        Raises InvalidLabInput for a bad spec, LaptopExists for a name already in the lab,
+        LabStartFailed if an sshd or the lab daemon does not come up (what was started by
+        this call is stopped again).
+        """
+        existing = self.laptops()
+        taken = {lp.name for lp in existing} | {lp.serial for lp in existing}
+        seen: set[str] = set()
+        for spec in specs:
+            _validate(spec)
+            name = _name_for(spec)
+            if name in taken or spec.serial in taken or name in seen:
+                raise LaptopExists(name)
+            seen.add(name)
+        self._ensure_shared()
+        started: list[LabLaptop] = []
+        try:
+            for spec in specs:
+                laptop = self._build(spec)
+                started.append(laptop)
+                started[-1] = self._start_sshd(laptop)
+                self._save([*existing, *started])
+            daemon_client.ensure_running(self.root, self._owner())
+            self._sync()
+        except BaseException:
+            for laptop in started:
+                sshd.stop(laptop.dir / "sshd")
+                shutil.rmtree(laptop.dir, ignore_errors=True)
+            self._save(existing)
+            raise
+        started = [self.get(lp.name) for lp in started]
+        if not self.keep_running and not self._atexit_registered:
+            atexit.register(self.down)
+            self._atexit_registered = True
+        return started
+
+    def up_n(
+        self,
+        n: int,
+        *,
+        windows: int = 0,
+        disk_bytes: int = DEFAULT_DISK_BYTES,
+        vendor: str = "Dell",
+        model: str = "Latitude 5440",
+        serial_prefix: str = "LAB",
+    ) -> list[LabLaptop]:
+        """Start ``n`` Linux and ``windows`` Windows laptops with serials LAB0001, LAB0002…
+
+        Raises what :meth:`up` raises.
+        """
+        if n < 0 or windows < 0:
+            raise InvalidLabInput("laptop counts must not be negative")
+        start = len(self.laptops()) + 1
+        specs: list[LaptopSpec] = []
+        for i in range(n + windows):
+            family: OsFamily = "linux" if i < n else "windows"
+            specs.append(
+                LaptopSpec(
+                    serial=f"{serial_prefix}{start + i:04d}",
+                    os_family=family,
+                    vendor=vendor,
+                    model=model,
+                    disk_bytes=disk_bytes,
+                )
+            )
+        return self.up(specs)
+
+    def start(self) -> list[LabLaptop]:
+        """Start again whatever ``down`` stopped (files kept): sshds and the daemon.
+
+        Raises LabStartFailed.
+        """
+        laptops = self.laptops()
+        for laptop in laptops:
+            if laptop.os_family == "windows" and laptop.boot == "os":
+                continue
+            pid = sshd.read_pid(laptop.dir / "sshd" / "sshd.pid")
+            if pid is None or not sshd.alive(pid):
+                self._update(self._start_sshd(laptop))
+        if laptops:
+            daemon_client.ensure_running(self.root, self._owner())
+            self._sync()
+            if not self.keep_running and not self._atexit_registered:
+                atexit.register(self.down)
+                self._atexit_registered = True
+        return self.laptops()
+
+    def down(self) -> None:
+        """Stop every lab process (sshds and their sessions, the daemon); keep the files."""
+        for laptop in self.laptops():
+            sshd.stop(laptop.dir / "sshd")
+        daemon_client.stop(self.root)
+
+    def reset(self) -> None:
+        """Stop everything and delete the lab's directory."""
+        self.down()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per laptop: identity, boot state, ports, processes alive, faults."""
+        daemon_pid = daemon_client.running_pid(self.root)
+        rows: list[dict[str, Any]] = []
+        for lp in self.laptops():
+            pid = sshd.read_pid(lp.dir / "sshd" / "sshd.pid")
+            rows.append(
+                {
+                    "name": lp.name,
+                    "serial": lp.serial,
+                    "os_family": lp.os_family,
+                    "boot": lp.boot,
+                    "ssh_port": lp.ssh_port,
+                    "sshd_running": pid is not None and sshd.alive(pid),
+                    "winrm_port": lp.winrm_port,
+                    "daemon_running": daemon_pid is not None,
+                    "disk_bytes": lp.disk_bytes,
+                    "faults": {f.value: p for f, p in FaultFile(lp.dir).read().items()},
+                }
+            )
+        return rows
+
+    # --- boot ------------------------------------------------------------------------
+
+    def reboot_into_os(self, name: str) -> LabLaptop:
+        """Reboot a laptop from the PE into its installed OS.
+
+        Linux: its sshd restarts serving the installed system (``MASTERLINE_TARGET_ROOT``
+        = ``os_root``), same port and host key. Windows: SSH goes away and the laptop
+        answers WinRM on ``winrm_port`` (HTTPS) and ``winrm_http_port`` (HTTP, NTLM with
+        encryption). Raises LaptopNotFound, LabStartFailed.
+        """
+        laptop = self.get(name)
+        daemon_client.ensure_running(self.root, self._owner())
+        sshd_dir = laptop.dir / "sshd"
+        sshd.stop(sshd_dir)
+        # The disk was written since the last boot into the OS: a fresh install boots, so
+        # what the previous configuration left (os_root, Windows state) is gone.
+        image = laptop.disk_path.stat().st_mtime_ns
+        if laptop.os_image_mtime_ns is not None and laptop.os_image_mtime_ns != image:
+            shutil.rmtree(laptop.os_root, ignore_errors=True)
+            (laptop.dir / "windows.json").unlink(missing_ok=True)
+        laptop = replace(laptop, os_image_mtime_ns=image)
+        if laptop.os_family == "linux":
+            laptop.os_root.mkdir(parents=True, exist_ok=True)
+            (laptop.os_root / "etc").mkdir(exist_ok=True)
+            hostname = laptop.os_root / "etc" / "hostname"
+            if not hostname.exists():
+                hostname.write_text(DEFAULT_OS_HOSTNAME + "\n")
+            laptop = self._start_sshd(replace(laptop, boot="os"))
+        else:
+            from lab.winrm.certs import ensure_lab_ca
+
+            ensure_lab_ca(self.root / "ca")
+            laptop = replace(
+                laptop,
+                boot="os",
+                winrm_port=laptop.winrm_port or sshd.free_port(),
+                winrm_http_port=laptop.winrm_http_port or sshd.free_port(),
+                winrm_ca_path=self.ca_path,
+                winrm_username=WINRM_USERNAME,
+                winrm_password=laptop.winrm_password or _password(),
+            )
+            from lab.winrm.state import WindowsState
+
+            WindowsState(laptop.dir).ensure(laptop.name)
+        self._update(laptop)
+        self._sync()
+        return self.get(name)
+
+    def boot_pe(self, name: str) -> LabLaptop:
+        """Boot a laptop back into the PE (e.g. to re-image it). Raises LaptopNotFound."""
+        laptop = self.get(name)
+        daemon_client.ensure_running(self.root, self._owner())
+        sshd.stop(laptop.dir / "sshd")
+        laptop = self._start_sshd(replace(laptop, boot="pe"))
+        self._update(laptop)
+        self._sync()
+        return self.get(name)
+
+    def windows_state(self, name: str) -> dict[str, Any]:
+        """The Windows state of a laptop (computer name, vpn, files, apps, services).
+
+        Raises LaptopNotFound.
+        """
+        from lab.winrm.state import WindowsState
+
+        return WindowsState(self.get(name).dir).read()
+
+    def windows_put_file(self, name: str, path: str, data: bytes) -> None:
+        """Put a file on a Windows laptop (e.g. the MSI an installer step expects).
+
+        Raises LaptopNotFound.
+        """
+        from lab.winrm.state import WindowsState
+
+        WindowsState(self.get(name).dir).put_file(path, data)
+
+    # --- faults ----------------------------------------------------------------------
+
+    def set_fault(self, name: str, fault: Fault, **params: Any) -> dict[str, Any]:
+        """Switch a fault on for one laptop; returns its effective parameters.
+
+        Raises LaptopNotFound, InvalidLabInput (unknown parameter or bad value).
+        """
+        laptop = self.get(name)
+        effective = normalise_params(fault, params)
+        if fault is Fault.WRONG_SERIAL:
+            wrong = str(effective.get("serial") or f"WRONG{laptop.serial}")
+            if not _SERIAL.fullmatch(wrong):
+                raise InvalidLabInput(f"serial {wrong!r}: letters, digits, '.', '_', '-' only")
+            effective["serial"] = wrong
+            write_file(laptop.pe_root / "sys/class/dmi/id/product_serial", wrong + "\n")
+        FaultFile(laptop.dir).set(fault, effective)
+        self._sync()
+        return effective
+
+    def clear_faults(self, name: str, fault: Fault | None = None) -> None:
+        """Switch off one fault, or all of them. Raises LaptopNotFound."""
+        laptop = self.get(name)
+        FaultFile(laptop.dir).clear(fault)
+        if fault is None or fault is Fault.WRONG_SERIAL:
+            write_file(laptop.pe_root / "sys/class/dmi/id/product_serial", laptop.serial + "\n")
+        self._sync()
+
+    def faults(self, name: str) -> dict[Fault, dict[str, Any]]:
+        """Raises LaptopNotFound."""
+        return FaultFile(self.get(name).dir).read()
+
+    # --- building --------------------------------------------------------------------
+
+    def _start_sshd(self, laptop: LabLaptop) -> LabLaptop:
+        """(Re)write the laptop's sshd config and start it; returns the laptop as started.
+
+        A port taken since it was picked is replaced (a few times). Raises LabStartFailed.
+        """
+        for attempt in range(_PORT_ATTEMPTS):
+            self._write_sshd_config(laptop)
+            try:
+                sshd.start(laptop.dir / "sshd", laptop.sshd_port)
+                return laptop
+            except sshd.PortInUse:
+                if attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                laptop = replace(laptop, sshd_port=sshd.free_port())
+        raise AssertionError("unreachable")
+
+    def _sync(self) -> None:
+        """Have the daemon apply the state; re-pick ports another process took meanwhile.
+
+        Raises LabStartFailed.
+        """
+        for _ in range(_PORT_ATTEMPTS):
+            failed = daemon_client.sync(self.root)
+            if not failed:
+                return
+            for name, what in failed.items():
+                laptop = self.get(name)
+                if what == "ssh":
+                    laptop = replace(laptop, ssh_port=sshd.free_port())
+                    host_line = keys.public_line(laptop.dir / "sshd" / "ssh_host_ed25519_key")
+                    laptop.known_hosts_path.write_text(
+                        keys.known_hosts_line(laptop.host, laptop.ssh_port, host_line)
+                    )
+                else:
+                    laptop = replace(
+                        laptop, winrm_port=sshd.free_port(), winrm_http_port=sshd.free_port()
+                    )
+                self._update(laptop)
+        raise LabStartFailed("the lab daemon could not bind its ports (see daemon.log)")
+
+    def _ensure_shared(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.client_key_path.exists():
+            line = keys.generate_ed25519(self.client_key_path, "masterline-lab-bench")
+            self.authorized_keys_path.write_text(line + "\n")
+
+    def _build(self, spec: LaptopSpec) -> LabLaptop:
+        name = _name_for(spec)
+        d = self.root / "laptops" / name
+        if d.exists():
+            shutil.rmtree(d)
+        (d / "sshd").mkdir(parents=True)
+        host_key = d / "sshd" / "ssh_host_ed25519_key"
+        host_line = keys.generate_ed25519(host_key, f"lab-{name}")
+        disk_path = d / "disk.img"
+        with open(disk_path, "wb") as fh:
+            fh.truncate(spec.disk_bytes)
+        macs = spec.macs or macs_for(spec.serial)
+        ifnames = ["enp0s31f6", "wlp0s20f3", "enx0050b6"][: len(macs)]
+        if len(macs) > len(ifnames):
+            ifnames += [f"eth{i}" for i in range(len(ifnames), len(macs))]
+        ssh_port = sshd.free_port()
+        sshd_port = sshd.free_port()
+        while sshd_port == ssh_port:
+            sshd_port = sshd.free_port()
+        known_hosts = d / "known_hosts"
+        known_hosts.write_text(keys.known_hosts_line("127.0.0.1", ssh_port, host_line))
+        laptop = LabLaptop(
+            name=name,
+            serial=spec.serial,
+            smbios_uuid=spec.smbios_uuid or str(uuid.uuid5(uuid.NAMESPACE_OID, spec.serial)),
+            macs=[m.lower() for m in macs],
+            vendor=spec.vendor,
+            model=spec.model,
+            os_family=spec.os_family,
+            dir=d,
+            pe_root=d / "pe",
+            os_root=d / "os",
+            disk_path=disk_path,
+            disk_bytes=spec.disk_bytes,
+            ssh_port=ssh_port,
+            sshd_port=sshd_port,
+            ssh_user=getpass.getuser(),
+            client_key_path=self.client_key_path,
+            known_hosts_path=known_hosts,
+            host_key_fingerprint=keys.fingerprint(host_line),
+            ifnames=ifnames,
+            winrm_password=spec.winrm_password,
+        )
+        build_pe_root(laptop)
+        FaultFile(d).clear()
+        self._write_sshd_config(laptop)
+        return laptop
+
+    def _write_sshd_config(self, laptop: LabLaptop) -> None:
+        sshd_dir = laptop.dir / "sshd"
+        sshd.write_config(
+            sshd_dir,
+            port=laptop.sshd_port,
+            host_key=sshd_dir / "ssh_host_ed25519_key",
+            authorized_keys=self.authorized_keys_path,
+            env=_session_env(laptop, booted_os=laptop.boot == "os"),
+        )
+
+
+def _session_env(laptop: LabLaptop, *, booted_os: bool) -> dict[str, str]:
+    # The hardware view (MASTERLINE_PE_ROOT) stays after the reboot: an installed OS
+    # reads the same /sys; the installed system's files live under MASTERLINE_TARGET_ROOT.
+    env = {
+        "MASTERLINE_PE_ROOT": str(laptop.pe_root),
+        "MASTERLINE_LAB_LAPTOP_DIR": str(laptop.dir),
+    }
+    if booted_os:
+        env["MASTERLINE_TARGET_ROOT"] = str(laptop.os_root)
+    return env
+
+
+def _name_for(spec: LaptopSpec) -> str:
+    return spec.name or spec.serial.lower()
+
+
+def _validate(spec: LaptopSpec) -> None:
+    """Raises InvalidLabInput."""
+    if not _SERIAL.fullmatch(spec.serial):
+        raise InvalidLabInput(f"serial {spec.serial!r}: letters, digits, '.', '_', '-' only")
+    if spec.name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", spec.name):
+        raise InvalidLabInput(f"name {spec.name!r}: lower-case letters, digits, '.', '_', '-'")
+    if spec.os_family not in ("linux", "windows"):
+        raise InvalidLabInput(f"os_family must be linux or windows, not {spec.os_family!r}")
+    if spec.disk_bytes < 1024 * 1024 or spec.disk_bytes % 512:
+        raise InvalidLabInput("disk size must be at least 1 MiB and a multiple of 512 bytes")
+    for text in (spec.vendor, spec.model):
+        if not text or "\n" in text:
+            raise InvalidLabInput("vendor and model must be one non-empty line")
+    if spec.winrm_password is not None and (
+        not spec.winrm_password or any(c in spec.winrm_password for c in ":\n\r")
+    ):
+        raise InvalidLabInput("the WinRM password must be non-empty, without ':' or newlines")
+    for mac in spec.macs or []:
+        if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", mac):
+            raise InvalidLabInput(f"bad MAC address {mac!r}")
+
+
+def _password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(18)

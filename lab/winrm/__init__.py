@@ -1,0 +1,1 @@
+"""The lab's WinRM side: a WS-Management shell server that unmodified pywinrm talks to."""

@@ -1,0 +1,526 @@
+"""A WS-Management (WinRS cmd shell) server for one lab Windows laptop.
+
+It answers the six actions pywinrm 0.5.0 sends (Create, Command, Send, Receive, Signal,
+Delete on ``…/windows/shell/cmd``) with the envelopes Windows returns, on two listeners:
+
+- HTTPS (``winrm_port``): certificate signed by the lab CA; Basic, or NTLM (connection
+  based, with channel binding), optionally with message encryption;
+- HTTP (``winrm_http_port``): NTLM with message encryption only
+  (``multipart/encrypted; protocol="application/HTTP-SPNEGO-session-encrypted"``), as a
+  Windows listener with ``AllowUnencrypted=false``.
+
+The NTLM acceptor is pyspnego's, fed a per-laptop ``NTLM_USER_FILE``. Commands run the
+lab PowerShell vocabulary (``lab/winrm/powershell.py``) against the laptop's state file.
+Faults (``winrm_500``, ``winrm_timeout``, ``winrm_401``, ``app_install_fails``) are read
+from the laptop's fault file at each request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ssl
+import struct
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import spnego
+import spnego.channel_bindings
+import spnego.exceptions
+
+from lab.faults import Fault, FaultFile
+from lab.winrm import powershell
+from lab.winrm.auth import PROTOCOL, Credentials, decrypt, encrypt, ntlm_type
+from lab.winrm.certs import certificate_hash, ensure_lab_ca
+from lab.winrm.state import WindowsState
+
+NS = {
+    "s": "http://www.w3.org/2003/05/soap-envelope",
+    "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+    "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
+    "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
+    "x": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
+    "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
+}
+SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+A_CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
+A_DELETE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
+A_COMMAND = f"{SHELL_URI}/Command"
+A_SEND = f"{SHELL_URI}/Send"
+A_RECEIVE = f"{SHELL_URI}/Receive"
+A_SIGNAL = f"{SHELL_URI}/Signal"
+CODE_OPERATION_TIMEOUT = 2150858793
+CODE_SHELL_NOT_FOUND = 2150858843
+CODE_INTERNAL = 2147943418
+MAX_BODY = 8 * 1024 * 1024
+
+
+@dataclass
+class _Command:
+    kind: str
+    result: powershell.Result | None = None
+    stdin: bytearray = field(default_factory=bytearray)
+    stdin_done: threading.Event = field(default_factory=threading.Event)
+    delivered: bool = False
+
+
+@dataclass
+class _Shell:
+    commands: dict[str, _Command] = field(default_factory=dict)
+
+
+class _Fault(Exception):
+    def __init__(self, status: int, code: int, subcode: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.subcode = subcode
+        self.reason = reason
+
+
+class WinrmLaptop:
+    """The WinRM-facing side of one laptop: credentials, shells, state, faults."""
+
+    def __init__(self, root: Path, laptop: dict[str, Any]) -> None:
+        self.name: str = laptop["name"]
+        self.dir = Path(laptop["dir"])
+        self.username: str = laptop["winrm_username"]
+        self.password: str = laptop["winrm_password"]
+        self.faults = FaultFile(self.dir)
+        self.state = WindowsState(self.dir)
+        self.shells: dict[str, _Shell] = {}
+        self.lock = threading.Lock()
+        self.ca_pem, self.server_pem, self.server_key = ensure_lab_ca(root / "ca")
+        self.auth = Credentials(
+            self.dir, self.username, self.password, certificate_hash(self.server_pem)
+        )
+
+    # --- WS-Management ---------------------------------------------------------------
+
+    def handle(self, body: bytes) -> bytes:
+        """One SOAP request → one SOAP response. Raises _Fault."""
+        if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+            # WS-Management never carries a DTD; refusing one rules out entity expansion.
+            raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "DTDs are not accepted.")
+        try:
+            root = ET.fromstring(body)  # noqa: S314 - no DTD (checked above)
+        except ET.ParseError:
+            raise _Fault(
+                500, CODE_INTERNAL, "w:InvalidMessage", "The request is not XML."
+            ) from None
+        header = root.find("s:Header", NS)
+        body_el = root.find("s:Body", NS)
+        if header is None or body_el is None:
+            raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "No SOAP header or body.")
+        action = _text(header.find("a:Action", NS))
+        message_id = _text(header.find("a:MessageID", NS))
+        selector = header.find("w:SelectorSet/w:Selector[@Name='ShellId']", NS)
+        shell_id = _text(selector)
+        timeout_s = _parse_timeout(_text(header.find("w:OperationTimeout", NS)))
+        fault500 = self.faults.consume(Fault.WINRM_500)
+        if fault500 is not None:
+            raise _Fault(
+                500,
+                CODE_INTERNAL,
+                "w:InternalError",
+                "The WS-Management service cannot process the request because of an internal "
+                "error.",
+            )
+        if action == A_CREATE:
+            new_id = str(uuid.uuid4()).upper()
+            with self.lock:
+                self.shells[new_id] = _Shell()
+            return _envelope(
+                action,
+                message_id,
+                "<x:ResourceCreated><a:Address>http://127.0.0.1/wsman</a:Address>"
+                "<a:ReferenceParameters>"
+                f"<w:ResourceURI>{SHELL_URI}/cmd</w:ResourceURI>"
+                f'<w:SelectorSet><w:Selector Name="ShellId">{new_id}</w:Selector></w:SelectorSet>'
+                "</a:ReferenceParameters></x:ResourceCreated>"
+                f"<rsp:Shell><rsp:ShellId>{new_id}</rsp:ShellId>"
+                f"<rsp:ResourceUri>{SHELL_URI}/cmd</rsp:ResourceUri>"
+                "<rsp:InputStreams>stdin</rsp:InputStreams>"
+                "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>",
+            )
+        shell = self._shell(shell_id)
+        if action == A_DELETE:
+            with self.lock:
+                self.shells.pop(shell_id, None)
+            return _envelope(action, message_id, "")
+        if action == A_COMMAND:
+            return self._command(action, message_id, shell, body_el)
+        if action == A_SEND:
+            stream = body_el.find("rsp:Send/rsp:Stream", NS)
+            if stream is None:
+                raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "Send without a stream.")
+            command = self._find_command(shell, stream.get("CommandId", ""))
+            command.stdin += base64.b64decode(stream.text or "")
+            if len(command.stdin) > MAX_BODY:
+                raise _Fault(500, CODE_INTERNAL, "w:QuotaLimit", "stdin too large")
+            if stream.get("End", "false").lower() == "true":
+                self._run_stdin(command)
+            return _envelope(action, message_id, "<rsp:SendResponse/>")
+        if action == A_RECEIVE:
+            desired = body_el.find("rsp:Receive/rsp:DesiredStream", NS)
+            command_id = desired.get("CommandId", "") if desired is not None else ""
+            command = self._find_command(shell, command_id)
+            return _envelope(action, message_id, self._receive(command, command_id, timeout_s))
+        if action == A_SIGNAL:
+            signal_el = body_el.find("rsp:Signal", NS)
+            command_id = signal_el.get("CommandId", "") if signal_el is not None else ""
+            with self.lock:
+                shell.commands.pop(command_id, None)
+            return _envelope(action, message_id, "<rsp:SignalResponse/>")
+        raise _Fault(
+            500,
+            2150858771,
+            "a:ActionNotSupported",
+            f"The action {action} is not supported by the service.",
+        )
+
+    def _shell(self, shell_id: str) -> _Shell:
+        with self.lock:
+            shell = self.shells.get(shell_id)
+        if shell is None:
+            raise _Fault(
+                500,
+                CODE_SHELL_NOT_FOUND,
+                "w:InvalidSelectors",
+                f"The request for the Windows Remote Shell with ShellId {shell_id} failed "
+                "because the shell was not found on the server.",
+            )
+        return shell
+
+    def _find_command(self, shell: _Shell, command_id: str) -> _Command:
+        with self.lock:
+            command = shell.commands.get(command_id)
+        if command is None:
+            raise _Fault(500, 2150858843, "w:InvalidSelectors", f"Command {command_id} not found.")
+        return command
+
+    def _command(self, action: str, message_id: str, shell: _Shell, body: ET.Element) -> bytes:
+        line = body.find("rsp:CommandLine", NS)
+        text = _text(line.find("rsp:Command", NS)) if line is not None else ""
+        arguments = _text(line.find("rsp:Arguments", NS)) if line is not None else ""
+        command_id = str(uuid.uuid4()).upper()
+        try:
+            kind, script = powershell.decode_command_line(text, arguments)
+        except powershell.NotUnderstood:
+            command = _Command(
+                "done",
+                powershell.Result(stderr=f"lab: not understood: {text[:200]}\r\n", exit_code=1),
+            )
+        else:
+            command = _Command(kind)
+            if kind == "script":
+                command.result = self._run(script or "")
+            elif kind == "hostname":
+                command.result = powershell.Result(
+                    stdout=self.state.read().get("computer_name", "") + "\r\n"
+                )
+        with self.lock:
+            shell.commands[command_id] = command
+        return _envelope(
+            action,
+            message_id,
+            f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId>"
+            "</rsp:CommandResponse>",
+        )
+
+    def _run_stdin(self, command: _Command) -> None:
+        raw = bytes(command.stdin)
+        try:
+            script = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # pywinrm encodes str input with the OEM code page.
+            script = raw.decode("cp437")
+        command.result = self._run(script)
+        command.stdin_done.set()
+
+    def _run(self, script: str) -> powershell.Result:
+        def install_failure(app_id: str) -> int | None:
+            params = self.faults.read().get(Fault.APP_INSTALL_FAILS)
+            if params is None:
+                return None
+            wanted = str(params.get("app_id") or "")
+            if wanted and wanted.lower() != app_id.lower():
+                return None
+            return int(params.get("exit_code", 1603))
+
+        with self.state.locked() as state:
+            return powershell.run_script(script, state, install_failure)
+
+    def _receive(self, command: _Command, command_id: str, timeout_s: float) -> str:
+        if command.result is None and command.kind == "stdin":
+            # Like Windows: wait for the script's stdin until the operation timeout.
+            command.stdin_done.wait(timeout=min(timeout_s, 20.0))
+        if self.faults.consume(Fault.WINRM_TIMEOUT) is not None or command.result is None:
+            raise _Fault(
+                500,
+                CODE_OPERATION_TIMEOUT,
+                "w:TimedOut",
+                "The WS-Management service cannot complete the operation within the time "
+                "specified in OperationTimeout.",
+            )
+        result = command.result
+        parts = []
+        if not command.delivered:
+            for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+                if text:
+                    data = base64.b64encode(text.encode("utf-8")).decode()
+                    parts.append(
+                        f'<rsp:Stream Name="{name}" CommandId="{command_id}">{data}</rsp:Stream>'
+                    )
+            command.delivered = True
+        parts.append(f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"/>')
+        parts.append(f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"/>')
+        parts.append(
+            f'<rsp:CommandState CommandId="{command_id}" '
+            f'State="{SHELL_URI}/CommandState/Done">'
+            f"<rsp:ExitCode>{result.exit_code}</rsp:ExitCode></rsp:CommandState>"
+        )
+        return "<rsp:ReceiveResponse>" + "".join(parts) + "</rsp:ReceiveResponse>"
+
+
+def _text(el: ET.Element | None) -> str:
+    return (el.text or "").strip() if el is not None else ""
+
+
+def _parse_timeout(text: str) -> float:
+    # ISO 8601 "PT20S" or "PT20.000S", as pywinrm sends.
+    if text.startswith("PT") and text.endswith("S"):
+        with contextlib.suppress(ValueError):
+            return float(text[2:-1])
+    return 20.0
+
+
+def _envelope(action: str, relates_to: str, body: str) -> bytes:
+    return (
+        '<s:Envelope xml:lang="en-US" '
+        f'xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" xmlns:x="{NS["x"]}" '
+        f'xmlns:w="{NS["w"]}" xmlns:rsp="{NS["rsp"]}" xmlns:p="{NS["p"]}">'
+        "<s:Header>"
+        f"<a:Action>{escape(action)}Response</a:Action>"
+        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
+        "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
+        f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>"
+        "</s:Header>"
+        f"<s:Body>{body}</s:Body></s:Envelope>"
+    ).encode()
+
+
+def _fault_envelope(fault: _Fault, machine: str) -> bytes:
+    return (
+        f'<s:Envelope xml:lang="en-US" xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" '
+        f'xmlns:w="{NS["w"]}">'
+        "<s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action>"
+        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID></s:Header>"
+        "<s:Body><s:Fault>"
+        f"<s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>{fault.subcode}</s:Value>"
+        "</s:Subcode></s:Code>"
+        f'<s:Reason><s:Text xml:lang="en-US">{escape(fault.reason)}</s:Text></s:Reason>'
+        "<s:Detail>"
+        '<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
+        f'Code="{fault.code}" Machine="{escape(machine)}">'
+        f"<f:Message>{escape(fault.reason)}</f:Message></f:WSManFault>"
+        "</s:Detail></s:Fault></s:Body></s:Envelope>"
+    ).encode()
+
+
+def _handler_class(laptop: WinrmLaptop, tls: bool) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "Microsoft-HTTPAPI/2.0"
+        sys_version = ""
+
+        def setup(self) -> None:
+            super().setup()
+            # NTLM authenticates the connection: its context lives as long as the socket.
+            self.ntlm: spnego.ContextProxy | None = None
+            self.authenticated = False
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Requests carry credentials and scripts: the lab logs none of them.
+            return
+
+        def do_GET(self) -> None:
+            self._reply(405, b"")
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0].rstrip("/").lower() != "/wsman":
+                self._reply(404, b"")
+                return
+            length = int(self.headers.get("Content-Length", "0") or 0)
+            if length > MAX_BODY:
+                self.close_connection = True
+                self._reply(413, b"")
+                return
+            body = self.rfile.read(length) if length else b""
+            auth = self.headers.get("Authorization", "")
+            scheme = auth.split(" ", 1)[0].lower()
+            if Fault.WINRM_401 in laptop.faults.read():
+                # The credentials are rejected: NTLM still gets its challenge, then fails.
+                self.authenticated = False
+                if scheme in ("ntlm", "negotiate") and ntlm_type(auth) == 1:
+                    self._ntlm(auth, body)
+                else:
+                    self.ntlm = None
+                    self._challenge()
+                return
+            if scheme == "basic":
+                # Basic only inside TLS, as a listener with AllowUnencrypted=false.
+                if not tls or not laptop.auth.basic_ok(auth):
+                    self._challenge()
+                    return
+                self._soap(body, encrypted=False)
+                return
+            if scheme in ("ntlm", "negotiate"):
+                self._ntlm(auth, body)
+                return
+            if not self.authenticated:
+                self._challenge()
+                return
+            self._soap(body, encrypted=self._is_encrypted())
+
+        def _is_encrypted(self) -> bool:
+            return "multipart/encrypted" in self.headers.get("Content-Type", "").lower()
+
+        def _ntlm(self, auth: str, body: bytes) -> None:
+            scheme, _, b64 = auth.partition(" ")
+            try:
+                token = base64.b64decode(b64.strip())
+            except ValueError:
+                self._challenge()
+                return
+            message_type = ntlm_type(auth)
+            if message_type == 1:
+                self.ntlm = laptop.auth.new_ntlm(tls)
+                self.authenticated = False
+                try:
+                    answer = laptop.auth.ntlm_step(self.ntlm, token)
+                except spnego.exceptions.SpnegoError:
+                    self._challenge()
+                    return
+                challenge = base64.b64encode(answer or b"").decode()
+                self._reply(401, b"", {"WWW-Authenticate": f"{scheme} {challenge}"})
+                return
+            if message_type != 3 or self.ntlm is None:
+                self._challenge()
+                return
+            try:
+                laptop.auth.ntlm_step(self.ntlm, token)
+            except spnego.exceptions.SpnegoError:
+                self.ntlm = None
+                self._challenge()
+                return
+            if not self.ntlm.complete:
+                self._challenge()
+                return
+            self.authenticated = True
+            if body:
+                self._soap(body, encrypted=self._is_encrypted())
+            else:
+                # pywinrm's empty POST that sets up message encryption.
+                self._reply(200, b"")
+
+        def _soap(self, body: bytes, *, encrypted: bool) -> None:
+            if not tls and not encrypted:
+                # Plain HTTP carries only encrypted messages.
+                self._reply(400, b"")
+                return
+            if encrypted:
+                if self.ntlm is None:
+                    self._challenge()
+                    return
+                try:
+                    body = decrypt(self.ntlm, body)
+                except (ValueError, IndexError, struct.error, spnego.exceptions.SpnegoError):
+                    self._reply(400, b"")
+                    return
+            try:
+                status, answer = 200, laptop.handle(body)
+            except _Fault as fault:
+                status, answer = fault.status, _fault_envelope(fault, laptop.name)
+            if encrypted and self.ntlm is not None:
+                self._reply(
+                    status,
+                    encrypt(self.ntlm, answer),
+                    {
+                        "Content-Type": f'multipart/encrypted;protocol="{PROTOCOL}";'
+                        'boundary="Encrypted Boundary"'
+                    },
+                )
+            else:
+                self._reply(status, answer, {"Content-Type": "application/soap+xml;charset=UTF-8"})
+
+        def _challenge(self) -> None:
+            headers = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]
+            if tls:
+                headers.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
+            self._reply(401, b"", headers)
+
+        def _reply(
+            self,
+            status: int,
+            body: bytes,
+            headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        ) -> None:
+            self.send_response(status)
+            items = headers.items() if isinstance(headers, dict) else (headers or [])
+            for key, value in items:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class WinrmEndpoint:
+    """The HTTPS and HTTP listeners of one Windows laptop, served from threads."""
+
+    def __init__(self, servers: list[_Server], ports: tuple[Any, Any]) -> None:
+        self.servers = servers
+        self.ports = ports
+
+    @classmethod
+    def start(cls, root: Path, laptop: dict[str, Any]) -> WinrmEndpoint:
+        """Bind both ports on 127.0.0.1 and serve. Raises OSError if a port is taken."""
+        wl = WinrmLaptop(root, laptop)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(wl.server_pem, wl.server_key)
+        https = _Server(("127.0.0.1", int(laptop["winrm_port"])), _handler_class(wl, tls=True))
+        # The handshake happens in the connection's thread, not in the accept loop.
+        https.socket = context.wrap_socket(
+            https.socket, server_side=True, do_handshake_on_connect=False
+        )
+        try:
+            http = _Server(
+                ("127.0.0.1", int(laptop["winrm_http_port"])), _handler_class(wl, tls=False)
+            )
+        except OSError:
+            https.server_close()
+            raise
+        servers = [https, http]
+        for server in servers:
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return cls(servers, (laptop["winrm_port"], laptop["winrm_http_port"]))
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
