@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from core.errors import Conflict, MasterlineError, Unavailable
+from core.errors import Conflict, MasterlineError, NotFound, Unavailable
 
 
 class ProvisioningError(MasterlineError):
@@ -58,3 +58,22 @@ class RunConflict(Conflict):
 
 class EngineUnavailable(Unavailable):
     pass
+
+
+class RunNotFound(NotFound):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"provisioning run {what} not found")
+
+
+class NotReadyToProvision(Conflict):
+    """The device's client has no image or no configuration yet."""
+
+
+class Aborted(ProvisioningError):
+    """A technician aborted the run; the worker stops at the next safe point."""
+
+
+class StepTimedOut(ProvisioningError):
+    """A step ran past its own timeout (retryable: the next attempt starts afresh)."""
+
+    retryable = True

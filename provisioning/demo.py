@@ -1,0 +1,183 @@
+"""``make run``: the whole main job on the embedded default, end to end.
+
+Starts a lab (4 Linux + 4 Windows laptops by default), the API and a worker in this
+process; then, through the HTTP API like any client would: uploads a demo image per OS
+(small generated raw disks, zstd-compressed), sets the client's configuration, imports a
+delivery whose serials are the lab laptops', wires the bench slots to the laptops and
+scans them in. One laptop gets a flipped byte on its disk, to show a failure and its
+reason. The bench view prints until every run is finished; the server keeps running
+(Ctrl-C stops it and the lab).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import secrets
+import signal
+import string
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import zstandard
+
+from core.console import console
+from core.db import get_database
+from core.settings import get_settings
+
+MiB = 1024 * 1024
+LINUX_MODEL = "Precision 3480"
+WINDOWS_MODEL = "Latitude 5440"
+
+
+def _image(path: Path, *, mib: int, seed: int) -> tuple[bytes, int, str]:
+    """A small raw disk: half pseudo-random blocks, half zeros; returns the zstd bytes
+    with the raw size and sha256."""
+    rng = random.Random(seed)  # noqa: S311 - filler bytes, not a secret
+    block = 256 * 1024
+    raw = b"".join(rng.randbytes(block) if i % 2 == 0 else b"\0" * block
+                   for i in range(mib * MiB // block))  # fmt: skip
+    packed = zstandard.ZstdCompressor(level=3).compress(raw)
+    path.write_bytes(packed)
+    return packed, len(raw), hashlib.sha256(raw).hexdigest()
+
+
+def _ok(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        raise RuntimeError(
+            f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}"
+        )
+    return r.json() if r.content else None
+
+
+def run_demo(*, host: str, port: int) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from core.demo import DEMO_CLIENT, seed
+    from lab.faults import Fault
+    from lab.lab import Lab
+    from provisioning.cli import runs_table
+    from provisioning.engine import JobEngine
+    from provisioning.worker import config_from_env
+
+    def _terminate(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # so that the lab and the worker stop cleanly
+
+    signal.signal(signal.SIGTERM, _terminate)
+    n_linux = int(os.environ.get("MASTERLINE_DEMO_LINUX", "4"))
+    n_windows = int(os.environ.get("MASTERLINE_DEMO_WINDOWS", "4"))
+    settings = get_settings()
+    token = seed()
+    db = get_database()
+    # A fresh serial prefix per run: the demo database keeps earlier runs' laptops.
+    stamp = "".join(secrets.choice(string.ascii_uppercase) for _ in range(4))
+    lab = Lab(settings.data_dir / "demo-lab", keep_running=True)
+    lab.reset()
+    console.print(f"starting the lab: {n_linux} Linux + {n_windows} Windows laptops…")
+    laptops = lab.up_n(n_linux, disk_bytes=64 * MiB, model=LINUX_MODEL,
+                       serial_prefix=f"L{stamp}")  # fmt: skip
+    if n_windows:
+        laptops += lab.up_n(0, windows=n_windows, disk_bytes=64 * MiB, model=WINDOWS_MODEL,
+                            serial_prefix=f"W{stamp}")  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(create_app(db), host=host, port=port,
+                                           log_level="warning"))  # fmt: skip
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+    api.start()
+    stop = threading.Event()
+    engine = JobEngine(db, config_from_env())
+    worker = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
+    worker.start()
+    base = f"http://{host}:{port}"
+    http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    try:
+        for _ in range(200):
+            try:
+                http.get("/openapi.json")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        bench_id = _stage(http, lab, laptops, stamp=stamp, client=DEMO_CLIENT,
+                          work=settings.data_dir)  # fmt: skip
+        broken = laptops[min(1, len(laptops) - 1)]
+        lab.set_fault(broken.name, Fault.FLIPPED_BYTE, offset=4096)
+        console.print(f"[yellow]injected a flipped byte on {broken.serial}'s disk[/yellow]")
+        _scan_all(http, laptops, bench_id=bench_id)
+        console.print(f"[bold green]Masterline is up[/bold green] at {base} (docs: {base}/docs)")
+        console.print(f"  admin token: {token}")
+        console.print(f"  bench view:  MASTERLINE_TOKEN={token} .venv/bin/masterline watch")
+        console.print(f"  runs:        MASTERLINE_TOKEN={token} .venv/bin/masterline runs list")
+        serials = {lp.serial for lp in laptops}
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            page = _ok(http.get("/runs", params={"limit": 500}))
+            mine = [r for r in page["items"] if r["serial"] in serials]
+            latest = {r["device_id"]: r for r in mine}
+            rows = sorted(latest.values(), key=lambda r: r["slot"] or 0)
+            console.clear()
+            console.print(runs_table(rows, title=f"bench {bench_id} — {time.strftime('%H:%M:%S')}"))
+            if rows and all(r["status"] in ("succeeded", "failed", "aborted") for r in rows):
+                break
+            time.sleep(1.0)
+        ready = sum(1 for r in rows if r["device_state"] == "ready")
+        console.print(f"{ready}/{len(rows)} laptops READY; failures show their step and cause.")
+        console.print(f"Server still running at {base}; Ctrl-C stops it and the lab.")
+        while api.is_alive():
+            api.join(timeout=1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        stop.set()
+        worker.join(timeout=60)
+        http.close()
+        lab.down()
+
+
+def _stage(http: httpx.Client, lab: Any, laptops: list[Any], *, stamp: str, client: str,
+           work: Path) -> int:  # fmt: skip
+    families = sorted({lp.os_family for lp in laptops})
+    for seed, family in enumerate(families):
+        model = LINUX_MODEL if family == "linux" else WINDOWS_MODEL
+        packed, raw_size, raw_sha = _image(work / f"demo-{family}.raw.zst", mib=8, seed=seed)
+        image = _ok(http.post("/images", json={
+            "client_code": client, "name": f"demo-{family}", "version": stamp,
+            "os_family": family, "format": "raw+zstd", "size": len(packed),
+            "sha256": hashlib.sha256(packed).hexdigest(), "raw_size": raw_size,
+            "raw_sha256": raw_sha, "compatible_models": [{"vendor": "Dell", "model": model}],
+        }))  # fmt: skip
+        _ok(http.put(f"/images/{image['id']}/content", content=packed,
+                     headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
+        console.print(f"uploaded image demo-{family} {stamp} ({len(packed)} bytes zstd, "
+                      f"{raw_size} raw)")  # fmt: skip
+    _ok(http.post(f"/clients/{client}/configs", json={
+        "hostname_pattern": "ACME-{serial}", "apps": [], "checks": ["image_hash", "hostname"],
+    }))  # fmt: skip
+    delivery = _ok(http.post("/deliveries", json={
+        "client_code": client, "vendor": "Dell", "order_reference": f"PO-LAB-{stamp}",
+    }))  # fmt: skip
+    csv = "serial,vendor,model\n" + "".join(f"{lp.serial},Dell,{lp.model}\n" for lp in laptops)
+    _ok(http.post(f"/deliveries/{delivery['id']}/import", content=csv.encode(),
+                  headers={"Content-Type": "text/csv"}))  # fmt: skip
+    console.print(f"imported delivery PO-LAB-{stamp}: {len(laptops)} laptops")
+    bench = _ok(http.post("/benches", json={"site_code": "PAR", "code": f"LAB-{stamp}",
+                                            "slots": max(16, len(laptops))}))  # fmt: skip
+    for slot, lp in enumerate(laptops, start=1):
+        _ok(http.put("/runs/endpoints", json={
+            "bench_id": bench["id"], "slot": slot, "host": lp.host, "ssh_port": lp.ssh_port,
+            "ssh_user": lp.ssh_user, "key_path": str(lp.client_key_path),
+            "known_hosts_path": str(lp.known_hosts_path),
+            "options": {"lab_root": str(lab.root), "lab_laptop": lp.name},
+        }))  # fmt: skip
+    return int(bench["id"])
+
+
+def _scan_all(http: httpx.Client, laptops: list[Any], *, bench_id: int) -> None:
+    for slot, lp in enumerate(laptops, start=1):
+        done = _ok(http.post("/scan", json={"code": lp.serial, "bench_id": bench_id,
+                                            "slot": slot}))  # fmt: skip
+        console.print(f"scan {lp.serial} → {done['message']} ({done['device']['state']})")

@@ -1,0 +1,351 @@
+"""Imaging on the laptop side: identity, disk choice, the stream, the readback.
+
+Stream design. The site cache always holds the image zstd-compressed (a ``raw`` upload
+is compressed once, when the site first caches it), and the laptop decompresses:
+``zstd -dc | dd of=<disk>``. zstd encodes a run of zero blocks as RLE blocks of a few
+bytes, so zero blocks are not sent — bytes on the wire are the compressed size, which
+the benchmark compares to the zstd size of the non-zero blocks. Every byte of the disk
+range is still written (zeros included), so the readback hash of ``raw_size`` bytes is
+exactly the image's raw sha256 whatever the disk held before; a sparse write would
+leave the old contents under the holes.
+
+The sha256 computed while sending is that of the bytes fed to ``ssh``; it must equal the
+cached file's hash, and the readback must equal the raw hash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from provisioning.errors import (
+    ChecksumMismatch,
+    CommandFailed,
+    DiskFull,
+)
+from provisioning.transports.base import Transport
+
+CHUNK = 1024 * 1024
+PE_ROOT = '"${MASTERLINE_PE_ROOT:-}"'
+_DISK_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+_SKIP_DISKS = ("loop", "ram", "zram", "sr", "fd", "dm-", "md")
+
+IDENTIFY_SCRIPT = r"""R="${MASTERLINE_PE_ROOT:-}"
+echo "serial=$(cat "$R/sys/class/dmi/id/product_serial" 2>/dev/null)"
+echo "uuid=$(cat "$R/sys/class/dmi/id/product_uuid" 2>/dev/null)"
+echo "model=$(cat "$R/sys/class/dmi/id/product_name" 2>/dev/null)"
+for n in "$R"/sys/class/net/*; do
+  [ -f "$n/address" ] && echo "mac=$(basename "$n") $(cat "$n/address")"
+done
+for b in "$R"/sys/block/*; do
+  [ -f "$b/size" ] || continue
+  rm="$(cat "$b/removable" 2>/dev/null || echo 0)"
+  echo "disk=$(basename "$b") $(cat "$b/size") $rm"
+done
+true
+"""
+
+
+@dataclass(frozen=True)
+class Disk:
+    name: str
+    size_bytes: int
+    removable: bool
+
+
+@dataclass(frozen=True)
+class Identity:
+    serial: str
+    uuid: str
+    model: str
+    macs: dict[str, str]
+    disks: list[Disk]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "serial": self.serial, "uuid": self.uuid, "model": self.model,
+            "macs": self.macs,
+            "disks": [{"name": d.name, "size": d.size_bytes, "removable": d.removable}
+                      for d in self.disks],
+        }  # fmt: skip
+
+
+def identify(transport: Transport, *, timeout: float) -> Identity:
+    """Read serial, SMBIOS UUID, MACs and disks in the provisioning environment.
+
+    :raises CommandFailed: the script failed; transport errors as ``Transport.run``.
+    """
+    res = transport.run("sh -s", timeout=timeout, stdin=IDENTIFY_SCRIPT.encode())
+    if not res.ok:
+        raise CommandFailed(f"identity script exited {res.rc}: {_first_line(res.stderr)}")
+    serial = uuid = model = ""
+    macs: dict[str, str] = {}
+    disks: list[Disk] = []
+    for line in res.stdout.splitlines():
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if key == "serial":
+            serial = value
+        elif key == "uuid":
+            uuid = value
+        elif key == "model":
+            model = value
+        elif key == "mac":
+            iface, _, addr = value.partition(" ")
+            if iface != "lo":
+                macs[iface] = addr.strip().lower()
+        elif key == "disk":
+            parts = value.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                removable = len(parts) > 2 and parts[2] == "1"
+                disks.append(Disk(parts[0], int(parts[1]) * 512, removable))
+    return Identity(serial=serial, uuid=uuid, model=model, macs=macs, disks=disks)
+
+
+def pick_disk(identity: Identity, *, rule: str = "largest") -> Disk:
+    """The target disk: the model's named disk, or the largest non-removable one.
+
+    :raises CommandFailed: no such disk / no candidate (fatal: a human must look).
+    """
+    candidates = [
+        d for d in identity.disks
+        if _DISK_NAME.match(d.name) and not d.name.startswith(_SKIP_DISKS)
+    ]  # fmt: skip
+    if rule and rule != "largest":
+        for d in candidates:
+            if d.name == rule:
+                return d
+        raise CommandFailed(f"disk {rule!r} required by the hardware model is not present")
+    fixed = [d for d in candidates if not d.removable and d.size_bytes > 0]
+    if not fixed:
+        raise CommandFailed("no non-removable disk found")
+    return max(fixed, key=lambda d: (d.size_bytes, d.name))
+
+
+def disk_path(name: str) -> str:
+    if not _DISK_NAME.match(name):
+        raise CommandFailed(f"refusing odd disk name {name!r}")
+    return f"{PE_ROOT}/dev/{name}"
+
+
+# Site cache.
+@dataclass(frozen=True)
+class ImageSource:
+    """What the imaging step needs to know about a stored image."""
+
+    image_id: int
+    path: Path
+    format: str
+    """``raw`` or ``raw+zstd``."""
+    size: int
+    sha256: str
+    raw_size: int
+    raw_sha256: str
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    path: Path
+    size: int
+    sha256: str
+    raw_size: int
+    raw_sha256: str
+
+
+def ensure_cached(source: ImageSource, cache_dir: Path) -> CachedImage:
+    """The site's zstd copy of ``source``, read from the central store only once per
+    site (a file lock makes concurrent workers of one site wait for the first).
+
+    :raises ChecksumMismatch: the central file is not the one catalogued.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / f"{source.raw_sha256}.zst"
+    meta = cache_dir / f"{source.raw_sha256}.json"
+    with open(cache_dir / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if final.exists() and meta.exists():
+                info = json.loads(meta.read_text())
+                return CachedImage(final, int(info["size"]), str(info["sha256"]),
+                                   source.raw_size, source.raw_sha256)  # fmt: skip
+            tmp = final.with_suffix(".partial")
+            stored = hashlib.sha256()
+            raw = hashlib.sha256()
+            out_hash = hashlib.sha256()
+            out_size = 0
+            with open(source.path, "rb") as src, open(tmp, "wb") as dst:
+                if source.format == "raw+zstd":
+                    for chunk in iter(lambda: src.read(CHUNK), b""):
+                        stored.update(chunk)
+                        dst.write(chunk)
+                        out_hash.update(chunk)
+                        out_size += len(chunk)
+                else:
+                    cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                    writer = _HashingWriter(dst, out_hash)
+                    with cctx.stream_writer(writer, closefd=False) as comp:  # type: ignore[arg-type]
+                        for chunk in iter(lambda: src.read(CHUNK), b""):
+                            stored.update(chunk)
+                            raw.update(chunk)
+                            comp.write(chunk)
+                    out_size = writer.size
+                dst.flush()
+                os.fsync(dst.fileno())
+            if stored.hexdigest() != source.sha256:
+                tmp.unlink(missing_ok=True)
+                raise ChecksumMismatch(
+                    f"image {source.image_id} in the central store does not match its sha256"
+                )
+            os.replace(tmp, final)
+            meta.write_text(json.dumps({"size": out_size, "sha256": out_hash.hexdigest(),
+                                        "image_id": source.image_id,
+                                        "fetched_at": time.time()}))  # fmt: skip
+            return CachedImage(final, out_size, out_hash.hexdigest(), source.raw_size,
+                               source.raw_sha256)  # fmt: skip
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _HashingWriter:
+    def __init__(self, inner: object, digest: hashlib._Hash) -> None:
+        self.inner = inner
+        self.digest = digest
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.inner.write(data)  # type: ignore[attr-defined]
+        return len(data)
+
+    def flush(self) -> None:
+        self.inner.flush()  # type: ignore[attr-defined]
+
+
+# Bandwidth.
+@dataclass
+class TokenBucket:
+    """Bytes per second shared by every stream of one site in this worker process."""
+
+    rate: float
+    burst: float = 4 * CHUNK
+    _tokens: float = 0.0
+    _last: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, n: int) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                elapsed = 0.0 if self._last is None else max(0.0, now - self._last)
+                self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+                self._last = now
+                if self._tokens >= n or self._tokens >= self.burst:
+                    self._tokens -= n
+                    return
+                wait = (n - self._tokens) / self.rate
+            time.sleep(min(wait, 0.5))
+
+
+_buckets: dict[str, TokenBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def site_bucket(site: str, rate: int | None) -> TokenBucket | None:
+    if not rate:
+        return None
+    with _buckets_lock:
+        bucket = _buckets.get(site)
+        if bucket is None or bucket.rate != rate:
+            bucket = _buckets[site] = TokenBucket(rate=float(rate))
+        return bucket
+
+
+def read_chunks(path: Path, *, bucket: TokenBucket | None = None) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            if bucket is not None:
+                bucket.take(len(chunk))
+            yield chunk
+
+
+# Stream and readback.
+@dataclass(frozen=True)
+class Written:
+    disk: str
+    bytes_sent: int
+    sent_sha256: str
+
+
+def stream_image(
+    transport: Transport,
+    image: CachedImage,
+    disk: Disk,
+    *,
+    timeout: float,
+    progress: Callable[[int], None] | None = None,
+    bucket: TokenBucket | None = None,
+) -> Written:
+    """Write ``image`` onto ``disk``.
+
+    :raises DiskFull: the disk is smaller than the image, or the write ran out of space.
+    :raises CommandFailed: the laptop-side pipeline failed.
+    :raises ChecksumMismatch: what was sent is not the cached file.
+    """
+    if image.raw_size > disk.size_bytes:
+        raise DiskFull(f"image needs {image.raw_size} bytes, disk {disk.name} has "
+                       f"{disk.size_bytes}")  # fmt: skip
+    target = disk_path(disk.name)
+    cmd = (
+        "{ zstd -dcq || echo ZSTD_FAILED >&2; } | "
+        f"dd of={target} bs=4M conv=notrunc,fsync status=none"
+    )
+    res = transport.put_stream(
+        f"sh -c {shlex.quote(cmd)}", read_chunks(image.path, bucket=bucket),
+        timeout=timeout, progress=progress,
+    )  # fmt: skip
+    err = res.result.stderr
+    if "no space left" in err.lower():
+        raise DiskFull(f"disk {disk.name} ran out of space while writing")
+    if "ZSTD_FAILED" in err or not res.result.ok:
+        raise CommandFailed(f"write to {disk.name} failed: {_first_line(err) or res.result.rc}")
+    if res.sha256 != image.sha256 or res.bytes_sent != image.size:
+        raise ChecksumMismatch("bytes sent differ from the cached image")
+    return Written(disk=disk.name, bytes_sent=res.bytes_sent, sent_sha256=res.sha256)
+
+
+def readback_sha256(transport: Transport, disk: str, size: int, *, timeout: float) -> str:
+    """SHA-256 of the first ``size`` bytes of ``disk``, computed on the laptop.
+
+    :raises CommandFailed: the read failed.
+    """
+    cmd = f"head -c {int(size)} {disk_path(disk)} | sha256sum"
+    res = transport.run(cmd, timeout=timeout)
+    digest = res.stdout.strip().split(" ")[0] if res.stdout.strip() else ""
+    if not res.ok or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CommandFailed(f"readback of {disk} failed: {_first_line(res.stderr) or res.rc}")
+    return digest
+
+
+def verify(transport: Transport, image: CachedImage, disk: str, *, timeout: float) -> str:
+    """:raises ChecksumMismatch: the disk does not hold the image (fatal)."""
+    digest = readback_sha256(transport, disk, image.raw_size, timeout=timeout)
+    if digest != image.raw_sha256:
+        raise ChecksumMismatch(f"readback of {disk} does not match the image sha256")
+    return digest
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""

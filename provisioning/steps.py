@@ -1,0 +1,304 @@
+"""The ordered, idempotent steps of a provisioning run.
+
+Each step is a plain function of a ``StepContext`` that returns what later steps need
+(merged into ``ProvisioningRun.context``). Running a step twice is safe: the identity
+check only reads, the stream rewrites the whole range, the readback only reads, the
+offline settings overwrite the same files, configuration is idempotent (Ansible/DSC
+style), the gate only reads. That is what lets a killed worker simply re-run the step
+that was saved before it started.
+
+Which device state each step runs in is fixed here (``Step.stage``); the engine moves the
+device into that stage, through ``inventory.lifecycle``, before the step starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from inventory.models import Device
+from inventory.service import normalize_code
+from inventory.states import DeviceState
+from provisioning import imaging, labboot
+from provisioning.errors import (
+    Aborted,
+    CommandFailed,
+    ConnectFailed,
+    IdentityMismatch,
+    NotReadyToProvision,
+    ProvisioningError,
+)
+from provisioning.transports.base import Transport
+from provisioning.transports.ssh import SshEndpoint, SSHTransport
+
+
+class GateFailed(ProvisioningError):
+    """One or more of the client's checks failed (fatal: the laptop is not READY)."""
+
+    def __init__(self, failed: list[dict[str, Any]]) -> None:
+        names = ", ".join(f"{c['name']} ({c['detail']})" for c in failed)
+        super().__init__(f"checks failed: {names}"[:900])
+        self.failed = failed
+
+
+@dataclass
+class StepContext:
+    """Everything a step may use. Built by the engine from committed rows; steps never
+    touch the database except through ``session_factory`` for planning."""
+
+    run_id: int
+    serial: str
+    os_family: str
+    endpoint: SshEndpoint
+    endpoint_options: dict[str, Any]
+    disk_rule: str
+    site_code: str
+    cache_dir: Path
+    image: imaging.ImageSource
+    state: dict[str, Any]
+    timeout: float
+    progress: Callable[[int, int], None]
+    """(sent, total); raises ``Aborted`` when the run was aborted."""
+    on_event: Callable[[dict[str, Any]], None]
+    plan_loader: Callable[[], tuple[Any, Any]]
+    """Returns (OsTarget, ConfigPlan) from the client's configuration."""
+    cancelled: Callable[[], bool] = lambda: False
+    """True once the run was aborted (polled by long steps such as configure)."""
+    bucket: imaging.TokenBucket | None = None
+    transport_factory: Callable[[SshEndpoint], Transport] = field(default=SSHTransport)
+    _transport: Transport | None = None
+
+    def pe(self) -> Transport:
+        if self._transport is None:
+            self._transport = self.transport_factory(self.endpoint)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+def _check_serial(ctx: StepContext) -> imaging.Identity:
+    identity = imaging.identify(ctx.pe(), timeout=ctx.timeout)
+    seen = normalize_code(identity.serial)
+    if seen != normalize_code(ctx.serial):
+        raise IdentityMismatch(
+            f"identity mismatch: the laptop in the slot reports serial {seen or '(none)'}, "
+            f"{ctx.serial} was scanned"
+        )
+    return identity
+
+
+def step_identify(ctx: StepContext) -> dict[str, Any]:
+    identity = _check_serial(ctx)
+    return {"identity": identity.as_dict()}
+
+
+def step_pick_disk(ctx: StepContext) -> dict[str, Any]:
+    identity = _check_serial(ctx)
+    disk = imaging.pick_disk(identity, rule=ctx.disk_rule)
+    return {"disk": {"name": disk.name, "size": disk.size_bytes, "removable": disk.removable}}
+
+
+def _disk(ctx: StepContext) -> imaging.Disk:
+    d = ctx.state.get("disk")
+    if not d:
+        raise CommandFailed("no target disk chosen")
+    return imaging.Disk(str(d["name"]), int(d["size"]), bool(d["removable"]))
+
+
+def step_stream(ctx: StepContext) -> dict[str, Any]:
+    # Checked again right before writing: a retried or resumed run may face a laptop
+    # swapped in the meantime, and the wrong laptop must never be written.
+    _check_serial(ctx)
+    cached = imaging.ensure_cached(ctx.image, ctx.cache_dir)
+    disk = _disk(ctx)
+    total = cached.size
+    ctx.progress(0, total)
+    written = imaging.stream_image(
+        ctx.pe(), cached, disk, timeout=ctx.timeout, bucket=ctx.bucket,
+        progress=lambda sent: ctx.progress(sent, total),
+    )  # fmt: skip
+    return {"written": {"bytes_sent": written.bytes_sent, "sha256": written.sent_sha256,
+                        "raw_size": cached.raw_size}}  # fmt: skip
+
+
+def step_verify(ctx: StepContext) -> dict[str, Any]:
+    cached = imaging.ensure_cached(ctx.image, ctx.cache_dir)
+    digest = imaging.verify(ctx.pe(), cached, _disk(ctx).name, timeout=ctx.timeout)
+    return {"readback_sha256": digest}
+
+
+FIRSTBOOT_WINRM = r"""# Written by Masterline before the first boot: enable WinRM over HTTPS.
+$cert = New-SelfSignedCertificate -DnsName $env:COMPUTERNAME `
+    -CertStoreLocation Cert:\LocalMachine\My
+New-Item -Path WSMan:\LocalHost\Listener -Transport HTTPS -Address * `
+    -CertificateThumbPrint $cert.Thumbprint -Force
+New-NetFirewallRule -DisplayName "WinRM HTTPS" -Direction Inbound -LocalPort 5986 `
+    -Protocol TCP -Action Allow
+"""
+
+
+def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
+    """Write the offline settings into the installed OS's files (hostname; for Windows
+    the first-boot WinRM-over-HTTPS script), then reboot into it.
+
+    The files go under the slot's ``offline_root`` option, by default
+    ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts the installed system),
+    and are overwritten on a re-run. A re-run after the laptop already rebooted (the
+    worker was killed right after) finds it in its OS and is done.
+    """
+    options = ctx.endpoint_options
+    _, plan = ctx.plan_loader()
+    hostname = str(plan.hostname)
+    if labboot.is_lab(options) and labboot.in_os(options):
+        return {"hostname": hostname, "rebooted": True}
+    root = (shlex.quote(str(options["offline_root"])) if options.get("offline_root")
+            else f"{imaging.PE_ROOT}/mnt/target")  # fmt: skip
+    lines = [f"mkdir -p {root}/etc {root}/masterline",
+             f"printf '%s\\n' {shlex.quote(hostname)} > {root}/etc/hostname"]  # fmt: skip
+    stdin: bytes | None = None
+    if ctx.os_family == "windows":
+        lines.append(f"cat > {root}/masterline/firstboot-winrm-https.ps1")
+        stdin = FIRSTBOOT_WINRM.encode()
+    res = ctx.pe().run(" && ".join(lines), timeout=ctx.timeout, stdin=stdin)
+    if not res.ok:
+        raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
+    ctx.close()
+    if labboot.is_lab(options):
+        labboot.reboot_into_os(options)
+    else:
+        reboot = str(options.get("reboot_command") or "reboot")
+        # The connection going away is what a reboot looks like.
+        with contextlib.suppress(ConnectFailed):
+            ctx.pe().run(f"{reboot} >/dev/null 2>&1 &", timeout=ctx.timeout)
+        ctx.close()
+    return {"hostname": hostname, "rebooted": True}
+
+
+def step_configure(ctx: StepContext) -> dict[str, Any]:
+    from provisioning.configure import ConfigureCancelled, configure_os
+
+    target, plan = ctx.plan_loader()
+    try:
+        configure_os(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
+                     cancel=ctx.cancelled)  # fmt: skip
+    except ConfigureCancelled as e:
+        raise Aborted("aborted by a technician") from e
+    return {"configured": True}
+
+
+def step_gate(ctx: StepContext) -> dict[str, Any]:
+    from provisioning.gate import run_gate
+
+    target, plan = ctx.plan_loader()
+    results = run_gate(
+        target, plan, image_sha256=ctx.image.raw_sha256,
+        readback_sha256=str(ctx.state.get("readback_sha256", "")),
+    )  # fmt: skip
+    checks = [{"name": r.name, "ok": bool(r.ok), "detail": str(r.detail)[:200]} for r in results]
+    failed = [c for c in checks if not c["ok"]]
+    if failed:
+        raise GateFailed(failed)
+    return {"checks": checks}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    stage: DeviceState
+    run: Callable[[StepContext], dict[str, Any]]
+    timeout: float
+    max_attempts: int = 4
+
+
+STEPS: tuple[Step, ...] = (
+    Step("identify", DeviceState.IMAGING, step_identify, timeout=60),
+    Step("pick_disk", DeviceState.IMAGING, step_pick_disk, timeout=60),
+    Step("stream", DeviceState.IMAGING, step_stream, timeout=3600, max_attempts=3),
+    Step("verify", DeviceState.IMAGING, step_verify, timeout=1800),
+    Step("reboot", DeviceState.IMAGING, step_offline_and_reboot, timeout=300),
+    Step("configure", DeviceState.CONFIGURING, step_configure, timeout=1800, max_attempts=3),
+    Step("gate", DeviceState.VERIFYING, step_gate, timeout=600, max_attempts=3),
+)
+STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
+
+
+def resolve_image(session: Session, device: Device) -> tuple[int, str]:
+    """(image id, OS family) of the image the device's client wants, if the client also
+    has an active configuration.
+
+    :raises NotReadyToProvision: no image or no configuration yet.
+    """
+    from images import service as image_service
+
+    image = load_image(session, device)
+    assert device.client_id is not None  # load_image refuses a device without a client
+    if image_service.active_config(session, device.client_id) is None:
+        raise NotReadyToProvision(f"client of {device.serial} has no active configuration")
+    image_id = getattr(image, "id", None)
+    assert image_id is not None
+    return int(image_id), str(getattr(image, "os_family", "linux"))
+
+
+def load_image(session: Session, device: Device) -> Any:
+    """The images domain's ``Image`` for this device.
+
+    :raises NotReadyToProvision: none.
+    """
+    from images import service as image_service
+    from images.errors import NoImageForDevice, PinnedImageUnavailable
+
+    try:
+        image = image_service.resolve_for_device(session, device)
+    except (NoImageForDevice, PinnedImageUnavailable) as e:
+        raise NotReadyToProvision(e.message) from e
+    if image is None:
+        raise NotReadyToProvision(f"client of {device.serial} has no image")
+    return image
+
+
+def run_image(session: Session, image_id: int | None) -> Any:
+    """The image a run was queued with (not whatever resolves now: a newer version
+    published mid-run must not change what a resumed step writes or checks).
+
+    :raises CommandFailed: it is gone from the catalogue.
+    """
+    from images import repository as image_repo
+
+    image = image_repo.get_image(session, image_id) if image_id is not None else None
+    if image is None:
+        raise CommandFailed(f"image {image_id} of this run is no longer in the catalogue")
+    return image
+
+
+def image_source(image: Any) -> imaging.ImageSource:
+    """Adapt the images domain's row to what imaging needs."""
+    from images import store
+
+    fmt = str(getattr(image, "format", "raw"))
+    size = int(getattr(image, "stored_size", 0) or getattr(image, "size", 0))
+    raw_size = int(getattr(image, "raw_size", 0) or size)
+    stored_sha = str(getattr(image, "stored_sha256", "") or getattr(image, "sha256", ""))
+    raw_sha = str(getattr(image, "raw_sha256", "") or stored_sha)
+    return imaging.ImageSource(
+        image_id=int(image.id), path=Path(store.path_of(image)), format=fmt, size=size,
+        sha256=stored_sha, raw_size=raw_size, raw_sha256=raw_sha,
+    )  # fmt: skip
+
+
+def sleep_backoff(attempt: int, *, base: float, cap: float, check: Callable[[], None]) -> None:
+    """Exponential backoff that still notices an abort every quarter second."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    end = time.monotonic() + delay
+    while time.monotonic() < end:
+        check()
+        time.sleep(min(0.25, max(0.0, end - time.monotonic())))

@@ -1,0 +1,297 @@
+"""SSH to a laptop: paramiko for control commands, the system OpenSSH client for bulk
+bytes.
+
+Why two clients: control commands (identity, disk choice, readback hash) are short and
+paramiko gives typed exceptions and no process per command. The image stream is bulk
+encryption, where paramiko is GIL-bound at ~0.5x OpenSSH per stream and does not scale
+with threads (../shared/research/physical-limits.md §3-4); ``ssh`` fed through stdin is
+the fastest client measured and runs in its own process, so eight streams use every
+core. Both clients trust exactly the same pinned ``known_hosts`` file: paramiko with
+``RejectPolicy`` semantics (an unknown or different key is refused, never added), OpenSSH
+with ``StrictHostKeyChecking=yes``.
+
+Library errors are translated here, ``raise ... from e``; messages never carry key
+material or command input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from provisioning.errors import (
+    AuthFailed,
+    CommandTimedOut,
+    ConnectFailed,
+    HostKeyMismatch,
+    TransportError,
+)
+from provisioning.transports.base import CommandResult, ProgressCallback, StreamResult
+
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
+STREAM_CIPHER = "aes128-gcm@openssh.com"
+# paramiko's sendall copies the rest of the buffer after every packet (quadratic):
+# keep control-channel writes at 256 KiB or less (physical-limits.md P1).
+_SEND_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    host: str
+    port: int
+    user: str
+    key_path: Path
+    known_hosts_path: Path
+
+    @property
+    def host_key_name(self) -> str:
+        """How known_hosts names this endpoint (``[host]:port`` off port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+class SSHTransport:
+    """One SSH connection to one laptop (one paramiko transport per stream, as the
+    research advises against paramiko#822 rekey trouble)."""
+
+    def __init__(self, endpoint: SshEndpoint, *, connect_timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self._transport: paramiko.Transport | None = None
+
+    # Connection.
+    def _connect(self) -> paramiko.Transport:
+        if self._transport is not None and self._transport.is_active():
+            return self._transport
+        ep = self.endpoint
+        known = paramiko.HostKeys()
+        try:
+            known.load(str(ep.known_hosts_path))
+        except OSError as e:
+            raise HostKeyMismatch(f"cannot read pinned known_hosts for {ep}") from e
+        try:
+            sock = socket.create_connection((ep.host, ep.port), timeout=self.connect_timeout)
+        except OSError as e:
+            raise ConnectFailed(f"cannot connect to {ep}: {e.strerror or type(e).__name__}") from e
+        transport = paramiko.Transport(sock)
+        try:
+            opts = transport.get_security_options()
+            opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) + tuple(
+                c for c in opts.ciphers if c not in PREFERRED_CIPHERS
+            )
+            try:
+                transport.start_client(timeout=self.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as e:
+                raise ConnectFailed(f"SSH handshake with {ep} failed: {_short(e)}") from e
+            key = transport.get_remote_server_key()
+            entry = known.lookup(ep.host_key_name)
+            if entry is None or key.get_name() not in entry:
+                raise HostKeyMismatch(f"host key of {ep} is not pinned in known_hosts")
+            if entry[key.get_name()] != key:
+                raise HostKeyMismatch(f"host key of {ep} differs from the pinned one")
+            try:
+                pkey = paramiko.PKey.from_path(ep.key_path)
+            except (OSError, paramiko.SSHException) as e:
+                raise AuthFailed(f"cannot load the bench key for {ep}") from e
+            try:
+                transport.auth_publickey(ep.user, pkey)
+            except paramiko.AuthenticationException as e:
+                raise AuthFailed(f"{ep} rejected the bench key") from e
+            except (paramiko.SSHException, EOFError, OSError) as e:
+                raise ConnectFailed(f"connection to {ep} dropped during auth") from e
+        except BaseException:
+            transport.close()
+            raise
+        self._transport = transport
+        return transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # Commands.
+    def run(self, cmd: str, *, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        """Run ``cmd`` through paramiko.
+
+        :raises ConnectFailed: refused, dropped, handshake failed (retryable).
+        :raises CommandTimedOut: no exit status within ``timeout`` (retryable).
+        :raises AuthFailed, HostKeyMismatch: fatal.
+        """
+        transport = self._connect()
+        deadline = time.monotonic() + timeout
+        try:
+            ch = transport.open_session(timeout=self.connect_timeout)
+            ch.exec_command(cmd)
+            if stdin is not None:
+                view = memoryview(stdin)
+                for i in range(0, len(view), _SEND_CHUNK):
+                    ch.sendall(bytes(view[i : i + _SEND_CHUNK]))
+            ch.shutdown_write()
+            out: list[bytes] = []
+            err: list[bytes] = []
+            while True:
+                if ch.recv_ready():
+                    out.append(ch.recv(65536))
+                    continue
+                if ch.recv_stderr_ready():
+                    err.append(ch.recv_stderr(65536))
+                    continue
+                if ch.exit_status_ready():
+                    break
+                if ch.closed and not ch.exit_status_ready():
+                    raise ConnectFailed(f"connection to {self.endpoint} dropped mid-command")
+                if time.monotonic() > deadline:
+                    ch.close()
+                    raise CommandTimedOut(f"command on {self.endpoint} timed out after "
+                                          f"{timeout:.0f}s")  # fmt: skip
+                select.select([ch], [], [], 0.05)
+            rc = ch.recv_exit_status()
+            ch.close()
+        except TransportError:
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            self.close()
+            raise ConnectFailed(f"connection to {self.endpoint} dropped: {_short(e)}") from e
+        return CommandResult(
+            rc=rc,
+            stdout=b"".join(out).decode(errors="replace"),
+            stderr=b"".join(err).decode(errors="replace"),
+        )
+
+    def put_stream(
+        self,
+        cmd: str,
+        chunks: Iterable[bytes],
+        *,
+        timeout: float,
+        progress: ProgressCallback | None = None,
+    ) -> StreamResult:
+        """Feed ``chunks`` to ``cmd`` through the system ``ssh`` client (see module doc),
+        hashing what is sent. Any exception from ``chunks`` or ``progress`` (an abort)
+        kills the stream.
+
+        :raises ConnectFailed: refused or dropped (retryable).
+        :raises CommandTimedOut: not finished within ``timeout`` (retryable).
+        :raises AuthFailed, HostKeyMismatch: fatal.
+        """
+        argv = openssh_argv(self.endpoint, cmd, connect_timeout=self.connect_timeout)
+        deadline = time.monotonic() + timeout
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        out_buf: list[bytes] = []
+        err_buf: list[bytes] = []
+        readers = [
+            threading.Thread(target=_drain, args=(proc.stdout, out_buf), daemon=True),
+            threading.Thread(target=_drain, args=(proc.stderr, err_buf), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        digest = hashlib.sha256()
+        sent = 0
+        broken = False
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                try:
+                    proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    broken = True
+                    break
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
+                if time.monotonic() > deadline:
+                    raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
+                                          f"{timeout:.0f}s")  # fmt: skip
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                broken = True
+            # The last megabytes may still sit in socket buffers: keep reporting (which
+            # is also where an abort is noticed) until the laptop side has finished.
+            rc: int | None = None
+            while rc is None:
+                try:
+                    rc = proc.wait(timeout=0.5)  # returns the moment ssh exits
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
+                                              f"{timeout:.0f}s") from None  # fmt: skip
+                    if progress is not None:
+                        progress(sent)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for t in readers:
+                t.join(timeout=5)
+        stderr = b"".join(err_buf).decode(errors="replace")
+        if rc == 255:
+            raise classify_openssh_failure(stderr, self.endpoint)
+        result = CommandResult(rc=rc, stdout=b"".join(out_buf).decode(errors="replace"),
+                               stderr=stderr)  # fmt: skip
+        if broken and rc == 0:
+            raise ConnectFailed(f"stream to {self.endpoint} closed early")
+        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest(), result=result)
+
+
+def openssh_argv(endpoint: SshEndpoint, cmd: str, *, connect_timeout: float = 10.0) -> list[str]:
+    """The ``ssh`` command line with the pinned trust and the fast cipher; ``-F
+    /dev/null`` so no user or system config can loosen host key checking."""
+    return [
+        "ssh", "-F", "/dev/null",
+        "-p", str(endpoint.port),
+        "-i", str(endpoint.key_path),
+        "-l", endpoint.user,
+        "-o", f"UserKnownHostsFile={endpoint.known_hosts_path}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"ConnectTimeout={int(connect_timeout)}",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=6",
+        "-o", "LogLevel=ERROR",
+        "-c", STREAM_CIPHER,
+        endpoint.host,
+        cmd,
+    ]  # fmt: skip
+
+
+def classify_openssh_failure(stderr: str, endpoint: SshEndpoint) -> TransportError:
+    """Map an ``ssh`` exit 255 to our error types from its (English) stderr."""
+    text = stderr.lower()
+    if "host key verification failed" in text or "host identification has changed" in text:
+        return HostKeyMismatch(f"host key of {endpoint} is not the pinned one")
+    if "permission denied" in text:
+        return AuthFailed(f"{endpoint} rejected the bench key")
+    line = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited 255"
+    return ConnectFailed(f"stream to {endpoint} failed: {line[:200]}")
+
+
+def _drain(pipe: object, into: list[bytes]) -> None:
+    read = pipe.read  # type: ignore[attr-defined]
+    while True:
+        data = read(65536)
+        if not data:
+            return
+        into.append(data)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]

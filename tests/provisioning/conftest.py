@@ -1,0 +1,3 @@
+from tests.support.lab import lab
+
+__all__ = ["lab"]

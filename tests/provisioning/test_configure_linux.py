@@ -1,0 +1,340 @@
+"""Linux configuration through ansible-runner against real lab laptops (real sshd, real
+ansible-playbook over SSH with the pinned host key)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.faults import Fault
+from lab.lab import Lab, LabLaptop, LaptopSpec
+from provisioning.configure import ConfigureCancelled, configure_linux_batch, configure_os
+from provisioning.errors import CommandFailed, ConnectFailed, HostKeyMismatch
+from provisioning.plan import ConfigPlan, OsTarget
+
+WG_KEY = "wgPRIVATEkey-0123456789abcdefghijklmnopqrstu="
+OVPN_KEY = "-----BEGIN PRIVATE KEY-----\nMIIovpnSECRETline0123456789\n-----END PRIVATE KEY-----"
+EAP_PASSWORD = "eap-Secret-Passw0rd-42"
+ENV_SECRET = "process-env-secret-must-not-leak-7f3a"
+
+
+def linux_target(laptop: LabLaptop) -> OsTarget:
+    return OsTarget.linux(
+        host=laptop.host,
+        ssh_port=laptop.ssh_port,
+        user=laptop.ssh_user,
+        key_path=laptop.client_key_path,
+        known_hosts_path=laptop.known_hosts_path,
+        target_root=str(laptop.os_root),
+    )
+
+
+def wireguard_plan(serial: str) -> ConfigPlan:
+    return ConfigPlan.from_dict(
+        {
+            "hostname_pattern": "ACME-{serial}",
+            "vpn": {
+                "kind": "wireguard",
+                "server": "vpn.acme.example",
+                "port": 51820,
+                "settings": {"address": "10.8.0.2/32", "peer_public_key": "PEERpub="},
+            },
+            "apps": [
+                {"name": "teams", "package": "teams-for-linux"},
+                {"name": "zoom", "package": "zoom"},
+            ],
+        },
+        os_family="linux",
+        secrets={"private_key": WG_KEY},
+        fields={"serial": serial},
+    )
+
+
+def booted(lab: Lab, *serials: str) -> list[LabLaptop]:
+    laptops = lab.up([LaptopSpec(serial=s, disk_bytes=16 * 1024 * 1024) for s in serials])
+    return [lab.reboot_into_os(lp.name) for lp in laptops]
+
+
+def playbooks_running_in(directory: Path) -> list[str]:
+    """Live (non-zombie) ansible-playbook processes whose command line names directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "ansible-playbook" in cmdline and str(directory) in cmdline and state != "Z":
+            found.append(f"{proc.name}:{state}:{cmdline[:120]}")
+    return found
+
+
+def all_text_under(root: Path) -> str:
+    """Every file under ``root`` (Masterline's work dir: small files only)."""
+    chunks = []
+    for path in root.rglob("*"):
+        if path.is_file() and path.stat().st_size < 10 * 1024 * 1024:
+            chunks.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(chunks)
+
+
+def test_configure_applies_is_idempotent_and_keeps_secrets(
+    lab: Lab,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A secret in the worker's own environment must not reach Ansible's artifacts either.
+    monkeypatch.setenv("MASTERLINE_SECRET_KEY", ENV_SECRET)
+    caplog.set_level(logging.DEBUG)
+    (laptop,) = booted(lab, "LNX0001")
+    target, plan = linux_target(laptop), wireguard_plan(laptop.serial)
+    work = tmp_path / "work"
+    first: list[dict[str, Any]] = []
+    configure_os(target, plan, on_event=first.append, timeout=300, work_dir=work)
+
+    root = laptop.os_root
+    assert (root / "etc/hostname").read_text() == "ACME-LNX0001\n"
+    assert "127.0.1.1 ACME-LNX0001" in (root / "etc/hosts").read_text()
+    wg = root / "etc/wireguard/wg0.conf"
+    assert stat.S_IMODE(wg.stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "etc/wireguard").stat().st_mode) == 0o700
+    profile = wg.read_text()
+    assert f"PrivateKey = {WG_KEY}" in profile
+    assert "Endpoint = vpn.acme.example:51820" in profile
+    assert sorted(p.name for p in (root / "var/lib/masterline/apps").iterdir()) == [
+        "teams",
+        "zoom",
+    ]
+    tasks = {(e["task"], e.get("item")) for e in first}
+    assert ("Write hostname", None) in tasks
+    assert ("Record apps", "teams") in tasks
+    assert any(e["changed"] for e in first)
+    assert all(e["host"] == target.label and e["kind"] == "task" for e in first)
+
+    mtime = wg.stat().st_mtime_ns
+    second: list[dict[str, Any]] = []
+    configure_os(target, plan, on_event=second.append, timeout=300, work_dir=work)
+    changed = [e for e in second if e["changed"]]
+    assert changed == [], f"second run changed: {changed}"
+    assert {e["task"] for e in second} == {e["task"] for e in first}
+    assert wg.stat().st_mtime_ns == mtime
+
+    # Secrets: not in events, artifacts (job_events, stdout, command + env), logs, output.
+    events_text = json.dumps(first + second)
+    artifacts = all_text_under(work)
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "job_events" in "\n".join(str(p) for p in work.rglob("*"))
+    assert "no_log" in artifacts or "censored" in artifacts
+    for secret in (WG_KEY, ENV_SECRET):
+        for where, text in (
+            ("events", events_text),
+            ("artifacts", artifacts),
+            ("stdout", out),
+            ("stderr", err),
+            ("logs", logged),
+        ):
+            assert secret not in text, f"secret leaked into {where}"
+    assert not list(work.rglob("secrets-*.json")), "secret extra-vars file left behind"
+
+
+def test_failing_task_raises_with_its_name(lab: Lab, tmp_path: Path) -> None:
+    (laptop,) = booted(lab, "LNX0002")
+    # /etc/hosts is a directory: the task that maps the hostname in it must fail.
+    (laptop.os_root / "etc/hosts").mkdir(parents=True)
+    events: list[dict[str, Any]] = []
+    with pytest.raises(CommandFailed) as info:
+        configure_os(
+            linux_target(laptop),
+            wireguard_plan(laptop.serial),
+            on_event=events.append,
+            timeout=300,
+            work_dir=tmp_path / "work",
+        )
+    message = str(info.value)
+    assert "task 'Map hostname in hosts file' failed" in message
+    assert laptop.ssh_port and str(laptop.ssh_port) in message
+    assert not info.value.retryable
+    assert "\n" not in message
+    assert WG_KEY not in message
+    failed = [e for e in events if e["status"] == "failed"]
+    assert failed and failed[0]["task"] == "Map hostname in hosts file"
+    # The run stopped there for this laptop: nothing after the failed task was applied.
+    assert not (laptop.os_root / "etc/wireguard").exists()
+
+
+def test_pinned_host_key_mismatch_is_fatal(lab: Lab, tmp_path: Path) -> None:
+    (laptop,) = booted(lab, "LNX0003")
+    other_key = tmp_path / "other_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True
+    )
+    wrong = tmp_path / "known_hosts"
+    pub = (tmp_path / "other_key.pub").read_text().split()
+    wrong.write_text(f"[127.0.0.1]:{laptop.ssh_port} {pub[0]} {pub[1]}\n")
+    target = OsTarget.linux(
+        host=laptop.host,
+        ssh_port=laptop.ssh_port,
+        user=laptop.ssh_user,
+        key_path=laptop.client_key_path,
+        known_hosts_path=wrong,
+        target_root=str(laptop.os_root),
+    )
+    with pytest.raises(HostKeyMismatch) as info:
+        configure_os(
+            target, wireguard_plan(laptop.serial), on_event=lambda e: None, timeout=120,
+            work_dir=tmp_path / "work",
+        )  # fmt: skip
+    assert not info.value.retryable
+    # Nothing was written through a connection to an untrusted host.
+    assert (laptop.os_root / "etc/hostname").read_text() != "ACME-LNX0003\n"
+
+
+def test_refused_connection_is_retryable(lab: Lab, tmp_path: Path) -> None:
+    (laptop,) = booted(lab, "LNX0004")
+    lab.set_fault(laptop.name, Fault.SSH_REFUSED)
+    with pytest.raises(ConnectFailed) as info:
+        configure_os(
+            linux_target(laptop), wireguard_plan(laptop.serial), on_event=lambda e: None,
+            timeout=120, work_dir=tmp_path / "work",
+        )  # fmt: skip
+    assert info.value.retryable
+
+
+def test_cancel_stops_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) -> None:
+    (laptop,) = booted(lab, "LNX0005")
+    with pytest.raises(ConfigureCancelled):
+        configure_os(
+            linux_target(laptop), wireguard_plan(laptop.serial), on_event=lambda e: None,
+            timeout=120, cancel=lambda: True, work_dir=tmp_path / "work",
+        )  # fmt: skip
+    # SIGKILL went to the whole process group; give the kernel a moment to reap it.
+    deadline = time.monotonic() + 15
+    while (leftovers := playbooks_running_in(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers == []
+    assert not list(tmp_path.rglob("secrets-*.json"))
+
+
+def test_batch_configures_each_laptop_and_reports_each(lab: Lab, tmp_path: Path) -> None:
+    """One ansible-playbook for several laptops (what the benchmark measures): OpenVPN
+    on one, IKEv2 on the other, a failure on a third reported for that laptop alone."""
+    ovpn, ike, broken = booted(lab, "LNX0011", "LNX0012", "LNX0013")
+    (broken.os_root / "etc/hosts").mkdir(parents=True)  # lineinfile cannot write a dir
+    ovpn_plan = ConfigPlan.from_dict(
+        {
+            "hostname": "ACME-OVPN",
+            "vpn": {
+                "kind": "openvpn",
+                "name": "acme",
+                "server": "ovpn.acme.example",
+                "settings": {"ca": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----"},
+            },
+        },
+        os_family="linux",
+        secrets={"cert": "-----BEGIN CERTIFICATE-----\nME\n-----END CERTIFICATE-----",
+                 "key": OVPN_KEY},
+    )  # fmt: skip
+    ike_plan = ConfigPlan.from_dict(
+        {
+            "hostname": "ACME-IKE",
+            "vpn": {
+                "kind": "ikev2",
+                "name": "acme",
+                "server": "ike.acme.example",
+                "settings": {"eap_identity": "lnx0012@acme.example"},
+            },
+            "apps": [{"name": "slack", "package": "slack-desktop"}],
+        },
+        os_family="linux",
+        secrets={"eap_password": EAP_PASSWORD},
+    )
+    events: list[dict[str, Any]] = []
+    results = configure_linux_batch(
+        [
+            (linux_target(ovpn), ovpn_plan),
+            (linux_target(ike), ike_plan),
+            (linux_target(broken), ike_plan),
+        ],
+        on_event=events.append,
+        timeout=300,
+        work_dir=tmp_path / "work",
+    )
+    assert results[linux_target(ovpn).label] is None
+    assert results[linux_target(ike).label] is None
+    error = results[linux_target(broken).label]
+    assert isinstance(error, CommandFailed) and "Map hostname in hosts file" in str(error)
+
+    ovpn_conf = ovpn.os_root / "etc/openvpn/client/acme.conf"
+    assert "remote ovpn.acme.example 1194" in ovpn_conf.read_text()
+    assert "MIIovpnSECRETline" in ovpn_conf.read_text()
+    assert stat.S_IMODE(ovpn_conf.stat().st_mode) == 0o600
+    swan = (ike.os_root / "etc/swanctl/conf.d/acme.conf").read_text()
+    assert "remote_addrs = ike.acme.example" in swan and EAP_PASSWORD in swan
+    assert (ike.os_root / "var/lib/masterline/apps/slack").exists()
+    assert {e["host"] for e in events} == {
+        linux_target(x).label for x in (ovpn, ike, broken)
+    }  # fmt: skip
+    text = json.dumps(events) + all_text_under(tmp_path / "work")
+    for secret in ("MIIovpnSECRETline", EAP_PASSWORD):
+        assert secret not in text
+
+
+def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
+    """A killed worker's ansible-playbook is killed by the next run in its directory;
+    a recycled PID (a process not naming the directory) is left alone."""
+    from provisioning.ansible import _kill_stray
+
+    pdd = tmp_path / "pdd"
+    pdd.mkdir()
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    for args, killed in (([], False), ([f"-i{pdd}/inventory"], True)):
+        proc = subprocess.Popen([str(fake), *args], start_new_session=True)
+        try:
+            # Until it has exec'd, the child still shows pytest's command line.
+            cmdline = Path(f"/proc/{proc.pid}/cmdline")
+            deadline = time.monotonic() + 10
+            while b"ansible-playbook" not in cmdline.read_bytes():
+                assert time.monotonic() < deadline, "the stand-in did not start"
+                time.sleep(0.01)
+            (pdd / "playbook.pid").write_text(f"{proc.pid}\n")
+            _kill_stray(pdd)
+            if killed:
+                assert proc.wait(timeout=10) != 0
+            else:
+                assert proc.poll() is None
+            assert not (pdd / "playbook.pid").exists()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_process_env_is_restricted_for_ansible(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provisioning.ansible import _restrict_env
+
+    monkeypatch.setenv("MASTERLINE_DATABASE_URL", "postgresql://u:pw@db/x")
+    monkeypatch.setenv("ANSIBLE_FORCE_COLOR", "0")
+
+    class Config:
+        env = {**os.environ, "PATH": "/venv/bin:/usr/bin", "AWX_ISOLATED_DATA_DIR": "/x"}
+
+    config = Config()
+    _restrict_env(config)
+    assert "MASTERLINE_DATABASE_URL" not in config.env
+    assert config.env["PATH"] == "/venv/bin:/usr/bin"  # set for the run: kept
+    assert "AWX_ISOLATED_DATA_DIR" in config.env and "ANSIBLE_FORCE_COLOR" in config.env

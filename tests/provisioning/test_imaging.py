@@ -1,0 +1,167 @@
+"""Imaging against real lab laptops (real sshd, real OpenSSH client, real paramiko)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from lab.faults import Fault
+from lab.lab import Lab, LabLaptop
+from provisioning import imaging
+from provisioning.errors import (
+    ChecksumMismatch,
+    ConnectFailed,
+    DiskFull,
+    HostKeyMismatch,
+)
+from provisioning.transports.ssh import SshEndpoint, SSHTransport
+from tests.provisioning.images import MiB, make_image
+
+
+def _endpoint(lp: LabLaptop, *, known_hosts: Path | None = None) -> SshEndpoint:
+    return SshEndpoint(lp.host, lp.ssh_port, lp.ssh_user, lp.client_key_path,
+                       known_hosts or lp.known_hosts_path)  # fmt: skip
+
+
+def _source(tmp_path: Path, *, fmt: str = "raw+zstd", mib: int = 4) -> imaging.ImageSource:
+    img = make_image(tmp_path / "store", mib=mib)
+    path, size, sha = (
+        (img.zst_path, img.zst_size, img.zst_sha256) if fmt == "raw+zstd"
+        else (img.raw_path, img.raw_size, img.raw_sha256)
+    )  # fmt: skip
+    return imaging.ImageSource(image_id=1, path=path, format=fmt, size=size, sha256=sha,
+                               raw_size=img.raw_size, raw_sha256=img.raw_sha256)  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["raw", "raw+zstd"])
+def test_stream_and_readback(lab: Lab, tmp_path: Path, fmt: str) -> None:
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    source = _source(tmp_path, fmt=fmt)
+    cached = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    transport = SSHTransport(_endpoint(lp))
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        assert disk.name == "nvme0n1"  # the removable USB stick is never chosen
+        seen: list[int] = []
+        written = imaging.stream_image(transport, cached, disk, timeout=60, progress=seen.append)
+        assert imaging.verify(transport, cached, disk.name, timeout=60) == source.raw_sha256
+    finally:
+        transport.close()
+    raw = source.path.read_bytes() if fmt == "raw" else None
+    on_disk = lp.disk_path.read_bytes()[: source.raw_size]
+    assert hashlib.sha256(on_disk).hexdigest() == source.raw_sha256
+    if raw is not None:
+        assert on_disk == raw
+    # Zero blocks are not sent: the wire carries the compressed stream only.
+    assert written.bytes_sent == cached.size < source.raw_size * 0.51  # half is zeros
+    assert seen and seen[-1] == written.bytes_sent
+
+
+def test_flipped_byte_fails_readback(lab: Lab, tmp_path: Path) -> None:
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    lab.set_fault(lp.name, Fault.FLIPPED_BYTE, offset=12345)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transport = SSHTransport(_endpoint(lp))
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        imaging.stream_image(transport, cached, disk, timeout=60)
+        with pytest.raises(ChecksumMismatch):
+            imaging.verify(transport, cached, disk.name, timeout=60)
+    finally:
+        transport.close()
+
+
+def test_disk_full_is_fatal(lab: Lab, tmp_path: Path) -> None:
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    lab.set_fault(lp.name, Fault.DISK_FULL, after_bytes=MiB)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transport = SSHTransport(_endpoint(lp))
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        with pytest.raises(DiskFull) as e:
+            imaging.stream_image(transport, cached, disk, timeout=60)
+        assert not e.value.retryable
+    finally:
+        transport.close()
+
+
+def test_image_larger_than_disk_is_disk_full(lab: Lab, tmp_path: Path) -> None:
+    (lp,) = lab.up_n(1, disk_bytes=2 * MiB)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transport = SSHTransport(_endpoint(lp))
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        with pytest.raises(DiskFull):
+            imaging.stream_image(transport, cached, disk, timeout=60)
+    finally:
+        transport.close()
+    assert lp.disk_path.read_bytes().count(0) == lp.disk_path.stat().st_size  # untouched
+
+
+def test_host_key_mismatch_is_fatal_on_both_clients(lab: Lab, tmp_path: Path) -> None:
+    one, other = lab.up_n(2, disk_bytes=16 * MiB)
+    # The other laptop's pinned key file names a different key for this host:port.
+    wrong = tmp_path / "known_hosts"
+    key_line = other.known_hosts_path.read_text().split(" ", 1)[1]
+    wrong.write_text(f"[{one.host}]:{one.ssh_port} {key_line}")
+    transport = SSHTransport(_endpoint(one, known_hosts=wrong))
+    with pytest.raises(HostKeyMismatch) as e:
+        transport.run("true", timeout=10)
+    assert not e.value.retryable
+    with pytest.raises(HostKeyMismatch):
+        transport.put_stream("cat > /dev/null", [b"x"], timeout=10)
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostKeyMismatch):
+        SSHTransport(_endpoint(one, known_hosts=empty)).run("true", timeout=10)
+
+
+def test_refused_is_retryable(lab: Lab, tmp_path: Path) -> None:
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    lab.set_fault(lp.name, Fault.SSH_REFUSED)
+    transport = SSHTransport(_endpoint(lp), connect_timeout=5)
+    with pytest.raises(ConnectFailed) as e:
+        transport.run("true", timeout=10)
+    assert e.value.retryable
+    with pytest.raises(ConnectFailed):
+        transport.put_stream("cat > /dev/null", [b"x"], timeout=10)
+
+
+def test_site_cache_reads_the_central_store_once(tmp_path: Path) -> None:
+    source = _source(tmp_path, fmt="raw")
+    first = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    source.path.unlink()  # the central store is gone: the site serves from its cache
+    again = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    assert again == first
+    assert first.path.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+
+
+def test_corrupt_central_file_is_refused(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    with open(source.path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    with pytest.raises(ChecksumMismatch):
+        imaging.ensure_cached(source, tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.zst"))
+
+
+def test_token_bucket_paces_a_site_to_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock: sleeping advances it; sending 10 MiB at 1 MiB/s must sleep ~10 s."""
+    clock = {"now": 1000.0, "slept": 0.0}
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+        clock["slept"] += seconds
+
+    monkeypatch.setattr(imaging.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(imaging.time, "sleep", sleep)
+    bucket = imaging.TokenBucket(rate=float(MiB))
+    for _ in range(10):
+        bucket.take(MiB)
+    assert 9.0 <= clock["slept"] <= 10.5
+    assert imaging.site_bucket("PAR", None) is None
+    shared = imaging.site_bucket("PAR", MiB)
+    assert shared is imaging.site_bucket("PAR", MiB)  # one bucket per site and rate
