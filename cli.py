@@ -16,10 +16,15 @@ from api.cli import app as tokens_app
 from core.console import err_console
 from core.errors import MasterlineError
 from images.cli import app as images_app
+from images.cli import configs_app
 from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app, scan
 from lab.cli import app as lab_app
 from logistics.cli import app as logistics_app
+from logistics.cli import deliveries_status, dispatch, labels_app, webhooks_app
 from provisioning.cli import app as provisioning_app
+from provisioning.cli import up as provisioning_up
+from provisioning.cli import watch as provisioning_watch
+from provisioning.cli import worker as provisioning_worker
 
 app = typer.Typer(
     name="masterline",
@@ -39,9 +44,17 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(images_app, name="images")
+app.add_typer(configs_app, name="configs")
 app.add_typer(lab_app, name="lab")
 app.add_typer(logistics_app, name="logistics")
+app.command("dispatch")(dispatch)
+app.add_typer(labels_app, name="labels")
+app.add_typer(webhooks_app, name="webhooks")
+deliveries_app.command("status")(deliveries_status)
 app.add_typer(provisioning_app, name="runs")
+app.command("worker")(provisioning_worker)
+app.command("up")(provisioning_up)
+app.command("watch")(provisioning_watch)
 
 
 @db_app.command("upgrade")
@@ -89,7 +102,8 @@ def demo_run(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
-    """Seed the demo data and run the API (what ``make run`` does)."""
+    """The whole main job on the embedded default: lab, API, worker, images, delivery,
+    scan-in, bench view (what ``make run`` does)."""
     from core.demo import run
 
     run(host=host, port=port)

@@ -49,6 +49,9 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "devices", "description": "Laptops, their history and lifecycle."},
             {"name": "scan", "description": "Bench scan-in."},
             {"name": "tokens", "description": "API tokens (admin)."},
+            {"name": "images", "description": "The DSI image catalogue (see docs/images.md)."},
+            {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
+            {"name": "configs", "description": "Client configurations; secrets write-only."},
         ],
     )
     app.state.db = db or get_database()

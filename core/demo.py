@@ -48,6 +48,13 @@ def seed() -> str:
 
 
 def run(*, host: str, port: int) -> None:
+    """The whole main job: lab, API, worker, images, delivery, scan-in (``make run``)."""
+    from provisioning.demo import run_demo
+
+    run_demo(host=host, port=port)
+
+
+def run_api_only(*, host: str, port: int) -> None:
     import uvicorn
 
     from api.app import create_app

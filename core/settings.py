@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     )
     sqlite_busy_timeout_ms: int = 10_000
     image_store_dir: Path | None = None
+    max_image_size: int = Field(
+        default=256 * 1024**3, ge=1, description="Largest image (stored bytes) accepted."
+    )
+    max_concurrent_uploads: int = Field(
+        default=4, ge=1, description="Uploads in progress at once, per client company."
+    )
+    upload_expiry_hours: int = Field(
+        default=72, ge=1, description="An upload untouched this long is discarded by gc."
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key that encrypts secrets at rest; generated into data_dir if unset.",
@@ -38,6 +47,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     playbooks_dir: Path = REPO_ROOT / "playbooks"
+    # Logistics: teleworkers' personal data is erased this long after their last delivery.
+    teleworker_retention_days: int = Field(default=90, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

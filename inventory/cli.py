@@ -3,15 +3,21 @@ bench PC needs only a URL and a token; ``lifecycle`` is local."""
 
 from __future__ import annotations
 
+import io
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from core.client import ApiClient
+from core.client import ApiClient, ApiError
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, err_console, print_json
-from core.errors import MasterlineError
+from core.errors import InvalidInput, MasterlineError
+from inventory import intake
+from inventory.schemas import IntakeFormat
 from inventory.states import to_dot, to_mermaid
 
 devices_app = typer.Typer(help="List and inspect devices (through the API).")
@@ -33,13 +39,25 @@ def scan(
     slot: Annotated[int | None, typer.Option(help="Slot (default: first free).")] = None,
     damaged: Annotated[bool, typer.Option(help="Quarantine every laptop scanned.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (with --damaged).")] = None,
+    print_label: Annotated[
+        bool, typer.Option("--print", help="Print an asset label for each laptop received.")
+    ] = False,
+    printer: Annotated[
+        str | None, typer.Option(envvar="MASTERLINE_PRINTER", help="tcp://host[:9100]")
+    ] = None,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Scan loop for keyboard-wedge barcode scanners: one line per scan, one result line
     per beep; a bell on anything that needs a look. Ctrl-D or 'quit' ends it."""
+    if print_label and not printer:
+        raise InvalidInput("--print needs --printer tcp://host:9100 (or MASTERLINE_PRINTER)")
     client = ApiClient(api_url, token)
     interactive = sys.stdin.isatty()
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # A scanner set to the wrong keyboard layout or code page sends bytes that are
+        # not UTF-8: that line is unreadable, the loop goes on.
+        sys.stdin.reconfigure(errors="replace")
     if interactive:
         console.print(f"[bold]Scanning at bench {bench}[/bold] — scan a serial or asset tag")
     scanned = 0
@@ -50,7 +68,8 @@ def scan(
         if code.lower() in ("quit", "exit"):
             break
         scanned += 1
-        _scan_one(client, code, bench=bench, slot=slot, damaged=damaged, reason=reason)
+        _scan_one(client, code, bench=bench, slot=slot, damaged=damaged, reason=reason,
+                  printer=printer if print_label else None)  # fmt: skip
     client.close()
     if interactive:
         console.print(f"{scanned} scan(s)")
@@ -58,10 +77,10 @@ def scan(
 
 def _scan_one(
     client: ApiClient, code: str, *, bench: int, slot: int | None, damaged: bool,
-    reason: str | None,
+    reason: str | None, printer: str | None = None,
 ) -> None:  # fmt: skip
-    if len(code) > MAX_SCAN_LENGTH or not code.isprintable():
-        _attention(f"✖ unreadable scan ({len(code)} chars) — scan again")
+    if len(code) > MAX_SCAN_LENGTH or not code.isprintable() or "\ufffd" in code:
+        _result("bold red", f"✖ unreadable scan ({len(code)} chars) — scan again", bell=True)
         return
     body: dict[str, Any] = {"code": code, "bench_id": bench, "damaged": damaged}
     if slot is not None:
@@ -70,24 +89,32 @@ def _scan_one(
         body["reason"] = reason
     try:
         result = client.post("/scan", json=body)
+        outcome, message = str(result["outcome"]), str(result["message"])
+        attention = bool(result.get("attention", True))
     except MasterlineError as e:
-        _attention(f"✖ {code}: {e.message}")
+        _result("bold red", f"✖ {code}: error: {e.message}", bell=True)
         return
-    style, mark = _STYLE.get(result["outcome"], ("red", "?"))
-    line = f"[{style}]{mark} {result['message']}[/{style}]"
-    console.print(line)
-    if result.get("attention"):
-        _bell()
+    except (KeyError, TypeError):
+        _result("bold red", f"✖ {code}: error: unexpected answer from the server", bell=True)
+        return
+    style, mark = _STYLE.get(outcome, ("red", "?"))
+    _result(style, f"{mark} {message}", bell=attention)
+    if printer and outcome == "received":
+        from logistics.cli import print_asset_label
+
+        try:
+            print_asset_label(client, int(result["device"]["id"]), printer)
+        except MasterlineError as e:
+            _result("bold red", f"✖ {code}: label not printed: {e.message}", bell=True)
 
 
-def _attention(text: str) -> None:
-    console.print(f"[bold red]{text}[/bold red]")
-    _bell()
-
-
-def _bell() -> None:
-    sys.stdout.write("\a")
-    sys.stdout.flush()
+def _result(style: str, text: str, *, bell: bool) -> None:
+    """One line per scan. The bell goes first, so it rings with the line it belongs to;
+    the text is escaped because it echoes what was scanned ("[" is not markup here)."""
+    if bell:
+        sys.stdout.write("\a")
+        sys.stdout.flush()
+    console.print(f"[{style}]{escape(text)}[/{style}]", soft_wrap=True)
 
 
 @devices_app.command("list")
@@ -166,6 +193,286 @@ def devices_attach(
     with ApiClient(api_url, token) as client:
         d = client.post(f"/devices/{device_id}/attach", json={"delivery_id": delivery})
     console.print(f"{d['serial']} attached to delivery {delivery}; now {d['state']}")
+
+
+# Admin: clients, sites, benches, hardware models (admin token; listings for staff).
+clients_app = typer.Typer(help="Client companies (tenants).")
+sites_app = typer.Typer(help="Staging sites and their imaging bandwidth caps.")
+benches_app = typer.Typer(help="Benches and their numbered slots.")
+models_app = typer.Typer(help="The hardware catalogue (vendor + model).")
+admin_app.add_typer(clients_app, name="clients")
+admin_app.add_typer(sites_app, name="sites")
+admin_app.add_typer(benches_app, name="benches")
+admin_app.add_typer(models_app, name="models")
+
+
+def _created(what: str, row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"{what} created (id {row['id']})")
+
+
+def _listing(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@clients_app.command("create")
+def clients_create(
+    code: Annotated[str, typer.Option(help="Short code, e.g. ACME.")],
+    name: Annotated[str, typer.Option(help="Company name.")],
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
+) -> None:  # fmt: skip
+    """Create a client company."""
+    with ApiClient(api_url, token) as client:
+        row = client.post("/clients", json={"code": code, "name": name})
+    _created(f"client {row['code']}", row, as_json)
+
+
+@clients_app.command("list")
+def clients_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+                 ) -> None:  # fmt: skip
+    """Client companies (a client-bound token sees its own only)."""
+    with ApiClient(api_url, token) as client:
+        rows = client.get("/clients")
+    _listing(rows, ["id", "code", "name"], as_json)
+
+
+@sites_app.command("create")
+def sites_create(
+    code: Annotated[str, typer.Option(help="Short code, e.g. PAR.")],
+    name: Annotated[str, typer.Option(help="Site name.")],
+    max_streams: Annotated[int | None, typer.Option(min=1, help="Imaging streams.")] = None,
+    max_bps: Annotated[int | None, typer.Option(min=1, help="Imaging bytes per second.")] = None,
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
+) -> None:  # fmt: skip
+    """Create a staging site."""
+    body: dict[str, Any] = {"code": code, "name": name, "max_bytes_per_second": max_bps}
+    if max_streams is not None:
+        body["max_imaging_streams"] = max_streams
+    with ApiClient(api_url, token) as client:
+        row = client.post("/sites", json=body)
+    _created(f"site {row['code']}", row, as_json)
+
+
+@sites_app.command("list")
+def sites_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+               ) -> None:  # fmt: skip
+    """Staging sites."""
+    with ApiClient(api_url, token) as client:
+        rows = client.get("/sites")
+    _listing(rows, ["id", "code", "name", "max_imaging_streams", "max_bytes_per_second"],
+             as_json)  # fmt: skip
+
+
+@benches_app.command("create")
+def benches_create(
+    site: Annotated[str, typer.Option(help="Site code.")],
+    code: Annotated[str, typer.Option(help="Bench code, unique within the site.")],
+    slots: Annotated[int, typer.Option(min=1, max=512, help="Number of slots.")] = 16,
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
+) -> None:  # fmt: skip
+    """Create a bench with numbered slots 1..N."""
+    with ApiClient(api_url, token) as client:
+        row = client.post("/benches", json={"site_code": site, "code": code, "slots": slots})
+    _created(f"bench {row['code']} ({row['slots']} slots)", row, as_json)
+
+
+@benches_app.command("list")
+def benches_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+                 ) -> None:  # fmt: skip
+    """Benches; `masterline scan --bench` takes the id."""
+    with ApiClient(api_url, token) as client:
+        rows = client.get("/benches")
+    _listing(rows, ["id", "site_id", "code", "slots"], as_json)
+
+
+@models_app.command("create")
+def models_create(
+    vendor: Annotated[str, typer.Option(help="e.g. Dell.")],
+    model: Annotated[str, typer.Option(help="e.g. Latitude 5440.")],
+    disk_rule: Annotated[str, typer.Option(help="'largest' or a disk name (nvme0n1).")] = (
+        "largest"
+    ),
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
+) -> None:  # fmt: skip
+    """Add a hardware model to the catalogue."""
+    body = {"vendor": vendor, "model": model, "disk_rule": disk_rule}
+    with ApiClient(api_url, token) as client:
+        row = client.post("/hardware-models", json=body)
+    _created(f"model {row['vendor']} {row['model']}", row, as_json)
+
+
+@models_app.command("list")
+def models_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+                ) -> None:  # fmt: skip
+    """The hardware catalogue."""
+    with ApiClient(api_url, token) as client:
+        rows = client.get("/hardware-models")
+    _listing(rows, ["id", "vendor", "model", "disk_rule"], as_json)
+
+
+# Deliveries (ship notices): create, list, import, reconcile.
+@deliveries_app.command("create")
+def deliveries_create(
+    vendor: Annotated[str, typer.Option(help="Vendor as on the ship notice, e.g. Dell.")],
+    order: Annotated[str, typer.Option(help="Order / PO reference.")],
+    client_code: Annotated[
+        str | None, typer.Option("--client", help="Client code (staff; implied for logistics).")
+    ] = None,
+    carrier: Annotated[str | None, typer.Option()] = None,
+    tracking: Annotated[str | None, typer.Option()] = None,
+    expected_date: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="YYYY-MM-DD.")
+    ] = None,
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Announce a delivery; import its ship notice next."""
+    body = {
+        "client_code": client_code, "vendor": vendor, "order_reference": order,
+        "carrier": carrier, "tracking": tracking,
+        "expected_date": expected_date.date().isoformat() if expected_date else None,
+    }  # fmt: skip
+    with ApiClient(api_url, token) as client:
+        row = client.post("/deliveries", json=body)
+    if as_json:
+        print_json(row)
+        return
+    console.print(f"delivery {row['id']} created ({row['vendor']} {row['order_reference']})",
+                  markup=False)  # fmt: skip
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    cursor: Annotated[int | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """One page of deliveries (a client-bound token sees its own company's)."""
+    params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
+    with ApiClient(api_url, token) as client:
+        page = client.get("/deliveries", params=params)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("id", "client", "vendor", "order", "carrier", "tracking", "expected")
+    for d in page["items"]:
+        table.add_row(*(escape("" if d.get(k) is None else str(d[k])) for k in (
+            "id", "client_id", "vendor", "order_reference", "carrier", "tracking",
+            "expected_date")))  # fmt: skip
+    console.print(table)
+    if page["next_cursor"]:
+        console.print(f"more: --cursor {page['next_cursor']}")
+
+
+@deliveries_app.command("import")
+def deliveries_import(
+    delivery_id: int,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    fmt: Annotated[
+        IntakeFormat | None,
+        typer.Option("--format", help="generic or autopilot (default: from the header)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Import a vendor ship notice (CSV or Autopilot CSV) as EXPECTED devices.
+
+    All or nothing: on any error every error is printed as `line N, column C: message`
+    and the command exits 2 with nothing written. Re-importing a file changes nothing."""
+    size = file.stat().st_size
+    if size > intake.MAX_BYTES:
+        raise InvalidInput(f"{file} is {size} bytes; the limit is {intake.MAX_BYTES} (split it)")
+    params: dict[str, Any] = {"dry_run": dry_run}
+    if fmt is not None:
+        params["format"] = fmt.value
+    # 100,000 rows take a while on a small server: wait longer than for a scan.
+    with ApiClient(api_url, token, timeout=600) as client:
+        try:
+            summary = client.post(
+                f"/deliveries/{delivery_id}/import", content=file.read_bytes(), params=params,
+                headers={"Content-Type": "text/csv"},
+            )  # fmt: skip
+        except ApiError as e:
+            errors = e.body.get("errors")
+            if e.status_code != 422 or not isinstance(errors, list) or not errors:
+                raise
+            if not isinstance(errors[0], dict) or "line" not in errors[0]:
+                raise
+            if as_json:
+                print_json(e.body)
+            _print_intake_errors(errors, f"{file.name} rejected, nothing written")
+            raise typer.Exit(2) from None
+    if as_json:
+        print_json(summary)
+    else:
+        verb = "would be" if dry_run else "were"
+        counts = ", ".join(f"{summary[k]} {k}" for k in ("created", "updated", "unchanged",
+                                                         "attached"))  # fmt: skip
+        console.print(
+            f"{summary['rows']} row(s) ({summary['format']}): {counts}"
+            + (" — dry run, nothing written" if dry_run else ""),
+            markup=False,
+        )
+        if summary["new_hardware_models"]:
+            console.print(
+                f"new hardware models {verb} added: " + ", ".join(summary["new_hardware_models"]),
+                markup=False,
+            )
+    if summary["errors"]:
+        _print_intake_errors(summary["errors"], f"{file.name} would be rejected")
+        raise typer.Exit(2)
+
+
+def _print_intake_errors(errors: list[dict[str, Any]], headline: str) -> None:
+    # Plain echo, not rich: one unwrapped line per error, easy to grep and to read.
+    typer.echo(f"{headline}: {len(errors)} error(s)", err=True)
+    for text in intake.error_lines(errors):
+        typer.echo(text, err=True)
+
+
+@deliveries_app.command("reconcile")
+def deliveries_reconcile(
+    delivery_id: int,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV, one line per device.")] = False,
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Expected, received, missing, wrong-model and unexpected devices of a delivery."""
+    path = f"/deliveries/{delivery_id}/reconciliation"
+    with ApiClient(api_url, token) as client:
+        if as_csv:
+            typer.echo(client.get(path, params={"format": "csv"}), nl=False)
+            return
+        rec = client.get(path)
+    if as_json:
+        print_json(rec)
+        return
+    console.print(
+        f"delivery {rec['delivery_id']}: {rec['expected']} expected, {rec['received']} "
+        f"received, {rec['missing']} missing, {rec['wrong_model']} wrong model, "
+        f"{rec['unexpected']} unexpected"
+    )
+    todo = [line for line in rec["lines"] if line["status"] != "received"]
+    if todo:
+        table = Table("serial", "vendor", "status", "state", "expected model", "observed model")
+        keys = ("serial", "vendor", "status", "state", "expected_model", "observed_model")
+        for line in todo:
+            table.add_row(*(escape(line[k] or "") for k in keys))
+        console.print(table)
 
 
 @lifecycle_app.command("diagram")

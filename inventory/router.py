@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
+from fastapi.responses import Response
 
 from api.deps import STAFF, AdminOnly, Allow, AnyRole, SessionDep, Staff, new_router
+from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
-from inventory import service
+from inventory import intake, reconcile, service
 from inventory.schemas import (
     AttachRequest,
     BenchCreate,
@@ -22,7 +24,10 @@ from inventory.schemas import (
     DeviceRead,
     HardwareModelCreate,
     HardwareModelRead,
+    ImportSummary,
+    IntakeFormat,
     Page,
+    Reconciliation,
     ScanRequest,
     ScanResult,
     SiteCreate,
@@ -53,6 +58,17 @@ def create_site(body: SiteCreate, session: SessionDep, _: AdminOnly) -> SiteRead
     return SiteRead.model_validate(service.create_site(session, body))
 
 
+@router.get("/sites", response_model=list[SiteRead], tags=["inventory"])
+def list_sites(session: SessionDep, _: Staff) -> list[SiteRead]:
+    return [SiteRead.model_validate(s) for s in service.list_sites(session)]
+
+
+@router.get("/benches", response_model=list[BenchRead], tags=["inventory"])
+def list_benches(session: SessionDep, _: Staff) -> list[BenchRead]:
+    """Benches and their slot counts; a bench PC needs the id for `masterline scan`."""
+    return [BenchRead.model_validate(b) for b in service.list_benches(session)]
+
+
 @router.post("/benches", response_model=BenchRead, status_code=201, tags=["inventory"])
 def create_bench(body: BenchCreate, session: SessionDep, _: AdminOnly) -> BenchRead:
     return BenchRead.model_validate(service.create_bench(session, body))
@@ -65,6 +81,12 @@ def create_hardware_model(
     body: HardwareModelCreate, session: SessionDep, _: AdminOnly
 ) -> HardwareModelRead:
     return HardwareModelRead.model_validate(service.create_hardware_model(session, body))
+
+
+@router.get("/hardware-models", response_model=list[HardwareModelRead], tags=["inventory"])
+def list_hardware_models(session: SessionDep, _: Staff) -> list[HardwareModelRead]:
+    """The hardware catalogue. Staff only: it spans every client's orders."""
+    return [HardwareModelRead.model_validate(m) for m in service.list_hardware_models(session)]
 
 
 @router.post("/deliveries", response_model=DeliveryRead, status_code=201, tags=["deliveries"])
@@ -90,6 +112,102 @@ def list_deliveries(
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryRead, tags=["deliveries"])
 def get_delivery(delivery_id: int, session: SessionDep, principal: AnyRole) -> DeliveryRead:
     return DeliveryRead.model_validate(service.get_delivery(session, delivery_id, principal))
+
+
+async def ship_notice_body(request: Request) -> bytes:
+    """The raw request body, read with a cap: a 2 GB upload is refused at 20 MB, not
+    after it has filled the server's memory.
+
+    :raises TooLarge: over ``intake.MAX_BYTES``.
+    :raises InvalidInput: a form upload (curl -F / -d) instead of the raw file.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        # curl -d also strips newlines, which would turn the file into one line.
+        raise InvalidInput(
+            "send the file as the raw request body (curl --data-binary @file.csv "
+            "-H 'Content-Type: text/csv'), not as a form"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > intake.MAX_BYTES:
+        raise TooLarge(f"file is {declared} bytes; the limit is {intake.MAX_BYTES} (split it)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > intake.MAX_BYTES:
+            raise TooLarge(f"file is over {intake.MAX_BYTES} bytes (split it)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_RAW_CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The ship notice file itself (not a form), at most 20 MB.",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in ("text/csv", "application/octet-stream")
+        },
+    }
+}
+
+
+@router.post(
+    "/deliveries/{delivery_id}/import",
+    response_model=ImportSummary,
+    tags=["deliveries"],
+    openapi_extra=_RAW_CSV_BODY,
+    responses={
+        413: {"description": "Over 20 MB or 100,000 rows."},
+        422: {"description": "Rejected: `errors` lists every line, column and message."},
+    },
+)
+def import_ship_notice(
+    delivery_id: int,
+    session: SessionDep,
+    principal: StaffOrLogistics,
+    data: Annotated[bytes, Depends(ship_notice_body)],
+    format: Annotated[
+        IntakeFormat | None, Query(description="Detected from the header when omitted.")
+    ] = None,
+    dry_run: Annotated[bool, Query(description="Check and count; write nothing.")] = False,
+) -> ImportSummary:
+    """Import a vendor ship notice (generic CSV or Autopilot hardware-hash CSV) as
+    EXPECTED devices, all or nothing; re-importing the same file changes nothing.
+    See docs/intake.md for the formats."""
+    return intake.import_ship_notice(
+        session, delivery_id, data, principal, fmt=format, dry_run=dry_run
+    )
+
+
+@router.get(
+    "/deliveries/{delivery_id}/reconciliation",
+    response_model=Reconciliation,
+    tags=["deliveries"],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def get_reconciliation(
+    delivery_id: int,
+    request: Request,
+    session: SessionDep,
+    principal: AnyRole,
+    format: Annotated[
+        str | None, Query(pattern="^(json|csv)$", description="`csv`, or send Accept: text/csv.")
+    ] = None,
+) -> Reconciliation | Response:
+    """Expected, received, missing, wrong-model and (staff only) unexpected devices."""
+    rec = reconcile.reconcile(session, delivery_id, principal)
+    wants_csv = format == "csv" or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(
+            reconcile.to_csv(rec), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition":
+                     f'attachment; filename="delivery-{delivery_id}-reconciliation.csv"'},
+        )  # fmt: skip
+    return rec
 
 
 @router.get("/devices", response_model=Page[DeviceRead], tags=["devices"])

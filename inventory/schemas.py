@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -179,7 +179,10 @@ class ReconciliationLine(BaseModel):
     expected_model: str | None
     observed_model: str | None
     state: DeviceState
-    status: str = Field(description="received, missing, unexpected or wrong_model")
+    status: Literal["received", "missing", "unexpected", "wrong_model"] = Field(
+        description="received (wrong_model when the bench saw another model), missing "
+        "(still expected) or unexpected (scanned, listed by no delivery)"
+    )
 
 
 class Reconciliation(BaseModel):
@@ -190,3 +193,31 @@ class Reconciliation(BaseModel):
     unexpected: int
     wrong_model: int
     lines: list[ReconciliationLine]
+
+
+class IntakeFormat(StrEnum):
+    GENERIC = "generic"
+    """The documented generic ship-notice CSV (docs/intake.md)."""
+    AUTOPILOT = "autopilot"
+    """The Windows Autopilot hardware-hash CSV."""
+
+
+class IntakeError(BaseModel):
+    line: int | None = Field(description="1-based physical line of the file (header is 1).")
+    column: str | None = Field(description="Column name as written in the file's header.")
+    message: str
+
+
+class ImportSummary(BaseModel):
+    delivery_id: int
+    format: IntakeFormat
+    dry_run: bool
+    rows: int = Field(description="Data rows read (blank lines skipped).")
+    created: int = Field(description="New EXPECTED devices.")
+    updated: int = Field(description="Same device already known; details filled in or changed.")
+    unchanged: int = Field(description="Same device already known with the same details.")
+    attached: int = Field(description="UNEXPECTED devices (scanned first) now attached.")
+    new_hardware_models: list[str] = Field(description="'vendor model' entries created.")
+    errors: list[IntakeError] = Field(
+        description="Empty unless dry_run: a real import with errors is rejected with 422."
+    )

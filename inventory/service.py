@@ -86,6 +86,18 @@ def create_site(session: Session, body: SiteCreate) -> Site:
     return row
 
 
+def list_sites(session: Session) -> Sequence[Site]:
+    return repository.list_sites(session)
+
+
+def list_benches(session: Session) -> Sequence[Bench]:
+    return repository.list_benches(session)
+
+
+def list_hardware_models(session: Session) -> Sequence[HardwareModel]:
+    return repository.list_hardware_models(session)
+
+
 def create_bench(session: Session, body: BenchCreate) -> Bench:
     site = repository.get_site_by_code(session, body.site_code)
     if site is None or site.id is None:
@@ -304,6 +316,11 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
             session, device, Event.RECEIVE, actor=principal.actor,
             details={"bench_id": bench.id, "slot": slot},
         )  # fmt: skip
+        # Queues its provisioning run when the client has an image and a configuration;
+        # the worker sees it only once this transaction commits.
+        from provisioning.service import maybe_queue
+
+        maybe_queue(session, device, actor=principal.actor)
         return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
     if body.damaged and state is not DeviceState.QUARANTINED:
         device.quarantine_reason = body.reason or "damaged at scan-in"

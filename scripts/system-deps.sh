@@ -7,6 +7,8 @@ command -v ssh >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v zstd >/dev/null || need+=(zstd)
 command -v runuser >/dev/null || need+=(util-linux)
+# The lab's laptops run Debian's python3 (Ansible modules, the flipped-byte fault).
+[ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
