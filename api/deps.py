@@ -117,7 +117,8 @@ class Allow:
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset(roles)
 
-    def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    # async: a pure check needs no trip through the thread pool.
+    async def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in self.roles:
             raise RoleNotAllowed(principal.role.value, sorted(r.value for r in self.roles))
         return principal

@@ -10,7 +10,7 @@ router = new_router(tags=["tokens"])
 
 
 @router.get("/me", response_model=PrincipalRead)
-def whoami(principal: AnyRole) -> PrincipalRead:
+async def whoami(principal: AnyRole) -> PrincipalRead:
     """The calling token's role and client company."""
     return PrincipalRead(
         token_id=principal.token_id, name=principal.name, role=principal.role,

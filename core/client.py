@@ -39,8 +39,17 @@ class ApiClient:
             timeout=timeout,
         )
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
-        """:raises ApiError: the server answered an error. :raises Unavailable: no server."""
+    @property
+    def http(self) -> httpx.Client:
+        """The authenticated httpx client, for protocols that read status codes and
+        headers themselves (tus uploads)."""
+        return self._http
+
+    def raw(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The response itself (binary bodies: labels, exports).
+
+        :raises ApiError: the server answered an error. :raises Unavailable: no server.
+        """
         try:
             response = self._http.request(method, path, **kw)
         except httpx.HTTPError as e:
@@ -51,6 +60,14 @@ class ApiClient:
             except ValueError:
                 body = {"detail": response.text[:200]}
             raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+        return response
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        """The decoded body (JSON, text or None).
+
+        :raises ApiError: the server answered an error. :raises Unavailable: no server.
+        """
+        response = self.raw(method, path, **kw)
         if not response.content:
             return None
         ctype = response.headers.get("content-type", "")

@@ -51,6 +51,21 @@ class InvalidInput(MasterlineError):
     title = "Invalid input"
 
 
+class FileRejected(InvalidInput):
+    """An uploaded file (CSV) with errors: every error listed with its line and column,
+    and nothing written."""
+
+    title = "File rejected"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0] if errors else {}
+        where = f"line {first.get('line')}, column {first.get('column')}" if first else ""
+        super().__init__(
+            f"{len(errors)} error(s) in file; first at {where}: {first.get('message', '')}",
+            errors=errors,
+        )
+
+
 class Unauthenticated(MasterlineError):
     status_code = 401
     exit_code = 6

@@ -94,8 +94,8 @@ def digest_file(path: Path, fmt: ImageFormat, progress: Progress | None = None) 
 
 
 def _http(client: ApiClient) -> httpx.Client:
-    # ApiClient exposes parsed bodies only; tus needs status codes and headers.
-    return client._http
+    # tus reads status codes and headers itself.
+    return client.http
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, FileRejected, NotFound
 from inventory.states import DeviceState, Event, allowed_events
 
 
@@ -45,15 +43,7 @@ class DuplicateDevice(Conflict):
     title = "Duplicate device"
 
 
-class ImportRejected(InvalidInput):
+class ImportRejected(FileRejected):
     """A ship notice with errors: every error listed, nothing written."""
 
     title = "Import rejected"
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        first = errors[0] if errors else {}
-        where = f"line {first.get('line')}, column {first.get('column')}" if first else ""
-        super().__init__(
-            f"{len(errors)} error(s) in file; first at {where}: {first.get('message', '')}",
-            errors=errors,
-        )

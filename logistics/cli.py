@@ -19,7 +19,7 @@ from rich.table import Table
 
 from core.client import ApiClient, ApiError
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, err_console, print_json
-from core.errors import InvalidInput, Unavailable
+from core.errors import InvalidInput
 
 app = typer.Typer(help="Dispatch, status, change feed, Autopilot export, retention purge.")
 labels_app = typer.Typer(help="Asset-tag and shipping labels (ZPL to a printer, or PDF).")
@@ -36,17 +36,7 @@ def _get_bytes(client: ApiClient, path: str, params: dict[str, Any]) -> httpx.Re
 
     :raises ApiError: the server answered an error. :raises Unavailable: no server.
     """
-    try:
-        response = client._http.get(path, params=params)
-    except httpx.HTTPError as e:
-        raise Unavailable(f"cannot reach {client.base_url}: {type(e).__name__}") from e
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"detail": response.text[:200]}
-        raise ApiError(response.status_code, body if isinstance(body, dict) else {})
-    return response
+    return client.raw("GET", path, params=params)
 
 
 def _file_errors(e: ApiError) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import errors as core_errors
 from core.errors import InvalidInput, NotFound, Unavailable
 
 
@@ -30,18 +31,8 @@ class WrongClient(InvalidInput):
         super().__init__(f"teleworker does not belong to the client of device {serial}")
 
 
-class FileRejected(InvalidInput):
-    """A CSV with errors: every error listed (line, column, message), nothing written."""
-
-    title = "File rejected"
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        first = errors[0] if errors else {}
-        where = f"line {first.get('line')}, column {first.get('column')}" if first else ""
-        super().__init__(
-            f"{len(errors)} error(s) in file; first at {where}: {first.get('message', '')}",
-            errors=errors,
-        )
+# A CSV with errors (line, column, message each), nothing written: the shared error.
+FileRejected = core_errors.FileRejected
 
 
 class AutopilotInvalid(InvalidInput):
