@@ -63,6 +63,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.winrm.pssyntax import NotUnderstood, PsError, Token
+from lab.winrm.pssyntax import choice as _choice
+from lab.winrm.pssyntax import need as _need
+from lab.winrm.pssyntax import parse_args as _args
+from lab.winrm.pssyntax import tokenize as _tokenize
+
 WINGET_ALREADY_INSTALLED = -1978335189  # 0x8A15002B APPINSTALLER_CLI_ERROR_UPDATE_NOT_APPLICABLE
 WINGET_NOT_FOUND = -1978335212  # 0x8A150014 APPINSTALLER_CLI_ERROR_NO_APPLICATIONS_FOUND
 MSI_PACKAGE_OPEN_FAILED = 1619
@@ -71,10 +77,6 @@ AUTH_METHODS = ("Pap", "Chap", "MSChapv2", "Eap", "MachineCertificate")
 STARTUP_TYPES = ("Automatic", "Manual", "Disabled")
 _SECRET_PARAM = re.compile(r"(?i)key|password|secret|psk")
 
-_TOKEN = re.compile(
-    r"""\s*(?:(?P<str>'(?:[^']|'')*')|(?P<pipe>\|)|(?P<comma>,)|(?P<eq>=(?=\s|'))|(?P<word>[^\s'|,"]+))"""
-)
-
 
 @dataclass
 class Result:
@@ -82,17 +84,6 @@ class Result:
     stderr: str = ""
     exit_code: int = 0
     lines: list[str] = field(default_factory=list)
-
-
-class NotUnderstood(Exception):
-    pass
-
-
-class PsError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 class NativeExit(Exception):
@@ -104,7 +95,6 @@ class NativeExit(Exception):
         self.exit_code = exit_code
 
 
-Token = tuple[str, str]
 InstallFailure = Callable[[str], int | None]
 
 
@@ -181,24 +171,6 @@ def _redact(line: str) -> str:
     return " ".join(parts)
 
 
-def _tokenize(line: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos = 0
-    while pos < len(line):
-        if line[pos:].strip() == "":
-            break
-        m = _TOKEN.match(line, pos)
-        if m is None or m.end() == pos:
-            raise NotUnderstood(line)
-        kind = m.lastgroup or ""
-        text = m.group(kind)
-        if kind == "str":
-            text = text[1:-1].replace("''", "'")
-        tokens.append((kind, text))
-        pos = m.end()
-    return tokens
-
-
 def _statement(line: str, state: dict[str, Any], install_failure: InstallFailure) -> list[str]:
     tokens = _tokenize(line)
     words = [t for k, t in tokens if k == "word"]
@@ -270,69 +242,6 @@ def _pipe_stage(stage: list[Token], value: Any) -> Any:
             f'Select-Object : Property "{prop}" cannot be found.',
         )
     raise NotUnderstood(name)
-
-
-def _args(
-    tokens: list[Token],
-    *,
-    values: set[str] = frozenset(),  # type: ignore[assignment]
-    switches: set[str] = frozenset(),  # type: ignore[assignment]
-    lists: set[str] = frozenset(),  # type: ignore[assignment]
-    positionals: int = 0,
-    bare_value: bool = False,
-) -> dict[str, Any]:
-    """Parameters by lower-case name; ``_`` holds positional words. Raises NotUnderstood."""
-    out: dict[str, Any] = {"_": []}
-    i = 0
-    while i < len(tokens):
-        kind, text = tokens[i]
-        key = text.lower()
-        if kind == "word" and key in switches:
-            out[key] = True
-            i += 1
-        elif kind == "word" and key in values:
-            if i + 1 >= len(tokens):
-                raise NotUnderstood(text)
-            nkind, ntext = tokens[i + 1]
-            if nkind != "str" and not (bare_value and nkind == "word"):
-                raise NotUnderstood(text)
-            out[key] = ntext
-            i += 2
-        elif kind == "word" and key in lists:
-            items: list[str] = []
-            i += 1
-            while i < len(tokens) and tokens[i][0] == "str":
-                items.append(tokens[i][1])
-                i += 1
-                if i < len(tokens) and tokens[i][0] == "comma":
-                    i += 1
-                else:
-                    break
-            if not items:
-                raise NotUnderstood(text)
-            out[key] = items
-        elif kind == "word" and not text.startswith("-") and len(out["_"]) < positionals:
-            out["_"].append(key)
-            i += 1
-        else:
-            raise NotUnderstood(text)
-    return out
-
-
-def _need(args: dict[str, Any], *names: str) -> None:
-    for name in names:
-        if name not in args:
-            raise NotUnderstood(name)
-
-
-def _choice(value: str, allowed: tuple[str, ...], cmdlet: str, param: str) -> str:
-    for option in allowed:
-        if option.lower() == value.lower():
-            return option
-    raise PsError(
-        f"{cmdlet} : Cannot bind parameter '{param}'. Cannot convert value \"{value}\" "
-        f"(valid values: {', '.join(allowed)})."
-    )
 
 
 def _command(tokens: list[Token], state: dict[str, Any], install_failure: InstallFailure) -> Any:
