@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
@@ -18,9 +19,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from api.errors import MissingToken, RoleNotAllowed
-from api.service import authenticate
+from api.service import authenticate, hash_token
 from core.db import Database
 from core.principal import Principal, Role
+from core.settings import get_settings
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="Masterline API token (mlt_…)")
 
@@ -48,7 +52,29 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await anyio.to_thread.run_sync(session.close, limiter=_TEARDOWN_LIMITER)
+        if session.in_transaction():
+            # A failed request: the rollback may do I/O, so not on the event loop.
+            await anyio.to_thread.run_sync(session.close, limiter=_TEARDOWN_LIMITER)
+        else:
+            # Committed (or never used): the connection is already back in the pool
+            # and closing is bookkeeping; a trip to the thread pool would cost more.
+            session.close()
+
+
+async def in_transaction(session: Session, work: Callable[[], T]) -> T:
+    """Run ``work`` and commit ``session``, in one trip to the thread pool.
+
+    For the hot routes (scan-in): a sync endpoint costs FastAPI up to three trips (the
+    endpoint, the response's validation, the commit); an ``async`` endpoint that does
+    its database work here costs one, and builds its response on the event loop.
+    """
+
+    def run() -> T:
+        result = work()
+        session.commit()
+        return result
+
+    return await anyio.to_thread.run_sync(run)
 
 
 def _commit_sessions(values: dict[str, Any]) -> None:
@@ -63,7 +89,10 @@ def _commit_after(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(endpoint)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             result = await endpoint(*args, **kwargs)
-            await anyio.to_thread.run_sync(_commit_sessions, kwargs)
+            # Nothing to commit when the endpoint used ``in_transaction`` (or no
+            # database at all): skip the trip to the thread pool.
+            if any(isinstance(v, Session) and v.in_transaction() for v in kwargs.values()):
+                await anyio.to_thread.run_sync(_commit_sessions, kwargs)
             return result
 
         return run_async
@@ -101,14 +130,70 @@ def new_router(**kwargs: Any) -> APIRouter:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(
+class PrincipalCache:
+    """Tokens this server process checked recently: token hash -> (expiry, principal).
+
+    Every request authenticates; without this, each one pays a database read and a trip
+    to the thread pool before its own work starts (a third of a bare ``GET /me``). The
+    entry lives ``auth_cache_seconds`` (2 s by default, like the TTL caches of
+    Kubernetes' webhook token authenticator, only much shorter); revoking a token
+    through the API drops it at once in this process.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, principal: Principal, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()  # bounded; a refill costs one read per token
+        self._entries[key] = (time.monotonic() + ttl, principal)
+
+    def forget_token(self, token_id: int) -> None:
+        for key, (_, principal) in list(self._entries.items()):
+            if principal.token_id == token_id:
+                self._entries.pop(key, None)
+
+
+def principal_cache(request: Request) -> PrincipalCache:
+    state = request.app.state
+    cache: PrincipalCache | None = getattr(state, "principal_cache", None)
+    if cache is None:
+        cache = state.principal_cache = PrincipalCache()
+    return cache
+
+
+def _authenticate(db: Database, token: str) -> Principal:
+    with db.session(write=False) as session:
+        return authenticate(session, token)
+
+
+async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise MissingToken()
-    with get_db(request).session(write=False) as session:
-        return authenticate(session, credentials.credentials)
+    token = credentials.credentials
+    cache = principal_cache(request)
+    key = hash_token(token)
+    principal = cache.get(key)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(_authenticate, get_db(request), token)
+        cache.put(key, principal, get_settings().auth_cache_seconds)
+    return principal
 
 
 class Allow:

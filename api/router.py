@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi import Request
+
 from api import service
-from api.deps import AdminOnly, AnyRole, SessionDep, new_router
+from api.deps import AdminOnly, AnyRole, SessionDep, in_transaction, new_router, principal_cache
 from api.schemas import PrincipalRead, TokenCreate, TokenCreated, TokenRead
 
 router = new_router(tags=["tokens"])
@@ -33,5 +35,15 @@ def list_tokens(session: SessionDep, _: AdminOnly) -> list[TokenRead]:
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenRead)
-def revoke_token(token_id: int, session: SessionDep, _: AdminOnly) -> TokenRead:
-    return TokenRead.model_validate(service.revoke_token(session, token_id))
+async def revoke_token(
+    token_id: int, request: Request, session: SessionDep, _: AdminOnly
+) -> TokenRead:
+    """Revoke a token: refused from now on by this server process, and by any other
+    within ``MASTERLINE_AUTH_CACHE_SECONDS``."""
+    row = await in_transaction(
+        session, lambda: TokenRead.model_validate(service.revoke_token(session, token_id))
+    )
+    # After the commit: forgetting earlier would let a request re-cache the token
+    # from the still-uncommitted row.
+    principal_cache(request).forget_token(token_id)
+    return row

@@ -3,7 +3,7 @@
     python -m bench.imaging [--mib 256] [--parallel 8] [--runs 3]
 
 1. One stream: Masterline's ``stream_image`` (the OpenSSH client fed through stdin by
-   a Python thread that hashes every chunk, laptop side ``zstd -dc | dd``) vs bare
+   a Python thread that hashes every chunk, laptop side ``zstd -dc 1<>disk``) vs bare
    ``ssh -c aes128-gcm@openssh.com host 'cat > disk' < file`` with the same file (the
    site-cached ``.zst``). Ratio = OpenSSH time / Masterline time (target >= 0.95).
 2. N laptops at once vs N parallel OpenSSH streams (target >= 0.9).
@@ -58,16 +58,13 @@ def _nonzero_zstd_size(raw: Path) -> int:
 
 def _openssh(laptop: object, src: Path, *, same_sink: bool = False) -> float:
     """Bare ``ssh … 'cat > disk'``; with ``same_sink``, the laptop-side pipeline
-    Masterline uses (``zstd -dc | dd conv=fsync``), which isolates our own overhead."""
+    Masterline uses (``zstd -dc --no-sparse 1<>disk``), which isolates our own
+    overhead."""
     from provisioning.transports.ssh import openssh_argv
 
     ep = _endpoint(laptop)
     disk = laptop.disk_path  # type: ignore[attr-defined]
-    cmd = (
-        f"zstd -dcq | dd of={disk} bs=4M conv=notrunc,fsync status=none"
-        if same_sink
-        else f"cat > {disk}"
-    )
+    cmd = f"zstd -dcq --no-sparse 1<>{disk}" if same_sink else f"cat > {disk}"
     argv = openssh_argv(ep, cmd)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with open(src, "rb") as f:
@@ -100,6 +97,18 @@ def _masterline(laptop: object, cached: object, result: dict[str, int] | None = 
     transport.close()
     if result is not None:
         result["bytes_sent"] = written.bytes_sent
+    return elapsed
+
+
+def _verify(laptop: object, cached: object) -> float:
+    from provisioning import imaging
+    from provisioning.transports.ssh import SSHTransport
+
+    transport = SSHTransport(_endpoint(laptop))  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    imaging.verify(transport, cached, "nvme0n1", timeout=3600)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - t0
+    transport.close()
     return elapsed
 
 
@@ -148,13 +157,25 @@ def main(argv: list[str] | None = None) -> int:
         one = laptops[0]
         single_o, single_s, single_m = [], [], []
         sent: dict[str, int] = {}
+        # os.sync() before every timed run: the page cache's write-back of one run's
+        # bytes must not land in the next run's time (neither side flushes its write).
         for _ in range(args.runs):
+            os.sync()
             single_o.append(_openssh(one, cached.path))
+            os.sync()
             single_s.append(_openssh(one, cached.path, same_sink=True))
+            os.sync()
             single_m.append(_masterline(one, cached, sent))
-        par_o, par_m = [], []
+        # What the verify step adds after a stream: flush the disk, read it back, hash.
+        verify_s = _verify(one, cached)
+        par_o, par_s, par_m = [], [], []
         for _ in range(args.runs):
+            os.sync()
             par_o.append(_parallel(lambda lp: _openssh(lp, cached.path), list(laptops)))
+            os.sync()
+            par_s.append(_parallel(lambda lp: _openssh(lp, cached.path, same_sink=True),
+                                   list(laptops)))  # fmt: skip
+            os.sync()
             par_m.append(_parallel(lambda lp: _masterline(lp, cached), list(laptops)))
         # The last Masterline run wrote every disk: check one really holds the image.
         transport_ok = (
@@ -169,17 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     o1, m1 = statistics.median(single_o), statistics.median(single_m)
     s1 = statistics.median(single_s)
     on, mn = statistics.median(par_o), statistics.median(par_m)
+    sn = statistics.median(par_s)
     n = args.parallel
     rows = [
         ("image raw / zstd", f"{source.raw_size / 1e6:.0f} / {file_mb:.0f} MB", ""),
         ("1 stream: OpenSSH cat > disk", f"{file_mb / o1:.0f} MB/s", f"{o1:.2f} s"),
         ("1 stream: Masterline", f"{file_mb / m1:.0f} MB/s", f"{m1:.2f} s"),
         ("1 stream ratio (target >= 0.95)", f"{o1 / m1:.2f}x", ""),
-        ("1 stream: OpenSSH into zstd -dc | dd fsync", f"{file_mb / s1:.0f} MB/s", f"{s1:.2f} s"),
+        ("1 stream: OpenSSH into zstd -dc 1<>disk", f"{file_mb / s1:.0f} MB/s", f"{s1:.2f} s"),
         ("1 stream ratio, same laptop-side sink", f"{s1 / m1:.2f}x", ""),
+        ("then verify: flush + readback sha256", "", f"{verify_s:.2f} s"),
         (f"{n} streams: OpenSSH", f"{n * file_mb / on:.0f} MB/s", f"{on:.2f} s"),
         (f"{n} streams: Masterline", f"{n * file_mb / mn:.0f} MB/s", f"{mn:.2f} s"),
         (f"{n} streams ratio (target >= 0.9)", f"{on / mn:.2f}x", ""),
+        (f"{n} streams: OpenSSH into zstd -dc 1<>disk", f"{n * file_mb / sn:.0f} MB/s",
+         f"{sn:.2f} s"),
+        (f"{n} streams ratio, same laptop-side sink", f"{sn / mn:.2f}x", ""),
         ("wire / zstd(non-zero blocks) (target <= 1.05)", f"{sent['bytes_sent'] / nonzero:.3f}x",
          f"{sent['bytes_sent']} / {nonzero} B"),
         ("disk holds the image after the run", str(transport_ok), ""),

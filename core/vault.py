@@ -18,11 +18,13 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING
 
 from core.errors import MasterlineError
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 
 class SecretKeyError(MasterlineError):
@@ -59,6 +61,10 @@ def _load_or_create(path: Path) -> bytes:
 
 @lru_cache(maxsize=4)
 def _fernet(material: bytes) -> Fernet:
+    # Imported here, not at the top: the API server loads this module for every
+    # configuration route, and cryptography's bindings weigh ~10 MB of its memory.
+    from cryptography.fernet import Fernet
+
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(material).digest()))
 
 
@@ -86,6 +92,8 @@ def encrypt(plain: str) -> str:
 
 def decrypt(token: str) -> str:
     """:raises SecretKeyError: written with another key, or tampered with."""
+    from cryptography.fernet import InvalidToken
+
     try:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken as e:

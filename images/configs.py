@@ -14,8 +14,6 @@ import base64
 import re
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -228,6 +226,10 @@ def hostname_for(session: Session, config: ClientConfig, device: Device, os_fami
 
 # Secrets.
 def _wireguard_keypair() -> tuple[str, str]:
+    # Lazy: the server should not pay cryptography's memory until a key is made.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     key = X25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw,

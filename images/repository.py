@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, update
+from sqlalchemy import and_, bindparam, delete, func, update
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from images.models import ClientConfig, DeviceSecret, Image, ImageHardwareModel, ImageStatus
 from inventory.models import ClientCompany, Device, HardwareModel
@@ -66,31 +67,45 @@ def count_in_progress(session: Session, client_id: int) -> list[int]:
     return [i for i in session.exec(q).all() if i is not None]
 
 
+def _candidates_statement(*, by_name: bool, by_model: bool) -> SelectOfScalar[Image]:
+    has_rows = select(ImageHardwareModel.image_id).where(
+        ImageHardwareModel.image_id == Image.id
+    ).exists()  # fmt: skip
+    q = select(Image).where(
+        Image.client_id == bindparam("client_id"),
+        Image.status == ImageStatus.AVAILABLE,
+        Image.format != "file",
+    )
+    if by_name:
+        q = q.where(Image.name == bindparam("name"))
+    if not by_model:
+        q = q.where(~has_rows)
+    else:
+        matches = select(ImageHardwareModel.image_id).where(
+            ImageHardwareModel.image_id == Image.id,
+            ImageHardwareModel.hardware_model_id == bindparam("hardware_model_id"),
+        ).exists()  # fmt: skip
+        q = q.where(~has_rows | matches)
+    return q.order_by(col(Image.published_at).desc(), col(Image.id).desc())
+
+
+# Built once (every scan-in resolves an image): rebuilding these correlated subqueries
+# and their cache key cost more than running them.
+_CANDIDATES = {
+    (by_name, by_model): _candidates_statement(by_name=by_name, by_model=by_model)
+    for by_name in (False, True)
+    for by_model in (False, True)
+}
+
+
 def candidate_images(
     session: Session, *, client_id: int, hardware_model_id: int | None, name: str | None
 ) -> Sequence[Image]:
     """The client's available disk images usable on a hardware model (an image with no
     compatibility rows is for every model), newest published first."""
-    has_rows = select(ImageHardwareModel.image_id).where(
-        ImageHardwareModel.image_id == Image.id
-    ).exists()  # fmt: skip
-    q = select(Image).where(
-        Image.client_id == client_id,
-        Image.status == ImageStatus.AVAILABLE,
-        Image.format != "file",
-    )
-    if name is not None:
-        q = q.where(Image.name == name)
-    if hardware_model_id is None:
-        q = q.where(~has_rows)
-    else:
-        matches = select(ImageHardwareModel.image_id).where(
-            ImageHardwareModel.image_id == Image.id,
-            ImageHardwareModel.hardware_model_id == hardware_model_id,
-        ).exists()  # fmt: skip
-        q = q.where(~has_rows | matches)
-    q = q.order_by(col(Image.published_at).desc(), col(Image.id).desc())
-    return session.exec(q).all()
+    q = _CANDIDATES[(name is not None, hardware_model_id is not None)]
+    params = {"client_id": client_id, "name": name, "hardware_model_id": hardware_model_id}
+    return session.exec(q, params={k: v for k, v in params.items() if v is not None}).all()
 
 
 def is_compatible(session: Session, image_id: int, hardware_model_id: int | None) -> bool:
@@ -209,12 +224,13 @@ def get_config(session: Session, client_id: int, version: int) -> ClientConfig |
     ).first()
 
 
+_ACTIVE_CONFIG = select(ClientConfig).where(
+    ClientConfig.client_id == bindparam("client_id"), col(ClientConfig.active).is_(True)
+)
+
+
 def active_config(session: Session, client_id: int) -> ClientConfig | None:
-    return session.exec(
-        select(ClientConfig).where(
-            ClientConfig.client_id == client_id, col(ClientConfig.active).is_(True)
-        )
-    ).first()
+    return session.exec(_ACTIVE_CONFIG, params={"client_id": client_id}).first()
 
 
 def lock_client(session: Session, client_id: int) -> ClientCompany | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_
+from sqlalchemy import bindparam, func, or_
 from sqlmodel import Session, col, select
 
 from inventory.models import (
@@ -47,10 +47,16 @@ def get_bench(session: Session, bench_id: int) -> Bench | None:
     return session.get(Bench, bench_id)
 
 
+# Statements of the scan-in path, built once with bind parameters: SQLAlchemy then
+# skips rebuilding the expression and its cache key on every call, which is most of
+# a simple query's cost here (see "Core: scan-in" in docs/benchmarks.md).
+_BENCH_FOR_UPDATE = select(Bench).where(Bench.id == bindparam("bench_id")).with_for_update()
+
+
 def get_bench_for_update(session: Session, bench_id: int) -> Bench | None:
     """The bench row, locked: scans at one bench serialise, so two laptops never get
     the same free slot."""
-    return session.exec(select(Bench).where(Bench.id == bench_id).with_for_update()).first()
+    return session.exec(_BENCH_FOR_UPDATE, params={"bench_id": bench_id}).first()
 
 
 def list_benches(session: Session) -> Sequence[Bench]:
@@ -123,12 +129,27 @@ def get_device_for_update(session: Session, device_id: int) -> Device | None:
     ).first()
 
 
-def find_devices_by_code(session: Session, code: str) -> Sequence[Device]:
-    """Devices whose asset tag or serial is ``code`` (a serial may repeat across vendors)."""
-    by_tag = session.exec(select(Device).where(Device.asset_tag == code)).all()
-    if by_tag:
-        return by_tag
-    return session.exec(select(Device).where(Device.serial == code).order_by(col(Device.id))).all()
+_BY_CODE = (
+    select(Device)
+    .where(or_(col(Device.asset_tag) == bindparam("code"), col(Device.serial) == bindparam("code")))
+    .order_by(col(Device.id))
+)
+_BY_CODE_FOR_UPDATE = _BY_CODE.with_for_update()
+
+
+def find_devices_by_code(
+    session: Session, code: str, *, for_update: bool = False
+) -> Sequence[Device]:
+    """Devices whose asset tag is ``code``, or else whose serial is (a serial may repeat
+    across vendors), oldest first. ``for_update`` locks them (PostgreSQL ``FOR
+    UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already serialises writers).
+
+    One query for both (each column has its own index): this runs on every scan-in.
+    """
+    q = _BY_CODE_FOR_UPDATE if for_update else _BY_CODE
+    found = session.exec(q, params={"code": code}).all()
+    by_tag = [d for d in found if d.asset_tag == code]
+    return by_tag or found
 
 
 def devices_by_serials(session: Session, serials: Sequence[str]) -> Sequence[Device]:
@@ -175,18 +196,21 @@ def list_devices(
     return session.exec(q).all()
 
 
+_SLOT_HOLDING = (
+    DeviceState.RECEIVED, DeviceState.QUEUED, DeviceState.IMAGING,
+    DeviceState.CONFIGURING, DeviceState.VERIFYING, DeviceState.FAILED_IMAGING,
+    DeviceState.FAILED_CONFIGURING, DeviceState.FAILED_VERIFYING, DeviceState.READY,
+)  # fmt: skip
+_OCCUPIED_SLOTS = select(Device.slot).where(
+    Device.bench_id == bindparam("bench_id"),
+    col(Device.state).in_(_SLOT_HOLDING),
+    col(Device.slot).is_not(None),
+)
+
+
 def occupied_slots(session: Session, bench_id: int) -> set[int]:
     """Slots holding a laptop that is still being staged at this bench."""
-    busy = (
-        DeviceState.RECEIVED, DeviceState.QUEUED, DeviceState.IMAGING,
-        DeviceState.CONFIGURING, DeviceState.VERIFYING, DeviceState.FAILED_IMAGING,
-        DeviceState.FAILED_CONFIGURING, DeviceState.FAILED_VERIFYING, DeviceState.READY,
-    )  # fmt: skip
-    rows = session.exec(
-        select(Device.slot).where(
-            Device.bench_id == bench_id, col(Device.state).in_(busy), col(Device.slot).is_not(None)
-        )
-    ).all()
+    rows = session.exec(_OCCUPIED_SLOTS, params={"bench_id": bench_id}).all()
     return {int(s) for s in rows if s is not None}
 
 

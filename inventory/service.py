@@ -287,7 +287,7 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
     bench = repository.get_bench_for_update(session, body.bench_id)
     if bench is None or bench.id is None:
         raise BenchNotFound(str(body.bench_id))
-    found = repository.find_devices_by_code(session, code)
+    found = repository.find_devices_by_code(session, code, for_update=True)
     if len(found) > 1:
         expected = [d for d in found if d.state == DeviceState.EXPECTED]
         found = expected[:1] if len(expected) == 1 else found
@@ -296,9 +296,7 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         raise Conflict(f"serial {code} matches devices of several vendors ({vendors})")
     if not found:
         return _scan_unknown(session, code, bench, body, principal)
-    assert found[0].id is not None
-    device = repository.get_device_for_update(session, found[0].id)
-    assert device is not None
+    device = found[0]
     state = DeviceState(device.state)
     if body.model:
         device.observed_model = body.model[:128]

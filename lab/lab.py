@@ -333,6 +333,7 @@ class Lab:
         if laptop.os_family == "linux":
             laptop.os_root.mkdir(parents=True, exist_ok=True)
             (laptop.os_root / "etc").mkdir(exist_ok=True)
+            _apply_offline(laptop)
             hostname = laptop.os_root / "etc" / "hostname"
             if not hostname.exists():
                 hostname.write_text(DEFAULT_OS_HOSTNAME + "\n")
@@ -353,6 +354,7 @@ class Lab:
             from lab.winrm.state import WindowsState
 
             WindowsState(laptop.dir).ensure(laptop.name)
+            _apply_offline(laptop)
         self._update(laptop)
         self._sync()
         return self.get(name)
@@ -521,6 +523,40 @@ class Lab:
             authorized_keys=self.authorized_keys_path,
             env=_session_env(laptop, booted_os=laptop.boot == "os"),
         )
+
+
+def offline_root(laptop: LabLaptop) -> Path:
+    """Where the PE has the installed system mounted: ``$MASTERLINE_PE_ROOT/mnt/target``
+    (the pipeline's default offline root)."""
+    return laptop.pe_root / "mnt" / "target"
+
+
+def _apply_offline(laptop: LabLaptop) -> None:
+    """What the PE wrote into the mounted installed system is in that system after the
+    boot. A real PE writes straight onto the target disk; the lab's disk is an opaque
+    file, so the files wait under ``mnt/target`` and move into the OS here, after a
+    fresh install has wiped the previous one (and the PE's mount is gone afterwards).
+
+    Linux: the tree is copied into ``os_root`` (``/var/cache/x`` → ``os_root/var/cache/x``,
+    what Ansible sees under ``target_root``). Windows: the mount is the C: drive, so
+    ``ProgramData/Masterline/Installers/x.msi`` → ``C:\\ProgramData\\Masterline\\Installers\\x.msi``
+    in the laptop's Windows state (kept in JSON: lab installers should stay small).
+    """
+    root = offline_root(laptop)
+    if not root.is_dir():
+        return
+    if laptop.os_family == "linux":
+        shutil.copytree(root, laptop.os_root, symlinks=True, dirs_exist_ok=True)
+    else:
+        from lab.winrm.state import WindowsState
+
+        files = {
+            "C:\\" + "\\".join(f.relative_to(root).parts): f.read_bytes()
+            for f in sorted(root.rglob("*"))
+            if f.is_file() and not f.is_symlink()
+        }
+        WindowsState(laptop.dir).put_files(files)
+    shutil.rmtree(root)
 
 
 def _session_env(laptop: LabLaptop, *, booted_os: bool) -> dict[str, str]:

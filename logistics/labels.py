@@ -13,14 +13,9 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from reportlab.graphics import renderPDF
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
 from sqlmodel import Session
 
 from core.errors import Forbidden, InvalidInput
@@ -31,7 +26,14 @@ from logistics import repository, service
 from logistics.errors import BadPrinterUri, PrinterUnavailable, ShipmentNotFound
 from logistics.models import ShipmentStatus
 
+if TYPE_CHECKING:
+    from reportlab.pdfgen.canvas import Canvas
+
 PRINTER_PORT = 9100
+# reportlab's unit and page size, spelt out so that the API server imports reportlab
+# (and Pillow, ~15 MB) only when it renders a PDF.
+mm = 72 / 25.4
+A4 = (210 * mm, 297 * mm)
 LABEL_W, LABEL_H = 100 * mm, 60 * mm
 SHEET_COLS, SHEET_ROWS = 3, 8
 
@@ -114,6 +116,8 @@ def _shipping_lines(lb: Label) -> list[str]:
 # PDF.
 def pdf(labels: Sequence[Label], kind: LabelKind, *, a4: bool = False) -> bytes:
     """One label per page, or A4 sheets of ``SHEET_COLS x SHEET_ROWS`` labels."""
+    from reportlab.pdfgen.canvas import Canvas
+
     buf = io.BytesIO()
     if a4:
         canvas = Canvas(buf, pagesize=A4)
@@ -140,6 +144,10 @@ def pdf(labels: Sequence[Label], kind: LabelKind, *, a4: bool = False) -> bytes:
 def _draw(
     canvas: Canvas, lb: Label, kind: LabelKind, x: float, y: float, w: float, h: float
 ) -> None:
+    from reportlab.graphics import renderPDF
+    from reportlab.graphics.barcode.qr import QrCodeWidget
+    from reportlab.graphics.shapes import Drawing
+
     margin = 2 * mm
     qr_size = min(h - 2 * margin, w * 0.42)
     widget = QrCodeWidget(lb.code, barLevel="M")

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
@@ -49,6 +48,11 @@ from logistics.models import (
     WebhookSubscription,
 )
 from logistics.schemas import ReplayRequest, SubscriptionCreate
+
+if TYPE_CHECKING:
+    # Imported where used: httpx pulls in rich, click and pygments (~10 MB), which
+    # the API server only needs when it sends a test ping.
+    import httpx
 
 log = logging.getLogger("masterline.webhooks")
 
@@ -276,6 +280,8 @@ def post(
     http: httpx.Client, *, url: str, secret: str, msg_id: str, body: str, now: datetime
 ) -> Outcome:
     """One signed POST. Never raises for network errors: they are an ``Outcome``."""
+    import httpx
+
     timestamp = int(now.timestamp())
     raw = body.encode()
     headers = {
@@ -352,6 +358,8 @@ def run_sender(
     db: Database, *, policy: SenderPolicy, interval: float, once: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:  # fmt: skip
+    import httpx
+
     with httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False) as http:
         while not should_stop():
             try:
@@ -368,6 +376,8 @@ def run_sender(
 
 def send_test(session: Session, sub: WebhookSubscription) -> tuple[str, Outcome]:
     """A signed ``webhook.test`` ping, sent now, not queued and not logged."""
+    import httpx
+
     assert sub.id is not None
     now = utcnow()
     msg_id = f"msg_test_{sub.id}_{int(now.timestamp() * 1000)}"

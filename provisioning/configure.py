@@ -62,9 +62,10 @@ def configure_os(
     """Apply ``plan`` to the laptop behind ``target``; returns when all of it is applied.
 
     ``on_event`` gets one dict per task/action (see ``provisioning.ansible.run_playbook``
-    for the shape); none carries a secret. ``cancel`` is polled (about once a second on
-    Linux) and stops the run. ``work_dir`` holds Ansible's private data directories
-    (default ``<data_dir>/ansible``).
+    for the shape); none carries a secret. ``cancel`` is polled (about once a second,
+    also while an Ansible task or a WinRM script is running) and stops the run.
+    ``work_dir`` holds Ansible's private data directories (default
+    ``<data_dir>/ansible``).
 
     :raises InvalidPlan: the plan does not fit the target (fatal).
     :raises ConnectFailed, CommandTimedOut: retryable.

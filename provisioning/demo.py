@@ -154,9 +154,25 @@ def _stage(http: httpx.Client, lab: Any, laptops: list[Any], *, stamp: str, clie
                      headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
         console.print(f"uploaded image demo-{family} {stamp} ({len(packed)} bytes zstd, "
                       f"{raw_size} raw)")  # fmt: skip
-    _ok(http.post(f"/clients/{client}/configs", json={
-        "hostname_pattern": "ACME-{serial}", "apps": [], "checks": ["image_hash", "hostname"],
+    # A collaboration tool from the client's own image store: the pipeline copies it onto
+    # each laptop's disk in the provisioning environment (as an MSI on Windows, a .deb on
+    # Linux), then configuration installs it from there.
+    installer = f"Masterline demo collaboration tool {stamp}\n".encode()
+    tool = _ok(http.post("/images", json={
+        "client_code": client, "name": "demo-collab-tool", "version": stamp,
+        "os_family": families[0], "format": "file", "size": len(installer),
+        "sha256": hashlib.sha256(installer).hexdigest(),
     }))  # fmt: skip
+    _ok(http.put(f"/images/{tool['id']}/content", content=installer,
+                 headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
+    _ok(http.post(f"/clients/{client}/configs", json={
+        "hostname_pattern": "ACME-{serial}",
+        "apps": [{"name": "CollabTool", "source": {"kind": "store", "image_id": tool["id"]},
+                  "verify": {"kind": "package", "name": "CollabTool"}}],
+        "checks": ["image_hash", "hostname", "apps"],
+    }))  # fmt: skip
+    console.print(f"client configuration: hostname pattern, app CollabTool from the image "
+                  f"store (image {tool['id']})")  # fmt: skip
     delivery = _ok(http.post("/deliveries", json={
         "client_code": client, "vendor": "Dell", "order_reference": f"PO-LAB-{stamp}",
     }))  # fmt: skip

@@ -22,6 +22,11 @@ expired (DBOS's recovery of a dead executor); a site's live runs never exceed it
 ``max_imaging_streams`` (the claim locks the site row on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` serialises claims). Nothing else in the code knows how runs are
 scheduled: services queue a run by committing it ``queued``.
+
+The site's bytes-per-second cap is shared the same way, through the database: each run's
+context records the rate its stream is granted, and every worker re-rates its own streams
+about once a second so that the grants at a site never add up to more than the cap
+(``provisioning.bandwidth``).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ from inventory import repository as inventory_repo
 from inventory.models import Bench, Device, HardwareModel, Site
 from inventory.states import TIMEOUT_OF, DeviceState, Event
 from provisioning import repository, service
+from provisioning.bandwidth import SHARE_KEY, STREAM_STEP, SiteShares
 from provisioning.errors import Aborted, CommandFailed, ProvisioningError
-from provisioning.imaging import site_bucket
+from provisioning.imaging import TokenBucket
 from provisioning.models import ProvisioningRun, RunStatus
 from provisioning.steps import (
     STEPS,
@@ -83,6 +89,8 @@ class EngineConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 30.0
     sweep_seconds: float = 5.0
+    share_seconds: float = 1.0
+    """How often this worker re-reads its sites' streaming runs to re-rate its streams."""
     step_timeouts: dict[str, float] = field(default_factory=dict)
     state_timeouts: dict[DeviceState, timedelta] = field(default_factory=lambda: dict(TIMEOUT_OF))
     plan_builder: (
@@ -112,6 +120,8 @@ class JobEngine:
         self._pool = ThreadPoolExecutor(max_workers=config.max_parallel,
                                         thread_name_prefix="run")  # fmt: skip
         self._last_sweep = 0.0
+        self.shares = SiteShares(db, interval=config.share_seconds, stop=self._stop,
+                                 owns=self._mine)  # fmt: skip
 
     # Loop.
     def run_forever(self, stop: threading.Event | None = None) -> None:
@@ -240,6 +250,7 @@ class JobEngine:
                     self._fail(run_id, step, CommandFailed(f"internal error ({type(e).__name__})"))
                     return
                 finally:
+                    self.shares.unregister(run_id)
                     if ctx is not None:
                         ctx.close()
                 if self._end_step(run_id, step, out):
@@ -279,6 +290,9 @@ class JobEngine:
             run.step_name = step.name
             run.step_attempt += 1
             run.updated_at = utcnow()
+            if step.name == STREAM_STEP and run.context.get(SHARE_KEY):
+                # A new attempt holds no share until the bandwidth loop grants one.
+                run.context = {**run.context, SHARE_KEY: 0}
             s.add(run)
             service.add_event(s, run, step=step.name, kind="step_started",
                               message=f"{step.name} attempt {run.step_attempt}")  # fmt: skip
@@ -327,6 +341,10 @@ class JobEngine:
             return cache["plan"]
 
         timeout = self.config.step_timeouts.get(step.name, step.timeout)
+        bucket: TokenBucket | None = None
+        if step.name == STREAM_STEP and site is not None and site.max_bytes_per_second:
+            assert site.id is not None
+            bucket = self.shares.register(run.id, site.id)
         return StepContext(
             run_id=run.id, serial=device.serial, os_family=run.os_family, endpoint=endpoint,
             endpoint_options=options, disk_rule=model.disk_rule if model else "largest",
@@ -336,7 +354,7 @@ class JobEngine:
             on_event=self._event_recorder(run.id, step.name),
             plan_loader=plan_loader,
             cancelled=lambda: self._cancelled(run.id or 0),
-            bucket=site_bucket(site_code, site.max_bytes_per_second if site else None),
+            bucket=bucket,
         )  # fmt: skip
 
     def _cancelled(self, run_id: int) -> bool:
@@ -455,6 +473,8 @@ class JobEngine:
             assert run is not None
             run.last_error = f"{step.name}: {e.message}"[:1000]
             run.updated_at = utcnow()
+            if step.name == STREAM_STEP and run.context.get(SHARE_KEY):
+                run.context = {**run.context, SHARE_KEY: 0}  # backing off: nothing to send
             s.add(run)
             service.add_event(s, run, step=step.name, kind="retry",
                               message=f"{type(e).__name__}: {e.message}")  # fmt: skip

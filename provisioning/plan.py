@@ -51,8 +51,8 @@ class VpnKind(StrEnum):
 class AppSource(StrEnum):
     """Where an app comes from. ``package``: the distribution's package manager on Linux
     (apt) or winget on Windows; ``msi`` (Windows) / ``deb`` (Linux): an installer file
-    already on the laptop, at ``installer_path`` (the client's store installers are put
-    there with the image, not pushed through WinRM)."""
+    already on the laptop, at ``package`` (the client's store installers are copied there
+    by the offline step, in the provisioning environment, not pushed through WinRM)."""
 
     PACKAGE = "package"
     MSI = "msi"
@@ -189,6 +189,30 @@ class OsTarget:
 
 
 @dataclass(frozen=True)
+class StoreFile:
+    """An installer from the client's image store, copied onto the laptop by the offline
+    step (``provisioning/installers.py``) to the app's ``package`` path.
+
+    Resolved when the plan is built: ``path`` is the stored file, ``sha256``/``size`` what
+    the catalogue says it holds. When the store cannot provide it, ``path`` is empty and
+    ``problem`` says why; only the offline step reports it, so that a later step (which
+    installs from the laptop's disk) never depends on the store.
+    """
+
+    image_id: int | None = None
+    sha256: str = ""
+    size: int = 0
+    path: str = ""
+    problem: str = ""
+
+    @property
+    def label(self) -> str:
+        return (
+            f"image {self.image_id}" if self.image_id is not None else f"sha256 {self.sha256[:12]}"
+        )
+
+
+@dataclass(frozen=True)
 class AppPlan:
     """One collaboration tool.
 
@@ -198,7 +222,8 @@ class AppPlan:
     ``package``: dpkg on Linux, ``winget list`` on Windows), ``package:<id>`` (it lists
     that id; an installer file's default is its file stem), ``path:<file>`` (the file
     exists) or ``service:<name>`` (the Windows service exists). ``name`` is free text
-    (events, messages); ``key`` is its file-name-safe form.
+    (events, messages); ``key`` is its file-name-safe form. ``installer``: for an
+    ``msi``/``deb`` app whose file comes from the client's image store, that file.
     """
 
     name: str
@@ -206,6 +231,7 @@ class AppPlan:
     source: AppSource = AppSource.PACKAGE
     silent_args: tuple[str, ...] = ()
     verify: str = "package"
+    installer: StoreFile | None = None
 
     @property
     def key(self) -> str:
@@ -407,7 +433,26 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
         )
     if kind == "service" and family is not OsFamily.WINDOWS:
         raise InvalidPlan(f"app {name}: service checks are for Windows")
-    return AppPlan(name=name, package=package, source=source, silent_args=args, verify=verify)
+    installer = _store_file(data.get("store"), name) if source is not AppSource.PACKAGE else None
+    return AppPlan(name=name, package=package, source=source, silent_args=args, verify=verify,
+                   installer=installer)  # fmt: skip
+
+
+def _store_file(raw: Any, name: str) -> StoreFile | None:
+    if not raw:
+        return None
+    data = _map(raw, f"app {name} store reference")
+    image_id = data.get("image_id")
+    sha = str(data.get("sha256") or "")
+    if image_id is None and not sha:
+        raise InvalidPlan(f"app {name}: a store reference needs image_id or sha256")
+    if sha and not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise InvalidPlan(f"app {name}: store sha256 must be 64 lower-case hex digits")
+    try:
+        ident = int(image_id) if image_id is not None else None
+    except (TypeError, ValueError):
+        raise InvalidPlan(f"app {name}: store image_id must be a number") from None
+    return StoreFile(image_id=ident, sha256=sha)
 
 
 _VPN_SECRET_KEYS = {
@@ -497,11 +542,16 @@ def build_plan(session: Any, device: Any, image: Any) -> ConfigPlan:
         kind = _enum(VpnKind, document["vpn"].get("kind", ""), "VPN kind")
         stored = image_configs.device_secrets(session, config, device)
         secrets = {k: v for k, v in stored.items() if k in _VPN_SECRET_KEYS[kind]}
-    return ConfigPlan.from_dict(document, os_family=family, secrets=secrets)
+    plan = ConfigPlan.from_dict(document, os_family=family, secrets=secrets)
+    # Here, not at the top: installers builds on this module's plan types.
+    from provisioning.installers import resolve_installers
+
+    return resolve_installers(session, int(device.client_id), plan)
 
 
-# Installers from the client's image store are placed here with the image (offline
-# step), then installed from the laptop's own disk.
+# Installers from the client's image store are copied here by the offline step (through
+# the mounted installed system, provisioning/installers.py), then installed from the
+# laptop's own disk.
 WINDOWS_INSTALLER_DIR = "C:\\ProgramData\\Masterline\\Installers"
 LINUX_INSTALLER_DIR = "/var/cache/masterline/installers"
 
@@ -561,6 +611,7 @@ def _app_document(app: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
             doc.update(source="msi", package=f"{WINDOWS_INSTALLER_DIR}\\{key}.msi")
         else:
             doc.update(source="deb", package=f"{LINUX_INSTALLER_DIR}/{key}.deb")
+        doc["store"] = {"image_id": source.get("image_id"), "sha256": source.get("sha256")}
     verify = app.get("verify") or {}
     if verify.get("kind") == "file":
         doc["verify"] = f"path:{verify.get('path')}"

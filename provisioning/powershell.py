@@ -32,7 +32,7 @@ from provisioning.plan import (
     VpnPlan,
 )
 from provisioning.transports.base import CommandResult
-from provisioning.transports.winrm import WinRMTransport
+from provisioning.transports.winrm import CallCancelled, WinRMTransport
 from provisioning.vpn import ProfileFile, profile_files
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -344,11 +344,17 @@ def configure_windows(
     timeout: float,
     cancel: CancelCallback | None = None,
 ) -> None:
-    """Apply ``plan`` over WinRM. Raises what ``configure_os`` documents."""
-    with WinRMTransport.from_target(target) as transport:
-        WindowsConfigurator(
-            transport, target, plan, on_event=on_event, timeout=timeout, cancel=cancel
-        ).apply()
+    """Apply ``plan`` over WinRM. Raises what ``configure_os`` documents; an abort
+    also interrupts a script in flight (the transport polls ``cancel``)."""
+    from provisioning.configure import ConfigureCancelled
+
+    try:
+        with WinRMTransport.from_target(target, cancel=cancel) as transport:
+            WindowsConfigurator(
+                transport, target, plan, on_event=on_event, timeout=timeout, cancel=cancel
+            ).apply()
+    except CallCancelled as e:
+        raise ConfigureCancelled(f"configure {target.label}: cancelled") from e
 
 
 def _same_text(a: str, b: str) -> bool:

@@ -105,6 +105,32 @@ def live_runs_at_site(session: Session, *, site_id: int | None, now: datetime, e
     return int(session.exec(stmt).one())
 
 
+def streaming_runs_at_site(
+    session: Session, *, site_id: int, now: datetime
+) -> Sequence[ProvisioningRun]:
+    """Runs of any worker in the stream step at ``site_id`` whose lease is live."""
+    stmt = select(ProvisioningRun).where(
+        ProvisioningRun.status == RunStatus.RUNNING,
+        ProvisioningRun.site_id == site_id,
+        ProvisioningRun.step_name == "stream",
+        col(ProvisioningRun.lease_until) >= now,
+    )
+    return session.exec(stmt.order_by(col(ProvisioningRun.id))).all()
+
+
+def lock_runs(session: Session, run_ids: Sequence[int]) -> Sequence[ProvisioningRun]:
+    """Lock these runs (in id order, so concurrent lockers never deadlock)."""
+    if not run_ids:
+        return []
+    stmt = (
+        select(ProvisioningRun)
+        .where(col(ProvisioningRun.id).in_(list(run_ids)))
+        .order_by(col(ProvisioningRun.id))
+        .with_for_update()
+    )
+    return session.exec(stmt.execution_options(populate_existing=True)).all()
+
+
 def lock_site(session: Session, site_id: int) -> Site | None:
     stmt = select(Site).where(Site.id == site_id).with_for_update()
     return session.exec(stmt).first()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
@@ -36,7 +36,17 @@ from provisioning.errors import (
     ProvisioningError,
 )
 from provisioning.transports.base import Transport
-from provisioning.transports.ssh import SshEndpoint, SSHTransport
+
+if TYPE_CHECKING:
+    from provisioning.transports.ssh import SshEndpoint
+
+
+def _ssh_transport(endpoint: SshEndpoint) -> Transport:
+    # paramiko is imported when a step first connects, not when this module is: the API
+    # server imports it (to queue runs at scan-in) and must stay small in memory.
+    from provisioning.transports.ssh import SSHTransport
+
+    return SSHTransport(endpoint)
 
 
 class GateFailed(ProvisioningError):
@@ -72,7 +82,7 @@ class StepContext:
     cancelled: Callable[[], bool] = lambda: False
     """True once the run was aborted (polled by long steps such as configure)."""
     bucket: imaging.TokenBucket | None = None
-    transport_factory: Callable[[SshEndpoint], Transport] = field(default=SSHTransport)
+    transport_factory: Callable[[SshEndpoint], Transport] = field(default=_ssh_transport)
     _transport: Transport | None = None
 
     def pe(self) -> Transport:
@@ -149,18 +159,25 @@ New-NetFirewallRule -DisplayName "WinRM HTTPS" -Direction Inbound -LocalPort 598
 
 def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
     """Write the offline settings into the installed OS's files (hostname; for Windows
-    the first-boot WinRM-over-HTTPS script), then reboot into it.
+    the first-boot WinRM-over-HTTPS script), copy the client's store installers the plan
+    needs (``provisioning/installers.py``), then reboot into it.
 
     The files go under the slot's ``offline_root`` option, by default
-    ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts the installed system),
-    and are overwritten on a re-run. A re-run after the laptop already rebooted (the
+    ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts the installed system:
+    for Windows its C: drive), and are overwritten on a re-run (installers already there
+    with the right sha256 are skipped). A re-run after the laptop already rebooted (the
     worker was killed right after) finds it in its OS and is done.
     """
+    from provisioning import installers
+
     options = ctx.endpoint_options
     _, plan = ctx.plan_loader()
     hostname = str(plan.hostname)
     if labboot.is_lab(options) and labboot.in_os(options):
         return {"hostname": hostname, "rebooted": True}
+    # Read (and verified) from the store before anything is written on the laptop: a
+    # missing or tampered installer fails here with one line.
+    placements = installers.prepare(plan, ctx.cache_dir)
     root = (shlex.quote(str(options["offline_root"])) if options.get("offline_root")
             else f"{imaging.PE_ROOT}/mnt/target")  # fmt: skip
     lines = [f"mkdir -p {root}/etc {root}/masterline",
@@ -172,6 +189,8 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
     res = ctx.pe().run(" && ".join(lines), timeout=ctx.timeout, stdin=stdin)
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
+    written = installers.place(ctx.pe(), root, placements, timeout=ctx.timeout,
+                               check=_abort_check(ctx))  # fmt: skip
     ctx.close()
     if labboot.is_lab(options):
         labboot.reboot_into_os(options)
@@ -181,7 +200,21 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
         with contextlib.suppress(ConnectFailed):
             ctx.pe().run(f"{reboot} >/dev/null 2>&1 &", timeout=ctx.timeout)
         ctx.close()
-    return {"hostname": hostname, "rebooted": True}
+    out: dict[str, Any] = {"hostname": hostname, "rebooted": True}
+    if placements:
+        out["installers"] = [
+            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
+            for p in placements
+        ]
+    return out
+
+
+def _abort_check(ctx: StepContext) -> Callable[[], None]:
+    def check() -> None:
+        if ctx.cancelled():
+            raise Aborted("aborted by a technician")
+
+    return check
 
 
 def step_configure(ctx: StepContext) -> dict[str, Any]:

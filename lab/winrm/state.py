@@ -74,3 +74,10 @@ class WindowsState:
                 "path": path,
                 "b64": base64.b64encode(data).decode(),
             }
+
+    def put_files(self, files: dict[str, bytes]) -> None:
+        """Place several files at once (what the PE wrote into the mounted C: drive)."""
+        with self.locked() as state:
+            placed = state.setdefault("files", {})
+            for path, data in files.items():
+                placed[path.lower()] = {"path": path, "b64": base64.b64encode(data).decode()}

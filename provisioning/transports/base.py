@@ -47,7 +47,7 @@ class Transport(Protocol):
     def put_stream(
         self,
         cmd: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         timeout: float,
         progress: ProgressCallback | None = None,

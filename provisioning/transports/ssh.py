@@ -16,6 +16,8 @@ material or command input.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import select
 import socket
@@ -25,6 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -39,6 +42,7 @@ from provisioning.transports.base import CommandResult, ProgressCallback, Stream
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 STREAM_CIPHER = "aes128-gcm@openssh.com"
+PIPE_BYTES = 1024 * 1024
 # paramiko's sendall copies the rest of the buffer after every packet (quadratic):
 # keep control-channel writes at 256 KiB or less (physical-limits.md P1).
 _SEND_CHUNK = 256 * 1024
@@ -173,7 +177,7 @@ class SSHTransport:
     def put_stream(
         self,
         cmd: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         timeout: float,
         progress: ProgressCallback | None = None,
@@ -188,10 +192,17 @@ class SSHTransport:
         """
         argv = openssh_argv(self.endpoint, cmd, connect_timeout=self.connect_timeout)
         deadline = time.monotonic() + timeout
+        # Unbuffered: chunks are already 1 MiB, and go to the pipe as they are.
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            bufsize=0,
+        )  # fmt: skip
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        # A pipe holds 64 KiB by default: each 1 MiB chunk would then cost sixteen
+        # hand-overs between this thread and ssh, and ssh would wait while we hash. A
+        # pipe as large as a chunk lets ssh drain one while the next is read and hashed.
+        with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         out_buf: list[bytes] = []
         err_buf: list[bytes] = []
         readers = [
@@ -205,12 +216,14 @@ class SSHTransport:
         broken = False
         try:
             for chunk in chunks:
-                digest.update(chunk)
                 try:
-                    proc.stdin.write(chunk)
+                    _write_all(proc.stdin, chunk)
                 except BrokenPipeError:
                     broken = True
                     break
+                # Hashed after the write, while ssh drains this chunk from the pipe
+                # (hashing releases the GIL): the two overlap instead of taking turns.
+                digest.update(chunk)
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent)
@@ -295,3 +308,11 @@ def _drain(pipe: object, into: list[bytes]) -> None:
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
+
+
+def _write_all(pipe: Any, data: bytes | memoryview) -> None:
+    """An unbuffered write may take part of ``data`` (a signal mid-write): send the rest."""
+    view = memoryview(data)
+    while view:
+        n = pipe.write(view)
+        view = view[n or 0 :]

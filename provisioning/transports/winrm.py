@@ -79,6 +79,11 @@ class ServerCertificateRejected(HostKeyMismatch):
     not name the host): the same verdict as an unknown SSH host key, never retried."""
 
 
+class CallCancelled(TransportError):
+    """The caller's ``cancel`` callback said stop (the run was aborted) while a call was
+    in flight; the remote shell, and what runs in it, was closed."""
+
+
 class WinRMServerError(TransportError):
     """The WinRM service answered with an HTTP error or a WS-Management fault.
 
@@ -101,8 +106,14 @@ class WinRMTransport:
         ca_path: str | None = None,
         operation_timeout_sec: int = _OPERATION_TIMEOUT_SEC,
         read_timeout_sec: int = _READ_TIMEOUT_SEC,
+        cancel: Callable[[], bool] | None = None,
+        cancel_poll_sec: float = 1.0,
     ) -> None:
-        """:raises InsecureTransport: any transport but ``ssl`` or ``ntlm``."""
+        """``cancel`` is polled (at most every ``cancel_poll_sec``) while a command runs:
+        between Send envelopes and between Receives, which Windows holds for up to
+        ``operation_timeout_sec`` — so an abort stops a call within about that long.
+
+        :raises InsecureTransport: any transport but ``ssl`` or ``ntlm``."""
         try:
             kind = WinRMTransportKind(str(transport).lower())
         except ValueError:
@@ -140,9 +151,14 @@ class WinRMTransport:
             proxy=None,
         )
         self._shell_id: str | None = None
+        self._cancel = cancel
+        self._cancel_poll = cancel_poll_sec
+        self._cancel_checked = 0.0
 
     @classmethod
-    def from_target(cls, target: OsTarget) -> WinRMTransport:
+    def from_target(
+        cls, target: OsTarget, *, cancel: Callable[[], bool] | None = None
+    ) -> WinRMTransport:
         """:raises InsecureTransport, AuthFailed: see ``__init__``."""
         if target.os_family is not OsFamily.WINDOWS:
             raise InsecureTransport(f"{target.label} is not a Windows target")
@@ -153,6 +169,7 @@ class WinRMTransport:
             username=target.username,
             password=target.password or SecretStr(""),
             ca_path=str(target.ca_path) if target.ca_path else None,
+            cancel=cancel,
         )
 
     def __enter__(self) -> WinRMTransport:
@@ -171,6 +188,7 @@ class WinRMTransport:
         :raises AuthFailed: credentials rejected (fatal).
         :raises ServerCertificateRejected: the certificate is not trusted (fatal).
         :raises WinRMServerError: an HTTP error or WS-Management fault.
+        :raises CallCancelled: ``cancel`` said stop while the command ran.
         """
         result, _ = self._execute(cmd, [stdin] if stdin is not None else None, timeout=timeout)
         return result
@@ -185,7 +203,7 @@ class WinRMTransport:
     def put_stream(
         self,
         cmd: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         timeout: float,
         progress: ProgressCallback | None = None,
@@ -206,7 +224,8 @@ class WinRMTransport:
             for chunk in chunks:
                 digest.update(chunk)
                 sent += len(chunk)
-                yield chunk
+                # A copy: the caller may reuse a memoryview's buffer once we move on.
+                yield bytes(chunk)
                 if progress is not None:
                     progress(sent)
 
@@ -241,6 +260,7 @@ class WinRMTransport:
             err: list[bytes] = []
             while True:
                 self._check_deadline(deadline, timeout)
+                self._check_cancel()
                 try:
                     o, e, rc, done = self._call(
                         lambda: self._protocol.get_command_output_raw(shell_id, command_id),
@@ -273,7 +293,20 @@ class WinRMTransport:
     ) -> None:
         if time.monotonic() > deadline:
             raise CommandTimedOut(f"{self.label}: timed out while sending input")
+        self._check_cancel()
         self._call(lambda: self._protocol.send_command_input(shell_id, command_id, data, end))
+
+    def _check_cancel(self) -> None:
+        """Ask ``cancel`` (throttled: it may cost the caller a database read)."""
+        if self._cancel is None:
+            return
+        now = time.monotonic()
+        if now - self._cancel_checked < self._cancel_poll:
+            return
+        self._cancel_checked = now
+        if self._cancel():
+            # _execute drops the shell on the way out: Windows ends what runs in it.
+            raise CallCancelled(f"{self.label}: cancelled while a command was running")
 
     def _check_deadline(self, deadline: float, timeout: float) -> None:
         if time.monotonic() > deadline:

@@ -15,10 +15,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from core.db import Database
 from core.principal import SYSTEM
+from core.settings import get_settings
 from inventory import service as inventory
 from inventory.models import Device, DeviceEvent
 from inventory.schemas import ScanRequest
@@ -105,6 +107,19 @@ class Bench:
                 return run
             time.sleep(0.1)
         raise AssertionError(f"run {run_id} still {self.run(run_id).status} after {timeout}s")
+
+
+@contextmanager
+def local_store(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The image store and data directory under ``tmp`` for one test (settings are
+    cached: cleared on the way in and out)."""
+    monkeypatch.setenv("MASTERLINE_IMAGE_STORE_DIR", str(tmp / "store"))
+    monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp / "data"))
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        get_settings.cache_clear()
 
 
 def engine_config(tmp: Path, **kw: Any) -> EngineConfig:
@@ -205,6 +220,54 @@ def publish_image(db: Database, *, client_id: int, image: GeneratedImage, os_fam
         s.flush()
         assert row.id is not None
         return row.id
+
+
+def publish_installer(db: Database, *, client_id: int, data: bytes, name: str,
+                      os_family: str) -> tuple[int, Path]:  # fmt: skip
+    """An AVAILABLE installer file (format ``file``) of ``client_id`` in the local store,
+    as the images domain's upload path leaves it. Returns (image id, stored path)."""
+    import hashlib
+
+    from core.timeutil import utcnow
+    from images.models import Image, ImageFormat, ImageStatus, OsFamily
+    from images.store import get_store
+
+    sha = hashlib.sha256(data).hexdigest()
+    store = get_store()
+    store.ensure()
+    temp = store.temp_path("put")
+    temp.write_bytes(data)
+    path = store.publish(temp, sha)
+    with db.session() as s:
+        row = Image(
+            client_id=client_id, name=name, version="1", os_family=OsFamily(os_family),
+            format=ImageFormat.FILE, raw_size=len(data), raw_sha256=sha,
+            stored_size=len(data), stored_sha256=sha, status=ImageStatus.AVAILABLE,
+            uploaded_by="test", published_at=utcnow(),
+        )  # fmt: skip
+        s.add(row)
+        s.flush()
+        assert row.id is not None
+        return row.id, Path(path)
+
+
+def store_app(name: str, image_id: int) -> dict[str, Any]:
+    """A configuration app installed from the client's image store, verified by the
+    product name the package manager lists it under (the installer file's stem)."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.")
+    return {"name": name, "source": {"kind": "store", "image_id": image_id},
+            "silent_args": [], "verify": {"kind": "package", "name": stem}}  # fmt: skip
+
+
+def set_config(db: Database, body: dict[str, Any], *, client_code: str = "ACME") -> None:
+    """Validate ``body`` as the images domain does and make it the client's active one."""
+    from images import configs
+    from images.schemas import ClientConfigBody
+
+    with db.session() as s:
+        configs.set_config(s, client_code, ClientConfigBody.model_validate(body), SYSTEM)
 
 
 def activate_config(db: Database, *, client_id: int, body: dict[str, Any]) -> None:

@@ -174,6 +174,25 @@ def test_unanswered_commands_time_out_retryably(lab: Lab) -> None:
     assert info.value.retryable
 
 
+def test_abort_interrupts_a_command_in_flight(lab: Lab) -> None:
+    """The laptop never finishes the first script; an abort requested while it runs
+    stops the call (long before the step's deadline) and closes the shell."""
+    from provisioning.configure import ConfigureCancelled
+
+    laptop = boot_windows(lab, "WIN2006")
+    lab.set_fault(laptop.name, Fault.WINRM_TIMEOUT)
+    polls: list[int] = []
+
+    def cancel() -> bool:
+        polls.append(1)
+        return len(polls) > 2  # the configurator's own check, one poll mid-call, then stop
+
+    with pytest.raises(ConfigureCancelled):
+        configure_os(target(laptop), ikev2_plan(laptop.serial), on_event=lambda e: None,
+                     timeout=600, cancel=cancel)  # fmt: skip
+    assert len(polls) == 3
+
+
 def test_rejected_credentials_are_fatal(lab: Lab) -> None:
     laptop = boot_windows(lab, "WIN2005")
     lab.set_fault(laptop.name, Fault.WINRM_401)

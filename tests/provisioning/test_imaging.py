@@ -162,6 +162,26 @@ def test_token_bucket_paces_a_site_to_its_rate(monkeypatch: pytest.MonkeyPatch) 
     for _ in range(10):
         bucket.take(MiB)
     assert 9.0 <= clock["slept"] <= 10.5
-    assert imaging.site_bucket("PAR", None) is None
-    shared = imaging.site_bucket("PAR", MiB)
-    assert shared is imaging.site_bucket("PAR", MiB)  # one bucket per site and rate
+
+
+def test_a_rerated_bucket_follows_its_new_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate 0 holds the stream; a lowered share is not overrun by tokens saved before."""
+    clock = {"now": 1000.0, "slept": 0.0}
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+        clock["slept"] += seconds
+        if clock["slept"] >= 5.0 and bucket.rate == 0:
+            bucket.set_rate(2 * MiB)  # the engine grants a share while the stream waits
+
+    monkeypatch.setattr(imaging.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(imaging.time, "sleep", sleep)
+    bucket = imaging.TokenBucket(rate=0.0)
+    bucket.take(MiB)  # held at rate 0 until the share arrives, then ~0.5 s at 2 MiB/s
+    assert 5.0 <= clock["slept"] <= 6.0
+    clock["now"] += 10.0  # idle: 4 MiB of burst saved up at 2 MiB/s
+    bucket.set_rate(MiB / 4)  # ...but the share drops to 256 KiB/s
+    clock["slept"] = 0.0
+    for _ in range(2):
+        bucket.take(MiB)
+    assert clock["slept"] >= 6.0  # 2 MiB minus one second of the new rate, at 256 KiB/s

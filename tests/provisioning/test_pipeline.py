@@ -3,6 +3,8 @@ worker subprocess), real sshd, real OpenSSH client, both databases."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import signal
 import time
@@ -26,9 +28,13 @@ from tests.provisioning.harness import (
     Bench,
     activate_config,
     engine_config,
+    local_store,
     publish_image,
+    publish_installer,
     quick_timeouts,
     running_engine,
+    set_config,
+    store_app,
     worker_process,
 )
 from tests.provisioning.images import make_image
@@ -39,17 +45,12 @@ from tests.support.factories import World
 def bench(
     db: Database, world: World, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Bench]:
-    monkeypatch.setenv("MASTERLINE_IMAGE_STORE_DIR", str(tmp_path / "store"))
-    monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    image = make_image(tmp_path / "img", mib=4)
-    assert world.acme.id is not None
-    publish_image(db, client_id=world.acme.id, image=image, os_family="linux")
-    activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
-    try:
+    with local_store(tmp_path, monkeypatch):
+        image = make_image(tmp_path / "img", mib=4)
+        assert world.acme.id is not None
+        publish_image(db, client_id=world.acme.id, image=image, os_family="linux")
+        activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
         yield Bench(db=db, world=world, lab=lab, tmp=tmp_path)
-    finally:
-        get_settings.cache_clear()
 
 
 def _disk_untouched(path: Path) -> bool:
@@ -285,6 +286,14 @@ def test_a_dead_workers_runs_fail_by_timeout_not_stuck(bench: Bench) -> None:
 
 
 def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
+    """With a .deb from the client's image store: the offline step puts it on the
+    installed system's disk, where Ansible installs it from."""
+    assert bench.world.acme.id is not None
+    deb = b"!<arch>\ndebian-binary   0 lab zoom package"
+    zoom, _ = publish_installer(bench.db, client_id=bench.world.acme.id, data=deb,
+                                name="zoom-deb", os_family="linux")  # fmt: skip
+    set_config(bench.db, {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)],
+                          "checks": ["image_hash", "hostname", "apps"]})  # fmt: skip
     lp = bench.plug("ACME0001", slot=1)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
@@ -303,6 +312,13 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
     assert {"step_started", "step_done", "succeeded"} <= kinds
     checks = done.context["checks"]
     assert checks and all(c["ok"] for c in checks)
+    assert "app:Zoom" in {c["name"] for c in checks}
+    assert (lp.os_root / "var/cache/masterline/installers/Zoom.deb").read_bytes() == deb
+    assert (lp.os_root / "var/lib/masterline/apps/Zoom").exists()
+    assert done.context["installers"] == [
+        {"app": "Zoom", "store": f"image {zoom}", "sha256": hashlib.sha256(deb).hexdigest(),
+         "written": True}
+    ]  # fmt: skip
 
 
 def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
@@ -314,7 +330,11 @@ def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
         assert world.acme.id is not None
         publish_image(db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4),
                       os_family="windows")  # fmt: skip
-        activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
+        msi = b"MSI lab installer of the Contoso agent"
+        agent, _ = publish_installer(db, client_id=world.acme.id, data=msi,
+                                     name="contoso-agent", os_family="windows")  # fmt: skip
+        set_config(db, {**LINUX_CONFIG, "apps": [store_app("Contoso Agent", agent)],
+                        "checks": ["image_hash", "hostname", "apps"]})  # fmt: skip
         bench = Bench(db=db, world=world, lab=lab, tmp=tmp_path)
         lp = bench.plug("ACME0001", slot=1, os_family="windows")
         run = bench.scan("ACME0001", slot=1)
@@ -323,9 +343,16 @@ def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
             done = bench.wait(run.id, timeout=300)
         assert done.status == RunStatus.SUCCEEDED, done.last_error
         assert bench.device("ACME0001").state == DeviceState.READY
-        marker = lp.pe_root / "mnt/target/masterline/firstboot-winrm-https.ps1"
-        assert "WSMan" in marker.read_text()
         assert bench.lab.get(lp.name).boot == "os"
+        # What the PE wrote into the mounted C: drive is on the booted Windows.
+        files = bench.lab.windows_state(lp.name)["files"]
+        firstboot = files["c:\\masterline\\firstboot-winrm-https.ps1"]
+        assert b"WSMan" in base64.b64decode(firstboot["b64"])
+        placed = files["c:\\programdata\\masterline\\installers\\contoso-agent.msi"]
+        assert base64.b64decode(placed["b64"]) == msi
+        assert "Contoso-Agent" in bench.lab.windows_state(lp.name)["apps"]
+        checks = {c["name"]: c["ok"] for c in done.context["checks"]}
+        assert checks["app:Contoso Agent"] is True
     finally:
         get_settings.cache_clear()
 

@@ -1,0 +1,148 @@
+"""The site's bytes-per-second cap holds for the site as a whole: two real worker
+processes stream to two lab laptops of one site, each granted its share from the ledger
+in the database (both backends). Asserts on the recorded shares and bytes, never on
+timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from core.db import Database
+from core.principal import SYSTEM
+from inventory.models import Site
+from lab.lab import Lab
+from provisioning import service
+from provisioning.models import RunStatus
+from provisioning.steps import STEP_NAMES
+from tests.provisioning.harness import (
+    LINUX_CONFIG,
+    TERMINAL,
+    Bench,
+    activate_config,
+    local_store,
+    publish_image,
+    worker_process,
+)
+from tests.provisioning.images import MiB, make_image
+from tests.support.factories import World
+
+CAP = MiB  # bytes per second for the whole site
+STREAM_INDEX = STEP_NAMES.index("stream")
+
+
+@pytest.fixture
+def bench(
+    db: Database, world: World, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Bench]:
+    with local_store(tmp_path, monkeypatch):
+        assert world.acme.id is not None
+        # 4 MiB raw, about 2 MiB on the wire: seconds per stream at the capped rate.
+        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4),
+                      os_family="linux")  # fmt: skip
+        activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
+        with db.session() as s:
+            site = s.get(Site, world.bench.site_id)
+            assert site is not None
+            site.max_bytes_per_second = CAP
+            site.max_imaging_streams = 4
+            s.add(site)
+        yield Bench(db=db, world=world, lab=lab, tmp=tmp_path)
+
+
+def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> None:
+    serials = ["ACME0001", "ACME0002"]
+    for slot, serial in enumerate(serials, start=1):
+        bench.plug(serial, slot=slot)
+    runs = [bench.scan(serial, slot=slot) for slot, serial in enumerate(serials, start=1)]
+    ids = [r.id for r in runs if r is not None and r.id is not None]
+    assert len(ids) == 2
+    # One run per worker process: each may hold a single run at a time.
+    env = {"MASTERLINE_WORKER_MAX_PARALLEL": "1", "MASTERLINE_WORKER_SHARE_SECONDS": "0.2"}
+    with ExitStack() as stack:
+        for name in ("w1", "w2"):
+            stack.enter_context(worker_process(bench.db, bench.tmp, worker_id=name,
+                                               extra_env=env))  # fmt: skip
+        # The streams are what this test is about: each run is stopped once past them.
+        pending = set(ids)
+        deadline = time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            for run_id in sorted(pending):
+                run = bench.run(run_id)
+                if run.status in TERMINAL:
+                    pending.discard(run_id)
+                elif run.step_index > STREAM_INDEX:
+                    with bench.db.session() as s:
+                        service.abort(s, run_id, SYSTEM)
+                    pending.discard(run_id)
+            time.sleep(0.05)
+        assert not pending, f"runs {pending} never got past their stream"
+        for run_id in ids:
+            bench.wait(run_id, timeout=60)
+
+    claimed_by = set()
+    for run_id in ids:
+        events = bench.run_events(run_id)
+        claimed_by |= {e.message for e in events if e.kind == "claimed"}
+        done = [e for e in events if e.step == "stream" and e.kind == "step_done"]
+        assert len(done) == 1  # the whole image went through, once
+        written = done[0].details["written"]
+        assert written["bytes_sent"] == bench.run(run_id).progress_total > 0
+    assert claimed_by == {"claimed by worker w1", "claimed by worker w2"}
+
+    shares = {
+        run_id: [e.details for e in bench.run_events(run_id) if e.kind == "bandwidth"]
+        for run_id in ids
+    }
+    for run_id, granted in shares.items():
+        assert granted, f"run {run_id} streamed without a share"
+        # While both streamed, each was given half of the site's rate...
+        assert {"share_bps": CAP // 2, "site_bps": CAP, "streams": 2} in [
+            {k: g[k] for k in ("share_bps", "site_bps", "streams")} for g in granted
+        ]
+        for g in granted:
+            # ...no stream was ever given more than its fair share, and the shares
+            # recorded for the site never added up to more than the site's rate.
+            assert g["share_bps"] <= g["site_bps"] // g["streams"]
+            assert g["site_granted_bps"] <= CAP
+
+
+def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: Bench) -> None:
+    """Another worker (on another host) holds the whole site rate: this worker's stream
+    is granted nothing, so not one byte is written, and an abort still stops it."""
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from provisioning.engine import SHARE_KEY
+    from provisioning.models import ProvisioningRun
+    from tests.provisioning.harness import engine_config, running_engine
+
+    other = bench.device("ACME0002")
+    with bench.db.session() as s:
+        s.add(ProvisioningRun(
+            device_id=other.id or 0, client_id=other.client_id, site_id=bench.world.bench.site_id,
+            status=RunStatus.RUNNING, step_index=STREAM_INDEX, step_name="stream",
+            worker_id="other-host", lease_until=utcnow() + timedelta(hours=1),
+            context={SHARE_KEY: CAP},
+        ))  # fmt: skip
+    lp = bench.plug("ACME0001", slot=1)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    config = engine_config(bench.tmp, share_seconds=0.1)
+    with running_engine(bench.db, config):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            current = bench.run(run.id)
+            if current.step_name == "stream" and current.progress_total > 0:
+                break  # the stream is ready to send: it only waits for a share
+            time.sleep(0.05)
+        with bench.db.session() as s:
+            service.abort(s, run.id, SYSTEM)
+        done = bench.wait(run.id, timeout=60)
+    assert done.status == RunStatus.ABORTED and done.progress_bytes == 0
+    assert [e for e in bench.run_events(run.id) if e.kind == "bandwidth"] == []
+    assert lp.disk_path.read_bytes().count(0) == lp.disk_path.stat().st_size
