@@ -13,6 +13,7 @@ WinRM endpoint (``lab/winrm``). Everything is in one directory; see docs/lab.md.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import getpass
 import json
 import os
@@ -176,13 +177,25 @@ class Lab:
         raise LaptopNotFound(name)
 
     def _save(self, laptops: list[LabLaptop]) -> None:
+        # A temporary file of its own per writer, then an atomic rename: eight laptops
+        # rebooting at once (one worker thread each) used to share one ".tmp" name, and
+        # readers then saw two writers' bytes interleaved.
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"laptops": [lp.to_json() for lp in laptops]}, indent=2))
-        os.replace(tmp, self._state_path())
+        tmp = self.root / f".{STATE_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
+        try:
+            tmp.write_text(json.dumps({"laptops": [lp.to_json() for lp in laptops]},
+                                      indent=2))  # fmt: skip
+            os.replace(tmp, self._state_path())
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _update(self, laptop: LabLaptop) -> None:
-        self._save([laptop if lp.name == laptop.name else lp for lp in self.laptops()])
+        """Replace one laptop's record: read, modify and write under an exclusive lock
+        (worker threads and the lab daemon process update records concurrently)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{STATE_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._save([laptop if lp.name == laptop.name else lp for lp in self.laptops()])
 
     # --- lifecycle -------------------------------------------------------------------
 
