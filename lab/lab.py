@@ -289,9 +289,18 @@ class Lab:
         return self.laptops()
 
     def down(self) -> None:
-        """Stop every lab process (sshds and their sessions, the daemon); keep the files."""
-        for laptop in self.laptops():
-            sshd.stop(laptop.dir / "sshd")
+        """Stop every lab process (sshds and their sessions, the daemon); keep the files.
+
+        Also finds the sshds from the laptops' directories, so that a lab whose state
+        file is damaged can still be stopped.
+        """
+        try:
+            dirs = {lp.dir / "sshd" for lp in self.laptops()}
+        except ValueError:  # unreadable lab.json: the directories are enough
+            dirs = set()
+        dirs |= set((self.root / "laptops").glob("*/sshd"))
+        for sshd_dir in sorted(dirs):
+            sshd.stop(sshd_dir)
         daemon_client.stop(self.root)
 
     def reset(self) -> None:

@@ -7,6 +7,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from lab import sshd
 from lab.lab import Lab, LabLaptop
 
 ROUNDS = 25
@@ -57,3 +58,12 @@ def test_concurrent_updates_keep_every_record_and_a_readable_file(tmp_path: Path
         r.name: ROUNDS - 1 for r in records
     }
     assert sorted(p.name for p in lab.root.iterdir()) == [".lab.json.lock", "lab.json"]
+
+
+def test_down_stops_the_laptops_even_with_a_damaged_state_file(lab: Lab) -> None:
+    (laptop,) = lab.up_n(1)
+    pid = sshd.read_pid(laptop.dir / "sshd" / "sshd.pid")
+    assert pid is not None and sshd.alive(pid)
+    (lab.root / "lab.json").write_text('{"laptops": []}\n]garbage')
+    lab.down()
+    assert not sshd.alive(pid)
