@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import PrincipalCache
 from core.db import Database, get_database
 from core.errors import MasterlineError
 
@@ -55,6 +56,7 @@ def create_app(db: Database | None = None) -> FastAPI:
         ],
     )
     app.state.db = db or get_database()
+    app.state.principal_cache = PrincipalCache()
 
     @app.exception_handler(MasterlineError)
     async def _masterline_error(_: Request, exc: MasterlineError) -> JSONResponse:

@@ -168,10 +168,7 @@ class PrincipalCache:
 
 
 def principal_cache(request: Request) -> PrincipalCache:
-    state = request.app.state
-    cache: PrincipalCache | None = getattr(state, "principal_cache", None)
-    if cache is None:
-        cache = state.principal_cache = PrincipalCache()
+    cache: PrincipalCache = request.app.state.principal_cache  # made by create_app
     return cache
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lab.lab import LabLaptop
+    from lab.laptop import LabLaptop
 
 USB_STICK_BYTES = 64 * 1024**2
 

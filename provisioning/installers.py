@@ -2,7 +2,7 @@
 
 A client configuration may name an app whose source is a file in the client's image
 store (an MSI for Windows, a .deb for Linux) instead of a package-manager id. The plan
-(``plan._app_document``) gives it a fixed place on the installed system
+(``planning._app_document``) gives it a fixed place on the installed system
 (``C:\\ProgramData\\Masterline\\Installers\\<key>.msi``,
 ``/var/cache/masterline/installers/<key>.deb``); the offline step, while the laptop is
 still in its provisioning environment, writes it there through the mounted installed
@@ -38,6 +38,13 @@ from provisioning.transports.base import Transport
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
+# Installers from the client's image store are copied here by the offline step (through
+# the mounted installed system, provisioning/installers.py), then installed from the
+# laptop's own disk.
+WINDOWS_INSTALLER_DIR = "C:\\ProgramData\\Masterline\\Installers"
+LINUX_INSTALLER_DIR = "/var/cache/masterline/installers"
+
+
 @dataclass(frozen=True)
 class Placement:
     """One installer to put on the laptop."""
@@ -59,20 +66,12 @@ def offline_relative_path(app: AppPlan, family: OsFamily) -> str:
     :raises CommandFailed: a path outside the installers' directory (the plan only
         makes these, so this guards against a hand-edited plan).
     """
-    from provisioning.plan import LINUX_INSTALLER_DIR, WINDOWS_INSTALLER_DIR
-
-    if family is OsFamily.WINDOWS:
-        prefix = WINDOWS_INSTALLER_DIR + "\\"
-        if not app.package.startswith(prefix):
-            raise CommandFailed(f"app {app.name}: installer path {app.package!r} is not "
-                                f"under {WINDOWS_INSTALLER_DIR}")  # fmt: skip
-        rel = app.package[len("C:\\") :].replace("\\", "/")
-    else:
-        prefix = LINUX_INSTALLER_DIR + "/"
-        if not app.package.startswith(prefix):
-            raise CommandFailed(f"app {app.name}: installer path {app.package!r} is not "
-                                f"under {LINUX_INSTALLER_DIR}")  # fmt: skip
-        rel = app.package.lstrip("/")
+    windows = family is OsFamily.WINDOWS
+    base = WINDOWS_INSTALLER_DIR if windows else LINUX_INSTALLER_DIR
+    if not app.package.startswith(base + ("\\" if windows else "/")):
+        raise CommandFailed(f"app {app.name}: installer path {app.package!r} is not "
+                            f"under {base}")  # fmt: skip
+    rel = app.package[len("C:\\") :].replace("\\", "/") if windows else app.package.lstrip("/")
     if ".." in rel.split("/") or not re.fullmatch(r"[A-Za-z0-9_.+/-]+", rel):
         raise CommandFailed(f"app {app.name}: odd installer path {app.package!r}")
     return rel

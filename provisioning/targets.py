@@ -19,7 +19,8 @@ def default_plan_builder(
 ) -> tuple[Any, Any]:
     """(OsTarget, ConfigPlan) from the configure helper's ``build_plan`` and the slot's
     endpoint options (where the installed OS answers after its reboot)."""
-    from provisioning.plan import OsTarget, build_plan
+    from provisioning.plan import OsTarget
+    from provisioning.planning import build_plan
 
     plan = build_plan(session, device, image)
     if labboot.is_lab(options):

@@ -25,9 +25,9 @@ from provisioning.plan import (
     InvalidPlan,
     OsFamily,
     OsTarget,
-    build_plan,
     render_hostname,
 )
+from provisioning.planning import build_plan
 from provisioning.vpn import profile_files, profile_path
 from tests.support.factories import World
 

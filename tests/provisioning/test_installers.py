@@ -18,7 +18,8 @@ from provisioning import installers
 from provisioning.errors import ChecksumMismatch, CommandFailed
 from provisioning.installers import resolve_installers
 from provisioning.models import RunStatus
-from provisioning.plan import ConfigPlan, OsFamily, plan_document
+from provisioning.plan import ConfigPlan, OsFamily
+from provisioning.planning import plan_document
 from provisioning.transports.ssh import SshEndpoint, SSHTransport
 from tests.provisioning.harness import (
     LINUX_CONFIG,
