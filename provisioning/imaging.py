@@ -10,7 +10,14 @@ exactly the image's raw sha256 whatever the disk held before; a sparse write wou
 leave the old contents under the holes.
 
 The sha256 computed while sending is that of the bytes fed to ``ssh``; it must equal the
-cached file's hash, and the readback must equal the raw hash.
+cached file's hash, and the readback must equal the raw hash. It is computed once per
+cached image and worker process, by the first stream that sends that file, not once per
+laptop (``SentHashes``): the bytes go from the file into ``ssh``'s pipe by ``splice``, so
+every stream of one unchanged file sends the same bytes, and hashing them again per
+laptop would cost each stream a quarter of its ``ssh`` client's CPU (hashlib sha256 runs
+at ~1.5 GB/s, ``ssh`` at ~0.4 GB/s per core; ../shared/research/physical-limits.md: "do
+it once per image, never once per device"). What each laptop holds is still checked,
+for every laptop, by the readback.
 
 Durability belongs to the verify step, which first flushes the disk (``sync <disk>``:
 fsync, where a block device reports a write that did not reach the media) and only then
@@ -23,13 +30,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import mmap
 import os
 import re
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +47,7 @@ from provisioning.errors import (
     CommandFailed,
     DiskFull,
 )
-from provisioning.transports.base import Transport
+from provisioning.transports.base import FileChunks, Transport
 
 CHUNK = 1024 * 1024
 PE_ROOT = '"${MASTERLINE_PE_ROOT:-}"'
@@ -288,32 +294,71 @@ class TokenBucket:
             time.sleep(min(max(wait, 0.001), 0.25))
 
 
-def read_chunks(path: Path, *, bucket: TokenBucket | None = None) -> Iterator[memoryview]:
-    """The file in ``CHUNK`` slices of a read-only mapping, paced by ``bucket``.
+def read_chunks(path: Path, *, bucket: TokenBucket | None = None) -> FileChunks:
+    """The file in ``CHUNK`` ranges paced by ``bucket``: mapped slices, never ``read()``
+    copies, which the SSH transport splices into ``ssh``'s pipe (eight lab streams at
+    once are CPU-bound, so every copy of every byte sent shows in their time)."""
+    return FileChunks(path, chunk=CHUNK, before=bucket.take if bucket is not None else None)
 
-    Slices, not ``read()`` copies: eight streams at once are CPU-bound in the lab, and
-    hashing and writing to ssh's pipe straight from the page cache saves a copy of every
-    byte sent (a slice is valid until the next one is taken).
-    """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                for offset in range(0, size, CHUNK):
-                    if bucket is not None:
-                        # Before slicing: an abort raised here must not leave a slice
-                        # exported, or the mapping could not be closed.
-                        bucket.take(min(CHUNK, size - offset))
-                    chunk = view[offset : offset + CHUNK]
-                    try:
-                        yield chunk
-                    finally:
-                        chunk.release()
-            finally:
-                view.release()
+
+# The hash of what is sent, once per image.
+_FileKey = tuple[str, int, int, int, int]
+
+
+def _file_key(path: Path) -> _FileKey:
+    """What makes a cached file the same file: a rewrite or a replacement changes it."""
+    st = path.stat()
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class SentHashes:
+    """sha256 of each cached file as it was sent, computed by the first stream to send
+    it. Streams that start while that first one runs do not hash; they take its result
+    when they finish, or hash the file themselves if it failed (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[_FileKey, str] = {}
+        self._pending: dict[_FileKey, threading.Event] = {}
+
+    def claim(self, key: _FileKey) -> bool:
+        """True: the caller hashes while it sends and must call ``done``."""
+        with self._lock:
+            if key in self._known or key in self._pending:
+                return False
+            self._pending[key] = threading.Event()
+            return True
+
+    def done(self, key: _FileKey, digest: str | None) -> None:
+        """Publish the claimer's hash (``None``: its stream did not send it all)."""
+        with self._lock:
+            if digest:
+                self._known[key] = digest
+            event = self._pending.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def result(self, key: _FileKey, path: Path, *, timeout: float) -> str:
+        """The file's hash: published, or waited for, or else computed here."""
+        with self._lock:
+            event = self._pending.get(key)
+        if event is not None:
+            event.wait(timeout)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None:
+            return known
+        digest = hashlib.sha256()
+        for chunk in FileChunks(path, chunk=CHUNK):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._known.clear()
+
+
+SENT_HASHES = SentHashes()
 
 
 # Stream and readback.
@@ -348,20 +393,36 @@ def stream_image(
         # per stream, measured 25 % of eight lab streams' time. `1<>` opens the disk for
         # writing without truncating it (a disk file in the lab; a device on a laptop);
         # --no-sparse writes the zero blocks too, so nothing old survives under them.
-        f"{{ zstd -dcq --no-sparse || echo ZSTD_FAILED >&2; }} 1<>{target}"
+        # --no-asyncio (zstd >= 1.5.3, hence the probe): its writer thread's hand-overs
+        # cost a third of zstd's CPU here, for no gain on one sequential output.
+        # --no-check: a frame's XXH64 would only repeat, weaker, what verify's sha256
+        # readback of the disk proves.
+        "a=; zstd -H 2>&1 | grep -q 'no-]asyncio' && a=--no-asyncio; "
+        f"{{ zstd -dcq --no-sparse --no-check $a || echo ZSTD_FAILED >&2; }} 1<>{target}"
     )
-    res = transport.put_stream(
-        f"sh -c {shlex.quote(cmd)}", read_chunks(image.path, bucket=bucket),
-        timeout=timeout, progress=progress,
-    )  # fmt: skip
+    key = _file_key(image.path)
+    hash_here = SENT_HASHES.claim(key)
+    published: str | None = None
+    try:
+        res = transport.put_stream(
+            f"sh -c {shlex.quote(cmd)}", read_chunks(image.path, bucket=bucket),
+            timeout=timeout, progress=progress, hash_sent=hash_here,
+        )  # fmt: skip
+        if hash_here and res.bytes_sent == image.size:
+            published = res.sha256
+    finally:
+        if hash_here:
+            SENT_HASHES.done(key, published)
+    sent_sha256 = res.sha256 if hash_here else SENT_HASHES.result(key, image.path,
+                                                                   timeout=timeout)  # fmt: skip
     err = res.result.stderr
     if "no space left" in err.lower():
         raise DiskFull(f"disk {disk.name} ran out of space while writing")
     if "ZSTD_FAILED" in err or not res.result.ok:
         raise CommandFailed(f"write to {disk.name} failed: {_first_line(err) or res.result.rc}")
-    if res.sha256 != image.sha256 or res.bytes_sent != image.size:
+    if sent_sha256 != image.sha256 or res.bytes_sent != image.size:
         raise ChecksumMismatch("bytes sent differ from the cached image")
-    return Written(disk=disk.name, bytes_sent=res.bytes_sent, sent_sha256=res.sha256)
+    return Written(disk=disk.name, bytes_sent=res.bytes_sent, sent_sha256=sent_sha256)
 
 
 def readback_sha256(transport: Transport, disk: str, size: int, *, timeout: float) -> str:

@@ -6,8 +6,11 @@ implementations return different things.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import mmap
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 ProgressCallback = Callable[[int], None]
@@ -29,8 +32,55 @@ class CommandResult:
 class StreamResult:
     bytes_sent: int
     sha256: str
-    """SHA-256 of the bytes the remote command received on stdin."""
+    """SHA-256 of the bytes the remote command received on stdin ("" when the caller
+    asked for no hash)."""
     result: CommandResult
+
+
+class FileChunks:
+    """A file to stream, as ``chunk``-sized ranges; ``before(n)`` runs before each range
+    is taken (a bandwidth bucket's ``take``, which may also raise an abort).
+
+    Iterated, it yields read-only ``memoryview`` slices of a mapping of the file, each
+    valid until the next is taken: any transport can send and hash them without a copy.
+    A transport that can hand a range to the kernel instead (SSH: ``splice`` from this
+    file into ``ssh``'s stdin pipe) iterates ``ranges()``, which also gives the file
+    descriptor and offset. The file must not change while it is sent: the site cache's
+    files are written once, under a name that is their hash, and never modified.
+    """
+
+    def __init__(
+        self, path: Path, *, chunk: int = 1024 * 1024, before: Callable[[int], None] | None = None
+    ) -> None:
+        self.path = path
+        self.chunk = chunk
+        self.before = before
+
+    def ranges(self) -> Iterator[tuple[int, int, memoryview]]:
+        """``(fd, offset, view)`` for each range, in order."""
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                whole = memoryview(mapped)
+                try:
+                    for offset in range(0, size, self.chunk):
+                        if self.before is not None:
+                            # Before slicing: an abort raised here must not leave a slice
+                            # exported, or the mapping could not be closed.
+                            self.before(min(self.chunk, size - offset))
+                        view = whole[offset : offset + self.chunk]
+                        try:
+                            yield f.fileno(), offset, view
+                        finally:
+                            view.release()
+                finally:
+                    whole.release()
+
+    def __iter__(self) -> Iterator[memoryview]:
+        for _, _, view in self.ranges():
+            yield view
 
 
 @runtime_checkable
@@ -51,8 +101,11 @@ class Transport(Protocol):
         *,
         timeout: float,
         progress: ProgressCallback | None = None,
+        hash_sent: bool = True,
     ) -> StreamResult:
-        """Feed ``chunks`` to ``cmd``'s stdin, hashing them as they go."""
+        """Feed ``chunks`` (any iterable, or a ``FileChunks`` a transport may send
+        without copying) to ``cmd``'s stdin, hashing them as they go unless
+        ``hash_sent`` is false (then ``StreamResult.sha256`` is empty)."""
         ...
 
     def close(self) -> None: ...

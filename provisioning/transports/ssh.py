@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import select
 import socket
 import subprocess
@@ -38,7 +39,12 @@ from provisioning.errors import (
     HostKeyMismatch,
     TransportError,
 )
-from provisioning.transports.base import CommandResult, ProgressCallback, StreamResult
+from provisioning.transports.base import (
+    CommandResult,
+    FileChunks,
+    ProgressCallback,
+    StreamResult,
+)
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 STREAM_CIPHER = "aes128-gcm@openssh.com"
@@ -181,10 +187,11 @@ class SSHTransport:
         *,
         timeout: float,
         progress: ProgressCallback | None = None,
+        hash_sent: bool = True,
     ) -> StreamResult:
         """Feed ``chunks`` to ``cmd`` through the system ``ssh`` client (see module doc),
-        hashing what is sent. Any exception from ``chunks`` or ``progress`` (an abort)
-        kills the stream.
+        hashing what is sent unless ``hash_sent`` is false. Any exception from
+        ``chunks`` or ``progress`` (an abort) kills the stream.
 
         :raises ConnectFailed: refused or dropped (retryable).
         :raises CommandTimedOut: not finished within ``timeout`` (retryable).
@@ -214,16 +221,28 @@ class SSHTransport:
         digest = hashlib.sha256()
         sent = 0
         broken = False
+        pipe = proc.stdin.fileno()
+        # A file goes from the page cache into the pipe by splice (page references, no
+        # copy through this process): what is left for Python per chunk is the hash.
+        spliced = isinstance(chunks, FileChunks) and hasattr(os, "splice")
+        source: Iterable[tuple[int, int, bytes | memoryview]] = (
+            chunks.ranges() if isinstance(chunks, FileChunks) and spliced
+            else ((-1, 0, c) for c in chunks)
+        )  # fmt: skip
         try:
-            for chunk in chunks:
+            for fd, offset, chunk in source:
                 try:
-                    _write_all(proc.stdin, chunk)
+                    if fd >= 0:
+                        _splice_all(fd, offset, len(chunk), pipe)
+                    else:
+                        _write_all(proc.stdin, chunk)
                 except BrokenPipeError:
                     broken = True
                     break
                 # Hashed after the write, while ssh drains this chunk from the pipe
                 # (hashing releases the GIL): the two overlap instead of taking turns.
-                digest.update(chunk)
+                if hash_sent:
+                    digest.update(chunk)
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent)
@@ -259,7 +278,8 @@ class SSHTransport:
                                stderr=stderr)  # fmt: skip
         if broken and rc == 0:
             raise ConnectFailed(f"stream to {self.endpoint} closed early")
-        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest(), result=result)
+        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "",
+                            result=result)  # fmt: skip
 
 
 def openssh_argv(endpoint: SshEndpoint, cmd: str, *, connect_timeout: float = 10.0) -> list[str]:
@@ -308,6 +328,17 @@ def _drain(pipe: object, into: list[bytes]) -> None:
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
+
+
+def _splice_all(fd: int, offset: int, length: int, pipe: int) -> None:
+    """Move ``length`` bytes of ``fd`` from ``offset`` into ``pipe`` (blocking: splice
+    returns short counts when the pipe is full)."""
+    while length > 0:
+        n = os.splice(fd, pipe, length, offset_src=offset)
+        if n <= 0:
+            raise BrokenPipeError("splice moved nothing")
+        offset += n
+        length -= n
 
 
 def _write_all(pipe: Any, data: bytes | memoryview) -> None:

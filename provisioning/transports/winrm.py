@@ -207,8 +207,10 @@ class WinRMTransport:
         *,
         timeout: float,
         progress: ProgressCallback | None = None,
+        hash_sent: bool = True,
     ) -> StreamResult:
-        """Feed ``chunks`` to ``cmd``'s stdin through WS-Management Send envelopes.
+        """Feed ``chunks`` to ``cmd``'s stdin through WS-Management Send envelopes,
+        hashing them unless ``hash_sent`` is false.
 
         Small payloads only (profiles, scripts): WinRM moves ~0.5 MiB per envelope
         round trip, far too slow for a disk image, which goes over SSH in the
@@ -222,7 +224,8 @@ class WinRMTransport:
         def counted() -> Iterator[bytes]:
             nonlocal sent
             for chunk in chunks:
-                digest.update(chunk)
+                if hash_sent:
+                    digest.update(chunk)
                 sent += len(chunk)
                 # A copy: the caller may reuse a memoryview's buffer once we move on.
                 yield bytes(chunk)
@@ -230,7 +233,8 @@ class WinRMTransport:
                     progress(sent)
 
         result, _ = self._execute(cmd, counted(), timeout=timeout)
-        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest(), result=result)
+        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "",
+                            result=result)  # fmt: skip
 
     def close(self) -> None:
         """Close the remote shell (best effort) and the HTTP session."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,63 @@ def test_stream_and_readback(lab: Lab, tmp_path: Path, fmt: str) -> None:
     # Zero blocks are not sent: the wire carries the compressed stream only.
     assert written.bytes_sent == cached.size < source.raw_size * 0.51  # half is zeros
     assert seen and seen[-1] == written.bytes_sent
+
+
+def test_an_image_is_hashed_once_and_every_laptop_is_still_checked(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The second stream of one cached file takes the first one's hash instead of
+    hashing again; a changed file is hashed again and refused; and a file changed behind
+    the memo's back (same inode, size and mtime) still never passes verify."""
+    one, two = lab.up_n(2, disk_bytes=16 * MiB)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transports = [SSHTransport(_endpoint(lp)) for lp in (one, two)]
+    try:
+        disks = [imaging.pick_disk(imaging.identify(t, timeout=20)) for t in transports]
+        for t, d in zip(transports, disks, strict=True):
+            written = imaging.stream_image(t, cached, d, timeout=60)
+            assert written.sent_sha256 == cached.sha256
+            imaging.verify(t, cached, d.name, timeout=60)
+
+        data = bytearray(cached.path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        with open(cached.path, "r+b") as f:  # in place: same inode and size
+            f.write(data)
+        with pytest.raises(ChecksumMismatch, match="bytes sent differ"):
+            imaging.stream_image(transports[0], cached, disks[0], timeout=60)
+
+        hidden = tmp_path / "cache2"
+        cached2 = imaging.ensure_cached(_source(tmp_path / "b"), hidden)
+        imaging.stream_image(transports[0], cached2, disks[0], timeout=60)
+        st = cached2.path.stat()
+        data = bytearray(cached2.path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        with open(cached2.path, "r+b") as f:
+            f.write(data)
+        os.utime(cached2.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        imaging.stream_image(transports[1], cached2, disks[1], timeout=60)  # memo: no rehash
+        with pytest.raises(ChecksumMismatch, match="readback"):
+            imaging.verify(transports[1], cached2, disks[1].name, timeout=60)
+    finally:
+        for t in transports:
+            t.close()
+
+
+def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: Path) -> None:
+    path = tmp_path / "image.zst"
+    path.write_bytes(os.urandom(3 * MiB))
+    memo = imaging.SentHashes()
+    key = imaging._file_key(path)
+    assert memo.claim(key) and not memo.claim(key)  # the first stream hashes, not the next
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(memo.result(key, path, timeout=30)))
+    waiter.start()
+    time.sleep(0.2)  # the waiter is parked on the claimer's stream
+    assert not got
+    memo.done(key, None)  # the claimer's stream broke before sending it all
+    waiter.join(timeout=30)
+    assert got == [hashlib.sha256(path.read_bytes()).hexdigest()]
+    assert memo.claim(key)  # nothing was published: the next stream hashes again
 
 
 def test_flipped_byte_fails_readback(lab: Lab, tmp_path: Path) -> None:
