@@ -34,6 +34,8 @@ from typing import Any
 
 import zstandard
 
+from bench.host import steal_seconds
+
 MiB = 1024 * 1024
 BLOCK = 64 * 1024
 
@@ -135,16 +137,6 @@ def _parallel(fn: object, items: list[object]) -> float:
     return time.perf_counter() - t0
 
 
-def _steal_seconds() -> float:
-    """CPU time the hypervisor gave to other guests (``steal`` in /proc/stat): on a
-    shared VM it lands on whichever side is running, and explains a noisy round."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _ratio(baseline: list[float], ours: list[float]) -> tuple[str, str]:
     """Median of the per-round ratios, and their range. Each round's two sides ran back
     to back, so a ratio within a round is immune to the machine's drift between rounds
@@ -175,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(work / "lab", keep_running=True)
     try:
         laptops = lab.up_n(args.parallel, disk_bytes=(args.mib + 16) * MiB)
-        steal0, t_start = _steal_seconds(), time.perf_counter()
+        steal0, t_start = steal_seconds(), time.perf_counter()
         one = laptops[0]
         single_o, single_s, single_m = [], [], []
         sent: dict[str, int] = {}
@@ -208,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             hashlib.sha256(one.disk_path.read_bytes()[: source.raw_size]).hexdigest()
             == source.raw_sha256
         )
-        steal, t_all = _steal_seconds() - steal0, time.perf_counter() - t_start
+        steal, t_all = steal_seconds() - steal0, time.perf_counter() - t_start
         nonzero = _nonzero_zstd_size(raw)
     finally:
         lab.down()

@@ -220,7 +220,17 @@ def resolve_for_device(session: Session, device: Device) -> Image:
     """
     if device.client_id is None:
         raise NoImageForDevice(f"device {device.serial} belongs to no client; no image")
-    config = active_config(session, device.client_id)
+    return resolve_with_config(session, device, active_config(session, device.client_id))
+
+
+def resolve_with_config(session: Session, device: Device, config: ClientConfig | None) -> Image:
+    """``resolve_for_device`` for a caller that has already read the client's active
+    configuration (scan-in does, to skip the lookup when there is none).
+
+    :raises: as ``resolve_for_device``.
+    """
+    if device.client_id is None:
+        raise NoImageForDevice(f"device {device.serial} belongs to no client; no image")
     pin = (config.body.get("image") if config else None) or {}
     name, version = pin.get("name"), pin.get("version")
     if name and version:

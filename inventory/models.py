@@ -88,6 +88,8 @@ class Device(SQLModel, table=True):
         UniqueConstraint("vendor", "serial", name="uq_device_vendor_serial"),
         Index("ix_device_client_state", "client_id", "state"),
         Index("ix_device_delivery", "delivery_id"),
+        # A bench's occupied slots, read under the bench lock by every scan-in.
+        Index("ix_device_bench_slot", "bench_id", "slot"),
     )
     id: int | None = Field(default=None, primary_key=True)
     serial: str = Field(max_length=64, index=True)

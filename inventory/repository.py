@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, func, or_
+from sqlalchemy import and_, bindparam, func, or_
 from sqlmodel import Session, col, select
 
 from inventory.models import (
@@ -50,13 +50,13 @@ def get_bench(session: Session, bench_id: int) -> Bench | None:
 # Statements of the scan-in path, built once with bind parameters: SQLAlchemy then
 # skips rebuilding the expression and its cache key on every call, which is most of
 # a simple query's cost here (see "Core: scan-in" in docs/benchmarks.md).
-_BENCH_FOR_UPDATE = select(Bench).where(Bench.id == bindparam("bench_id")).with_for_update()
-
-
-def get_bench_for_update(session: Session, bench_id: int) -> Bench | None:
-    """The bench row, locked: scans at one bench serialise, so two laptops never get
-    the same free slot."""
-    return session.exec(_BENCH_FOR_UPDATE, params={"bench_id": bench_id}).first()
+def lock_bench(session: Session, bench_id: int) -> tuple[Bench, set[int]] | None:
+    """The bench row, locked, and its occupied slots, in one round trip: scans at one
+    bench serialise, so two laptops never get the same free slot."""
+    rows = session.exec(_BENCH_WITH_SLOTS, params={"bench_id": bench_id}).all()
+    if not rows:
+        return None
+    return rows[0][0], {int(slot) for _, slot in rows if slot is not None}
 
 
 def list_benches(session: Session) -> Sequence[Bench]:
@@ -201,17 +201,19 @@ _SLOT_HOLDING = (
     DeviceState.CONFIGURING, DeviceState.VERIFYING, DeviceState.FAILED_IMAGING,
     DeviceState.FAILED_CONFIGURING, DeviceState.FAILED_VERIFYING, DeviceState.READY,
 )  # fmt: skip
-_OCCUPIED_SLOTS = select(Device.slot).where(
-    Device.bench_id == bindparam("bench_id"),
-    col(Device.state).in_(_SLOT_HOLDING),
-    col(Device.slot).is_not(None),
-)
-
-
-def occupied_slots(session: Session, bench_id: int) -> set[int]:
-    """Slots holding a laptop that is still being staged at this bench."""
-    rows = session.exec(_OCCUPIED_SLOTS, params={"bench_id": bench_id}).all()
-    return {int(s) for s in rows if s is not None}
+# A slot is occupied while a laptop still being staged holds it. The lock is on the
+# bench row only (PostgreSQL refuses FOR UPDATE on the nullable side of an outer join;
+# SQLite's BEGIN IMMEDIATE already serialises writers).
+_BENCH_WITH_SLOTS = (
+    select(Bench, Device.slot)
+    .outerjoin(Device, and_(
+        col(Device.bench_id) == col(Bench.id),
+        col(Device.state).in_(_SLOT_HOLDING),
+        col(Device.slot).is_not(None),
+    ))
+    .where(Bench.id == bindparam("bench_id"))
+    .with_for_update(of=Bench)
+)  # fmt: skip
 
 
 def device_events(session: Session, device_id: int) -> Sequence[DeviceEvent]:

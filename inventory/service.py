@@ -284,9 +284,10 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
     :raises InvalidInput: slot outside the bench or already taken.
     """
     code = normalize_code(body.code)
-    bench = repository.get_bench_for_update(session, body.bench_id)
-    if bench is None or bench.id is None:
+    locked = repository.lock_bench(session, body.bench_id)
+    if locked is None:
         raise BenchNotFound(str(body.bench_id))
+    bench, busy = locked
     found = repository.find_devices_by_code(session, code, for_update=True)
     if len(found) > 1:
         expected = [d for d in found if d.state == DeviceState.EXPECTED]
@@ -295,13 +296,13 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         vendors = ", ".join(sorted(d.vendor for d in found))
         raise Conflict(f"serial {code} matches devices of several vendors ({vendors})")
     if not found:
-        return _scan_unknown(session, code, bench, body, principal)
+        return _scan_unknown(session, code, bench, busy, body, principal)
     device = found[0]
     state = DeviceState(device.state)
     if body.model:
         device.observed_model = body.model[:128]
     if state is DeviceState.EXPECTED:
-        slot = _pick_slot(session, bench, body.slot)
+        slot = _pick_slot(bench, busy, body.slot)
         device.bench_id, device.slot = bench.id, slot
         if body.damaged:
             device.quarantine_reason = body.reason or "damaged at scan-in"
@@ -331,9 +332,14 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
 
 
 def _scan_unknown(
-    session: Session, code: str, bench: Bench, body: ScanRequest, principal: Principal
+    session: Session,
+    code: str,
+    bench: Bench,
+    busy: set[int],
+    body: ScanRequest,
+    principal: Principal,
 ) -> ScanDone:
-    slot = _pick_slot(session, bench, body.slot)
+    slot = _pick_slot(bench, busy, body.slot)
     device = Device(
         serial=code, vendor=UNKNOWN_VENDOR, bench_id=bench.id, slot=slot,
         observed_model=body.model, mac_addresses=[],
@@ -360,9 +366,7 @@ def _scan_unknown(
     return ScanDone(ScanOutcome.UNEXPECTED, device, f"{code} UNEXPECTED: no delivery lists it")
 
 
-def _pick_slot(session: Session, bench: Bench, wanted: int | None) -> int:
-    assert bench.id is not None
-    busy = repository.occupied_slots(session, bench.id)
+def _pick_slot(bench: Bench, busy: set[int], wanted: int | None) -> int:
     if wanted is not None:
         if wanted > bench.slots:
             raise InvalidInput(f"bench {bench.code} has slots 1..{bench.slots}, not {wanted}")

@@ -36,7 +36,7 @@ def maybe_queue(session: Session, device: Device, *, actor: str) -> Provisioning
     if device.state != DeviceState.RECEIVED:
         return None
     try:
-        image_id, os_family = resolve_image(session, device)
+        image_id, os_family = resolve_image(session, device, explain=False)
     except NotReadyToProvision:
         return None
     return _new_run(session, device, image_id=image_id, os_family=os_family, actor=actor)

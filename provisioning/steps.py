@@ -14,6 +14,7 @@ device into that stage, through ``inventory.lifecycle``, before the step starts.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -147,6 +148,44 @@ def step_verify(ctx: StepContext) -> dict[str, Any]:
     return {"readback_sha256": digest}
 
 
+SETUP_COMPLETE = (
+    "@echo off\r\n"
+    "rem Written by Masterline: enable WinRM over HTTPS once Windows Setup is done.\r\n"
+    "powershell.exe -NoProfile -ExecutionPolicy Bypass "
+    "-File C:\\masterline\\firstboot-winrm-https.ps1\r\n"
+)
+
+
+def unattend_xml(hostname: str) -> str:
+    """The answer file's specialize pass naming the computer."""
+    from xml.sax.saxutils import escape
+
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<unattend xmlns="urn:schemas-microsoft-com:unattend">\n'
+        '  <settings pass="specialize">\n'
+        '    <component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64" '
+        'publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS">\n'
+        f"      <ComputerName>{escape(hostname)}</ComputerName>\n"
+        "    </component>\n"
+        "  </settings>\n"
+        "</unattend>\n"
+    )
+
+
+def _write_files_script(root: str, files: dict[str, str]) -> bytes:
+    """A ``sh -s`` script writing each file under ``root`` (a shell expression) in one
+    round trip; the contents travel in quoted here-documents, never on a command line."""
+    lines = ["set -e"]
+    for i, (relative, text) in enumerate(files.items()):
+        path = f"{root}/{shlex.quote(relative)}"
+        folder = f"{root}/{shlex.quote(os.path.dirname(relative))}"
+        marker = f"MASTERLINE_FILE_{i}_END"
+        assert marker not in text
+        lines += [f"mkdir -p {folder}", f"cat > {path} <<'{marker}'", text.rstrip("\n"), marker]
+    return ("\n".join(lines) + "\n").encode()
+
+
 FIRSTBOOT_WINRM = r"""# Written by Masterline before the first boot: enable WinRM over HTTPS.
 $cert = New-SelfSignedCertificate -DnsName $env:COMPUTERNAME `
     -CertStoreLocation Cert:\LocalMachine\My
@@ -180,13 +219,17 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
     placements = installers.prepare(plan, ctx.cache_dir)
     root = (shlex.quote(str(options["offline_root"])) if options.get("offline_root")
             else f"{imaging.PE_ROOT}/mnt/target")  # fmt: skip
-    lines = [f"mkdir -p {root}/etc {root}/masterline",
-             f"printf '%s\\n' {shlex.quote(hostname)} > {root}/etc/hostname"]  # fmt: skip
-    stdin: bytes | None = None
-    if ctx.os_family == "windows":
-        lines.append(f"cat > {root}/masterline/firstboot-winrm-https.ps1")
-        stdin = FIRSTBOOT_WINRM.encode()
-    res = ctx.pe().run(" && ".join(lines), timeout=ctx.timeout, stdin=stdin)
+    files = (
+        {"etc/hostname": hostname + "\n"} if ctx.os_family != "windows" else {
+            # Windows Setup names the computer in its specialize pass from the answer
+            # file, and runs SetupComplete.cmd as SYSTEM once setup is done: WinRM over
+            # HTTPS is up at the first boot, before anyone logs on.
+            "Windows/Panther/unattend.xml": unattend_xml(hostname),
+            "Windows/Setup/Scripts/SetupComplete.cmd": SETUP_COMPLETE,
+            "masterline/firstboot-winrm-https.ps1": FIRSTBOOT_WINRM,
+        }
+    )  # fmt: skip
+    res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=_write_files_script(root, files))
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
     written = installers.place(ctx.pe(), root, placements, timeout=ctx.timeout,
@@ -265,38 +308,36 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 
 
-def resolve_image(session: Session, device: Device) -> tuple[int, str]:
+def resolve_image(session: Session, device: Device, *, explain: bool = True) -> tuple[int, str]:
     """(image id, OS family) of the image the device's client wants, if the client also
     has an active configuration.
 
-    :raises NotReadyToProvision: no image or no configuration yet.
-    """
-    from images import service as image_service
-
-    image = load_image(session, device)
-    assert device.client_id is not None  # load_image refuses a device without a client
-    if image_service.active_config(session, device.client_id) is None:
-        raise NotReadyToProvision(f"client of {device.serial} has no active configuration")
-    image_id = getattr(image, "id", None)
-    assert image_id is not None
-    return int(image_id), str(getattr(image, "os_family", "linux"))
-
-
-def load_image(session: Session, device: Device) -> Any:
-    """The images domain's ``Image`` for this device.
-
-    :raises NotReadyToProvision: none.
+    :raises NotReadyToProvision: no image or no configuration yet; with ``explain``, the
+        message names everything that is missing.
     """
     from images import service as image_service
     from images.errors import NoImageForDevice, PinnedImageUnavailable
 
+    # The configuration first, read once: scan-in asks this for every laptop received
+    # (without ``explain``), and a client with no configuration yet then needs no image
+    # lookup at all.
+    config = (
+        image_service.active_config(session, device.client_id)
+        if device.client_id is not None else None
+    )  # fmt: skip
+    missing: list[str] = []
+    if config is None:
+        missing.append(f"client of {device.serial} has no active configuration")
+        if not explain:
+            raise NotReadyToProvision(missing[0])
     try:
-        image = image_service.resolve_for_device(session, device)
+        image = image_service.resolve_with_config(session, device, config)
     except (NoImageForDevice, PinnedImageUnavailable) as e:
-        raise NotReadyToProvision(e.message) from e
-    if image is None:
-        raise NotReadyToProvision(f"client of {device.serial} has no image")
-    return image
+        raise NotReadyToProvision("; ".join([e.message, *missing])) from e
+    if missing:
+        raise NotReadyToProvision(missing[0])
+    assert image.id is not None
+    return int(image.id), str(image.os_family)
 
 
 def run_image(session: Session, image_id: int | None) -> Any:

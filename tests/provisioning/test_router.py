@@ -32,7 +32,9 @@ def test_start_needs_image_and_configuration(
     r = app_client.post("/runs", json={"device_id": device_id}, headers=tech)
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("application/problem+json")
+    # Both things the client still has to provide are named, not only the first.
     assert "no available image" in r.json()["detail"]
+    assert "no active configuration" in r.json()["detail"]
     with db.session(write=False) as s:
         device = s.get(Device, device_id)
         assert device is not None and device.state == DeviceState.RECEIVED
