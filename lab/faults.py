@@ -29,6 +29,7 @@ class Fault(StrEnum):
     DISK_FULL = "disk_full"
     DISK_WRITE_ERROR = "disk_write_error"
     FLIPPED_BYTE = "flipped_byte"
+    FLUSH_ERROR = "flush_error"
     WINRM_500 = "winrm_500"
     WINRM_TIMEOUT = "winrm_timeout"
     WINRM_401 = "winrm_401"
@@ -44,6 +45,7 @@ FAULT_PARAMS: dict[Fault, dict[str, int | str | None]] = {
     Fault.DISK_FULL: {"after_bytes": 1024 * 1024},
     Fault.DISK_WRITE_ERROR: {"after_bytes": 0},
     Fault.FLIPPED_BYTE: {"offset": 0},
+    Fault.FLUSH_ERROR: {},
     Fault.WINRM_500: {"count": 0},
     Fault.WINRM_TIMEOUT: {"count": 0},
     Fault.WINRM_401: {},
@@ -51,7 +53,7 @@ FAULT_PARAMS: dict[Fault, dict[str, int | str | None]] = {
 }
 
 # Disk faults act through the same shim; only one of them is active at a time.
-DISK_FAULTS = (Fault.DISK_FULL, Fault.DISK_WRITE_ERROR, Fault.FLIPPED_BYTE)
+DISK_FAULTS = (Fault.DISK_FULL, Fault.DISK_WRITE_ERROR, Fault.FLIPPED_BYTE, Fault.FLUSH_ERROR)
 
 
 def parse_fault(name: str) -> Fault:

@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from provisioning.errors import ChecksumMismatch, CommandFailed
 from provisioning.imaging import CHUNK
 from provisioning.plan import AppPlan, AppSource, ConfigPlan, OsFamily, StoreFile
-from provisioning.transports.base import Transport
+from provisioning.transports.base import FileChunks, Transport
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -211,8 +211,8 @@ def place(
             f"[ \"$(sha256sum < {tmp} | cut -d' ' -f1)\" = {p.sha256} ] && mv -f {tmp} {dest} "
             f"|| {{ rm -f {tmp}; echo INSTALLER_WRITE_FAILED >&2; exit 1; }}"
         )
-        res = transport.put_stream(f"sh -c {shlex.quote(script)}", _chunks(p.source),
-                                   timeout=timeout)  # fmt: skip
+        res = transport.put_stream(f"sh -c {shlex.quote(script)}",
+                                   FileChunks(p.source, chunk=CHUNK), timeout=timeout)  # fmt: skip
         if res.sha256 != p.sha256 or res.bytes_sent != p.size:
             raise ChecksumMismatch(f"installer {p.label} of app {p.app}: the bytes sent differ "
                                    "from the site cache")  # fmt: skip
@@ -244,9 +244,3 @@ def _present(
         if _SHA.match(digest):
             out[rel] = digest
     return out
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk

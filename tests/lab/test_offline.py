@@ -50,3 +50,26 @@ def test_a_windows_pe_write_is_on_the_c_drive_after_the_reboot(lab: Lab) -> None
     assert placed["path"] == "C:\\ProgramData\\Masterline\\Installers\\Zoom.msi"
     assert base64.b64decode(placed["b64"]) == b"MSI bytes"
     assert state["computer_name"].startswith("DESKTOP-")  # still a fresh-from-image state
+
+
+def test_a_windows_answer_file_names_the_computer_at_first_boot(lab: Lab) -> None:
+    from provisioning.steps import unattend_xml
+
+    (laptop,) = lab.up_n(0, windows=1, disk_bytes=1024 * 1024)
+    put = f"mkdir -p {OFFLINE}/Windows/Panther && cat > {OFFLINE}/Windows/Panther/unattend.xml"
+    assert ssh_run(laptop, put, unattend_xml("ACME-PC-0042").encode())[0] == 0
+    lab.reboot_into_os(laptop.name)
+    assert lab.windows_state(laptop.name)["computer_name"] == "ACME-PC-0042"
+
+
+def test_a_windows_answer_file_with_a_dtd_is_ignored(lab: Lab) -> None:
+    (laptop,) = lab.up_n(0, windows=1, disk_bytes=1024 * 1024)
+    hostile = (
+        '<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x "EVIL">]>'
+        '<unattend xmlns="urn:schemas-microsoft-com:unattend"><settings pass="specialize">'
+        "<ComputerName>&x;</ComputerName></settings></unattend>"
+    )
+    put = f"mkdir -p {OFFLINE}/Windows/Panther && cat > {OFFLINE}/Windows/Panther/unattend.xml"
+    assert ssh_run(laptop, put, hostile.encode())[0] == 0
+    lab.reboot_into_os(laptop.name)
+    assert lab.windows_state(laptop.name)["computer_name"].startswith("DESKTOP-")

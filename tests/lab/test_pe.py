@@ -213,6 +213,19 @@ def test_flipped_byte_after_writing(lab: Lab) -> None:
     assert [i for i in range(len(data)) if on_disk[i] != data[i]] == [4097]
 
 
+def test_flush_error_fails_the_flush_not_the_write(lab: Lab) -> None:
+    (laptop,) = lab.up([LaptopSpec(serial="FLUSH001", disk_bytes=8 * MiB)])
+    lab.set_fault(laptop.name, Fault.FLUSH_ERROR)
+    data = os.urandom(MiB)
+    rc, _, err = ssh_run(laptop, f'zstd -q -c | zstd -dcq 1<>"{PE}/dev/nvme0n1"', data)
+    assert rc == 0, err  # the write lands (in the disk's cache)...
+    rc, _, err = ssh_run(laptop, f'sync "{PE}/dev/nvme0n1"')
+    assert rc == 1 and b"Input/output error" in err  # ...its flush does not
+    assert ssh_run(laptop, "sync")[0] == 0  # other flushes are not affected
+    lab.clear_faults(laptop.name)
+    assert ssh_run(laptop, f'sync "{PE}/dev/nvme0n1"')[0] == 0
+
+
 def test_restart_moves_to_free_ports_when_taken(lab: Lab) -> None:
     (laptop,) = lab.up([LaptopSpec(serial="PORT001", disk_bytes=MiB)])
     lab.down()

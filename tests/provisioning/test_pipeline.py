@@ -102,6 +102,22 @@ def test_flipped_byte_fails_verify_and_never_reaches_ready(bench: Bench) -> None
     assert all(t[1] != DeviceState.READY for t in _transitions(bench, "ACME0001"))
 
 
+def test_a_failed_flush_fails_verify_at_once(bench: Bench) -> None:
+    lp = bench.plug("ACME0001", slot=1)
+    bench.lab.set_fault(lp.name, Fault.FLUSH_ERROR)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    with running_engine(bench.db, engine_config(bench.tmp)):
+        done = bench.wait(run.id)
+    assert done.status == RunStatus.FAILED and done.failed_step == "verify"
+    assert done.last_error is not None
+    assert done.last_error.startswith("verify: flush of nvme0n1 failed: ")
+    assert "Input/output error" in done.last_error
+    assert done.last_error.endswith("the disk did not take the image")
+    assert done.step_attempt == 1  # fatal: not retried
+    assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
+
+
 def test_refused_ssh_is_retried_then_fails_with_its_reason(bench: Bench) -> None:
     lp = bench.plug("ACME0001", slot=1)
     bench.lab.set_fault(lp.name, Fault.SSH_REFUSED)
@@ -348,6 +364,11 @@ def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
         files = bench.lab.windows_state(lp.name)["files"]
         firstboot = files["c:\\masterline\\firstboot-winrm-https.ps1"]
         assert b"WSMan" in base64.b64decode(firstboot["b64"])
+        scripts = "c:\\windows\\setup\\scripts\\"
+        setup_complete = base64.b64decode(files[scripts + "setupcomplete.cmd"]["b64"])
+        assert b"firstboot-winrm-https.ps1" in setup_complete
+        unattend = base64.b64decode(files["c:\\windows\\panther\\unattend.xml"]["b64"])
+        assert b"<ComputerName>ACME-ACME0001</ComputerName>" in unattend
         placed = files["c:\\programdata\\masterline\\installers\\contoso-agent.msi"]
         assert base64.b64decode(placed["b64"]) == msi
         assert "Contoso-Agent" in bench.lab.windows_state(lp.name)["apps"]
