@@ -17,6 +17,7 @@ material or command input.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -232,8 +233,16 @@ class SSHTransport:
         try:
             for fd, offset, chunk in source:
                 try:
-                    if fd >= 0:
-                        _splice_all(fd, offset, len(chunk), pipe)
+                    if fd >= 0 and spliced:
+                        try:
+                            _splice_all(fd, offset, len(chunk), pipe)
+                        except OSError as e:
+                            # A file system that cannot splice says so on the first
+                            # range, before any byte moved: write the mapping instead.
+                            if e.errno not in (errno.EINVAL, errno.ENOSYS) or sent:
+                                raise
+                            spliced = False
+                            _write_all(proc.stdin, chunk)
                     else:
                         _write_all(proc.stdin, chunk)
                 except BrokenPipeError:

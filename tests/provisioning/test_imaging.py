@@ -102,6 +102,31 @@ def test_an_image_is_hashed_once_and_every_laptop_is_still_checked(
             t.close()
 
 
+def test_a_file_system_that_cannot_splice_still_streams(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems refuse splice (EINVAL on the first range): the stream writes
+    the mapping instead and the laptop still gets every byte."""
+    import errno
+
+    from provisioning.transports import ssh
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(ssh.os, "splice", refuse)
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transport = SSHTransport(_endpoint(lp))
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        written = imaging.stream_image(transport, cached, disk, timeout=60)
+        assert written.bytes_sent == cached.size
+        assert imaging.verify(transport, cached, disk.name, timeout=60) == cached.raw_sha256
+    finally:
+        transport.close()
+
+
 def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: Path) -> None:
     path = tmp_path / "image.zst"
     path.write_bytes(os.urandom(3 * MiB))
