@@ -30,6 +30,13 @@ SHARE_KEY = "stream_share_bps"
 """The run context key holding the bytes per second its stream is granted."""
 
 
+def drop_share(run: ProvisioningRun, step_name: str) -> None:
+    """Record that ``run`` holds no share (a new stream attempt, or one backing off
+    before a retry) until the bandwidth loop grants one again."""
+    if step_name == STREAM_STEP and run.context.get(SHARE_KEY):
+        run.context = {**run.context, SHARE_KEY: 0}
+
+
 class SiteShares:
     """This worker's live streams at capped sites, and the loop that re-rates them."""
 
@@ -92,7 +99,8 @@ class SiteShares:
             own = {r.id: r for r in repository.lock_runs(s, sorted(mine))}
             site = repository.lock_site(s, site_id)
             rate = int(site.max_bytes_per_second or 0) if site is not None else 0
-            live = repository.streaming_runs_at_site(s, site_id=site_id, now=now)
+            live = repository.runs_in_step_at_site(s, site_id=site_id,
+                                                   step_name=STREAM_STEP, now=now)  # fmt: skip
             granted = {r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live}
             fair = rate // max(1, len(live))
             for run_id in sorted(mine):

@@ -51,7 +51,7 @@ from inventory import repository as inventory_repo
 from inventory.models import Bench, Device, HardwareModel, Site
 from inventory.states import TIMEOUT_OF, DeviceState, Event
 from provisioning import repository, service
-from provisioning.bandwidth import SHARE_KEY, STREAM_STEP, SiteShares
+from provisioning.bandwidth import STREAM_STEP, SiteShares, drop_share
 from provisioning.errors import Aborted, CommandFailed, ProvisioningError
 from provisioning.imaging import TokenBucket
 from provisioning.models import ProvisioningRun, RunStatus
@@ -290,9 +290,7 @@ class JobEngine:
             run.step_name = step.name
             run.step_attempt += 1
             run.updated_at = utcnow()
-            if step.name == STREAM_STEP and run.context.get(SHARE_KEY):
-                # A new attempt holds no share until the bandwidth loop grants one.
-                run.context = {**run.context, SHARE_KEY: 0}
+            drop_share(run, step.name)
             s.add(run)
             service.add_event(s, run, step=step.name, kind="step_started",
                               message=f"{step.name} attempt {run.step_attempt}")  # fmt: skip
@@ -473,8 +471,7 @@ class JobEngine:
             assert run is not None
             run.last_error = f"{step.name}: {e.message}"[:1000]
             run.updated_at = utcnow()
-            if step.name == STREAM_STEP and run.context.get(SHARE_KEY):
-                run.context = {**run.context, SHARE_KEY: 0}  # backing off: nothing to send
+            drop_share(run, step.name)  # backing off: nothing to send
             s.add(run)
             service.add_event(s, run, step=step.name, kind="retry",
                               message=f"{type(e).__name__}: {e.message}")  # fmt: skip

@@ -349,10 +349,9 @@ class SentHashes:
             known = self._known.get(key)
         if known is not None:
             return known
-        digest = hashlib.sha256()
-        for chunk in FileChunks(path, chunk=CHUNK):
-            digest.update(chunk)
-        return digest.hexdigest()
+        digest = _file_sha256(path)
+        assert digest is not None  # nothing can stop it
+        return digest
 
     def forget(self) -> None:
         with self._lock:
@@ -360,6 +359,16 @@ class SentHashes:
 
 
 SENT_HASHES = SentHashes()
+
+
+def _file_sha256(path: Path, *, stop: threading.Event | None = None) -> str | None:
+    """sha256 of the file read through its mapping; None if ``stop`` was set first."""
+    digest = hashlib.sha256()
+    for chunk in FileChunks(path, chunk=CHUNK):
+        if stop is not None and stop.is_set():
+            return None
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _IdleHash:
@@ -380,12 +389,7 @@ class _IdleHash:
     def _run(self, path: Path) -> None:
         with contextlib.suppress(OSError, AttributeError):  # Linux: nice of this thread
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        digest = hashlib.sha256()
-        for chunk in FileChunks(path, chunk=CHUNK):
-            if self._stop.is_set():
-                return
-            digest.update(chunk)
-        self._digest = digest.hexdigest()
+        self._digest = _file_sha256(path, stop=self._stop)
 
     def result(self, *, timeout: float) -> str | None:
         self._thread.join(timeout)

@@ -227,13 +227,13 @@ class SSHTransport:
         # copy through this process): what is left for Python per chunk is the hash.
         spliced = isinstance(chunks, FileChunks) and hasattr(os, "splice")
         source: Iterable[tuple[int, int, bytes | memoryview]] = (
-            chunks.ranges() if isinstance(chunks, FileChunks) and spliced
+            chunks.ranges() if isinstance(chunks, FileChunks)
             else ((-1, 0, c) for c in chunks)
         )  # fmt: skip
         try:
             for fd, offset, chunk in source:
                 try:
-                    if fd >= 0 and spliced:
+                    if spliced:
                         try:
                             _splice_all(fd, offset, len(chunk), pipe)
                         except OSError as e:

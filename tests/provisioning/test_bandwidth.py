@@ -117,7 +117,7 @@ def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: B
     from datetime import timedelta
 
     from core.timeutil import utcnow
-    from provisioning.engine import SHARE_KEY
+    from provisioning.bandwidth import SHARE_KEY
     from provisioning.models import ProvisioningRun
     from tests.provisioning.harness import engine_config, running_engine
 

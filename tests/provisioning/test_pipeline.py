@@ -22,7 +22,7 @@ from lab.faults import Fault
 from lab.lab import Lab
 from provisioning import service
 from provisioning.engine import JobEngine, sweep_timeouts
-from provisioning.models import RunStatus
+from provisioning.models import ProvisioningRun, RunStatus
 from tests.provisioning.harness import (
     LINUX_CONFIG,
     Bench,
@@ -62,6 +62,17 @@ def _transitions(bench: Bench, serial: str) -> list[tuple[str | None, str, str]]
     return [(e.from_state, e.to_state, e.event) for e in bench.device_events(serial)]
 
 
+def _run_with_fault(bench: Bench, fault: Fault, **params: int) -> ProvisioningRun:
+    """Plug ACME0001 into slot 1 with ``fault`` set, scan it in, and run the engine until
+    its run has finished."""
+    lp = bench.plug("ACME0001", slot=1)
+    bench.lab.set_fault(lp.name, fault, **params)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    with running_engine(bench.db, engine_config(bench.tmp)):
+        return bench.wait(run.id)
+
+
 def test_scan_queues_a_run_only_when_the_client_has_image_and_configuration(
     bench: Bench,
 ) -> None:
@@ -90,12 +101,7 @@ def test_identity_mismatch_fails_before_a_byte_is_written(bench: Bench) -> None:
 
 
 def test_flipped_byte_fails_verify_and_never_reaches_ready(bench: Bench) -> None:
-    lp = bench.plug("ACME0001", slot=1)
-    bench.lab.set_fault(lp.name, Fault.FLIPPED_BYTE, offset=4096)
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
+    done = _run_with_fault(bench, Fault.FLIPPED_BYTE, offset=4096)
     assert done.status == RunStatus.FAILED and done.failed_step == "verify"
     assert done.last_error == "verify: readback of nvme0n1 does not match the image sha256"
     assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
@@ -103,12 +109,7 @@ def test_flipped_byte_fails_verify_and_never_reaches_ready(bench: Bench) -> None
 
 
 def test_a_failed_flush_fails_verify_at_once(bench: Bench) -> None:
-    lp = bench.plug("ACME0001", slot=1)
-    bench.lab.set_fault(lp.name, Fault.FLUSH_ERROR)
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
+    done = _run_with_fault(bench, Fault.FLUSH_ERROR)
     assert done.status == RunStatus.FAILED and done.failed_step == "verify"
     assert done.last_error is not None
     assert done.last_error.startswith("verify: flush of nvme0n1 failed: ")
@@ -119,14 +120,9 @@ def test_a_failed_flush_fails_verify_at_once(bench: Bench) -> None:
 
 
 def test_refused_ssh_is_retried_then_fails_with_its_reason(bench: Bench) -> None:
-    lp = bench.plug("ACME0001", slot=1)
-    bench.lab.set_fault(lp.name, Fault.SSH_REFUSED)
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
+    done = _run_with_fault(bench, Fault.SSH_REFUSED)
     assert done.status == RunStatus.FAILED and done.failed_step == "identify"
-    retries = [e for e in bench.run_events(run.id) if e.kind == "retry"]
+    retries = [e for e in bench.run_events(done.id or 0) if e.kind == "retry"]
     assert len(retries) == 3  # 4 attempts in all, then the failure
     assert done.last_error is not None
     assert done.last_error.startswith("identify: ") and "connect" in done.last_error
@@ -134,15 +130,10 @@ def test_refused_ssh_is_retried_then_fails_with_its_reason(bench: Bench) -> None
 
 
 def test_disk_full_is_fatal_at_once(bench: Bench) -> None:
-    lp = bench.plug("ACME0001", slot=1)
-    bench.lab.set_fault(lp.name, Fault.DISK_FULL, after_bytes=1024 * 1024)
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
+    done = _run_with_fault(bench, Fault.DISK_FULL, after_bytes=1024 * 1024)
     assert done.status == RunStatus.FAILED and done.failed_step == "stream"
     assert done.last_error == "stream: disk nvme0n1 ran out of space while writing"
-    assert not [e for e in bench.run_events(run.id) if e.kind == "retry"]
+    assert not [e for e in bench.run_events(done.id or 0) if e.kind == "retry"]
 
 
 def test_host_key_mismatch_is_fatal(bench: Bench, tmp_path: Path) -> None:
