@@ -2,12 +2,15 @@
 process (on whichever host) runs it.
 
 The database is the ledger: each run's context records the rate its stream is granted
-(``SHARE_KEY``). Every worker with live streams at a capped site re-rates them about once
-a second, and at once when a stream starts, in one transaction: its own run rows locked
-first, then the site row (the claim's lock order). Each stream's fair share is the site's
-rate over the runs in the stream step there, and a share only grows into what the others'
-recorded shares leave free, so the recorded shares never add up to more than the cap
-(a plain ``rate / n`` would let a new stream take its half before the old one halved).
+(``SHARE_KEY``). A "stream" here is a run in one of the ``SENDING_STEPS``: the image
+stream, and the copy of the client's store installers (a step of its own, so that a run
+holds a share only while it sends bulk bytes). Every worker with live streams at a capped
+site re-rates them about once a second, and at once when a stream starts, in one
+transaction: its own run rows locked first, then the site row (the claim's lock order).
+Each stream's fair share is the site's rate over the runs in a sending step there, and a
+share only grows into what the others' recorded shares leave free, so the recorded
+shares never add up to more than the cap (a plain ``rate / n`` would let a new stream
+take its half before the old one halved).
 Each stream then paces itself with its own token bucket: no chunk costs a database call.
 """
 
@@ -26,6 +29,8 @@ from provisioning.models import ProvisioningRun
 log = logging.getLogger("masterline.worker")
 
 STREAM_STEP = "stream"
+SENDING_STEPS: tuple[str, ...] = (STREAM_STEP, "installers")
+"""The steps that send bulk bytes to the laptop, each paced by the run's share."""
 SHARE_KEY = "stream_share_bps"
 """The run context key holding the bytes per second its stream is granted."""
 
@@ -33,7 +38,7 @@ SHARE_KEY = "stream_share_bps"
 def drop_share(run: ProvisioningRun, step_name: str) -> None:
     """Record that ``run`` holds no share (a new stream attempt, or one backing off
     before a retry) until the bandwidth loop grants one again."""
-    if step_name == STREAM_STEP and run.context.get(SHARE_KEY):
+    if step_name in SENDING_STEPS and run.context.get(SHARE_KEY):
         run.context = {**run.context, SHARE_KEY: 0}
 
 
@@ -99,8 +104,8 @@ class SiteShares:
             own = {r.id: r for r in repository.lock_runs(s, sorted(mine))}
             site = repository.lock_site(s, site_id)
             rate = int(site.max_bytes_per_second or 0) if site is not None else 0
-            live = repository.runs_in_step_at_site(s, site_id=site_id,
-                                                   step_name=STREAM_STEP, now=now)  # fmt: skip
+            live = repository.runs_in_steps_at_site(s, site_id=site_id,
+                                                    step_names=SENDING_STEPS, now=now)  # fmt: skip
             granted = {r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live}
             fair = rate // max(1, len(live))
             for run_id in sorted(mine):
@@ -129,9 +134,9 @@ class SiteShares:
                 run.context = {**run.context, SHARE_KEY: new}
                 s.add(run)
                 service.add_event(
-                    s, run, step=STREAM_STEP, kind="bandwidth",
-                    message=f"stream share {new} B/s of the site's {rate} B/s "
-                            f"({len(live)} streaming)",
+                    s, run, step=run.step_name or STREAM_STEP, kind="bandwidth",
+                    message=f"{run.step_name} share {new} B/s of the site's {rate} B/s "
+                            f"({len(live)} sending)",
                     details={"share_bps": new, "site_bps": rate, "streams": len(live),
                              "site_granted_bps": sum(granted.values())},
                 )  # fmt: skip

@@ -51,7 +51,7 @@ from inventory import repository as inventory_repo
 from inventory.models import Bench, Device, HardwareModel, Site
 from inventory.states import TIMEOUT_OF, DeviceState, Event
 from provisioning import repository, service
-from provisioning.bandwidth import STREAM_STEP, SiteShares, drop_share
+from provisioning.bandwidth import SENDING_STEPS, SiteShares, drop_share
 from provisioning.errors import Aborted, CommandFailed, ProvisioningError
 from provisioning.imaging import TokenBucket
 from provisioning.models import ProvisioningRun, RunStatus
@@ -340,7 +340,7 @@ class JobEngine:
 
         timeout = self.config.step_timeouts.get(step.name, step.timeout)
         bucket: TokenBucket | None = None
-        if step.name == STREAM_STEP and site is not None and site.max_bytes_per_second:
+        if step.name in SENDING_STEPS and site is not None and site.max_bytes_per_second:
             assert site.id is not None
             bucket = self.shares.register(run.id, site.id)
         return StepContext(

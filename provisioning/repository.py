@@ -105,14 +105,14 @@ def live_runs_at_site(session: Session, *, site_id: int | None, now: datetime, e
     return int(session.exec(stmt).one())
 
 
-def runs_in_step_at_site(
-    session: Session, *, site_id: int, step_name: str, now: datetime
+def runs_in_steps_at_site(
+    session: Session, *, site_id: int, step_names: Sequence[str], now: datetime
 ) -> Sequence[ProvisioningRun]:
-    """Runs of any worker in step ``step_name`` at ``site_id`` whose lease is live."""
+    """Runs of any worker in one of ``step_names`` at ``site_id`` whose lease is live."""
     stmt = select(ProvisioningRun).where(
         ProvisioningRun.status == RunStatus.RUNNING,
         ProvisioningRun.site_id == site_id,
-        ProvisioningRun.step_name == step_name,
+        col(ProvisioningRun.step_name).in_(list(step_names)),
         col(ProvisioningRun.lease_until) >= now,
     )
     return session.exec(stmt.order_by(col(ProvisioningRun.id))).all()

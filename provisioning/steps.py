@@ -2,10 +2,11 @@
 
 Each step is a plain function of a ``StepContext`` that returns what later steps need
 (merged into ``ProvisioningRun.context``). Running a step twice is safe: the identity
-check only reads, the stream rewrites the whole range, the readback only reads, the
-offline settings overwrite the same files, configuration is idempotent (Ansible/DSC
-style), the gate only reads. That is what lets a killed worker simply re-run the step
-that was saved before it started.
+check only reads, the stream rewrites the whole range, the readback only reads, an
+installer already on the disk with its sha256 is skipped, the offline settings overwrite
+the same files, configuration is idempotent (Ansible/DSC style), the gate only reads.
+That is what lets a killed worker simply re-run the step that was saved before it
+started.
 
 Which device state each step runs in is fixed here (``Step.stage``); the engine moves the
 device into that stage, through ``inventory.lifecycle``, before the step starts.
@@ -196,29 +197,57 @@ New-NetFirewallRule -DisplayName "WinRM HTTPS" -Direction Inbound -LocalPort 598
 """
 
 
-def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
-    """Write the offline settings into the installed OS's files (hostname; for Windows
-    the first-boot WinRM-over-HTTPS script), copy the client's store installers the plan
-    needs (``provisioning/installers.py``), then reboot into it.
+def _offline_root(ctx: StepContext) -> str:
+    """The mounted installed system, as a shell expression: the slot's ``offline_root``
+    option, by default ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts it:
+    for Windows its C: drive)."""
+    root = ctx.endpoint_options.get("offline_root")
+    return shlex.quote(str(root)) if root else f"{imaging.PE_ROOT}/mnt/target"
 
-    The files go under the slot's ``offline_root`` option, by default
-    ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts the installed system:
-    for Windows its C: drive), and are overwritten on a re-run (installers already there
-    with the right sha256 are skipped). A re-run after the laptop already rebooted (the
-    worker was killed right after) finds it in its OS and is done.
+
+def step_installers(ctx: StepContext) -> dict[str, Any]:
+    """Copy the client's store installers the plan needs onto the installed system's
+    disk (``provisioning/installers.py``), paced by the site's bandwidth share like the
+    stream: installers can be hundreds of MB (an Office or Teams MSI), so they are bulk
+    bytes the site's link must share, and a step of their own holds a share only while
+    it copies. Installers already there with the right sha256 are skipped.
     """
     from provisioning import installers
 
+    _, plan = ctx.plan_loader()
+    # Read (and verified) from the store before anything is written on the laptop: a
+    # missing or tampered installer fails here with one line.
+    placements = installers.prepare(plan, ctx.cache_dir)
+    if not placements:
+        return {}
+    total = sum(p.size for p in placements)
+    ctx.progress(0, total)
+    written = installers.place(
+        ctx.pe(), _offline_root(ctx), placements, timeout=ctx.timeout,
+        check=_abort_check(ctx), bucket=ctx.bucket,
+        progress=lambda sent: ctx.progress(sent, total),
+    )  # fmt: skip
+    return {
+        "installers": [
+            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
+            for p in placements
+        ]
+    }
+
+
+def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
+    """Write the offline settings into the installed OS's files (hostname; for Windows
+    the answer file and the first-boot WinRM-over-HTTPS script), then reboot into it.
+
+    The files go under the offline root (``_offline_root``) and are overwritten on a
+    re-run. A re-run after the laptop already rebooted (the worker was killed right
+    after) finds it in its OS and is done.
+    """
     options = ctx.endpoint_options
     _, plan = ctx.plan_loader()
     hostname = str(plan.hostname)
     if labboot.is_lab(options) and labboot.in_os(options):
         return {"hostname": hostname, "rebooted": True}
-    # Read (and verified) from the store before anything is written on the laptop: a
-    # missing or tampered installer fails here with one line.
-    placements = installers.prepare(plan, ctx.cache_dir)
-    root = (shlex.quote(str(options["offline_root"])) if options.get("offline_root")
-            else f"{imaging.PE_ROOT}/mnt/target")  # fmt: skip
     files = (
         {"etc/hostname": hostname + "\n"} if ctx.os_family != "windows" else {
             # Windows Setup names the computer in its specialize pass from the answer
@@ -229,11 +258,10 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
             "masterline/firstboot-winrm-https.ps1": FIRSTBOOT_WINRM,
         }
     )  # fmt: skip
-    res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=_write_files_script(root, files))
+    script = _write_files_script(_offline_root(ctx), files)
+    res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
-    written = installers.place(ctx.pe(), root, placements, timeout=ctx.timeout,
-                               check=_abort_check(ctx))  # fmt: skip
     ctx.close()
     if labboot.is_lab(options):
         labboot.reboot_into_os(options)
@@ -243,13 +271,7 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
         with contextlib.suppress(ConnectFailed):
             ctx.pe().run(f"{reboot} >/dev/null 2>&1 &", timeout=ctx.timeout)
         ctx.close()
-    out: dict[str, Any] = {"hostname": hostname, "rebooted": True}
-    if placements:
-        out["installers"] = [
-            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
-            for p in placements
-        ]
-    return out
+    return {"hostname": hostname, "rebooted": True}
 
 
 def _abort_check(ctx: StepContext) -> Callable[[], None]:
@@ -301,6 +323,7 @@ STEPS: tuple[Step, ...] = (
     Step("pick_disk", DeviceState.IMAGING, step_pick_disk, timeout=60),
     Step("stream", DeviceState.IMAGING, step_stream, timeout=3600, max_attempts=3),
     Step("verify", DeviceState.IMAGING, step_verify, timeout=1800),
+    Step("installers", DeviceState.IMAGING, step_installers, timeout=1800, max_attempts=3),
     Step("reboot", DeviceState.IMAGING, step_offline_and_reboot, timeout=300),
     Step("configure", DeviceState.CONFIGURING, step_configure, timeout=1800, max_attempts=3),
     Step("gate", DeviceState.VERIFYING, step_gate, timeout=600, max_attempts=3),

@@ -1,6 +1,7 @@
 """The site's bytes-per-second cap holds for the site as a whole: two real worker
 processes stream to two lab laptops of one site, each granted its share from the ledger
-in the database (both backends). Asserts on the recorded shares and bytes, never on
+in the database (both backends); store installers, copied in a step of their own, take
+their share from the same ledger. Asserts on the recorded shares and bytes, never on
 timing."""
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import pytest
 from core.db import Database
 from core.principal import SYSTEM
 from inventory.models import Site
-from lab.lab import Lab
+from lab.lab import Lab, offline_root
 from provisioning import service
-from provisioning.models import RunStatus
+from provisioning.bandwidth import SENDING_STEPS
+from provisioning.models import ProvisioningRun, RunStatus
 from provisioning.steps import STEP_NAMES
 from tests.provisioning.harness import (
     LINUX_CONFIG,
     TERMINAL,
     Bench,
     activate_config,
+    engine_config,
     local_store,
     publish_image,
+    publish_installer,
+    running_engine,
+    set_config,
+    store_app,
     worker_process,
 )
 from tests.provisioning.images import MiB, make_image
@@ -33,6 +40,39 @@ from tests.support.factories import World
 
 CAP = MiB  # bytes per second for the whole site
 STREAM_INDEX = STEP_NAMES.index("stream")
+INSTALLERS_INDEX = STEP_NAMES.index("installers")
+DEB = b"!<arch>\ndebian-binary   " + bytes(range(256)) * 8192  # 2 MiB: seconds at CAP
+
+
+def test_the_sending_steps_are_steps() -> None:
+    assert set(SENDING_STEPS) <= set(STEP_NAMES)
+
+
+def _with_installer(bench: Bench) -> int:
+    """The client's configuration now installs a 2 MiB .deb from its store."""
+    assert bench.world.acme.id is not None
+    zoom, _ = publish_installer(bench.db, client_id=bench.world.acme.id, data=DEB,
+                                name="zoom-deb", os_family="linux")  # fmt: skip
+    set_config(bench.db, {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)]})
+    return zoom
+
+
+def _hold_site_rate(bench: Bench, serial: str, *, step: str, share: int) -> None:
+    """Another worker, on another host, has a run at ``step`` holding ``share``."""
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from provisioning.bandwidth import SHARE_KEY
+    from provisioning.models import ProvisioningRun
+
+    other = bench.device(serial)
+    with bench.db.session() as s:
+        s.add(ProvisioningRun(
+            device_id=other.id or 0, client_id=other.client_id, site_id=bench.world.bench.site_id,
+            status=RunStatus.RUNNING, step_index=STEP_NAMES.index(step), step_name=step,
+            worker_id="other-host", lease_until=utcnow() + timedelta(hours=1),
+            context={SHARE_KEY: share},
+        ))  # fmt: skip
 
 
 @pytest.fixture
@@ -114,21 +154,7 @@ def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> 
 def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: Bench) -> None:
     """Another worker (on another host) holds the whole site rate: this worker's stream
     is granted nothing, so not one byte is written, and an abort still stops it."""
-    from datetime import timedelta
-
-    from core.timeutil import utcnow
-    from provisioning.bandwidth import SHARE_KEY
-    from provisioning.models import ProvisioningRun
-    from tests.provisioning.harness import engine_config, running_engine
-
-    other = bench.device("ACME0002")
-    with bench.db.session() as s:
-        s.add(ProvisioningRun(
-            device_id=other.id or 0, client_id=other.client_id, site_id=bench.world.bench.site_id,
-            status=RunStatus.RUNNING, step_index=STREAM_INDEX, step_name="stream",
-            worker_id="other-host", lease_until=utcnow() + timedelta(hours=1),
-            context={SHARE_KEY: CAP},
-        ))  # fmt: skip
+    _hold_site_rate(bench, "ACME0002", step="stream", share=CAP)
     lp = bench.plug("ACME0001", slot=1)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
@@ -146,3 +172,74 @@ def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: B
     assert done.status == RunStatus.ABORTED and done.progress_bytes == 0
     assert [e for e in bench.run_events(run.id) if e.kind == "bandwidth"] == []
     assert lp.disk_path.read_bytes().count(0) == lp.disk_path.stat().st_size
+
+
+def test_store_installers_take_their_share_of_the_site_rate(bench: Bench) -> None:
+    """Another host copies installers with half the site's rate: this laptop's stream is
+    granted the other half (the ledger counts both sending steps), then its own installer
+    copy is granted a share in turn, and the .deb arrives whole."""
+    _with_installer(bench)
+    _hold_site_rate(bench, "ACME0002", step="installers", share=CAP // 2)
+    lp = bench.plug("ACME0001", slot=1)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            current = bench.run(run.id)
+            if current.status in TERMINAL or current.step_index > INSTALLERS_INDEX:
+                break
+            time.sleep(0.05)
+        with bench.db.session() as s:
+            service.abort(s, run.id, SYSTEM)  # configure is not what this test is about
+        bench.wait(run.id, timeout=60)
+    events = bench.run_events(run.id)
+    assert [e.step for e in events if e.kind == "step_done"][:6] == list(STEP_NAMES[:6])
+    granted = {(e.step, e.details["share_bps"], e.details["streams"])
+               for e in events if e.kind == "bandwidth"}  # fmt: skip
+    assert ("stream", CAP // 2, 2) in granted
+    assert ("installers", CAP // 2, 2) in granted
+    assert all(share <= CAP // 2 for _, share, _ in granted)
+    copied = offline_root(lp) / "var/cache/masterline/installers/Zoom.deb"
+    if not copied.exists():  # the laptop already rebooted into its OS
+        copied = lp.os_root / "var/cache/masterline/installers/Zoom.deb"
+    assert copied.read_bytes() == DEB
+
+
+def test_an_installer_copy_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(
+    bench: Bench,
+) -> None:
+    """The whole site rate is held by another host's stream: a run that reaches its
+    installer copy is granted nothing, sends not one byte of it, and an abort stops it."""
+    _with_installer(bench)
+    _hold_site_rate(bench, "ACME0002", step="stream", share=CAP)
+    lp = bench.plug("ACME0001", slot=1)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    with bench.db.session() as s:  # imaged already: the run starts at its installers
+        queued = s.get(ProvisioningRun, run.id)
+        assert queued is not None
+        queued.step_index = INSTALLERS_INDEX
+        s.add(queued)
+    with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            current = bench.run(run.id)
+            if current.step_name == "installers" and current.progress_total > 0:
+                break  # the copy is ready to send: it only waits for a share
+            time.sleep(0.05)
+        # Long enough for an unpaced 2 MiB copy to land many times over; a paced one
+        # sends nothing however long it waits.
+        settle = time.monotonic() + 3
+        while time.monotonic() < settle and bench.run(run.id).step_name == "installers":
+            time.sleep(0.1)
+        with bench.db.session() as s:
+            service.abort(s, run.id, SYSTEM)
+        done = bench.wait(run.id, timeout=60)
+    assert done.status == RunStatus.ABORTED and done.step_name == "installers"
+    assert done.progress_bytes == 0 and done.progress_total == len(DEB)
+    events = bench.run_events(run.id)
+    assert [e for e in events if e.kind == "bandwidth"] == []
+    assert not [e for e in events if e.kind == "step_done"]
+    for root in (offline_root(lp), lp.os_root):
+        assert not (root / "var/cache/masterline/installers/Zoom.deb").exists()

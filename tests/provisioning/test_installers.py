@@ -74,8 +74,8 @@ def test_tampered_store_installer_fails_the_offline_step_with_one_line(
     assert run is not None and run.id is not None
     with running_engine(db, engine_config(tmp_path)):
         done = bench.wait(run.id)
-    assert done.status == RunStatus.FAILED and done.failed_step == "reboot"
-    reason = f"reboot: installer image {zoom} in the image store does not match its sha256"
+    assert done.status == RunStatus.FAILED and done.failed_step == "installers"
+    reason = f"installers: installer image {zoom} in the image store does not match its sha256"
     assert done.last_error == reason
     assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
     assert bench.device_events("ACME0001")[-1].reason == reason
