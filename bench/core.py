@@ -314,6 +314,21 @@ def time_raw_list(db: Database, client_id: int | None, params: dict[str, Any], n
     return out
 
 
+def _sessions(db: Database) -> int:
+    """PostgreSQL sessions ever opened on this database (0 on SQLite): the server's
+    pool opening connections mid-measurement shows here (the statistics are flushed
+    about once a second, so the count is approximate; the second read's own session is
+    subtracted by the caller)."""
+    if db.is_sqlite:
+        return 0
+    with db.engine.connect() as conn:
+        value = conn.exec_driver_sql(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        ).scalar()
+    db.engine.dispose()  # the next read opens its own session, counted like this one
+    return int(value or 0)
+
+
 # One backend.
 @contextmanager
 def backend_database(backend: str, workdir: Path) -> Iterator[str]:
@@ -364,16 +379,19 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                 lat, err = me_load(base, seeded, n_clients=args.clients,
                                    per_client=max(5, per // 2), pace=args.pace)  # fmt: skip
                 rows.append(Row(backend, "GET /me, paced (baseline)", lat, errors=err))
-                steal0, t1 = steal_seconds(), time.perf_counter()
+                steal0, t1, sessions0 = steal_seconds(), time.perf_counter(), _sessions(db)
                 lat, err = scan_load(base, seeded, n_clients=args.clients, per_client=per,
                                      pace=args.pace, offset=0)  # fmt: skip
                 steal = steal_seconds() - steal0
+                opened = _sessions(db) - sessions0
                 rows.append(Row(backend, f"POST /scan, {args.clients} clients, paced", lat,
                                 target=("p99", SCAN_P99_TARGET_MS),
                                 baseline="GET /me, paced (baseline)", errors=err,
                                 note=f"every {args.pace} s each; CPU stolen by the VM's "
                                      f"neighbours {steal:.1f} s in "
-                                     f"{time.perf_counter() - t1:.0f} s"))  # fmt: skip
+                                     f"{time.perf_counter() - t1:.0f} s"
+                                     + (f"; about {max(0, opened - 1)} connections opened"
+                                        if not db.is_sqlite else "")))  # fmt: skip
                 t1 = time.perf_counter()
                 lat, err = scan_load(base, seeded, n_clients=args.clients, per_client=per,
                                      pace=0, offset=args.clients * per)  # fmt: skip

@@ -2,9 +2,9 @@
 
     python -m bench.imaging [--mib 256] [--parallel 8] [--runs 3]
 
-1. One stream: Masterline's ``stream_image`` (the OpenSSH client fed through stdin,
-   spliced from the site-cached file by a Python thread that hashes it, laptop side
-   ``zstd -dc 1<>disk``) vs bare
+1. One stream: Masterline's ``stream_image`` (the OpenSSH client with the site-cached
+   file as its stdin, unpaced as on a site without a bandwidth cap; the file hashed
+   once per image in a low-priority thread; laptop side ``zstd -dc 1<>disk``) vs bare
    ``ssh -c aes128-gcm@openssh.com host 'cat > disk' < file`` with the same file (the
    site-cached ``.zst``). Ratio = OpenSSH time / Masterline time (target >= 0.95).
 2. N laptops at once vs N parallel OpenSSH streams (target >= 0.9).

@@ -12,8 +12,8 @@ leave the old contents under the holes.
 The sha256 computed while sending is that of the bytes fed to ``ssh``; it must equal the
 cached file's hash, and the readback must equal the raw hash. It is computed once per
 cached image and worker process, by the first stream that sends that file, not once per
-laptop (``SentHashes``): the bytes go from the file into ``ssh``'s pipe by ``splice``, so
-every stream of one unchanged file sends the same bytes, and hashing them again per
+laptop (``SentHashes``): ``ssh`` reads the file itself (or, paced, gets it spliced into
+its pipe), so every stream of one unchanged file sends the same bytes, and hashing them again per
 laptop would cost each stream a quarter of its ``ssh`` client's CPU (hashlib sha256 runs
 at ~1.5 GB/s, ``ssh`` at ~0.4 GB/s per core; ../shared/research/physical-limits.md: "do
 it once per image, never once per device"). What each laptop holds is still checked,
@@ -298,7 +298,8 @@ class TokenBucket:
 def read_chunks(path: Path, *, bucket: TokenBucket | None = None) -> FileChunks:
     """The file in ``CHUNK`` ranges paced by ``bucket``: mapped slices, never ``read()``
     copies, which the SSH transport splices into ``ssh``'s pipe (eight lab streams at
-    once are CPU-bound, so every copy of every byte sent shows in their time)."""
+    once are CPU-bound, so every copy of every byte sent shows in their time). Unpaced,
+    the transport gives ``ssh`` the file itself instead."""
     return FileChunks(path, chunk=CHUNK, before=bucket.take if bucket is not None else None)
 
 

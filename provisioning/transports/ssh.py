@@ -22,11 +22,12 @@ import fcntl
 import hashlib
 import os
 import select
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ from provisioning.transports.base import (
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 STREAM_CIPHER = "aes128-gcm@openssh.com"
 PIPE_BYTES = 1024 * 1024
+_SETPRIV = shutil.which("setpriv")
+"""util-linux's ``setpriv`` (Essential on Debian), to give each ``ssh`` a parent-death
+signal without a ``preexec_fn`` (unsafe in a process with threads)."""
 # paramiko's sendall copies the rest of the buffer after every packet (quadratic):
 # keep control-channel writes at 256 KiB or less (physical-limits.md P1).
 _SEND_CHUNK = 256 * 1024
@@ -194,31 +198,34 @@ class SSHTransport:
         hashing what is sent unless ``hash_sent`` is false. Any exception from
         ``chunks`` or ``progress`` (an abort) kills the stream.
 
+        A whole file with nothing to do per chunk (no pacing, no hash: an unpaced image
+        stream, whose hash ``imaging`` takes once per image) becomes ``ssh``'s stdin
+        itself, exactly as ``ssh host 'cat > disk' < file`` runs: no byte and no chunk
+        hand-over passes through this process. Progress is then the file offset, which
+        ``ssh`` advances in the open file description it shares with us. Such an ``ssh``
+        would not see the end of its input if this process died (a pipe's writer dying
+        is an EOF; a file's is not), so it runs with a parent-death signal
+        (``setpriv --pdeathsig``, util-linux): a SIGKILLed worker leaves no stream
+        writing a disk behind it. Without ``setpriv`` the file goes through the pipe.
+
         :raises ConnectFailed: refused or dropped (retryable).
         :raises CommandTimedOut: not finished within ``timeout`` (retryable).
         :raises AuthFailed, HostKeyMismatch: fatal.
         """
-        argv = openssh_argv(self.endpoint, cmd, connect_timeout=self.connect_timeout)
+        whole_file = isinstance(chunks, FileChunks) and chunks.before is None and not hash_sent
+        if whole_file and _SETPRIV is not None:
+            assert isinstance(chunks, FileChunks)
+            return self._put_file(cmd, chunks.path, timeout=timeout, progress=progress)
         deadline = time.monotonic() + timeout
-        # Unbuffered: chunks are already 1 MiB, and go to the pipe as they are.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0,
-        )  # fmt: skip
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stream = _Ssh(self.endpoint, cmd, stdin=subprocess.PIPE,
+                      connect_timeout=self.connect_timeout)  # fmt: skip
+        proc = stream.proc
+        assert proc.stdin is not None
         # A pipe holds 64 KiB by default: each 1 MiB chunk would then cost sixteen
         # hand-overs between this thread and ssh, and ssh would wait while we hash. A
         # pipe as large as a chunk lets ssh drain one while the next is read and hashed.
         with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
             fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        out_buf: list[bytes] = []
-        err_buf: list[bytes] = []
-        readers = [
-            threading.Thread(target=_drain, args=(proc.stdout, out_buf), daemon=True),
-            threading.Thread(target=_drain, args=(proc.stderr, err_buf), daemon=True),
-        ]
-        for t in readers:
-            t.start()
         digest = hashlib.sha256()
         sent = 0
         broken = False
@@ -264,31 +271,107 @@ class SSHTransport:
                 broken = True
             # The last megabytes may still sit in socket buffers: keep reporting (which
             # is also where an abort is noticed) until the laptop side has finished.
-            rc: int | None = None
-            while rc is None:
-                try:
-                    rc = proc.wait(timeout=0.5)  # returns the moment ssh exits
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
-                        raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
-                                              f"{timeout:.0f}s") from None  # fmt: skip
-                    if progress is not None:
-                        progress(sent)
+            rc = stream.wait(timeout, deadline, lambda: progress(sent) if progress else None)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for t in readers:
-                t.join(timeout=5)
-        stderr = b"".join(err_buf).decode(errors="replace")
-        if rc == 255:
-            raise classify_openssh_failure(stderr, self.endpoint)
-        result = CommandResult(rc=rc, stdout=b"".join(out_buf).decode(errors="replace"),
-                               stderr=stderr)  # fmt: skip
+            stream.close()
+        result = stream.result(rc)
         if broken and rc == 0:
             raise ConnectFailed(f"stream to {self.endpoint} closed early")
         return StreamResult(bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "",
                             result=result)  # fmt: skip
+
+    def _put_file(
+        self, cmd: str, path: Path, *, timeout: float, progress: ProgressCallback | None
+    ) -> StreamResult:
+        deadline = time.monotonic() + timeout
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            fd = f.fileno()
+
+            def sent() -> int:
+                return os.lseek(fd, 0, os.SEEK_CUR)
+
+            stream = _Ssh(self.endpoint, cmd, stdin=f, connect_timeout=self.connect_timeout)
+            try:
+                if progress is not None:
+                    progress(0)
+                rc = stream.wait(timeout, deadline,
+                                 lambda: progress(sent()) if progress else None,
+                                 every=0.25)  # fmt: skip
+                done = sent()
+            finally:
+                stream.close()
+        result = stream.result(rc)
+        if rc == 0 and done < size:
+            raise ConnectFailed(f"stream to {self.endpoint} closed early")
+        if progress is not None:
+            progress(done)
+        return StreamResult(bytes_sent=done, sha256="", result=result)
+
+
+class _Ssh:
+    """One ``ssh`` process running ``cmd`` with the given stdin, its stdout and stderr
+    drained by two threads (so neither pipe can fill and stall it)."""
+
+    def __init__(
+        self, endpoint: SshEndpoint, cmd: str, *, stdin: Any, connect_timeout: float
+    ) -> None:
+        self.endpoint = endpoint
+        argv = openssh_argv(endpoint, cmd, connect_timeout=connect_timeout)
+        if _SETPRIV is not None:
+            # Killed with this process (with the thread that started it, which waits for
+            # it): the stream never outlives the worker that owns it.
+            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        # Unbuffered: chunks are already 1 MiB, and go to the pipe as they are.
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+        )  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self._readers = [
+            threading.Thread(target=_drain, args=(self.proc.stdout, self._out), daemon=True),
+            threading.Thread(target=_drain, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def wait(
+        self, timeout: float, deadline: float, tick: Callable[[], object], *, every: float = 0.5
+    ) -> int:
+        """Wait for ``ssh`` to exit, calling ``tick()`` every ``every`` seconds (where
+        an abort raised by a progress callback is noticed).
+
+        :raises CommandTimedOut: past ``deadline`` (``timeout`` after the start).
+        """
+        while True:
+            try:
+                return self.proc.wait(timeout=every)  # returns the moment ssh exits
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
+                                          f"{timeout:.0f}s") from None  # fmt: skip
+                tick()
+
+    def close(self) -> None:
+        """Kill ``ssh`` if it still runs (an abort or a timeout), and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for t in self._readers:
+            t.join(timeout=5)
+
+    def result(self, rc: int) -> CommandResult:
+        """The laptop command's result.
+
+        :raises AuthFailed, HostKeyMismatch, ConnectFailed: ``ssh`` itself failed (255).
+        """
+        stderr = b"".join(self._err).decode(errors="replace")
+        if rc == 255:
+            raise classify_openssh_failure(stderr, self.endpoint)
+        return CommandResult(rc=rc, stdout=b"".join(self._out).decode(errors="replace"),
+                             stderr=stderr)  # fmt: skip
 
 
 def openssh_argv(endpoint: SshEndpoint, cmd: str, *, connect_timeout: float = 10.0) -> list[str]:

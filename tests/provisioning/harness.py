@@ -283,3 +283,20 @@ LINUX_CONFIG: dict[str, Any] = {
     "apps": [],
     "checks": ["image_hash", "hostname"],
 }
+
+
+def ssh_clients_to(port: int) -> list[int]:
+    """Pids of ``ssh`` clients to ``port`` on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] == b"ssh" and b"-p" in argv:
+            i = argv.index(b"-p")
+            if i + 1 < len(argv) and argv[i + 1] == str(port).encode():
+                pids.append(int(entry.name))
+    return pids

@@ -20,6 +20,7 @@ from provisioning.errors import (
     HostKeyMismatch,
 )
 from provisioning.transports.ssh import SshEndpoint, SSHTransport
+from tests.provisioning.harness import ssh_clients_to
 from tests.provisioning.images import MiB, make_image
 
 
@@ -105,13 +106,17 @@ def test_an_image_is_hashed_once_and_every_laptop_is_still_checked(
 def test_a_file_system_that_cannot_splice_still_streams(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Some file systems refuse splice (EINVAL on the first range): the stream writes
-    the mapping instead and the laptop still gets every byte."""
+    """Some file systems refuse splice (EINVAL on the first range): a paced stream (the
+    one that goes through the pipe) writes the mapping instead and the laptop still gets
+    every byte."""
     import errno
 
     from provisioning.transports import ssh
 
+    refused: list[int] = []
+
     def refuse(*args: object, **kwargs: object) -> int:
+        refused.append(1)
         raise OSError(errno.EINVAL, "Invalid argument")
 
     monkeypatch.setattr(ssh.os, "splice", refuse)
@@ -120,11 +125,45 @@ def test_a_file_system_that_cannot_splice_still_streams(
     transport = SSHTransport(_endpoint(lp))
     try:
         disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
-        written = imaging.stream_image(transport, cached, disk, timeout=60)
+        bucket = imaging.TokenBucket(rate=float(1 << 40))  # paced, never held back
+        written = imaging.stream_image(transport, cached, disk, timeout=60, bucket=bucket)
         assert written.bytes_sent == cached.size
         assert imaging.verify(transport, cached, disk.name, timeout=60) == cached.raw_sha256
     finally:
         transport.close()
+    assert refused == [1]  # tried once, then never again for this stream
+
+
+def test_an_unpaced_stream_hands_ssh_the_file_and_stops_with_an_abort(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Unpaced, ``ssh`` reads the cached file itself: progress is its file offset, and an
+    abort raised by the progress callback kills it mid-stream."""
+    from lab.faults import Fault
+    from provisioning.errors import Aborted
+
+    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    lab.set_fault(lp.name, Fault.SLOW_LINK, bytes_per_second=256 * 1024)
+    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    transport = SSHTransport(_endpoint(lp))
+    seen: list[int] = []
+    stdin: list[str] = []
+
+    def progress(sent: int) -> None:
+        seen.append(sent)
+        if sent > 0:
+            stdin.extend(os.readlink(f"/proc/{pid}/fd/0") for pid in ssh_clients_to(lp.ssh_port))
+            raise Aborted("aborted by a technician")
+
+    try:
+        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        with pytest.raises(Aborted):
+            imaging.stream_image(transport, cached, disk, timeout=60, progress=progress)
+    finally:
+        transport.close()
+    assert seen[0] == 0 and 0 < seen[-1] < cached.size
+    assert stdin == [str(cached.path)]  # ssh read the cached file itself
+    assert ssh_clients_to(lp.ssh_port) == []  # killed, not left running
 
 
 def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from tests.provisioning.harness import (
     quick_timeouts,
     running_engine,
     set_config,
+    ssh_clients_to,
     store_app,
     worker_process,
 )
@@ -262,6 +263,12 @@ def test_sigkill_mid_stream_then_restart_finishes_without_duplicate_events(
             bench.wait(run.id, until={RunStatus.RUNNING}, timeout=1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        # Its ssh stream died with it (parent-death signal), instead of writing on into
+        # the disk at the slow link's pace while the next worker streams there too.
+        deadline = time.monotonic() + 2
+        while ssh_clients_to(lp.ssh_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ssh_clients_to(lp.ssh_port) == []
     interrupted = bench.run(run.id)
     assert interrupted.status == RunStatus.RUNNING and interrupted.step_name == "stream"
     assert bench.device("ACME0001").state == DeviceState.IMAGING
