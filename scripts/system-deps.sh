@@ -6,7 +6,8 @@ need=()
 command -v ssh >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v zstd >/dev/null || need+=(zstd)
-command -v runuser >/dev/null || need+=(util-linux)
+# runuser (the lab) and setpriv (a parent-death signal for every image stream's ssh).
+{ command -v runuser && command -v setpriv; } >/dev/null || need+=(util-linux)
 # The lab's laptops run Debian's python3 (Ansible modules, the flipped-byte fault).
 [ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -eq 0 ]; then
