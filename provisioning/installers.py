@@ -189,13 +189,11 @@ def place(
     timeout: float,
     check: Callable[[], None] = lambda: None,
     bucket: TokenBucket | None = None,
-    progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Write each installer under ``root`` (a shell expression: the offline root) unless
     a file with its sha256 is already there. Returns the relative paths written.
 
-    ``bucket`` paces the bytes (the run's share of the site's rate, as for the stream);
-    ``progress`` gets the bytes done so far over all placements, skipped ones included.
+    ``bucket`` paces the bytes (the run's share of the site's rate, as for the stream).
 
     :raises ChecksumMismatch: what arrived on the laptop is not the installer.
     :raises CommandFailed: the laptop-side write failed; transport errors as ``run``.
@@ -204,12 +202,8 @@ def place(
         return []
     present = _present(transport, root, placements, timeout=timeout)
     written: list[str] = []
-    done = 0
     for p in placements:
         if present.get(p.relative) == p.sha256:
-            done += p.size
-            if progress is not None:
-                progress(done)
             continue
         check()
         dest = f"{root}/{shlex.quote(p.relative)}"
@@ -223,7 +217,7 @@ def place(
         res = transport.put_stream(
             f"sh -c {shlex.quote(script)}",
             FileChunks(p.source, chunk=CHUNK, before=bucket.take if bucket else None),
-            timeout=timeout, progress=_offset(progress, done),
+            timeout=timeout,
         )  # fmt: skip
         if res.sha256 != p.sha256 or res.bytes_sent != p.size:
             raise ChecksumMismatch(f"installer {p.label} of app {p.app}: the bytes sent differ "
@@ -236,15 +230,7 @@ def place(
             raise CommandFailed(f"writing installer {p.label} of app {p.app} failed"
                                 + (f": {cause[:200]}" if cause else ""))  # fmt: skip
         written.append(p.relative)
-        done += p.size
     return written
-
-
-def _offset(progress: Callable[[int], None] | None, base: int) -> Callable[[int], None] | None:
-    """``progress`` for one file, counting the ``base`` bytes of the files before it."""
-    if progress is None:
-        return None
-    return lambda sent: progress(base + sent)
 
 
 def _present(

@@ -220,12 +220,11 @@ def step_installers(ctx: StepContext) -> dict[str, Any]:
     placements = installers.prepare(plan, ctx.cache_dir)
     if not placements:
         return {}
-    total = sum(p.size for p in placements)
-    ctx.progress(0, total)
+    # The run's progress fields stay the image stream's (what the bench view and the API
+    # show for a run); each installer written is in the step's result.
     written = installers.place(
         ctx.pe(), _offline_root(ctx), placements, timeout=ctx.timeout,
         check=_abort_check(ctx), bucket=ctx.bucket,
-        progress=lambda sent: ctx.progress(sent, total),
     )  # fmt: skip
     return {
         "installers": [
