@@ -12,8 +12,12 @@ do: hostname, WireGuard profile, app markers):
 - **batched**: ``provisioning.configure.configure_linux_batch``: one ansible-runner run
   for the N laptops, per-laptop results from the events (what a worker configuring a
   wave uses);
+- **waves**: N threads each calling ``LinuxWaves.configure`` for one laptop, what the
+  pipeline's configure step does when N Linux laptops of one worker reach it together:
+  they join one wave and one ansible-runner run, each thread gets its own verdict;
 - **per-laptop**: N threads each calling ``configure_os`` for one laptop (N
-  ansible-runner runs in parallel, one per laptop, as N independent workflow steps).
+  ansible-runner runs in parallel, one per laptop: the pipeline with
+  ``MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS=0``).
 
 Printed per variant: median wall seconds, the median over rounds of its wall time divided
 by the same round's baseline (target <= 1.1x), and the same for the controller's CPU
@@ -48,6 +52,7 @@ from provisioning.ansible import (
 )
 from provisioning.configure import (
     CONFIGURE_PLAYBOOK,
+    LinuxWaves,
     configure_linux_batch,
     configure_os,
     linux_hostvars,
@@ -143,12 +148,29 @@ def run_batched(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
     return elapsed
 
 
+def run_waves(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
+    # As the engine's count would say: all N are in configure or on their way to it.
+    waves = LinuxWaves(window=60, work_dir=work, pending=lambda: len(pairs))
+    return _threads(pairs, lambda t, p: waves.configure(t, p, on_event=lambda e: None,
+                                                        timeout=900), "waves")  # fmt: skip
+
+
 def run_per_laptop(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
+    return _threads(pairs, lambda t, p: configure_os(t, p, on_event=lambda e: None, timeout=900,
+                                                     work_dir=work), "per-laptop")  # fmt: skip
+
+
+def _threads(
+    pairs: list[tuple[OsTarget, ConfigPlan]],
+    configure: Callable[[OsTarget, ConfigPlan], None],
+    name: str,
+) -> float:
+    """One thread per laptop, as the engine runs each laptop's run in its own thread."""
     errors: list[str] = []
 
     def one(t: OsTarget, p: ConfigPlan) -> None:
         try:
-            configure_os(t, p, on_event=lambda e: None, timeout=900, work_dir=work)
+            configure(t, p)
         except Exception as e:  # reported below
             errors.append(f"{t.label}: {e}")
 
@@ -160,7 +182,7 @@ def run_per_laptop(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> floa
         th.join()
     elapsed = time.perf_counter() - start
     if errors:
-        raise SystemExit(f"per-laptop configure failed: {errors}")
+        raise SystemExit(f"{name} configure failed: {errors}")
     return elapsed
 
 
@@ -182,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         variants: dict[str, Callable[[list[tuple[OsTarget, ConfigPlan]], Path], float]] = {
             "baseline": run_baseline,
             "batched": run_batched,
+            "waves": run_waves,
             "per-laptop": run_per_laptop,
         }
         times: dict[str, list[float]] = {name: [] for name in variants}

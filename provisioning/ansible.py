@@ -151,6 +151,11 @@ def run_playbook(
     pdd.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(pdd, 0o700)
     _kill_stray(pdd)
+    # A laptop configured in a wave may have been in another set before a worker was
+    # killed: a stray run of any private dir holding one of these laptops goes too.
+    for other in _dirs_sharing_hosts(pdd, {h.alias for h in hosts}):
+        _kill_stray(other)
+    (pdd / "hosts").write_text("".join(f"{h.alias}\n" for h in hosts))
     for stale in pdd.glob("secrets-*.json"):
         stale.unlink(missing_ok=True)  # left by a killed worker
 
@@ -384,6 +389,25 @@ def _stop_control_masters(cp_dir: Path, *, remove: bool = True) -> None:
         if not cp_dir.exists():
             return
         time.sleep(0.2)
+
+
+def _dirs_sharing_hosts(pdd: Path, aliases: set[str]) -> list[Path]:
+    """The other private dirs (next to ``pdd``) with a playbook that may still run and
+    that held one of ``aliases``: a laptop's own dir, or a wave's, which lists its
+    laptops in ``hosts``. Only dirs with a pid file are read (a finished run removes
+    it), so the thousands of laptops' dirs a site accumulates cost a directory scan."""
+    found = []
+    for pid_file in sorted(pdd.parent.glob("*/playbook.pid")):
+        d = pid_file.parent
+        if d == pdd:
+            continue
+        try:
+            listed = set((d / "hosts").read_text().split())
+        except OSError:
+            listed = {d.name}  # a laptop's own dir is named after it
+        if listed & aliases:
+            found.append(d)
+    return found
 
 
 def _kill_stray(pdd: Path) -> None:

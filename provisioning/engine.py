@@ -56,6 +56,7 @@ from provisioning.errors import Aborted, CommandFailed, ProvisioningError
 from provisioning.imaging import TokenBucket
 from provisioning.models import ProvisioningRun, RunStatus
 from provisioning.steps import (
+    STEP_NAMES,
     STEPS,
     GateFailed,
     Step,
@@ -91,11 +92,17 @@ class EngineConfig:
     sweep_seconds: float = 5.0
     share_seconds: float = 1.0
     """How often this worker re-reads its sites' streaming runs to re-rate its streams."""
+    configure_wave_seconds: float = 1.0
+    """How long the first Linux laptop reaching configure waits for others to join its
+    ansible-runner run (``configure.LinuxWaves``); 0 configures each on its own."""
     step_timeouts: dict[str, float] = field(default_factory=dict)
     state_timeouts: dict[DeviceState, timedelta] = field(default_factory=lambda: dict(TIMEOUT_OF))
     plan_builder: (
         Callable[[Session, Device, Any, dict[str, Any], SshEndpoint], tuple[Any, Any]] | None
     ) = None
+
+
+CONFIGURE_INDEX = STEP_NAMES.index("configure")
 
 
 class StepLost(Exception):
@@ -115,6 +122,9 @@ class JobEngine:
         self.config = config
         self.me = config.worker_id
         self._active: set[int] = set()
+        # Run id -> (OS family, index of the step it is in) for the runs this worker is
+        # executing: how many Linux laptops are still on their way to configure.
+        self._where: dict[int, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=config.max_parallel,
@@ -122,6 +132,10 @@ class JobEngine:
         self._last_sweep = 0.0
         self.shares = SiteShares(db, interval=config.share_seconds, stop=self._stop,
                                  owns=self._mine)  # fmt: skip
+        from provisioning.configure import LinuxWaves
+
+        self.waves = LinuxWaves(window=config.configure_wave_seconds,
+                                pending=self._linux_up_to_configure)  # fmt: skip
 
     # Loop.
     def run_forever(self, stop: threading.Event | None = None) -> None:
@@ -224,6 +238,8 @@ class JobEngine:
                 if begun is None:
                     return
                 step, attempt, ctx, setup_error = begun
+                with self._lock:
+                    self._where[run_id] = (ctx.os_family if ctx else "", STEPS.index(step))
                 try:
                     if setup_error is not None:
                         raise setup_error
@@ -258,6 +274,14 @@ class JobEngine:
         finally:
             with self._lock:
                 self._active.discard(run_id)
+                self._where.pop(run_id, None)
+
+    def _linux_up_to_configure(self) -> int:
+        """This worker's Linux runs in configure or a step before it: those not yet in a
+        wave are the ones a wave's leader waits for (up to its window)."""
+        with self._lock:
+            return sum(1 for family, index in self._where.values()
+                       if family == "linux" and index <= CONFIGURE_INDEX)  # fmt: skip
 
     def _mine(self, run: ProvisioningRun | None) -> bool:
         return run is not None and run.status == RunStatus.RUNNING and run.worker_id == self.me
@@ -353,6 +377,7 @@ class JobEngine:
             plan_loader=plan_loader,
             cancelled=lambda: self._cancelled(run.id or 0),
             bucket=bucket,
+            waves=self.waves if self.config.configure_wave_seconds > 0 else None,
         )  # fmt: skip
 
     def _cancelled(self, run_id: int) -> bool:

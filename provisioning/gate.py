@@ -1,4 +1,4 @@
-"""Step 7: the READY gate. Every check the client's configuration names is evaluated and
+"""The READY gate, the last step. Every check the client's configuration names is evaluated and
 reported, pass or fail; the pipeline turns any failed one into FAILED_VERIFYING with each
 failed check listed (``failure_reason``).
 

@@ -40,6 +40,7 @@ from provisioning.errors import (
 from provisioning.transports.base import Transport
 
 if TYPE_CHECKING:
+    from provisioning.configure import LinuxWaves
     from provisioning.transports.ssh import SshEndpoint
 
 
@@ -84,6 +85,8 @@ class StepContext:
     cancelled: Callable[[], bool] = lambda: False
     """True once the run was aborted (polled by long steps such as configure)."""
     bucket: imaging.TokenBucket | None = None
+    waves: LinuxWaves | None = None
+    """This worker's configure waves (Linux laptops configured in one Ansible run)."""
     transport_factory: Callable[[SshEndpoint], Transport] = field(default=_ssh_transport)
     _transport: Transport | None = None
 
@@ -283,11 +286,16 @@ def _abort_check(ctx: StepContext) -> Callable[[], None]:
 
 def step_configure(ctx: StepContext) -> dict[str, Any]:
     from provisioning.configure import ConfigureCancelled, configure_os
+    from provisioning.plan import OsFamily
 
     target, plan = ctx.plan_loader()
     try:
-        configure_os(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
-                     cancel=ctx.cancelled)  # fmt: skip
+        if ctx.waves is not None and target.os_family is OsFamily.LINUX:
+            ctx.waves.configure(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
+                                cancel=ctx.cancelled)  # fmt: skip
+        else:
+            configure_os(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
+                         cancel=ctx.cancelled)  # fmt: skip
     except ConfigureCancelled as e:
         raise Aborted("aborted by a technician") from e
     return {"configured": True}

@@ -16,7 +16,12 @@ import pytest
 
 from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.configure import ConfigureCancelled, configure_linux_batch, configure_os
+from provisioning.configure import (
+    ConfigureCancelled,
+    LinuxWaves,
+    configure_linux_batch,
+    configure_os,
+)
 from provisioning.errors import CommandFailed, ConnectFailed, HostKeyMismatch
 from provisioning.plan import ConfigPlan, OsTarget
 
@@ -292,6 +297,60 @@ def test_batch_configures_each_laptop_and_reports_each(lab: Lab, tmp_path: Path)
         assert secret not in text
 
 
+def test_laptops_reaching_configure_together_share_one_run_and_one_abort_spares_the_rest(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Three laptops reach configure within the window: one ansible-playbook run for the
+    three. The third is aborted once its first task has run: that run stops, and the
+    other two are configured again, without it, in a wave of two."""
+    import threading
+
+    laptops = booted(lab, "LNX0021", "LNX0022", "LNX0023")
+    waves = LinuxWaves(window=30, max_size=3, work_dir=tmp_path / "work")
+    events: dict[str, list[dict[str, Any]]] = {lp.serial: [] for lp in laptops}
+    outcome: dict[str, BaseException | None] = {}
+    aborted = threading.Event()
+
+    def record(serial: str) -> Any:
+        def on_event(event: dict[str, Any]) -> None:
+            events[serial].append(event)
+            if serial == "LNX0023" and event.get("kind") == "task":
+                aborted.set()  # the technician's abort lands mid-run
+
+        return on_event
+
+    def configure(lp: LabLaptop) -> None:
+        try:
+            waves.configure(
+                linux_target(lp), wireguard_plan(lp.serial), on_event=record(lp.serial),
+                timeout=300, cancel=aborted.is_set if lp.serial == "LNX0023" else None,
+            )  # fmt: skip
+            outcome[lp.serial] = None
+        except BaseException as e:  # the test inspects it
+            outcome[lp.serial] = e
+
+    threads = [threading.Thread(target=configure, args=(lp,)) for lp in laptops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads)
+
+    assert outcome["LNX0021"] is None and outcome["LNX0022"] is None
+    assert isinstance(outcome["LNX0023"], ConfigureCancelled)
+    for serial in ("LNX0021", "LNX0022"):
+        waves_seen = [e["laptops"] for e in events[serial] if e["kind"] == "wave"]
+        assert waves_seen == [3, 2]
+    assert [e["laptops"] for e in events["LNX0023"] if e["kind"] == "wave"] == [3]
+    # Each laptop's events are its own.
+    for lp in laptops:
+        hosts = {e["host"] for e in events[lp.serial] if e["kind"] == "task"}
+        assert hosts == {linux_target(lp).label}
+    for lp in laptops[:2]:
+        assert (lp.os_root / "etc/wireguard/wg0.conf").exists()
+    assert playbooks_running_in(tmp_path) == []
+
+
 def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
     """A killed worker's ansible-playbook is killed by the next run in its directory;
     a recycled PID (a process not naming the directory) is left alone."""
@@ -322,6 +381,25 @@ def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_stray_wave_holding_this_laptop_is_found(tmp_path: Path) -> None:
+    """A laptop configured in a wave before its worker was killed may be configured
+    alone (or in another wave) after: the stray run is found by the laptops its
+    private dir lists, not only by the directory's name."""
+    from provisioning.ansible import _dirs_sharing_hosts
+
+    root = tmp_path / "ansible"
+    wave, alone, done = root / "batch-0123456789ab", root / "127.0.0.1_2201", root / "batch-x"
+    for d in (wave, alone, done):
+        d.mkdir(parents=True)
+    (wave / "hosts").write_text("127.0.0.1_2201\n127.0.0.1_2202\n")
+    (wave / "playbook.pid").write_text("1\n")
+    (done / "hosts").write_text("127.0.0.1_2201\n")  # finished: no pid file
+    assert _dirs_sharing_hosts(alone, {"127.0.0.1_2201"}) == [wave]
+    assert _dirs_sharing_hosts(alone, {"127.0.0.1_2203"}) == []
+    (alone / "playbook.pid").write_text("1\n")  # a laptop's own dir, by its name
+    assert _dirs_sharing_hosts(root / "batch-y", {"127.0.0.1_2201"}) == [alone, wave]
 
 
 def test_process_env_is_restricted_for_ansible(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -335,6 +335,27 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
     ]  # fmt: skip
 
 
+def test_linux_laptops_reaching_configure_together_are_configured_in_one_run(
+    bench: Bench,
+) -> None:
+    """Two laptops scanned together reach configure together: one Ansible run for both,
+    each still READY on its own verdict. The window is long so that a loaded machine
+    cannot split them; the leader stops waiting once the other laptop has joined."""
+    runs = []
+    for slot, serial in enumerate(("ACME0001", "ACME0002"), start=1):
+        bench.plug(serial, slot=slot)
+        run = bench.scan(serial, slot=slot)
+        assert run is not None and run.id is not None
+        runs.append(run.id)
+    with running_engine(bench.db, engine_config(bench.tmp, configure_wave_seconds=60)):
+        done = [bench.wait(run_id, timeout=300) for run_id in runs]
+    assert all(d.status == RunStatus.SUCCEEDED for d in done), [d.last_error for d in done]
+    for run_id in runs:
+        waves = [e for e in bench.run_events(run_id) if e.kind == "wave"]
+        assert [w.details["laptops"] for w in waves] == [2]
+    assert {bench.device(s).state for s in ("ACME0001", "ACME0002")} == {DeviceState.READY}
+
+
 def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
     db: Database, world: World, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
