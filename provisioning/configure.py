@@ -148,15 +148,16 @@ class _Wave:
 
 
 class LinuxWaves:
-    """Gathers the Linux laptops that reach their configure step in this worker within
-    ``window`` seconds into one ansible-runner run (``configure_linux_batch``).
+    """Gathers the Linux laptops that reach their configure step in this worker together
+    into one ansible-runner run (``configure_linux_batch``).
 
     Why: one ansible-playbook run per laptop pays its start-up each time, 2.8x the
     controller CPU and 1.4x the wall time of one run for five laptops
     (docs/benchmarks.md, "Configure"); laptops streamed together reach configure
     together. Each laptop still gets its own verdict, events and retries: its run's
-    thread waits for its own result. The first laptop of a wave leads it: it waits the
-    window (or until the wave is full), runs it, and hands every member its result.
+    thread waits for its own result. The first laptop of a wave leads it: it waits
+    until every laptop ``pending`` counts has joined, or ``window`` seconds, or a full
+    wave, then runs it and hands every member its result.
 
     A member aborted during the wave stops the ansible run (a run has one cancel); the
     members that were not aborted are then configured again, in a smaller wave, without
