@@ -13,12 +13,14 @@ WinRM endpoint (``lab/winrm``). Everything is in one directory; see docs/lab.md.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import getpass
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -262,6 +264,16 @@ class Lab:
         answers WinRM on ``winrm_port`` (HTTPS) and ``winrm_http_port`` (HTTP, NTLM with
         encryption). Raises LaptopNotFound, LabStartFailed.
         """
+        with self._booting():
+            return self._reboot_into_os(name)
+
+    def _booting(self) -> contextlib.AbstractContextManager[None]:
+        """One boot change at a time per lab, across threads and processes: a worker
+        rebooting several laptops at once would otherwise race on the shared CA files
+        and on the daemon's port binding (each sync re-picks the ports another took)."""
+        return _flocked(self.root / ".boot.lock")
+
+    def _reboot_into_os(self, name: str) -> LabLaptop:
         laptop = self.get(name)
         daemon_client.ensure_running(self.root, self._owner())
         sshd_dir = laptop.dir / "sshd"
@@ -304,13 +316,14 @@ class Lab:
 
     def boot_pe(self, name: str) -> LabLaptop:
         """Boot a laptop back into the PE (e.g. to re-image it). Raises LaptopNotFound."""
-        laptop = self.get(name)
-        daemon_client.ensure_running(self.root, self._owner())
-        sshd.stop(laptop.dir / "sshd")
-        laptop = self._start_sshd(replace(laptop, boot="pe"))
-        self._update(laptop)
-        self._sync()
-        return self.get(name)
+        with self._booting():
+            laptop = self.get(name)
+            daemon_client.ensure_running(self.root, self._owner())
+            sshd.stop(laptop.dir / "sshd")
+            laptop = self._start_sshd(replace(laptop, boot="pe"))
+            self._update(laptop)
+            self._sync()
+            return self.get(name)
 
     def windows_state(self, name: str) -> dict[str, Any]:
         """The Windows state of a laptop (computer name, vpn, files, apps, services).
@@ -544,3 +557,16 @@ def _password() -> str:
     import secrets
 
     return secrets.token_urlsafe(18)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created): held by one open file at a time,
+    so it excludes threads of one process as well as other processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

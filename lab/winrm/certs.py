@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -102,7 +103,8 @@ def certificate_hash(server_pem: Path) -> bytes:
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per writer (process and thread): two writers never share a temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

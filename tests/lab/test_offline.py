@@ -73,3 +73,38 @@ def test_a_windows_answer_file_with_a_dtd_is_ignored(lab: Lab) -> None:
     assert ssh_run(laptop, put, hostile.encode())[0] == 0
     lab.reboot_into_os(laptop.name)
     assert lab.windows_state(laptop.name)["computer_name"].startswith("DESKTOP-")
+
+
+def test_laptops_rebooted_at_once_from_several_threads_all_come_up(lab: Lab) -> None:
+    """A worker reboots the laptops whose imaging ended together at the same moment: the
+    lab's shared CA files and the daemon's port binding must not race (each reboot
+    takes the lab's boot lock)."""
+    import socket
+    import threading
+
+    laptops = lab.up_n(2, windows=4, disk_bytes=1024 * 1024)
+    errors: list[BaseException] = []
+
+    def reboot(name: str) -> None:
+        try:
+            lab.reboot_into_os(name)
+        except BaseException as e:  # the assertion below reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=reboot, args=(lp.name,)) for lp in laptops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    booted = [lab.get(lp.name) for lp in laptops]
+    assert {lp.boot for lp in booted} == {"os"}
+    for lp in booted:
+        if lp.os_family == "linux":
+            assert ssh_run(lp, "true")[0] == 0
+        else:
+            assert lp.winrm_port is not None
+            with socket.create_connection((lp.host, lp.winrm_port), timeout=10):
+                pass  # the laptop's WinRM listener answers
+    ports = [lp.winrm_port for lp in booted if lp.os_family == "windows"]
+    assert len(set(ports)) == len(ports)
