@@ -132,6 +132,8 @@ class JobEngine:
         self._last_sweep = 0.0
         self.shares = SiteShares(db, interval=config.share_seconds, stop=self._stop,
                                  owns=self._mine)  # fmt: skip
+        # Imported here, with ansible-runner behind it: only a process that runs jobs
+        # pays for it, not every importer of the engine's types.
         from provisioning.configure import LinuxWaves
 
         self.waves = LinuxWaves(window=config.configure_wave_seconds,
