@@ -50,7 +50,7 @@ from inventory import lifecycle
 from inventory import repository as inventory_repo
 from inventory.models import Bench, Device, HardwareModel, Site
 from inventory.states import TIMEOUT_OF, DeviceState, Event
-from provisioning import repository, service
+from provisioning import repository, service, stages
 from provisioning.bandwidth import SENDING_STEPS, SiteShares, drop_share
 from provisioning.errors import Aborted, CommandFailed, ProvisioningError
 from provisioning.imaging import TokenBucket
@@ -69,15 +69,6 @@ from provisioning.targets import default_plan_builder
 from provisioning.transports.ssh import SshEndpoint
 
 log = logging.getLogger("masterline.worker")
-
-_STAGE_ORDER = (
-    DeviceState.QUEUED, DeviceState.IMAGING, DeviceState.CONFIGURING, DeviceState.VERIFYING,
-)  # fmt: skip
-_ENTER = {
-    DeviceState.IMAGING: Event.IMAGE,
-    DeviceState.CONFIGURING: Event.CONFIGURE,
-    DeviceState.VERIFYING: Event.VERIFY,
-}
 
 
 @dataclass
@@ -164,7 +155,7 @@ class JobEngine:
         now = time.monotonic()
         if now - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = now
-            sweep_timeouts(self.db, self.config.state_timeouts)
+            stages.sweep_timeouts(self.db, self.config.state_timeouts)
         for run_id in self._claim():
             self._pool.submit(self._execute, run_id)
 
@@ -303,15 +294,11 @@ class JobEngine:
             step = STEPS[min(run.step_index, len(STEPS) - 1)]
             device = inventory_repo.get_device_for_update(s, run.device_id)
             assert device is not None
-            if not _enter_stage(s, device, step.stage, run, actor=f"worker:{self.me}"):
-                run.status = RunStatus.FAILED
-                run.last_error = f"{step.name}: device left the pipeline ({device.state})"
-                run.failed_step = step.name
-                run.worker_id = None
-                run.finished_at = run.updated_at = utcnow()
-                s.add(run)
-                service.add_event(s, run, step=step.name, kind="failed",
-                                  message=run.last_error)  # fmt: skip
+            if not stages.enter(s, device, step.stage, run, actor=f"worker:{self.me}"):
+                service.finish_failed(
+                    s, run, step=step.name, failed_step=step.name,
+                    reason=f"{step.name}: device left the pipeline ({device.state})",
+                )  # fmt: skip
                 return None
             run.step_name = step.name
             run.step_attempt += 1
@@ -462,7 +449,7 @@ class JobEngine:
             assert run is not None
             run.context = {**run.context, **out}
             if "identity" in out:
-                _record_identity(s, run.device_id, out["identity"])
+                stages.record_identity(s, run.device_id, out["identity"])
             done = {k: v for k, v in out.items() if k != "identity"}
             service.add_event(
                 s, run, step=step.name, kind="step_done", message=f"{step.name} done", details=done
@@ -521,15 +508,8 @@ class JobEngine:
             if device.state in DeviceState.working():
                 lifecycle.apply(s, device, Event.FAIL, actor=f"worker:{self.me}",
                                 reason=reason, details=details)  # fmt: skip
-            run.status = RunStatus.FAILED
-            run.last_error = reason
-            run.failed_step = step.name
-            run.worker_id = None
-            run.lease_until = None
-            run.finished_at = run.updated_at = utcnow()
-            s.add(run)
-            service.add_event(s, run, step=step.name, kind="failed", message=reason,
-                              details=details)  # fmt: skip
+            service.finish_failed(s, run, step=step.name, failed_step=step.name,
+                                  reason=reason, details=details)  # fmt: skip
 
     def _finish_abort(self, run_id: int) -> None:
         with self.db.session() as s:
@@ -539,72 +519,3 @@ class JobEngine:
             assert run is not None
             service.finish_aborted(s, run, actor=f"worker:{self.me}",
                                    reason="aborted by a technician")  # fmt: skip
-
-
-def _record_identity(s: Session, device_id: int, identity: dict[str, Any]) -> None:
-    """Keep what the PE reported (SMBIOS UUID, MACs, model) on the device, filling only
-    what the ship notice left empty."""
-    device = inventory_repo.get_device_for_update(s, device_id)
-    if device is None:
-        return
-    if not device.smbios_uuid and identity.get("uuid"):
-        device.smbios_uuid = str(identity["uuid"])[:36]
-    if not device.mac_addresses and identity.get("macs"):
-        device.mac_addresses = sorted(str(m) for m in identity["macs"].values())
-    if identity.get("model"):
-        device.observed_model = str(identity["model"])[:128]
-    device.updated_at = utcnow()
-    s.add(device)
-
-
-def _enter_stage(
-    s: Session, device: Device, stage: DeviceState, run: ProvisioningRun, *, actor: str
-) -> bool:
-    """Move the device forward into ``stage`` (QUEUED → IMAGING → CONFIGURING →
-    VERIFYING) if it is not there yet. False if it is somewhere else entirely."""
-    while device.state != stage:
-        current = DeviceState(device.state)
-        if current not in _STAGE_ORDER or _STAGE_ORDER.index(current) > _STAGE_ORDER.index(stage):
-            return False
-        nxt = _STAGE_ORDER[_STAGE_ORDER.index(current) + 1]
-        lifecycle.apply(s, device, _ENTER[nxt], actor=actor, details={"run_id": run.id})
-    return True
-
-
-def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
-    """A working state held past its timeout becomes its failure (MAAS); the device's
-    active run fails with the same reason. Returns how many devices were failed."""
-    failed = 0
-    now = utcnow()
-    with db.session() as s:
-        for device in repository.devices_in_states(s, [st.value for st in timeouts]):
-            state = DeviceState(device.state)
-            limit = timeouts[state]
-            if device.state_changed_at + limit > now:
-                continue
-            assert device.id is not None
-            locked = inventory_repo.get_device_for_update(s, device.id)
-            if locked is None or locked.state != state:
-                continue
-            run = repository.active_run_of_device(s, device.id)
-            step = (run.step_name if run else None) or state.value
-            reason = f"{step}: {state.value} timed out after {_human(limit)}"
-            lifecycle.apply(s, locked, Event.FAIL, actor="worker:timeout", reason=reason,
-                            details={"run_id": run.id if run else None, "step": step,
-                                     "error": "StateTimedOut"})  # fmt: skip
-            if run is not None:
-                run.status = RunStatus.FAILED
-                run.last_error = reason
-                run.failed_step = run.step_name
-                run.worker_id = None
-                run.lease_until = None
-                run.finished_at = run.updated_at = now
-                s.add(run)
-                service.add_event(s, run, step=step, kind="failed", message=reason)
-            failed += 1
-    return failed
-
-
-def _human(delta: timedelta) -> str:
-    secs = int(delta.total_seconds())
-    return f"{secs // 60} min" if secs >= 120 else f"{secs} s"

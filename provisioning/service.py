@@ -164,6 +164,27 @@ def finish_aborted(session: Session, run: ProvisioningRun, *, actor: str, reason
     add_event(session, run, step=run.step_name or "queue", kind="aborted", message=reason)
 
 
+def finish_failed(
+    session: Session,
+    run: ProvisioningRun,
+    *,
+    step: str,
+    reason: str,
+    failed_step: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """End ``run`` as failed at ``failed_step`` with ``reason`` (its device's failure is
+    the caller's: it differs with why the run failed), and log it under ``step``."""
+    run.status = RunStatus.FAILED
+    run.last_error = reason
+    run.failed_step = failed_step
+    run.worker_id = None
+    run.lease_until = None
+    run.finished_at = run.updated_at = utcnow()
+    session.add(run)
+    add_event(session, run, step=step, kind="failed", message=reason, details=details)
+
+
 # Reads.
 def get_run(session: Session, run_id: int, principal: Principal) -> ProvisioningRun:
     """:raises RunNotFound: unknown, or another company's for a client-bound caller."""

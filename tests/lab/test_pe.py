@@ -17,6 +17,7 @@ from lab import keys, sshd
 from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from tests.support.lab import ssh_cli_argv, ssh_client, ssh_run
+from tests.support.processes import live_processes
 
 PE = "${MASTERLINE_PE_ROOT:-}"
 WRITE = f'dd of="{PE}/dev/nvme0n1" bs=4M iflag=fullblock conv=notrunc,fsync status=none'
@@ -114,16 +115,8 @@ def test_paramiko_stream_and_down_stops_every_process(lab: Lab) -> None:
 
 
 def _lab_processes(lab: Lab) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(lab.root).encode() in cmd and sshd.alive(int(entry)):
-                out.append(int(entry))
-    return out
+    root = str(lab.root).encode()
+    return [pid for pid, argv in live_processes() if any(root in a for a in argv)]
 
 
 def test_wrong_serial(lab: Lab) -> None:

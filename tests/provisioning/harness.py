@@ -287,16 +287,12 @@ LINUX_CONFIG: dict[str, Any] = {
 
 def ssh_clients_to(port: int) -> list[int]:
     """Pids of ``ssh`` clients to ``port`` on this machine."""
+    from tests.support.processes import live_processes
+
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0] == b"ssh" and b"-p" in argv:
+    for pid, argv in live_processes():
+        if argv[0] == b"ssh" and b"-p" in argv:
             i = argv.index(b"-p")
             if i + 1 < len(argv) and argv[i + 1] == str(port).encode():
-                pids.append(int(entry.name))
+                pids.append(pid)
     return pids

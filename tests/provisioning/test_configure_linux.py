@@ -24,6 +24,7 @@ from provisioning.configure import (
 )
 from provisioning.errors import CommandFailed, ConnectFailed, HostKeyMismatch
 from provisioning.plan import ConfigPlan, OsTarget
+from tests.support.processes import live_processes
 
 WG_KEY = "wgPRIVATEkey-0123456789abcdefghijklmnopqrstu="
 OVPN_KEY = "-----BEGIN PRIVATE KEY-----\nMIIovpnSECRETline0123456789\n-----END PRIVATE KEY-----"
@@ -71,16 +72,10 @@ def booted(lab: Lab, *serials: str) -> list[LabLaptop]:
 def playbooks_running_in(directory: Path) -> list[str]:
     """Live (non-zombie) ansible-playbook processes whose command line names directory."""
     found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "ansible-playbook" in cmdline and str(directory) in cmdline and state != "Z":
-            found.append(f"{proc.name}:{state}:{cmdline[:120]}")
+    for pid, argv in live_processes():
+        cmdline = b" ".join(argv).decode(errors="replace")
+        if "ansible-playbook" in cmdline and str(directory) in cmdline:
+            found.append(f"{pid}:{cmdline[:120]}")
     return found
 
 

@@ -21,8 +21,9 @@ from inventory.states import DeviceState
 from lab.faults import Fault
 from lab.lab import Lab
 from provisioning import service
-from provisioning.engine import JobEngine, sweep_timeouts
+from provisioning.engine import JobEngine
 from provisioning.models import ProvisioningRun, RunStatus
+from provisioning.stages import sweep_timeouts
 from tests.provisioning.harness import (
     LINUX_CONFIG,
     Bench,
