@@ -67,8 +67,9 @@ def db_upgrade(
 
     db = get_database()
     upgrade(db.url, revision)
-    err_console.print(f"database at {db.engine.url.render_as_string(hide_password=True)} is "
-                      f"up to date")  # fmt: skip
+    err_console.print(
+        f"database at {db.engine.url.render_as_string(hide_password=True)} is up to date"
+    )
 
 
 @app.command("serve")

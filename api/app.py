@@ -80,8 +80,12 @@ def create_app(db: Database | None = None) -> FastAPI:
     @app.exception_handler(OperationalError)
     async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
         # Lock timeouts and lost connections: the caller can retry; never a traceback.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                    type(exc.orig).__name__)  # fmt: skip
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc.orig).__name__,
+        )
         return _problem(503, "Database busy", "database busy or unreachable; retry")
 
     @app.exception_handler(Exception)

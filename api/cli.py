@@ -38,17 +38,23 @@ def create(
 def list_(as_json: JsonFlag = False) -> None:
     """List tokens (prefixes only)."""
     with get_database().session(write=False) as session:
-        rows = [TokenRead.model_validate(t).model_dump(mode="json") for t in
-                service.list_tokens(session)]  # fmt: skip
+        rows = [
+            TokenRead.model_validate(t).model_dump(mode="json")
+            for t in service.list_tokens(session)
+        ]
     if as_json:
         print_json(rows)
         return
     table = Table("id", "name", "prefix", "role", "client", "revoked")
     for r in rows:
         table.add_row(
-            str(r["id"]), r["name"], r["prefix"] + "…", r["role"], str(r["client_id"] or ""),
+            str(r["id"]),
+            r["name"],
+            r["prefix"] + "…",
+            r["role"],
+            str(r["client_id"] or ""),
             r["revoked_at"] or "",
-        )  # fmt: skip
+        )
     console.print(table)
 
 

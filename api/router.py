@@ -15,9 +15,11 @@ router = new_router(tags=["tokens"])
 async def whoami(principal: AnyRole) -> PrincipalRead:
     """The calling token's role and client company."""
     return PrincipalRead(
-        token_id=principal.token_id, name=principal.name, role=principal.role,
+        token_id=principal.token_id,
+        name=principal.name,
+        role=principal.role,
         client_id=principal.client_id,
-    )  # fmt: skip
+    )
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)

@@ -45,9 +45,12 @@ def create_token(
         raise ClientRequired(role.value)
     clear = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
-        name=name, prefix=clear[:12], token_hash=hash_token(clear), role=role,
+        name=name,
+        prefix=clear[:12],
+        token_hash=hash_token(clear),
+        role=role,
         client_id=client_id,
-    )  # fmt: skip
+    )
     session.add(row)
     session.flush()
     return row, clear

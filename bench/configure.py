@@ -117,9 +117,14 @@ def run_baseline(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
     env = {**os.environ, **_envvars(work, cp_dir)}
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i", str(inventory), "-f", str(forks_for(len(pairs))), "-e", f"@{secrets}",
+        "-i",
+        str(inventory),
+        "-f",
+        str(forks_for(len(pairs))),
+        "-e",
+        f"@{secrets}",
         str(playbook_path(CONFIGURE_PLAYBOOK)),
-    ]  # fmt: skip
+    ]
     start = time.perf_counter()
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -151,13 +156,17 @@ def run_batched(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
 def run_waves(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
     # As the engine's count would say: all N are in configure or on their way to it.
     waves = LinuxWaves(window=60, work_dir=work, pending=lambda: len(pairs))
-    return _threads(pairs, lambda t, p: waves.configure(t, p, on_event=lambda e: None,
-                                                        timeout=900), "waves")  # fmt: skip
+    return _threads(
+        pairs, lambda t, p: waves.configure(t, p, on_event=lambda e: None, timeout=900), "waves"
+    )
 
 
 def run_per_laptop(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
-    return _threads(pairs, lambda t, p: configure_os(t, p, on_event=lambda e: None, timeout=900,
-                                                     work_dir=work), "per-laptop")  # fmt: skip
+    return _threads(
+        pairs,
+        lambda t, p: configure_os(t, p, on_event=lambda e: None, timeout=900, work_dir=work),
+        "per-laptop",
+    )
 
 
 def _threads(

@@ -106,10 +106,14 @@ def seed(db: Database, n_devices: int, n_benches: int) -> Seeded:
         globex = inventory.create_client(s, ClientCreate(code="GLOBEX", name="Globex"))
         inventory.create_site(s, SiteCreate(code="PAR", name="Paris"))
         bench_ids = [
-            int(inventory.create_bench(
-                s, BenchCreate(site_code="PAR", code=f"B{i:02d}", slots=512)).id or 0)
+            int(
+                inventory.create_bench(
+                    s, BenchCreate(site_code="PAR", code=f"B{i:02d}", slots=512)
+                ).id
+                or 0
+            )
             for i in range(n_benches)
-        ]  # fmt: skip
+        ]
         model = inventory.get_or_create_hardware_model(s, "Dell", "Latitude 5440")
         _, admin = tokens.create_token(s, name="bench-admin", role=Role.ADMIN)
         _, technician = tokens.create_token(s, name="bench-tech", role=Role.TECHNICIAN)
@@ -125,32 +129,52 @@ def seed(db: Database, n_devices: int, n_benches: int) -> Seeded:
             for code, i in plan[start : start + BATCH]:
                 key = (code, i // PER_DELIVERY)
                 if key not in deliveries:
-                    body = DeliveryCreate(client_code=code, vendor="Dell",
-                                          order_reference=f"PO-{code}-{key[1]:04d}")  # fmt: skip
+                    body = DeliveryCreate(
+                        client_code=code, vendor="Dell", order_reference=f"PO-{code}-{key[1]:04d}"
+                    )
                     deliveries[key] = int(inventory.create_delivery(s, body, SYSTEM).id or 0)
                 serial = f"{code[:4]}{i:07d}"
                 if code == "ACME":
                     acme_serials.append(serial)
-                devices.append(Device(
-                    serial=serial, vendor="Dell", hardware_model_id=model.id,
-                    client_id=client_ids[code], delivery_id=deliveries[key],
-                    order_reference=f"PO-{code}-{key[1]:04d}", mac_addresses=[],
-                ))  # fmt: skip
+                devices.append(
+                    Device(
+                        serial=serial,
+                        vendor="Dell",
+                        hardware_model_id=model.id,
+                        client_id=client_ids[code],
+                        delivery_id=deliveries[key],
+                        order_reference=f"PO-{code}-{key[1]:04d}",
+                        mac_addresses=[],
+                    )
+                )
             lifecycle.create(s, devices, Event.EXPECT, actor="bench")
     with db.session() as s:
-        strays = [Device(serial=f"STRAY{i:06d}", vendor="unknown", mac_addresses=[])
-                  for i in range(n_unexpected)]  # fmt: skip
+        strays = [
+            Device(serial=f"STRAY{i:06d}", vendor="unknown", mac_addresses=[])
+            for i in range(n_unexpected)
+        ]
         lifecycle.create(s, strays, Event.DISCOVER, actor="bench")
     with db.session(write=False) as s:
-        ids = [d.id for d in repository.list_devices(
-            s, client_id=client_ids["ACME"], state=DeviceState.EXPECTED, limit=1,
-            cursor=int(n_devices * 0.9))]  # fmt: skip
+        ids = [
+            d.id
+            for d in repository.list_devices(
+                s,
+                client_id=client_ids["ACME"],
+                state=DeviceState.EXPECTED,
+                limit=1,
+                cursor=int(n_devices * 0.9),
+            )
+        ]
     middle = deliveries[("ACME", len(plan) // PER_DELIVERY // 2)]
     return Seeded(
-        admin=admin, technician=technician, bench_ids=bench_ids, acme_serials=acme_serials,
-        delivery_id=middle, deep_cursor=int(ids[0] or 0) if ids else 0,
+        admin=admin,
+        technician=technician,
+        bench_ids=bench_ids,
+        acme_serials=acme_serials,
+        delivery_id=middle,
+        deep_cursor=int(ids[0] or 0) if ids else 0,
         prefix=acme_serials[len(acme_serials) // 2][:-2],
-    )  # fmt: skip
+    )
 
 
 # The server.
@@ -160,10 +184,24 @@ def uvicorn_server(url: str, workdir: Path) -> Iterator[str]:
     env = {**os.environ, "MASTERLINE_DATABASE_URL": url, "MASTERLINE_DATA_DIR": str(workdir)}
     log = (workdir / "uvicorn.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -208,9 +246,12 @@ async def _technicians(
     # flight: measured, 27 ms p50 against a server that answers in under 1 ms. One SSL
     # context (unused: the server is plain HTTP on 127.0.0.1) loads it once.
     tls = ssl.create_default_context()
-    clients = [httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits,
-                                 verify=tls, trust_env=False)
-               for _ in range(n_clients)]  # fmt: skip
+    clients = [
+        httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=60, limits=limits, verify=tls, trust_env=False
+        )
+        for _ in range(n_clients)
+    ]
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
         if pace:
@@ -257,8 +298,9 @@ def scan_load(
     return asyncio.run(_technicians(base, seeded.technician, n_clients, per_client, pace, request))
 
 
-def me_load(base: str, seeded: Seeded, *, n_clients: int, per_client: int, pace: float
-            ) -> tuple[list[float], dict[int, int]]:  # fmt: skip
+def me_load(
+    base: str, seeded: Seeded, *, n_clients: int, per_client: int, pace: float
+) -> tuple[list[float], dict[int, int]]:
     async def request(client: httpx.AsyncClient, i: int, k: int) -> httpx.Response:
         return await client.get("/me")
 
@@ -281,8 +323,9 @@ def list_pages(seeded: Seeded) -> dict[str, dict[str, Any]]:
 
 def time_http_list(base: str, token: str, params: dict[str, Any], n: int) -> list[float]:
     out = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                      timeout=60) as client:  # fmt: skip
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
         for i in range(n + 5):
             t0 = time.perf_counter()
             r = client.get("/devices", params={**params, "limit": 100})
@@ -295,18 +338,23 @@ def time_http_list(base: str, token: str, params: dict[str, Any], n: int) -> lis
     return out
 
 
-def time_raw_list(db: Database, client_id: int | None, params: dict[str, Any], n: int
-                  ) -> list[float]:  # fmt: skip
+def time_raw_list(
+    db: Database, client_id: int | None, params: dict[str, Any], n: int
+) -> list[float]:
     out = []
     state = DeviceState(params["state"]) if "state" in params else None
     for i in range(n + 5):
         with db.session(write=False) as s:
             t0 = time.perf_counter()
             rows = repository.list_devices(
-                s, client_id=client_id if "client" in params else None, state=state,
-                delivery_id=params.get("delivery_id"), serial_prefix=params.get("serial_prefix"),
-                cursor=params.get("cursor"), limit=100,
-            )  # fmt: skip
+                s,
+                client_id=client_id if "client" in params else None,
+                state=state,
+                delivery_id=params.get("delivery_id"),
+                serial_prefix=params.get("serial_prefix"),
+                cursor=params.get("cursor"),
+                limit=100,
+            )
             dt = time.perf_counter() - t0
             assert rows
         if i >= 5:
@@ -352,9 +400,11 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
             t0 = time.perf_counter()
             seeded = seed(db, args.devices, args.clients)
             seed_s = time.perf_counter() - t0
-            print(f"[{backend}] seeded {args.devices:,} devices in {seed_s:.1f} s "
-                  f"({args.devices / seed_s:,.0f} devices/s with lifecycle.create)",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{backend}] seeded {args.devices:,} devices in {seed_s:.1f} s "
+                f"({args.devices / seed_s:,.0f} devices/s with lifecycle.create)",
+                flush=True,
+            )
             if not db.is_sqlite:
                 # What autovacuum does on its own in the minutes after a bulk load (an
                 # insert-triggered VACUUM, then ANALYZE); done now so that it does not
@@ -376,35 +426,71 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
             per = args.scans_per_client
             with uvicorn_server(url, workdir) as base:
                 me_load(base, seeded, n_clients=args.clients, per_client=5, pace=0)  # warm-up
-                lat, err = me_load(base, seeded, n_clients=args.clients,
-                                   per_client=max(5, per // 2), pace=args.pace)  # fmt: skip
+                lat, err = me_load(
+                    base,
+                    seeded,
+                    n_clients=args.clients,
+                    per_client=max(5, per // 2),
+                    pace=args.pace,
+                )
                 rows.append(Row(backend, "GET /me, paced (baseline)", lat, errors=err))
                 steal0, t1, sessions0 = steal_seconds(), time.perf_counter(), _sessions(db)
-                lat, err = scan_load(base, seeded, n_clients=args.clients, per_client=per,
-                                     pace=args.pace, offset=0)  # fmt: skip
+                lat, err = scan_load(
+                    base, seeded, n_clients=args.clients, per_client=per, pace=args.pace, offset=0
+                )
                 steal = steal_seconds() - steal0
                 opened = _sessions(db) - sessions0
-                rows.append(Row(backend, f"POST /scan, {args.clients} clients, paced", lat,
-                                target=("p99", SCAN_P99_TARGET_MS),
-                                baseline="GET /me, paced (baseline)", errors=err,
-                                note=f"every {args.pace} s each; CPU stolen by the VM's "
-                                     f"neighbours {steal:.1f} s in "
-                                     f"{time.perf_counter() - t1:.0f} s"
-                                     + (f"; about {max(0, opened - 1)} connections opened"
-                                        if not db.is_sqlite else "")))  # fmt: skip
+                rows.append(
+                    Row(
+                        backend,
+                        f"POST /scan, {args.clients} clients, paced",
+                        lat,
+                        target=("p99", SCAN_P99_TARGET_MS),
+                        baseline="GET /me, paced (baseline)",
+                        errors=err,
+                        note=f"every {args.pace} s each; CPU stolen by the VM's "
+                        f"neighbours {steal:.1f} s in "
+                        f"{time.perf_counter() - t1:.0f} s"
+                        + (
+                            f"; about {max(0, opened - 1)} connections opened"
+                            if not db.is_sqlite
+                            else ""
+                        ),
+                    )
+                )
                 t1 = time.perf_counter()
-                lat, err = scan_load(base, seeded, n_clients=args.clients, per_client=per,
-                                     pace=0, offset=args.clients * per)  # fmt: skip
+                lat, err = scan_load(
+                    base,
+                    seeded,
+                    n_clients=args.clients,
+                    per_client=per,
+                    pace=0,
+                    offset=args.clients * per,
+                )
                 wall = time.perf_counter() - t1
-                rows.append(Row(backend, f"POST /scan, {args.clients} clients, saturated", lat,
-                                baseline="GET /me, paced (baseline)", errors=err,
-                                note=f"{len(lat) / wall:.0f} scans/s"))  # fmt: skip
+                rows.append(
+                    Row(
+                        backend,
+                        f"POST /scan, {args.clients} clients, saturated",
+                        lat,
+                        baseline="GET /me, paced (baseline)",
+                        errors=err,
+                        note=f"{len(lat) / wall:.0f} scans/s",
+                    )
+                )
                 for label, params in list_pages(seeded).items():
-                    raw = Row(backend, f"  raw SQL: {label}",
-                              time_raw_list(db, acme_id, params, args.list_requests))  # fmt: skip
-                    http = Row(backend, f"GET /devices {label}",
-                               time_http_list(base, seeded.admin, params, args.list_requests),
-                               target=("p95", LIST_P95_TARGET_MS), baseline=raw.name)  # fmt: skip
+                    raw = Row(
+                        backend,
+                        f"  raw SQL: {label}",
+                        time_raw_list(db, acme_id, params, args.list_requests),
+                    )
+                    http = Row(
+                        backend,
+                        f"GET /devices {label}",
+                        time_http_list(base, seeded.admin, params, args.list_requests),
+                        target=("p95", LIST_P95_TARGET_MS),
+                        baseline=raw.name,
+                    )
                     rows += [http, raw]
             db.dispose()
     finally:
@@ -414,8 +500,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
 
 def render(rows: list[Row]) -> tuple[str, bool]:
     by_name = {(r.backend, r.name): r for r in rows}
-    head = (f"{'backend':<9}{'measurement':<50}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}"
-            f"{'p99 ms':>9}  {'target':<14}{'vs base p95':>12}  note")  # fmt: skip
+    head = (
+        f"{'backend':<9}{'measurement':<50}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}  {'target':<14}{'vs base p95':>12}  note"
+    )
     lines = [head, "-" * len(head)]
     all_ok = True
     for r in rows:
@@ -460,9 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_backend(backend, args)
     table, ok = render(rows)
     print()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f} at the end, "
-          f"{args.devices:,} devices, {args.clients} clients")  # fmt: skip
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end, "
+        f"{args.devices:,} devices, {args.clients} clients"
+    )
     print(table)
     print("\nall targets met" if ok else "\nSOME TARGETS MISSED")
     return 0

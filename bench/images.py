@@ -98,10 +98,21 @@ def start_server(work: Path, port: int) -> subprocess.Popen[bytes]:
         "MASTERLINE_MAX_IMAGE_SIZE": str(1024**4),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning"],
-        cwd=REPO, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -136,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         db = Database(db_url)
         with db.session() as s:
             inventory.create_client(s, ClientCreate(code="BENCH", name="Bench Corp"))
-            _, token = tokens.create_token(s, name="bench-dsi", role=Role.DSI,
-                                           client_code="BENCH")  # fmt: skip
+            _, token = tokens.create_token(s, name="bench-dsi", role=Role.DSI, client_code="BENCH")
         db.dispose()
         port = free_port()
         proc = start_server(work, port)
@@ -160,15 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         image = outcome.image
         stored = work / "store" / "sha256" / image["sha256"][:2] / image["sha256"]
         ok = image["status"] == "available" and image["sha256"] == base_sha and stored.is_file()
-        print(f"client sha256: {hashed - start:.1f} s; declare + tus upload: {transfer:.1f} s "
-              f"({size / transfer / 1e6:.0f} MB/s)")  # fmt: skip
+        print(
+            f"client sha256: {hashed - start:.1f} s; declare + tus upload: {transfer:.1f} s "
+            f"({size / transfer / 1e6:.0f} MB/s)"
+        )
         print(
             f"upload end-to-end: {total:.1f} s = {total / base_s:.2f}x baseline "
             f"(target <= {WALL_TARGET:.0f}x); transfer alone {transfer / base_s:.2f}x"
         )
-        print(f"server peak RSS (VmHWM): {rss_peak:.0f} MB (target <= {RSS_TARGET_MB:.0f} MB); "
-              f"idle after start {rss_idle:.0f} MB, so the upload itself added "
-              f"{rss_peak - rss_idle:.0f} MB")  # fmt: skip
+        print(
+            f"server peak RSS (VmHWM): {rss_peak:.0f} MB (target <= {RSS_TARGET_MB:.0f} MB); "
+            f"idle after start {rss_idle:.0f} MB, so the upload itself added "
+            f"{rss_peak - rss_idle:.0f} MB"
+        )
         gib = size / 1024**3
         print(
             f"CPU per GiB: server {server_cpu / gib:.1f} s (receive, sha256, write, fsync), "

@@ -160,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     _make_image(raw, args.mib)
     data_sha = hashlib.sha256(raw.read_bytes()).hexdigest()
     source = imaging.ImageSource(
-        image_id=1, path=raw, format="raw", size=raw.stat().st_size, sha256=data_sha,
-        raw_size=raw.stat().st_size, raw_sha256=data_sha,
-    )  # fmt: skip
+        image_id=1,
+        path=raw,
+        format="raw",
+        size=raw.stat().st_size,
+        sha256=data_sha,
+        raw_size=raw.stat().st_size,
+        raw_sha256=data_sha,
+    )
     cached = imaging.ensure_cached(source, work / "cache")
     lab = Lab(work / "lab", keep_running=True)
     try:
@@ -190,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             os.sync()
             par_o.append(_parallel(lambda lp: _openssh(lp, cached.path), list(laptops)))
             os.sync()
-            par_s.append(_parallel(lambda lp: _openssh(lp, cached.path, same_sink=True),
-                                   list(laptops)))  # fmt: skip
+            par_s.append(
+                _parallel(lambda lp: _openssh(lp, cached.path, same_sink=True), list(laptops))
+            )
             os.sync()
             imaging.SENT_HASHES.forget()
             par_m.append(_parallel(lambda lp: _masterline(lp, cached), list(laptops)))
@@ -222,15 +228,24 @@ def main(argv: list[str] | None = None) -> int:
         (f"{n} streams: OpenSSH", f"{n * file_mb / on:.0f} MB/s", f"{on:.2f} s"),
         (f"{n} streams: Masterline", f"{n * file_mb / mn:.0f} MB/s", f"{mn:.2f} s"),
         (f"{n} streams ratio (target >= 0.9)", *_ratio(par_o, par_m)),
-        (f"{n} streams: OpenSSH into zstd -dc 1<>disk", f"{n * file_mb / sn:.0f} MB/s",
-         f"{sn:.2f} s"),
+        (
+            f"{n} streams: OpenSSH into zstd -dc 1<>disk",
+            f"{n * file_mb / sn:.0f} MB/s",
+            f"{sn:.2f} s",
+        ),
         (f"{n} streams ratio, same laptop-side sink", *_ratio(par_s, par_m)),
-        ("wire / zstd(non-zero blocks) (target <= 1.05)", f"{sent['bytes_sent'] / nonzero:.3f}x",
-         f"{sent['bytes_sent']} / {nonzero} B"),
+        (
+            "wire / zstd(non-zero blocks) (target <= 1.05)",
+            f"{sent['bytes_sent'] / nonzero:.3f}x",
+            f"{sent['bytes_sent']} / {nonzero} B",
+        ),
         ("disk holds the image after the run", str(transport_ok), ""),
-        ("CPU taken by the VM's neighbours (steal)", f"{steal:.1f} s",
-         f"of {t_all:.0f} s x {os.cpu_count()} cores"),
-    ]  # fmt: skip
+        (
+            "CPU taken by the VM's neighbours (steal)",
+            f"{steal:.1f} s",
+            f"of {t_all:.0f} s x {os.cpu_count()} cores",
+        ),
+    ]
     width = max(len(r[0]) for r in rows)
     for name, value, extra in rows:
         print(f"{name:<{width}}  {value:>14}  {extra}")

@@ -29,20 +29,30 @@ def seed() -> str:
             model = inventory.get_or_create_hardware_model(session, "Dell", "Latitude 5440")
             delivery = inventory.create_delivery(
                 session,
-                DeliveryCreate(client_code=DEMO_CLIENT, vendor="Dell", order_reference=DEMO_ORDER,
-                               carrier="DHL", tracking="JD0146000000000001"),
+                DeliveryCreate(
+                    client_code=DEMO_CLIENT,
+                    vendor="Dell",
+                    order_reference=DEMO_ORDER,
+                    carrier="DHL",
+                    tracking="JD0146000000000001",
+                ),
                 SYSTEM,
-            )  # fmt: skip
+            )
             devices = [
                 Device(
-                    serial=s, vendor="Dell", hardware_model_id=model.id,
-                    client_id=delivery.client_id, delivery_id=delivery.id,
-                    order_reference=DEMO_ORDER, mac_addresses=[],
+                    serial=s,
+                    vendor="Dell",
+                    hardware_model_id=model.id,
+                    client_id=delivery.client_id,
+                    delivery_id=delivery.id,
+                    order_reference=DEMO_ORDER,
+                    mac_addresses=[],
                 )
                 for s in DEMO_SERIALS
-            ]  # fmt: skip
-            lifecycle.create(session, devices, Event.EXPECT, actor=SYSTEM.actor,
-                             reason="demo ship notice")  # fmt: skip
+            ]
+            lifecycle.create(
+                session, devices, Event.EXPECT, actor=SYSTEM.actor, reason="demo ship notice"
+            )
         _, clear = tokens.create_token(session, name="demo-admin", role=Role.ADMIN)
     return clear
 

@@ -27,11 +27,12 @@ class Settings(BaseSettings):
     )
     sqlite_busy_timeout_ms: int = 10_000
     auth_cache_seconds: float = Field(
-        default=2.0, ge=0,
+        default=2.0,
+        ge=0,
         description="How long a server process reuses a token it has checked (0: never). "
         "A token revoked through the API stops at once in that process; revoked from "
         "the CLI or another process, within this many seconds.",
-    )  # fmt: skip
+    )
     image_store_dir: Path | None = None
     max_image_size: int = Field(
         default=256 * 1024**3, ge=1, description="Largest image (stored bytes) accepted."

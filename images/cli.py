@@ -35,9 +35,13 @@ ClientOpt = Annotated[
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
-    )  # fmt: skip
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
 
 
 def _model_ref(text: str) -> dict[str, str]:
@@ -84,9 +88,11 @@ def upload(
                     bar.update(sending["task"], completed=offset, description="resuming")
 
             uploader = Uploader(
-                client, retries=retries, on_send_start=start,
+                client,
+                retries=retries,
+                on_send_start=start,
                 on_send=lambda n: bar.advance(sending["task"], n),
-            )  # fmt: skip
+            )
             try:
                 outcome = uploader.upload(req, digest)
             except KeyboardInterrupt:
@@ -97,12 +103,16 @@ def upload(
         print_json(image)
         return
     if outcome.already:
-        console.print(f"image {image['id']} {image['name']} {image['version']} was already "
-                      f"uploaded ({image['status']})")  # fmt: skip
+        console.print(
+            f"image {image['id']} {image['name']} {image['version']} was already "
+            f"uploaded ({image['status']})"
+        )
         return
     resumed = f", resumed at byte {outcome.resumed_from:,}" if outcome.resumed_from else ""
-    console.print(f"[green]✔[/green] image {image['id']} {image['name']} {image['version']} "
-                  f"{image['status']} (sha256 {image['sha256'][:12]}…{resumed})")  # fmt: skip
+    console.print(
+        f"[green]✔[/green] image {image['id']} {image['name']} {image['version']} "
+        f"{image['status']} (sha256 {image['sha256'][:12]}…{resumed})"
+    )
 
 
 @app.command("list")
@@ -117,20 +127,32 @@ def list_images(
     token: TokenOpt = None,
 ) -> None:
     """One page of the catalogue."""
-    given = {"client": client_code, "name": name, "status": status, "limit": limit,
-             "cursor": cursor}  # fmt: skip
+    given = {
+        "client": client_code,
+        "name": name,
+        "status": status,
+        "limit": limit,
+        "cursor": cursor,
+    }
     params = {k: v for k, v in given.items() if v is not None}
     with ApiClient(api_url, token) as client:
         page = client.get("/images", params=params)
     if as_json:
         print_json(page)
         return
-    table = Table("id", "client", "name", "version", "os", "format", "size", "status",
-                  "published")  # fmt: skip
+    table = Table("id", "client", "name", "version", "os", "format", "size", "status", "published")
     for i in page["items"]:
-        table.add_row(str(i["id"]), i["client_code"], i["name"], i["version"], i["os_family"],
-                      i["format"], f"{i['size']:,}", i["status"],
-                      (i["published_at"] or "")[:19])  # fmt: skip
+        table.add_row(
+            str(i["id"]),
+            i["client_code"],
+            i["name"],
+            i["version"],
+            i["os_family"],
+            i["format"],
+            f"{i['size']:,}",
+            i["status"],
+            (i["published_at"] or "")[:19],
+        )
     console.print(table)
     if page.get("next_cursor"):
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -142,14 +164,23 @@ def _show(image: dict[str, Any], as_json: bool) -> None:
         return
     models = ", ".join(f"{m['vendor']} {m['model']}" for m in image["compatible_models"])
     for key, value in [
-        ("id", image["id"]), ("client", image["client_code"]), ("name", image["name"]),
-        ("version", image["version"]), ("os", image["os_family"]), ("format", image["format"]),
-        ("status", image["status"]), ("size", f"{image['size']:,}"), ("sha256", image["sha256"]),
-        ("raw size", f"{image['raw_size']:,}"), ("raw sha256", image["raw_sha256"]),
-        ("models", models or "all"), ("uploaded by", image["uploaded_by"]),
-        ("published", image["published_at"] or "-"), ("retired", image["retired_at"] or "-"),
+        ("id", image["id"]),
+        ("client", image["client_code"]),
+        ("name", image["name"]),
+        ("version", image["version"]),
+        ("os", image["os_family"]),
+        ("format", image["format"]),
+        ("status", image["status"]),
+        ("size", f"{image['size']:,}"),
+        ("sha256", image["sha256"]),
+        ("raw size", f"{image['raw_size']:,}"),
+        ("raw sha256", image["raw_sha256"]),
+        ("models", models or "all"),
+        ("uploaded by", image["uploaded_by"]),
+        ("published", image["published_at"] or "-"),
+        ("retired", image["retired_at"] or "-"),
         ("notes", image["notes"] or ""),
-    ]:  # fmt: skip
+    ]:
         console.print(f"[bold]{key:>11}[/bold]  {value}")
 
 
@@ -219,9 +250,11 @@ def _print_config(cfg: dict[str, Any] | None, as_json: bool) -> None:
     if cfg is None:
         console.print("no configuration set yet")
         return
-    console.print(f"[bold]{cfg['client_code']} v{cfg['version']}[/bold]"
-                  f"{' (active)' if cfg['active'] else ''} by {cfg['created_by']} "
-                  f"at {cfg['created_at'][:19]}")  # fmt: skip
+    console.print(
+        f"[bold]{cfg['client_code']} v{cfg['version']}[/bold]"
+        f"{' (active)' if cfg['active'] else ''} by {cfg['created_by']} "
+        f"at {cfg['created_at'][:19]}"
+    )
     shown = {k: cfg[k] for k in ("hostname_pattern", "image", "vpn", "apps", "checks")}
     console.print_json(json.dumps(shown))
 
@@ -280,9 +313,15 @@ def configs_list(
         return
     table = Table("version", "active", "hostname", "vpn", "apps", "by", "at")
     for c in rows:
-        table.add_row(str(c["version"]), "✔" if c["active"] else "", c["hostname_pattern"],
-                      (c["vpn"] or {}).get("kind", "-"), str(len(c["apps"])), c["created_by"],
-                      c["created_at"][:19])  # fmt: skip
+        table.add_row(
+            str(c["version"]),
+            "✔" if c["active"] else "",
+            c["hostname_pattern"],
+            (c["vpn"] or {}).get("kind", "-"),
+            str(len(c["apps"])),
+            c["created_by"],
+            c["created_at"][:19],
+        )
     console.print(table)
 
 
@@ -299,12 +338,16 @@ def configs_activate(
 
 @configs_app.command("import-secrets")
 def configs_import_secrets(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                         help='JSON: {"secrets": [{"serial", "name", "value"}]}')],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help='JSON: {"secrets": [{"serial", "name", "value"}]}'
+        ),
+    ],
     client_code: ClientOpt = None,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
-) -> None:  # fmt: skip
+) -> None:
     """Import per-device secrets (write-only), all or nothing."""
     try:
         body = json.loads(file.read_text())

@@ -54,8 +54,9 @@ def _check_store_ref(session: Session, client_id: int, ref: StoreRef, where: str
         row = repository.get_image(session, ref.image_id)
         ok = row is not None and row.client_id == client_id and row.status == ImageStatus.AVAILABLE
         if not ok:
-            raise InvalidConfig(f"{where}: image {ref.image_id} is not an available image "
-                                "of this client")  # fmt: skip
+            raise InvalidConfig(
+                f"{where}: image {ref.image_id} is not an available image of this client"
+            )
         return
     assert ref.sha256 is not None
     if repository.available_by_sha(session, client_id, ref.sha256) is None:
@@ -100,11 +101,14 @@ def set_config(
     document = body.model_dump(mode="json", exclude={"vpn": {"secrets"}})
     repository.deactivate_configs(session, client.id)
     row = ClientConfig(
-        client_id=client.id, version=repository.next_config_version(session, client.id),
-        active=True, body=document, secret_names=sorted(secrets),
+        client_id=client.id,
+        version=repository.next_config_version(session, client.id),
+        active=True,
+        body=document,
+        secret_names=sorted(secrets),
         secrets_ciphertext=vault.encrypt_map(secrets) if secrets else None,
         created_by=principal.actor,
-    )  # fmt: skip
+    )
     session.add(row)
     session.flush()
     return row
@@ -138,8 +142,9 @@ def get_config(
     return client, row
 
 
-def activate(session: Session, client_code: str, version: int, principal: Principal
-             ) -> tuple[ClientCompany, ClientConfig]:  # fmt: skip
+def activate(
+    session: Session, client_code: str, version: int, principal: Principal
+) -> tuple[ClientCompany, ClientConfig]:
     """Make an older (or newer) version the active one.
 
     :raises ClientNotFound, ConfigNotFound: see ``get_config``.
@@ -159,16 +164,29 @@ def to_read(client: ClientCompany, row: ClientConfig) -> ClientConfigRead:
     vpn = None
     if body.vpn is not None:
         vpn = VpnRead(
-            kind=body.vpn.kind, name=body.vpn.name, server=body.vpn.server, port=body.vpn.port,
-            settings=dict(body.vpn.settings), client_app=body.vpn.client_app,
-            device_secret=body.vpn.device_secret, secret_names=list(row.secret_names),
-        )  # fmt: skip
+            kind=body.vpn.kind,
+            name=body.vpn.name,
+            server=body.vpn.server,
+            port=body.vpn.port,
+            settings=dict(body.vpn.settings),
+            client_app=body.vpn.client_app,
+            device_secret=body.vpn.device_secret,
+            secret_names=list(row.secret_names),
+        )
     assert row.id is not None
     return ClientConfigRead(
-        id=row.id, client_code=client.code, version=row.version, active=row.active,
-        hostname_pattern=body.hostname_pattern, image=body.image, vpn=vpn, apps=body.apps,
-        checks=body.checks, created_by=row.created_by, created_at=row.created_at,
-    )  # fmt: skip
+        id=row.id,
+        client_code=client.code,
+        version=row.version,
+        active=row.active,
+        hostname_pattern=body.hostname_pattern,
+        image=body.image,
+        vpn=vpn,
+        apps=body.apps,
+        checks=body.checks,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
 
 
 def body_of(config: ClientConfig) -> ClientConfigBody:
@@ -214,14 +232,18 @@ def render_hostname(
     return name
 
 
-def hostname_for(session: Session, config: ClientConfig, device: Device, os_family: OsFamily
-                 ) -> str:  # fmt: skip
+def hostname_for(
+    session: Session, config: ClientConfig, device: Device, os_family: OsFamily
+) -> str:
     """:raises HostnameInvalid: see ``render_hostname``."""
     client = repository.client_codes(session, {config.client_id})
     return render_hostname(
-        body_of(config).hostname_pattern, serial=device.serial, asset_tag=device.asset_tag,
-        client_code=client.get(config.client_id, ""), os_family=os_family,
-    )  # fmt: skip
+        body_of(config).hostname_pattern,
+        serial=device.serial,
+        asset_tag=device.asset_tag,
+        client_code=client.get(config.client_id, ""),
+        os_family=os_family,
+    )
 
 
 # Secrets.
@@ -232,9 +254,10 @@ def _wireguard_keypair() -> tuple[str, str]:
 
     key = X25519PrivateKey.generate()
     private = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
         serialization.NoEncryption(),
-    )  # fmt: skip
+    )
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -253,8 +276,9 @@ def device_secrets(session: Session, config: ClientConfig, device: Device) -> di
     :raises SecretKeyError: the secret key cannot decrypt what is stored.
     """
     if device.client_id != config.client_id or device.id is None:
-        raise InvalidConfig(f"device {device.serial} is not a device of this configuration's "
-                            "client")  # fmt: skip
+        raise InvalidConfig(
+            f"device {device.serial} is not a device of this configuration's client"
+        )
     out = vault.decrypt_map(config.secrets_ciphertext)
     body = body_of(config)
     for row in repository.device_secrets(session, device.id):
@@ -273,9 +297,13 @@ def device_secrets(session: Session, config: ClientConfig, device: Device) -> di
 def _generate_device_key(session: Session, client_id: int, device_id: int) -> str:
     private, public = _wireguard_keypair()
     row = DeviceSecret(
-        client_id=client_id, device_id=device_id, name=GENERATED_SECRET,
-        ciphertext=vault.encrypt(private), public=public, origin="generated",
-    )  # fmt: skip
+        client_id=client_id,
+        device_id=device_id,
+        name=GENERATED_SECRET,
+        ciphertext=vault.encrypt(private),
+        public=public,
+        origin="generated",
+    )
     try:
         with session.begin_nested():
             session.add(row)
@@ -300,8 +328,10 @@ def import_device_secrets(
     assert client.id is not None
     for item in body.secrets:
         if item.name not in ALL_SECRET_NAMES:
-            raise InvalidConfig(f"secret name '{item.name}' is not a VPN secret name "
-                                f"(known: {', '.join(sorted(ALL_SECRET_NAMES))})")  # fmt: skip
+            raise InvalidConfig(
+                f"secret name '{item.name}' is not a VPN secret name "
+                f"(known: {', '.join(sorted(ALL_SECRET_NAMES))})"
+            )
     serials = {inventory.normalize_code(i.serial) for i in body.secrets}
     devices = repository.devices_by_serial(session, client.id, serials)
     missing = sorted(serials - set(devices))
@@ -323,8 +353,7 @@ def import_device_secrets(
     return len(body.secrets)
 
 
-def public_keys(session: Session, client_code: str, principal: Principal
-                ) -> list[DevicePublicKey]:  # fmt: skip
+def public_keys(session: Session, client_code: str, principal: Principal) -> list[DevicePublicKey]:
     """Per-device secrets of a client by name with their public halves (e.g. WireGuard
     public keys to register as peers); never the secret values.
 
@@ -333,7 +362,13 @@ def public_keys(session: Session, client_code: str, principal: Principal
     client = _client(session, client_code, principal)
     assert client.id is not None
     return [
-        DevicePublicKey(device_id=s.device_id, serial=serial, name=s.name, public=s.public,
-                        origin=s.origin, created_at=s.created_at)
+        DevicePublicKey(
+            device_id=s.device_id,
+            serial=serial,
+            name=s.name,
+            public=s.public,
+            origin=s.origin,
+            created_at=s.created_at,
+        )
         for s, serial in repository.device_public_keys(session, client.id)
-    ]  # fmt: skip
+    ]

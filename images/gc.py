@@ -22,8 +22,7 @@ STUCK_VERIFYING = timedelta(hours=1)
 """Publishing takes seconds; an image ``verifying`` for this long lost its server."""
 
 
-def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = None
-           ) -> GcReport:  # fmt: skip
+def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = None) -> GcReport:
     store = store or get_store()
     now = now or utcnow()
     reclaimed: list[int] = []
@@ -73,10 +72,14 @@ def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = N
             discard_partial(store, upload_id)
         temps = _remove_dead_temps(db, store, now)
     return GcReport(
-        reclaimed_images=reclaimed, kept_images=kept, discarded_uploads=discarded,
-        files_removed=removed, reclaimed_bytes=freed, temp_files_removed=temps,
+        reclaimed_images=reclaimed,
+        kept_images=kept,
+        discarded_uploads=discarded,
+        files_removed=removed,
+        reclaimed_bytes=freed,
+        temp_files_removed=temps,
         repaired_images=repaired,
-    )  # fmt: skip
+    )
 
 
 def _remove_dead_temps(db: Database, store: Store, now: datetime) -> int:

@@ -68,9 +68,9 @@ def count_in_progress(session: Session, client_id: int) -> list[int]:
 
 
 def _candidates_statement(*, by_name: bool, by_model: bool) -> SelectOfScalar[Image]:
-    has_rows = select(ImageHardwareModel.image_id).where(
-        ImageHardwareModel.image_id == Image.id
-    ).exists()  # fmt: skip
+    has_rows = (
+        select(ImageHardwareModel.image_id).where(ImageHardwareModel.image_id == Image.id).exists()
+    )
     q = select(Image).where(
         Image.client_id == bindparam("client_id"),
         Image.status == ImageStatus.AVAILABLE,
@@ -81,10 +81,14 @@ def _candidates_statement(*, by_name: bool, by_model: bool) -> SelectOfScalar[Im
     if not by_model:
         q = q.where(~has_rows)
     else:
-        matches = select(ImageHardwareModel.image_id).where(
-            ImageHardwareModel.image_id == Image.id,
-            ImageHardwareModel.hardware_model_id == bindparam("hardware_model_id"),
-        ).exists()  # fmt: skip
+        matches = (
+            select(ImageHardwareModel.image_id)
+            .where(
+                ImageHardwareModel.image_id == Image.id,
+                ImageHardwareModel.hardware_model_id == bindparam("hardware_model_id"),
+            )
+            .exists()
+        )
         q = q.where(~has_rows | matches)
     return q.order_by(col(Image.published_at).desc(), col(Image.id).desc())
 
@@ -198,8 +202,9 @@ def delete_image(session: Session, image_id: int) -> None:
     session.execute(delete(Image).where(col(Image.id) == image_id))
 
 
-def record_offset(session: Session, image_id: int, upload_id: str, offset: int, at: datetime
-                  ) -> None:  # fmt: skip
+def record_offset(
+    session: Session, image_id: int, upload_id: str, offset: int, at: datetime
+) -> None:
     session.execute(
         update(Image)
         .where(col(Image.id) == image_id, col(Image.upload_id) == upload_id)
@@ -261,9 +266,10 @@ def get_device_secret(session: Session, device_id: int, name: str) -> DeviceSecr
 
 def device_secrets(session: Session, device_id: int) -> Sequence[DeviceSecret]:
     return session.exec(
-        select(DeviceSecret).where(DeviceSecret.device_id == device_id).order_by(
-            col(DeviceSecret.name))
-    ).all()  # fmt: skip
+        select(DeviceSecret)
+        .where(DeviceSecret.device_id == device_id)
+        .order_by(col(DeviceSecret.name))
+    ).all()
 
 
 def device_public_keys(session: Session, client_id: int) -> Sequence[tuple[DeviceSecret, str]]:
@@ -276,7 +282,8 @@ def device_public_keys(session: Session, client_id: int) -> Sequence[tuple[Devic
     return [(s, serial) for s, serial in session.exec(q).all()]
 
 
-def devices_by_serial(session: Session, client_id: int, serials: Collection[str]
-                      ) -> dict[str, Device]:  # fmt: skip
+def devices_by_serial(
+    session: Session, client_id: int, serials: Collection[str]
+) -> dict[str, Device]:
     q = select(Device).where(Device.client_id == client_id, col(Device.serial).in_(list(serials)))
     return {d.serial: d for d in session.exec(q).all()}

@@ -48,11 +48,16 @@ def _read(session: Any, row: Any) -> ImageRead:
 
 
 @router.post(
-    "/images", response_model=ImageRead, status_code=201, tags=["images"],
-    responses={409: {"description": "That name and version exist already."},
-               413: {"description": "Over the maximum image size."},
-               429: {"description": "Too many uploads in progress for this client."}},
-)  # fmt: skip
+    "/images",
+    response_model=ImageRead,
+    status_code=201,
+    tags=["images"],
+    responses={
+        409: {"description": "That name and version exist already."},
+        413: {"description": "Over the maximum image size."},
+        429: {"description": "Too many uploads in progress for this client."},
+    },
+)
 def declare_image(body: ImageDeclare, session: SessionDep, principal: Writer) -> ImageRead:
     """Declare an image version (name, version, size and sha256 of the file to upload),
     then send its bytes with `PUT /images/{id}/content` (one request) or the resumable
@@ -73,21 +78,27 @@ def list_images(
 ) -> ImagePage:
     """The catalogue, by id. A dsi token sees its own company's images only."""
     rows = service.list_images(
-        session, principal, client_code=client, name=name, version=version, status=status,
-        cursor=cursor, limit=limit,
-    )  # fmt: skip
+        session,
+        principal,
+        client_code=client,
+        name=name,
+        version=version,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+    )
     items = service.to_read(session, rows)
     return ImagePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
-@router.get("/images/{image_id}", response_model=ImageRead, tags=["images"],
-            responses=_NOT_VISIBLE)  # fmt: skip
+@router.get("/images/{image_id}", response_model=ImageRead, tags=["images"], responses=_NOT_VISIBLE)
 def get_image(image_id: int, session: SessionDep, principal: Reader) -> ImageRead:
     return _read(session, service.get_image(session, image_id, principal))
 
 
-@router.post("/images/{image_id}/retire", response_model=ImageRead, tags=["images"],
-             responses=_NOT_VISIBLE)  # fmt: skip
+@router.post(
+    "/images/{image_id}/retire", response_model=ImageRead, tags=["images"], responses=_NOT_VISIBLE
+)
 def retire_image(image_id: int, session: SessionDep, principal: Writer) -> ImageRead:
     """Retire a published version: it never starts a new run again; `masterline images
     gc` reclaims its storage once no run needs it."""
@@ -110,22 +121,24 @@ _BINARY_BODY = {
         "required": True,
         "description": "The file itself as the raw body (not a form): exactly the declared "
         "size and sha256.",
-        "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                            "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
-}  # fmt: skip
+}
 
 
 @router.put(
-    "/images/{image_id}/content", response_model=ImageRead, tags=["uploads"],
+    "/images/{image_id}/content",
+    response_model=ImageRead,
+    tags=["uploads"],
     openapi_extra=_BINARY_BODY,
-    responses={**_NOT_VISIBLE,
-               409: {"description": "Already published."},
-               413: {"description": "More bytes than declared."},
-               422: {"description": "Size or sha256 differ from the declaration; nothing "
-                                    "was published."},
-               507: {"description": "The image store's disk is full."}},
-)  # fmt: skip
+    responses={
+        **_NOT_VISIBLE,
+        409: {"description": "Already published."},
+        413: {"description": "More bytes than declared."},
+        422: {"description": "Size or sha256 differ from the declaration; nothing was published."},
+        507: {"description": "The image store's disk is full."},
+    },
+)
 async def put_content(image_id: int, request: Request, principal: Writer) -> ImageRead:
     """Upload the whole file in one request (scripts, small files), e.g.
     `curl -T image.raw -H "Authorization: Bearer $TOKEN" $API/images/7/content`.
@@ -151,45 +164,73 @@ def tus_options(principal: Writer) -> Response:
     """tus discovery: version, extensions and maximum size."""
     from core.settings import get_settings
 
-    return Response(status_code=204, headers=_tus_headers(
-        **{"Tus-Version": upload.TUS_VERSION, "Tus-Extension": upload.TUS_EXTENSIONS,
-           "Tus-Max-Size": str(get_settings().max_image_size)}))  # fmt: skip
+    return Response(
+        status_code=204,
+        headers=_tus_headers(
+            **{
+                "Tus-Version": upload.TUS_VERSION,
+                "Tus-Extension": upload.TUS_EXTENSIONS,
+                "Tus-Max-Size": str(get_settings().max_image_size),
+            }
+        ),
+    )
 
 
 @router.post(
-    "/uploads", status_code=201, tags=["uploads"],
-    responses={201: {"description": "Created; `Location` is the upload URL."},
-               **_NOT_VISIBLE, 412: {"description": "Tus-Resumable is not 1.0.0."}},
-)  # fmt: skip
+    "/uploads",
+    status_code=201,
+    tags=["uploads"],
+    responses={
+        201: {"description": "Created; `Location` is the upload URL."},
+        **_NOT_VISIBLE,
+        412: {"description": "Tus-Resumable is not 1.0.0."},
+    },
+)
 async def tus_create(request: Request, principal: Writer) -> Response:
     """tus creation (protocol 1.0.0): headers `Tus-Resumable: 1.0.0`, `Upload-Length`
     (the declared size) and `Upload-Metadata: image_id <base64 id>`. A new upload for an
     image replaces an abandoned one."""
     upload_id, _ = await upload.tus_create(request, get_db(request), principal)
     location = str(request.url_for("tus_head", upload_id=upload_id))
-    return Response(status_code=201, headers=_tus_headers(Location=location,
-                                                          **{"Upload-Offset": "0"}))  # fmt: skip
+    return Response(
+        status_code=201, headers=_tus_headers(Location=location, **{"Upload-Offset": "0"})
+    )
 
 
 @router.head("/uploads/{upload_id}", tags=["uploads"], responses=_NOT_VISIBLE)
 async def tus_head(upload_id: str, request: Request, principal: Writer) -> Response:
     """The server's offset (`Upload-Offset`): resume from there."""
     target = await upload.tus_head(get_db(request), upload_id, principal)
-    return Response(status_code=200, headers=_tus_headers(**{
-        "Upload-Offset": str(target.upload_offset),
-        "Upload-Length": str(target.stored_size)}))  # fmt: skip
+    return Response(
+        status_code=200,
+        headers=_tus_headers(
+            **{"Upload-Offset": str(target.upload_offset), "Upload-Length": str(target.stored_size)}
+        ),
+    )
 
 
 @router.patch(
-    "/uploads/{upload_id}", status_code=204, tags=["uploads"],
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-    responses={**_NOT_VISIBLE,
-               409: {"description": "Upload-Offset is not the server's offset."},
-               423: {"description": "Another request is writing this upload."},
-               422: {"description": "Complete but not what was declared: discarded."},
-               507: {"description": "Disk full: the bytes so far are kept; resume later."}},
-)  # fmt: skip
+    "/uploads/{upload_id}",
+    status_code=204,
+    tags=["uploads"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/offset+octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}
+                }
+            },
+        }
+    },
+    responses={
+        **_NOT_VISIBLE,
+        409: {"description": "Upload-Offset is not the server's offset."},
+        423: {"description": "Another request is writing this upload."},
+        422: {"description": "Complete but not what was declared: discarded."},
+        507: {"description": "Disk full: the bytes so far are kept; resume later."},
+    },
+)
 async def tus_patch(upload_id: str, request: Request, principal: Writer) -> Response:
     """Append bytes at `Upload-Offset` (`Content-Type: application/offset+octet-stream`).
     The last byte verifies size and sha256 and publishes the image."""
@@ -197,8 +238,7 @@ async def tus_patch(upload_id: str, request: Request, principal: Writer) -> Resp
     return Response(status_code=204, headers=_tus_headers(**{"Upload-Offset": str(offset)}))
 
 
-@router.delete("/uploads/{upload_id}", status_code=204, tags=["uploads"],
-               responses=_NOT_VISIBLE)  # fmt: skip
+@router.delete("/uploads/{upload_id}", status_code=204, tags=["uploads"], responses=_NOT_VISIBLE)
 async def tus_terminate(upload_id: str, request: Request, principal: Writer) -> Response:
     """tus termination: discard the bytes received so far (the image stays declared)."""
     await upload.tus_terminate(get_db(request), upload_id, principal)
@@ -206,9 +246,10 @@ async def tus_terminate(upload_id: str, request: Request, principal: Writer) -> 
 
 
 @router.get(
-    "/images/{image_id}/content", tags=["images"],
+    "/images/{image_id}/content",
+    tags=["images"],
     responses={**_NOT_VISIBLE, 200: {"content": {"application/octet-stream": {}}}},
-)  # fmt: skip
+)
 def download_image(image_id: int, session: SessionDep, principal: Reader) -> FileResponse:
     """The stored file (ranges supported), e.g. for a site cache."""
     row = service.get_image(session, image_id, principal)
@@ -219,9 +260,12 @@ def download_image(image_id: int, session: SessionDep, principal: Reader) -> Fil
 
 # Client configurations.
 @router.post(
-    "/clients/{client_code}/configs", response_model=ClientConfigRead, status_code=201,
-    tags=["configs"], responses=_NOT_VISIBLE,
-)  # fmt: skip
+    "/clients/{client_code}/configs",
+    response_model=ClientConfigRead,
+    status_code=201,
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
 def set_config(
     client_code: str, body: ClientConfigBody, session: SessionDep, principal: Writer
 ) -> ClientConfigRead:
@@ -232,42 +276,66 @@ def set_config(
     return configs.to_read(client, row)
 
 
-@router.get("/clients/{client_code}/configs", response_model=list[ClientConfigRead],
-            tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
-def list_configs(client_code: str, session: SessionDep, principal: Reader
-                 ) -> list[ClientConfigRead]:  # fmt: skip
+@router.get(
+    "/clients/{client_code}/configs",
+    response_model=list[ClientConfigRead],
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
+def list_configs(
+    client_code: str, session: SessionDep, principal: Reader
+) -> list[ClientConfigRead]:
     """Every version, newest first."""
     client, rows = configs.list_configs(session, client_code, principal)
     return [configs.to_read(client, r) for r in rows]
 
 
-@router.get("/clients/{client_code}/configs/active", response_model=ClientConfigRead | None,
-            tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
-def get_active_config(client_code: str, session: SessionDep, principal: Reader
-                      ) -> ClientConfigRead | None:  # fmt: skip
+@router.get(
+    "/clients/{client_code}/configs/active",
+    response_model=ClientConfigRead | None,
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
+def get_active_config(
+    client_code: str, session: SessionDep, principal: Reader
+) -> ClientConfigRead | None:
     """The version new runs use; `null` while the client has none."""
     client, rows = configs.list_configs(session, client_code, principal)
     active = next((r for r in rows if r.active), None)
     return configs.to_read(client, active) if active else None
 
 
-@router.get("/clients/{client_code}/configs/{version}", response_model=ClientConfigRead,
-            tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
-def get_config(client_code: str, version: int, session: SessionDep, principal: Reader
-               ) -> ClientConfigRead:  # fmt: skip
+@router.get(
+    "/clients/{client_code}/configs/{version}",
+    response_model=ClientConfigRead,
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
+def get_config(
+    client_code: str, version: int, session: SessionDep, principal: Reader
+) -> ClientConfigRead:
     return configs.to_read(*configs.get_config(session, client_code, version, principal))
 
 
-@router.post("/clients/{client_code}/configs/{version}/activate",
-             response_model=ClientConfigRead, tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
-def activate_config(client_code: str, version: int, session: SessionDep, principal: Writer
-                    ) -> ClientConfigRead:  # fmt: skip
+@router.post(
+    "/clients/{client_code}/configs/{version}/activate",
+    response_model=ClientConfigRead,
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
+def activate_config(
+    client_code: str, version: int, session: SessionDep, principal: Writer
+) -> ClientConfigRead:
     """Make this version the active one (roll back or forward)."""
     return configs.to_read(*configs.activate(session, client_code, version, principal))
 
 
-@router.put("/clients/{client_code}/device-secrets", response_model=DeviceSecretsImported,
-            tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
+@router.put(
+    "/clients/{client_code}/device-secrets",
+    response_model=DeviceSecretsImported,
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
 def import_device_secrets(
     client_code: str, body: DeviceSecretsImport, session: SessionDep, principal: Writer
 ) -> DeviceSecretsImported:
@@ -277,10 +345,13 @@ def import_device_secrets(
     return DeviceSecretsImported(imported=count)
 
 
-@router.get("/clients/{client_code}/device-keys", response_model=list[DevicePublicKey],
-            tags=["configs"], responses=_NOT_VISIBLE)  # fmt: skip
-def device_keys(client_code: str, session: SessionDep, principal: Reader
-                ) -> list[DevicePublicKey]:  # fmt: skip
+@router.get(
+    "/clients/{client_code}/device-keys",
+    response_model=list[DevicePublicKey],
+    tags=["configs"],
+    responses=_NOT_VISIBLE,
+)
+def device_keys(client_code: str, session: SessionDep, principal: Reader) -> list[DevicePublicKey]:
     """Per-device secrets by name with their public halves (e.g. WireGuard public keys
     to register as peers on the VPN server); never the secrets themselves."""
     return configs.public_keys(session, client_code, principal)

@@ -14,9 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from images.models import ImageFormat, ImageStatus, OsFamily
 
 Sha256 = Annotated[
-    str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$",
-               description="Lower-case hex SHA-256.")
-]  # fmt: skip
+    str,
+    Field(
+        min_length=64,
+        max_length=64,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Lower-case hex SHA-256.",
+    ),
+]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
 Version = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -203,9 +208,12 @@ class AppConfig(BaseModel):
 class VpnConfig(BaseModel):
     kind: VpnKind
     name: str = Field(
-        default="masterline", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        default="masterline",
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
         description="Name of the VPN connection/profile on the laptop.",
-    )  # fmt: skip
+    )
     server: str = Field(min_length=1, max_length=253, examples=["vpn.acme.example"])
     port: int | None = Field(default=None, ge=1, le=65535)
     settings: dict[Annotated[str, Field(max_length=64)], SettingValue] = Field(
@@ -321,21 +329,23 @@ class ClientConfigBody(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CONFIG]})
     hostname_pattern: str = Field(
-        min_length=1, max_length=64,
+        min_length=1,
+        max_length=64,
         description="Placeholders {serial}, {asset_tag} (the serial when the device has "
         "none), {client} (the client code). Rendered per device; for Windows the result "
         "must be a NetBIOS name (at most 15 characters).",
         examples=["ACME-{serial}"],
-    )  # fmt: skip
+    )
     image: PinnedImage | None = Field(
         default=None, description="Pin an image (name, optionally version); null: newest."
     )
     vpn: VpnConfig | None = None
     apps: list[AppConfig] = Field(default_factory=list, max_length=50)
     checks: list[Check] = Field(
-        default_factory=lambda: list(Check), max_length=4,
+        default_factory=lambda: list(Check),
+        max_length=4,
         description="Checks that gate READY.",
-    )  # fmt: skip
+    )
 
     @field_validator("hostname_pattern")
     @classmethod
@@ -351,8 +361,9 @@ class VpnRead(BaseModel):
     settings: dict[str, Any]
     client_app: AppConfig | None
     device_secret: DeviceSecretMode
-    secret_names: list[str] = Field(description="Names of the shared secrets set (values "
-                                    "are write-only).")  # fmt: skip
+    secret_names: list[str] = Field(
+        description="Names of the shared secrets set (values are write-only)."
+    )
 
 
 class ClientConfigRead(BaseModel):

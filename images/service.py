@@ -78,12 +78,20 @@ def declare(session: Session, body: ImageDeclare, principal: Principal) -> Image
             in_progress=sorted(in_progress),
         )
     row = Image(
-        client_id=client_id, name=body.name, version=body.version, os_family=body.os_family,
-        format=body.format, stored_size=body.size, stored_sha256=body.sha256,
-        raw_size=body.raw_size or body.size, raw_sha256=body.raw_sha256 or body.sha256,
-        status=ImageStatus.UPLOADING, uploaded_by=principal.actor, notes=body.notes,
+        client_id=client_id,
+        name=body.name,
+        version=body.version,
+        os_family=body.os_family,
+        format=body.format,
+        stored_size=body.size,
+        stored_sha256=body.sha256,
+        raw_size=body.raw_size or body.size,
+        raw_sha256=body.raw_sha256 or body.sha256,
+        status=ImageStatus.UPLOADING,
+        uploaded_by=principal.actor,
+        notes=body.notes,
         upload_touched_at=utcnow(),
-    )  # fmt: skip
+    )
     session.add(row)
     try:
         with session.begin_nested():
@@ -125,9 +133,14 @@ def list_images(
         client = inventory.client_by_code(session, client_code, principal)
         client_id = client.id
     return repository.list_images(
-        session, client_id=client_id, name=name, version=version, status=status,
-        cursor=cursor, limit=limit,
-    )  # fmt: skip
+        session,
+        client_id=client_id,
+        name=name,
+        version=version,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 def to_read(session: Session, rows: Sequence[Image]) -> list[ImageRead]:
@@ -139,18 +152,31 @@ def to_read(session: Session, rows: Sequence[Image]) -> list[ImageRead]:
         assert r.id is not None
         out.append(
             ImageRead(
-                id=r.id, client_id=r.client_id, client_code=codes.get(r.client_id, ""),
-                name=r.name, version=r.version, os_family=r.os_family, format=r.format,
-                size=r.stored_size, sha256=r.stored_sha256, raw_size=r.raw_size,
-                raw_sha256=r.raw_sha256, status=r.status,
-                compatible_models=[HardwareModelRef(vendor=m.vendor, model=m.model)
-                                   for m in models.get(r.id, [])],
-                uploaded_by=r.uploaded_by, notes=r.notes, created_at=r.created_at,
-                published_at=r.published_at, retired_at=r.retired_at, purged_at=r.purged_at,
+                id=r.id,
+                client_id=r.client_id,
+                client_code=codes.get(r.client_id, ""),
+                name=r.name,
+                version=r.version,
+                os_family=r.os_family,
+                format=r.format,
+                size=r.stored_size,
+                sha256=r.stored_sha256,
+                raw_size=r.raw_size,
+                raw_sha256=r.raw_sha256,
+                status=r.status,
+                compatible_models=[
+                    HardwareModelRef(vendor=m.vendor, model=m.model) for m in models.get(r.id, [])
+                ],
+                uploaded_by=r.uploaded_by,
+                notes=r.notes,
+                created_at=r.created_at,
+                published_at=r.published_at,
+                retired_at=r.retired_at,
+                purged_at=r.purged_at,
                 upload_offset=r.upload_offset,
                 upload_url=f"{UPLOADS_PREFIX}/{r.upload_id}" if r.upload_id else None,
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -251,9 +277,11 @@ def resolve_with_config(session: Session, device: Device, config: ClientConfig |
             )
         return row
     candidates = repository.candidate_images(
-        session, client_id=device.client_id, hardware_model_id=device.hardware_model_id,
+        session,
+        client_id=device.client_id,
+        hardware_model_id=device.hardware_model_id,
         name=name,
-    )  # fmt: skip
+    )
     if not candidates:
         what = f"image {name}" if name else "image"
         raise NoImageForDevice(

@@ -163,10 +163,15 @@ class Uploader:
                 )
             return image
         body: dict[str, Any] = {
-            "name": req.name, "version": req.version, "os_family": req.os_family,
-            "format": req.format.value, "size": d.size, "sha256": d.sha256,
-            "compatible_models": req.compatible, "notes": req.notes,
-        }  # fmt: skip
+            "name": req.name,
+            "version": req.version,
+            "os_family": req.os_family,
+            "format": req.format.value,
+            "size": d.size,
+            "sha256": d.sha256,
+            "compatible_models": req.compatible,
+            "notes": req.notes,
+        }
         if req.format is ImageFormat.RAW_ZSTD:
             body.update(raw_size=d.raw_size, raw_sha256=d.raw_sha256)
         if req.client_code:
@@ -185,9 +190,12 @@ class Uploader:
         meta = "image_id " + base64.b64encode(str(image["id"]).encode()).decode()
         r = _http(self.client).post(
             "/uploads",
-            headers={"Tus-Resumable": TUS_VERSION, "Upload-Length": str(image["size"]),
-                     "Upload-Metadata": meta},
-        )  # fmt: skip
+            headers={
+                "Tus-Resumable": TUS_VERSION,
+                "Upload-Length": str(image["size"]),
+                "Upload-Metadata": meta,
+            },
+        )
         _raise_for(r)
         return str(r.headers["Location"])
 
@@ -201,12 +209,16 @@ class Uploader:
                         self.on_send(len(chunk))
 
         r = _http(self.client).patch(
-            url, content=body(),
-            headers={"Tus-Resumable": TUS_VERSION, "Upload-Offset": str(offset),
-                     "Content-Type": "application/offset+octet-stream",
-                     "Content-Length": str(size - offset)},
+            url,
+            content=body(),
+            headers={
+                "Tus-Resumable": TUS_VERSION,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(size - offset),
+            },
             timeout=httpx.Timeout(60.0, read=900.0),
-        )  # fmt: skip
+        )
         _raise_for(r)
         return int(r.headers["Upload-Offset"])
 
@@ -215,16 +227,23 @@ class Uploader:
         again to resume). :raises ApiError: the server refused (mismatch, tenancy…)."""
         state_path = self._state_path(d.sha256)
         state = _read_json(state_path)
-        if state.get("api_url") != self.client.base_url or state.get("name") != req.name or \
-                state.get("version") != req.version:  # fmt: skip
+        if (
+            state.get("api_url") != self.client.base_url
+            or state.get("name") != req.name
+            or state.get("version") != req.version
+        ):
             state = {}
         image = self._find_or_declare(req, d)
         if image["status"] in ("available", "retired"):
             state_path.unlink(missing_ok=True)
             return UploadOutcome(image, 0, already=True)
         if state.get("image_id") != image["id"]:
-            state = {"api_url": self.client.base_url, "name": req.name,
-                     "version": req.version, "image_id": image["id"]}  # fmt: skip
+            state = {
+                "api_url": self.client.base_url,
+                "name": req.name,
+                "version": req.version,
+                "image_id": image["id"],
+            }
         if not state.get("upload_url") and image.get("upload_url"):
             # No state here (another machine, state lost): the server knows the upload.
             state["upload_url"] = image["upload_url"]

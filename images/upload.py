@@ -94,9 +94,15 @@ class Target:
     def of(cls, row: Image) -> Target:
         assert row.id is not None
         return cls(
-            row.id, ImageFormat(row.format), row.stored_size, row.stored_sha256,
-            row.raw_size, row.raw_sha256, row.upload_id, row.upload_offset,
-        )  # fmt: skip
+            row.id,
+            ImageFormat(row.format),
+            row.stored_size,
+            row.stored_sha256,
+            row.raw_size,
+            row.raw_sha256,
+            row.upload_id,
+            row.upload_offset,
+        )
 
 
 def _uploading_image(db: Database, image_id: int, principal: Principal) -> Target:
@@ -418,8 +424,9 @@ def _record_quietly(db: Database, target: Target, writer: PartWriter) -> None:
     try:
         _record(db, target, writer)
     except OSError as e:
-        log.warning("upload of image %s: offset not recorded (%s)", target.image_id,
-                    type(e).__name__)  # fmt: skip
+        log.warning(
+            "upload of image %s: offset not recorded (%s)", target.image_id, type(e).__name__
+        )
 
 
 async def tus_patch(

@@ -68,17 +68,30 @@ def scan(
         if code.lower() in ("quit", "exit"):
             break
         scanned += 1
-        _scan_one(client, code, bench=bench, slot=slot, damaged=damaged, reason=reason,
-                  printer=printer if print_label else None)  # fmt: skip
+        _scan_one(
+            client,
+            code,
+            bench=bench,
+            slot=slot,
+            damaged=damaged,
+            reason=reason,
+            printer=printer if print_label else None,
+        )
     client.close()
     if interactive:
         console.print(f"{scanned} scan(s)")
 
 
 def _scan_one(
-    client: ApiClient, code: str, *, bench: int, slot: int | None, damaged: bool,
-    reason: str | None, printer: str | None = None,
-) -> None:  # fmt: skip
+    client: ApiClient,
+    code: str,
+    *,
+    bench: int,
+    slot: int | None,
+    damaged: bool,
+    reason: str | None,
+    printer: str | None = None,
+) -> None:
     if len(code) > MAX_SCAN_LENGTH or not code.isprintable() or "\ufffd" in code:
         _result("bold red", f"✖ unreadable scan ({len(code)} chars) — scan again", bell=True)
         return
@@ -130,10 +143,18 @@ def devices_list(
     token: TokenOpt = None,
 ) -> None:
     """One page of devices."""
-    params = {k: v for k, v in {
-        "state": state, "client": client_code, "delivery_id": delivery,
-        "serial_prefix": serial_prefix, "limit": limit, "cursor": cursor,
-    }.items() if v is not None}  # fmt: skip
+    params = {
+        k: v
+        for k, v in {
+            "state": state,
+            "client": client_code,
+            "delivery_id": delivery,
+            "serial_prefix": serial_prefix,
+            "limit": limit,
+            "cursor": cursor,
+        }.items()
+        if v is not None
+    }
     with ApiClient(api_url, token) as client:
         page = client.get("/devices", params=params)
     if as_json:
@@ -143,9 +164,14 @@ def devices_list(
     for d in page["items"]:
         where = f"{d['bench_id']}/{d['slot']}" if d["bench_id"] else ""
         table.add_row(
-            str(d["id"]), d["serial"], d["vendor"], d["state"], str(d["client_id"] or ""),
-            str(d["delivery_id"] or ""), where,
-        )  # fmt: skip
+            str(d["id"]),
+            d["serial"],
+            d["vendor"],
+            d["state"],
+            str(d["client_id"] or ""),
+            str(d["delivery_id"] or ""),
+            where,
+        )
     console.print(table)
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -165,8 +191,9 @@ def devices_show(
     console.print(f"allowed: {', '.join(d['allowed_events']) or 'none'}")
     table = Table("at", "event", "from", "to", "actor", "reason")
     for e in d["history"]:
-        table.add_row(e["at"], e["event"], e["from_state"] or "", e["to_state"], e["actor"],
-                      e["reason"] or "")  # fmt: skip
+        table.add_row(
+            e["at"], e["event"], e["from_state"] or "", e["to_state"], e["actor"], e["reason"] or ""
+        )
     console.print(table)
 
 
@@ -186,9 +213,11 @@ def devices_event(
 
 @devices_app.command("attach")
 def devices_attach(
-    device_id: int, delivery: Annotated[int, typer.Option(help="Delivery id.")],
-    api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    device_id: int,
+    delivery: Annotated[int, typer.Option(help="Delivery id.")],
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Resolve an UNEXPECTED laptop by attaching it to a delivery."""
     with ApiClient(api_url, token) as client:
         d = client.post(f"/devices/{device_id}/attach", json={"delivery_id": delivery})
@@ -227,8 +256,10 @@ def _listing(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> N
 def clients_create(
     code: Annotated[str, typer.Option(help="Short code, e.g. ACME.")],
     name: Annotated[str, typer.Option(help="Company name.")],
-    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Create a client company."""
     with ApiClient(api_url, token) as client:
         row = client.post("/clients", json={"code": code, "name": name})
@@ -236,8 +267,9 @@ def clients_create(
 
 
 @clients_app.command("list")
-def clients_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
-                 ) -> None:  # fmt: skip
+def clients_list(
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+) -> None:
     """Client companies (a client-bound token sees its own only)."""
     with ApiClient(api_url, token) as client:
         rows = client.get("/clients")
@@ -250,8 +282,10 @@ def sites_create(
     name: Annotated[str, typer.Option(help="Site name.")],
     max_streams: Annotated[int | None, typer.Option(min=1, help="Imaging streams.")] = None,
     max_bps: Annotated[int | None, typer.Option(min=1, help="Imaging bytes per second.")] = None,
-    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Create a staging site."""
     body: dict[str, Any] = {"code": code, "name": name, "max_bytes_per_second": max_bps}
     if max_streams is not None:
@@ -262,13 +296,13 @@ def sites_create(
 
 
 @sites_app.command("list")
-def sites_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
-               ) -> None:  # fmt: skip
+def sites_list(
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+) -> None:
     """Staging sites."""
     with ApiClient(api_url, token) as client:
         rows = client.get("/sites")
-    _listing(rows, ["id", "code", "name", "max_imaging_streams", "max_bytes_per_second"],
-             as_json)  # fmt: skip
+    _listing(rows, ["id", "code", "name", "max_imaging_streams", "max_bytes_per_second"], as_json)
 
 
 @benches_app.command("create")
@@ -276,8 +310,10 @@ def benches_create(
     site: Annotated[str, typer.Option(help="Site code.")],
     code: Annotated[str, typer.Option(help="Bench code, unique within the site.")],
     slots: Annotated[int, typer.Option(min=1, max=512, help="Number of slots.")] = 16,
-    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Create a bench with numbered slots 1..N."""
     with ApiClient(api_url, token) as client:
         row = client.post("/benches", json={"site_code": site, "code": code, "slots": slots})
@@ -285,8 +321,9 @@ def benches_create(
 
 
 @benches_app.command("list")
-def benches_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
-                 ) -> None:  # fmt: skip
+def benches_list(
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+) -> None:
     """Benches; `masterline scan --bench` takes the id."""
     with ApiClient(api_url, token) as client:
         rows = client.get("/benches")
@@ -300,8 +337,10 @@ def models_create(
     disk_rule: Annotated[str, typer.Option(help="'largest' or a disk name (nvme0n1).")] = (
         "largest"
     ),
-    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Add a hardware model to the catalogue."""
     body = {"vendor": vendor, "model": model, "disk_rule": disk_rule}
     with ApiClient(api_url, token) as client:
@@ -310,8 +349,9 @@ def models_create(
 
 
 @models_app.command("list")
-def models_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
-                ) -> None:  # fmt: skip
+def models_list(
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+) -> None:
     """The hardware catalogue."""
     with ApiClient(api_url, token) as client:
         rows = client.get("/hardware-models")
@@ -337,17 +377,21 @@ def deliveries_create(
 ) -> None:
     """Announce a delivery; import its ship notice next."""
     body = {
-        "client_code": client_code, "vendor": vendor, "order_reference": order,
-        "carrier": carrier, "tracking": tracking,
+        "client_code": client_code,
+        "vendor": vendor,
+        "order_reference": order,
+        "carrier": carrier,
+        "tracking": tracking,
         "expected_date": expected_date.date().isoformat() if expected_date else None,
-    }  # fmt: skip
+    }
     with ApiClient(api_url, token) as client:
         row = client.post("/deliveries", json=body)
     if as_json:
         print_json(row)
         return
-    console.print(f"delivery {row['id']} created ({row['vendor']} {row['order_reference']})",
-                  markup=False)  # fmt: skip
+    console.print(
+        f"delivery {row['id']} created ({row['vendor']} {row['order_reference']})", markup=False
+    )
 
 
 @deliveries_app.command("list")
@@ -367,9 +411,20 @@ def deliveries_list(
         return
     table = Table("id", "client", "vendor", "order", "carrier", "tracking", "expected")
     for d in page["items"]:
-        table.add_row(*(escape("" if d.get(k) is None else str(d[k])) for k in (
-            "id", "client_id", "vendor", "order_reference", "carrier", "tracking",
-            "expected_date")))  # fmt: skip
+        table.add_row(
+            *(
+                escape("" if d.get(k) is None else str(d[k]))
+                for k in (
+                    "id",
+                    "client_id",
+                    "vendor",
+                    "order_reference",
+                    "carrier",
+                    "tracking",
+                    "expected_date",
+                )
+            )
+        )
     console.print(table)
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -402,9 +457,11 @@ def deliveries_import(
     with ApiClient(api_url, token, timeout=600) as client:
         try:
             summary = client.post(
-                f"/deliveries/{delivery_id}/import", content=file.read_bytes(), params=params,
+                f"/deliveries/{delivery_id}/import",
+                content=file.read_bytes(),
+                params=params,
                 headers={"Content-Type": "text/csv"},
-            )  # fmt: skip
+            )
         except ApiError as e:
             errors = e.body.get("errors")
             if e.status_code != 422 or not isinstance(errors, list) or not errors:
@@ -419,8 +476,9 @@ def deliveries_import(
         print_json(summary)
     else:
         verb = "would be" if dry_run else "were"
-        counts = ", ".join(f"{summary[k]} {k}" for k in ("created", "updated", "unchanged",
-                                                         "attached"))  # fmt: skip
+        counts = ", ".join(
+            f"{summary[k]} {k}" for k in ("created", "updated", "unchanged", "attached")
+        )
         console.print(
             f"{summary['rows']} row(s) ({summary['format']}): {counts}"
             + (" — dry run, nothing written" if dry_run else ""),

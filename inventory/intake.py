@@ -301,9 +301,10 @@ def _code(parsed: Parsed, line: int, key: str, raw: str, *, required: bool) -> s
         return None
     if not _CODE.match(value):
         parsed.error(
-            line, parsed.column(key),
+            line,
+            parsed.column(key),
             f"{label} '{value[:64]}' may hold only letters, digits and . _ / -",
-        )  # fmt: skip
+        )
         return None
     return value
 
@@ -387,17 +388,19 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
         key = (vendor.casefold(), row.serial)
         if key in seen:
             parsed.error(
-                row.line, serial_col,
+                row.line,
+                serial_col,
                 f"serial {row.serial} appears twice (first on line {seen[key]})",
-            )  # fmt: skip
+            )
             continue
         seen[key] = row.line
         if row.asset_tag and row.asset_tag in seen_tags:
             parsed.error(
-                row.line, tag_col,
+                row.line,
+                tag_col,
                 f"asset tag {row.asset_tag} appears twice (first on line "
                 f"{seen_tags[row.asset_tag]})",
-            )  # fmt: skip
+            )
             continue
         if row.asset_tag:
             seen_tags[row.asset_tag] = row.line
@@ -412,10 +415,11 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
                 # Scanned before any delivery listed it, then quarantined or rejected: a
                 # second record of the same laptop would be worse than asking a human.
                 parsed.error(
-                    row.line, serial_col,
+                    row.line,
+                    serial_col,
                     f"serial {row.serial} was scanned as unexpected and is now "
                     f"{loose.state}; resolve it at the bench first",
-                )  # fmt: skip
+                )
                 continue
             device = loose
         holder = by_tag.get(row.asset_tag) if row.asset_tag else None
@@ -433,9 +437,10 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
         elif device.delivery_id != delivery.id or device.client_id != delivery.client_id:
             # Says nothing of the other delivery: it may be another company's.
             parsed.error(
-                row.line, serial_col,
+                row.line,
+                serial_col,
                 f"serial {row.serial} ({vendor}) is already registered to another delivery",
-            )  # fmt: skip
+            )
         elif (
             row.model
             and device.hardware_model_id is not None
@@ -443,10 +448,11 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
         ):
             was = repository.get_hardware_model_by_id(session, device.hardware_model_id)
             parsed.error(
-                row.line, model_col,
+                row.line,
+                model_col,
                 f"serial {row.serial} is already expected in this delivery as "
                 f"{was.model if was else 'another model'}, not {row.model}",
-            )  # fmt: skip
+            )
         else:
             changes = _changes(row, device, vendor)
             if changes:
@@ -463,9 +469,14 @@ def _fold(name: str) -> str:
 
 _MODEL_KEY = "hardware_model"
 _DETAIL_FIELDS = (
-    "order_reference", "carton_id", "asset_tag", "windows_product_id", "hardware_hash",
-    "group_tag", "assigned_user",
-)  # fmt: skip
+    "order_reference",
+    "carton_id",
+    "asset_tag",
+    "windows_product_id",
+    "hardware_hash",
+    "group_tag",
+    "assigned_user",
+)
 
 
 def _changes(row: Row, device: Device, vendor: str) -> dict[str, Any]:
@@ -513,10 +524,17 @@ def import_ship_notice(
     if errors and not dry_run:
         raise ImportRejected([e.model_dump() for e in errors])
     summary = ImportSummary(
-        delivery_id=delivery_id, format=parsed.format, dry_run=dry_run, rows=parsed.data_rows,
-        created=len(result.creates), updated=len(result.updates), unchanged=result.unchanged,
-        attached=len(result.attaches), new_hardware_models=result.new_models(), errors=errors,
-    )  # fmt: skip
+        delivery_id=delivery_id,
+        format=parsed.format,
+        dry_run=dry_run,
+        rows=parsed.data_rows,
+        created=len(result.creates),
+        updated=len(result.updates),
+        unchanged=result.unchanged,
+        attached=len(result.attaches),
+        new_hardware_models=result.new_models(),
+        errors=errors,
+    )
     if dry_run:
         return summary
     try:
@@ -537,9 +555,13 @@ def _execute(session: Session, result: Plan, principal: Principal) -> None:
     creates = [_new_device(row, vendor, result) for row, vendor in result.creates]
     for i in range(0, len(creates), _BATCH):
         lifecycle.create(
-            session, creates[i : i + _BATCH], Event.EXPECT, actor=principal.actor,
-            reason="ship notice import", details=details,
-        )  # fmt: skip
+            session,
+            creates[i : i + _BATCH],
+            Event.EXPECT,
+            actor=principal.actor,
+            reason="ship notice import",
+            details=details,
+        )
     now = utcnow()
     for _, same, changes in result.updates:
         for name, value in changes.items():
@@ -557,17 +579,29 @@ def _execute(session: Session, result: Plan, principal: Principal) -> None:
             raise Conflict(f"device {row.serial} changed during the import; retry")
         template = _new_device(row, vendor, result)
         for name in (
-            "vendor", "hardware_model_id", "client_id", "delivery_id", "order_reference",
-            "carton_id", "asset_tag", "windows_product_id", "hardware_hash", "group_tag",
+            "vendor",
+            "hardware_model_id",
+            "client_id",
+            "delivery_id",
+            "order_reference",
+            "carton_id",
+            "asset_tag",
+            "windows_product_id",
+            "hardware_hash",
+            "group_tag",
             "assigned_user",
-        ):  # fmt: skip
+        ):
             setattr(device, name, getattr(template, name))
         if template.mac_addresses:
             device.mac_addresses = template.mac_addresses
         lifecycle.apply(
-            session, device, Event.ATTACH, actor=principal.actor,
-            reason="listed by a ship notice", details=details,
-        )  # fmt: skip
+            session,
+            device,
+            Event.ATTACH,
+            actor=principal.actor,
+            reason="listed by a ship notice",
+            details=details,
+        )
     session.flush()
 
 
@@ -575,14 +609,20 @@ def _new_device(row: Row, vendor: str, result: Plan) -> Device:
     delivery = result.delivery
     model = result.models.get((vendor, row.model)) if row.model else None
     return Device(
-        serial=row.serial, vendor=vendor, hardware_model_id=model.id if model else None,
-        mac_addresses=row.macs or [], asset_tag=row.asset_tag, client_id=delivery.client_id,
+        serial=row.serial,
+        vendor=vendor,
+        hardware_model_id=model.id if model else None,
+        mac_addresses=row.macs or [],
+        asset_tag=row.asset_tag,
+        client_id=delivery.client_id,
         delivery_id=delivery.id,
         order_reference=row.order_reference or delivery.order_reference,
-        carton_id=row.carton_id, windows_product_id=row.windows_product_id,
-        hardware_hash=row.hardware_hash, group_tag=row.group_tag,
+        carton_id=row.carton_id,
+        windows_product_id=row.windows_product_id,
+        hardware_hash=row.hardware_hash,
+        group_tag=row.group_tag,
         assigned_user=row.assigned_user,
-    )  # fmt: skip
+    )
 
 
 def error_lines(errors: Sequence[dict[str, Any]]) -> list[str]:

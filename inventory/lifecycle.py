@@ -86,11 +86,17 @@ def create(
     session.flush()
     rows = [
         DeviceEvent(
-            device_id=_id(d), from_state=None, to_state=dst.value, event=event.value,
-            actor=actor, at=at, reason=reason, details=details or {},
+            device_id=_id(d),
+            from_state=None,
+            to_state=dst.value,
+            event=event.value,
+            actor=actor,
+            at=at,
+            reason=reason,
+            details=details or {},
         )
         for d in devices
-    ]  # fmt: skip
+    ]
     session.add_all(rows)
     session.flush()
     return rows

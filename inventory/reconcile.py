@@ -70,16 +70,25 @@ def reconcile(session: Session, delivery_id: int, principal: Principal) -> Recon
         ]
     lines.extend(_line(d, None, "unexpected") for d in unexpected)
     return Reconciliation(
-        delivery_id=delivery.id, expected=len(devices), received=received, missing=missing,
-        unexpected=len(unexpected), wrong_model=wrong, lines=lines,
-    )  # fmt: skip
+        delivery_id=delivery.id,
+        expected=len(devices),
+        received=received,
+        missing=missing,
+        unexpected=len(unexpected),
+        wrong_model=wrong,
+        lines=lines,
+    )
 
 
 def _line(device: Device, expected: str | None, status: Status) -> ReconciliationLine:
     return ReconciliationLine(
-        serial=device.serial, vendor=device.vendor, expected_model=expected,
-        observed_model=device.observed_model, state=DeviceState(device.state), status=status,
-    )  # fmt: skip
+        serial=device.serial,
+        vendor=device.vendor,
+        expected_model=expected,
+        observed_model=device.observed_model,
+        state=DeviceState(device.state),
+        status=status,
+    )
 
 
 def _cell(value: object) -> str:
@@ -98,7 +107,13 @@ def to_csv(rec: Reconciliation) -> str:
     writer.writerow(CSV_COLUMNS)
     for line in rec.lines:
         writer.writerow(
-            [_cell(line.serial), _cell(line.vendor), _cell(line.expected_model),
-             _cell(line.observed_model), line.state.value, line.status]
-        )  # fmt: skip
+            [
+                _cell(line.serial),
+                _cell(line.vendor),
+                _cell(line.expected_model),
+                _cell(line.observed_model),
+                line.state.value,
+                line.status,
+            ]
+        )
     return out.getvalue()

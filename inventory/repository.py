@@ -197,23 +197,32 @@ def list_devices(
 
 
 _SLOT_HOLDING = (
-    DeviceState.RECEIVED, DeviceState.QUEUED, DeviceState.IMAGING,
-    DeviceState.CONFIGURING, DeviceState.VERIFYING, DeviceState.FAILED_IMAGING,
-    DeviceState.FAILED_CONFIGURING, DeviceState.FAILED_VERIFYING, DeviceState.READY,
-)  # fmt: skip
+    DeviceState.RECEIVED,
+    DeviceState.QUEUED,
+    DeviceState.IMAGING,
+    DeviceState.CONFIGURING,
+    DeviceState.VERIFYING,
+    DeviceState.FAILED_IMAGING,
+    DeviceState.FAILED_CONFIGURING,
+    DeviceState.FAILED_VERIFYING,
+    DeviceState.READY,
+)
 # A slot is occupied while a laptop still being staged holds it. The lock is on the
 # bench row only (PostgreSQL refuses FOR UPDATE on the nullable side of an outer join;
 # SQLite's BEGIN IMMEDIATE already serialises writers).
 _BENCH_WITH_SLOTS = (
     select(Bench, Device.slot)
-    .outerjoin(Device, and_(
-        col(Device.bench_id) == col(Bench.id),
-        col(Device.state).in_(_SLOT_HOLDING),
-        col(Device.slot).is_not(None),
-    ))
+    .outerjoin(
+        Device,
+        and_(
+            col(Device.bench_id) == col(Bench.id),
+            col(Device.state).in_(_SLOT_HOLDING),
+            col(Device.slot).is_not(None),
+        ),
+    )
     .where(Bench.id == bindparam("bench_id"))
     .with_for_update(of=Bench)
-)  # fmt: skip
+)
 
 
 def device_events(session: Session, device_id: int) -> Sequence[DeviceEvent]:

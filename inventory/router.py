@@ -211,11 +211,12 @@ def get_reconciliation(
         format is None and "text/csv" in request.headers.get("accept", "")
     )
     if wants_csv:
+        filename = f"delivery-{delivery_id}-reconciliation.csv"
         return Response(
-            reconcile.to_csv(rec), media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition":
-                     f'attachment; filename="delivery-{delivery_id}-reconciliation.csv"'},
-        )  # fmt: skip
+            reconcile.to_csv(rec),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
     return rec
 
 
@@ -232,9 +233,15 @@ def list_devices(
 ) -> Page[DeviceRead]:
     """Devices ordered by id, filtered; stable under inserts (keyset pagination)."""
     rows = service.list_devices(
-        session, principal, client_code=client, state=state, delivery_id=delivery_id,
-        serial_prefix=serial_prefix, cursor=cursor, limit=limit,
-    )  # fmt: skip
+        session,
+        principal,
+        client_code=client,
+        state=state,
+        delivery_id=delivery_id,
+        serial_prefix=serial_prefix,
+        cursor=cursor,
+        limit=limit,
+    )
     items = [DeviceRead.model_validate(r) for r in rows]
     return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
@@ -279,8 +286,10 @@ async def scan(body: ScanRequest, session: SessionDep, principal: Staff) -> Scan
     def work() -> ScanResult:
         done = service.scan(session, body, principal)
         return ScanResult(
-            outcome=done.outcome, attention=done.attention, message=done.message,
+            outcome=done.outcome,
+            attention=done.attention,
+            message=done.message,
             device=DeviceRead.model_validate(done.device),
-        )  # fmt: skip
+        )
 
     return await in_transaction(session, work)

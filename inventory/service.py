@@ -138,9 +138,13 @@ def create_delivery(session: Session, body: DeliveryCreate, principal: Principal
     if repository.get_delivery_by_reference(session, client_id, body.order_reference):
         raise Conflict(f"delivery {body.order_reference} already exists for this client")
     row = Delivery(
-        client_id=client_id, vendor=body.vendor, order_reference=body.order_reference,
-        carrier=body.carrier, tracking=body.tracking, expected_date=body.expected_date,
-    )  # fmt: skip
+        client_id=client_id,
+        vendor=body.vendor,
+        order_reference=body.order_reference,
+        carrier=body.carrier,
+        tracking=body.tracking,
+        expected_date=body.expected_date,
+    )
     session.add(row)
     session.flush()
     return row
@@ -206,10 +210,14 @@ def list_devices(
         client = client_by_code(session, client_code, principal)
         client_id = client.id
     return repository.list_devices(
-        session, client_id=client_id, state=state, delivery_id=delivery_id,
+        session,
+        client_id=client_id,
+        state=state,
+        delivery_id=delivery_id,
         serial_prefix=normalize_code(serial_prefix) if serial_prefix else None,
-        cursor=cursor, limit=limit,
-    )  # fmt: skip
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 def transition(
@@ -246,9 +254,12 @@ def attach(session: Session, device_id: int, delivery_id: int, principal: Princi
         if device.vendor == UNKNOWN_VENDOR:
             device.vendor = delivery.vendor
     lifecycle.apply(
-        session, device, Event.ATTACH, actor=principal.actor,
+        session,
+        device,
+        Event.ATTACH,
+        actor=principal.actor,
         details={"delivery_id": delivery.id},
-    )  # fmt: skip
+    )
     return device
 
 
@@ -307,14 +318,21 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         if body.damaged:
             device.quarantine_reason = body.reason or "damaged at scan-in"
             lifecycle.apply(
-                session, device, Event.QUARANTINE, actor=principal.actor,
-                reason=device.quarantine_reason, details={"bench_id": bench.id, "slot": slot},
-            )  # fmt: skip
+                session,
+                device,
+                Event.QUARANTINE,
+                actor=principal.actor,
+                reason=device.quarantine_reason,
+                details={"bench_id": bench.id, "slot": slot},
+            )
             return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
         lifecycle.apply(
-            session, device, Event.RECEIVE, actor=principal.actor,
+            session,
+            device,
+            Event.RECEIVE,
+            actor=principal.actor,
             details={"bench_id": bench.id, "slot": slot},
-        )  # fmt: skip
+        )
         # Queues its provisioning run when the client has an image and a configuration;
         # the worker sees it only once this transaction commits.
         from provisioning.service import maybe_queue
@@ -324,9 +342,12 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
     if body.damaged and state is not DeviceState.QUARANTINED:
         device.quarantine_reason = body.reason or "damaged at scan-in"
         lifecycle.apply(
-            session, device, Event.QUARANTINE, actor=principal.actor,
+            session,
+            device,
+            Event.QUARANTINE,
+            actor=principal.actor,
             reason=device.quarantine_reason,
-        )  # fmt: skip
+        )
         return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
     return ScanDone(ScanOutcome.ALREADY, device, f"{code} already scanned ({state.value})")
 
@@ -341,15 +362,23 @@ def _scan_unknown(
 ) -> ScanDone:
     slot = _pick_slot(bench, busy, body.slot)
     device = Device(
-        serial=code, vendor=UNKNOWN_VENDOR, bench_id=bench.id, slot=slot,
-        observed_model=body.model, mac_addresses=[],
-    )  # fmt: skip
+        serial=code,
+        vendor=UNKNOWN_VENDOR,
+        bench_id=bench.id,
+        slot=slot,
+        observed_model=body.model,
+        mac_addresses=[],
+    )
     try:
         with session.begin_nested():
             lifecycle.create(
-                session, [device], Event.DISCOVER, actor=principal.actor,
-                reason="scanned, not in any delivery", details={"bench_id": bench.id},
-            )  # fmt: skip
+                session,
+                [device],
+                Event.DISCOVER,
+                actor=principal.actor,
+                reason="scanned, not in any delivery",
+                details={"bench_id": bench.id},
+            )
     except IntegrityError:
         # Another technician scanned the same unknown serial a moment earlier.
         again = repository.find_devices_by_code(session, code)
@@ -359,9 +388,12 @@ def _scan_unknown(
     if body.damaged:
         device.quarantine_reason = body.reason or "damaged at scan-in"
         lifecycle.apply(
-            session, device, Event.QUARANTINE, actor=principal.actor,
+            session,
+            device,
+            Event.QUARANTINE,
+            actor=principal.actor,
             reason=device.quarantine_reason,
-        )  # fmt: skip
+        )
         return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} unexpected and damaged")
     return ScanDone(ScanOutcome.UNEXPECTED, device, f"{code} UNEXPECTED: no delivery lists it")
 

@@ -106,8 +106,7 @@ class Lab:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{STATE_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
         try:
-            tmp.write_text(json.dumps({"laptops": [lp.to_json() for lp in laptops]},
-                                      indent=2))  # fmt: skip
+            tmp.write_text(json.dumps({"laptops": [lp.to_json() for lp in laptops]}, indent=2))
             os.replace(tmp, self._state_path())
         finally:
             tmp.unlink(missing_ok=True)

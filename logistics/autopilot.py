@@ -51,9 +51,11 @@ def _problems(device: Device) -> list[str]:
         except (binascii.Error, ValueError):
             out.append("hardware hash is not base64")
     for label, value in (
-        ("serial", device.serial), ("Windows Product ID", device.windows_product_id),
-        ("Group Tag", device.group_tag), ("Assigned User", device.assigned_user),
-    ):  # fmt: skip
+        ("serial", device.serial),
+        ("Windows Product ID", device.windows_product_id),
+        ("Group Tag", device.group_tag),
+        ("Assigned User", device.assigned_user),
+    ):
         if not value:
             continue
         if _FORBIDDEN.search(value):
@@ -71,9 +73,7 @@ def rows_of(devices: Sequence[Device]) -> tuple[list[str], list[list[str]]]:
     :raises AutopilotInvalid: any device with a problem (all listed), or no device.
     """
     chosen = [d for d in devices if DeviceState(d.state) not in _EXCLUDED]
-    problems = [
-        {"serial": d.serial, "message": msg} for d in chosen for msg in _problems(d)
-    ]  # fmt: skip
+    problems = [{"serial": d.serial, "message": msg} for d in chosen for msg in _problems(d)]
     if problems:
         raise AutopilotInvalid(problems)
     if not chosen:
@@ -111,8 +111,9 @@ def export(delivery: Delivery, devices: Sequence[Device]) -> Export:
     stem = "autopilot-" + re.sub(r"[^A-Za-z0-9._-]+", "_", delivery.order_reference)
     chunks = [rows[i : i + MAX_ROWS_PER_FILE] for i in range(0, len(rows), MAX_ROWS_PER_FILE)]
     if len(chunks) == 1:
-        return Export(f"{stem}.csv", "text/csv; charset=windows-1252",
-                      render(header, chunks[0]), 1, len(rows))  # fmt: skip
+        return Export(
+            f"{stem}.csv", "text/csv; charset=windows-1252", render(header, chunks[0]), 1, len(rows)
+        )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for n, chunk in enumerate(chunks, 1):

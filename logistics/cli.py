@@ -73,9 +73,11 @@ def dispatch(
             data = csv_file.read_bytes()
             try:
                 summary = client.post(
-                    "/dispatch/import", params={"dry_run": dry_run}, content=data,
+                    "/dispatch/import",
+                    params={"dry_run": dry_run},
+                    content=data,
                     headers={"content-type": "text/csv"},
-                )  # fmt: skip
+                )
             except ApiError as e:
                 _file_errors(e)
             if as_json:
@@ -85,34 +87,51 @@ def dispatch(
                 err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
             verb = "would dispatch" if dry_run else "dispatched"
             count = summary["rows"] if dry_run else summary["dispatched"]
-            console.print(f"{summary['rows']} row(s); {verb} {count}; "
-                          f"{len(summary['errors'])} error(s)")  # fmt: skip
+            console.print(
+                f"{summary['rows']} row(s); {verb} {count}; {len(summary['errors'])} error(s)"
+            )
             if summary["errors"]:
                 raise typer.Exit(2)
             return
-        missing = [n for n, v in (("--serial", serial), ("--name", name), ("--email", email),
-                                  ("--address", address), ("--carrier", carrier),
-                                  ("--tracking", tracking)) if not v]  # fmt: skip
+        missing = [
+            n
+            for n, v in (
+                ("--serial", serial),
+                ("--name", name),
+                ("--email", email),
+                ("--address", address),
+                ("--carrier", carrier),
+                ("--tracking", tracking),
+            )
+            if not v
+        ]
         if missing:
             raise InvalidInput(f"missing {', '.join(missing)} (or use --csv FILE)")
         body = {
-            "serial": serial, "vendor": vendor, "carrier": carrier, "tracking": tracking,
+            "serial": serial,
+            "vendor": vendor,
+            "carrier": carrier,
+            "tracking": tracking,
             "teleworker": {"name": name, "email": email, "phone": phone, "address": address},
-        }  # fmt: skip
+        }
         result = client.post("/dispatch", json=body)
     if as_json:
         print_json(result)
         return
     shipment = result.get("shipment") or {}
-    console.print(f"{result['serial']} is {result['state']} "
-                  f"({shipment.get('carrier')} {shipment.get('tracking')})")  # fmt: skip
+    console.print(
+        f"{result['serial']} is {result['state']} "
+        f"({shipment.get('carrier')} {shipment.get('tracking')})"
+    )
 
 
 # masterline deliveries status
 def deliveries_status(
-    delivery_id: int, as_json: JsonFlag = False, api_url: ApiUrlOpt = None,
+    delivery_id: int,
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
-) -> None:  # fmt: skip
+) -> None:
     """How many of a delivery's laptops are in each state."""
     with ApiClient(api_url, token) as client:
         counts = client.get(f"/logistics/deliveries/{delivery_id}/counts")
@@ -142,10 +161,19 @@ def status(
     token: TokenOpt = None,
 ) -> None:
     """Where laptops are (by serial, asset tag, order, delivery or teleworker)."""
-    params = {k: v for k, v in {
-        "serial": serial, "asset_tag": asset_tag, "order_reference": order,
-        "delivery_id": delivery, "teleworker_id": teleworker, "cursor": cursor, "limit": limit,
-    }.items() if v is not None}  # fmt: skip
+    params = {
+        k: v
+        for k, v in {
+            "serial": serial,
+            "asset_tag": asset_tag,
+            "order_reference": order,
+            "delivery_id": delivery,
+            "teleworker_id": teleworker,
+            "cursor": cursor,
+            "limit": limit,
+        }.items()
+        if v is not None
+    }
     with ApiClient(api_url, token) as client:
         if csv_out is not None:
             csv_out.write_text(client.get("/logistics/status", params={**params, "format": "csv"}))
@@ -159,9 +187,16 @@ def status(
     for d in page["items"]:
         s = d.get("shipment") or {}
         who = (d.get("teleworker") or {}).get("name", "")
-        table.add_row(str(d["device_id"]), d["serial"], d["asset_tag"] or "", d["state"],
-                      d["order_reference"] or "", s.get("carrier", ""), s.get("tracking", ""),
-                      who)  # fmt: skip
+        table.add_row(
+            str(d["device_id"]),
+            d["serial"],
+            d["asset_tag"] or "",
+            d["state"],
+            d["order_reference"] or "",
+            s.get("carrier", ""),
+            s.get("tracking", ""),
+            who,
+        )
     console.print(table)
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -198,14 +233,16 @@ def changes(
         return
     table = Table("seq", "at", "serial", "event", "from", "to")
     for c in page["items"]:
-        table.add_row(str(c["seq"]), c["at"], c["serial"], c["event"], c["from_state"] or "",
-                      c["to_state"])  # fmt: skip
+        table.add_row(
+            str(c["seq"]), c["at"], c["serial"], c["event"], c["from_state"] or "", c["to_state"]
+        )
     console.print(table)
     console.print(f"next: --cursor {page['next_cursor']}")
 
 
-def _device_action(path: str, body: dict[str, Any] | None, api_url: str | None,
-                   token: str | None) -> None:  # fmt: skip
+def _device_action(
+    path: str, body: dict[str, Any] | None, api_url: str | None, token: str | None
+) -> None:
     with ApiClient(api_url, token) as client:
         d = client.post(path, json=body or {})
     console.print(f"{d['serial']} is now {d['state']}")
@@ -219,27 +256,33 @@ def deliver(device_id: int, api_url: ApiUrlOpt = None, token: TokenOpt = None) -
 
 @app.command("return")
 def return_(
-    device_id: int, reason: Annotated[str, typer.Option(help="Why it came back.")],
-    api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    device_id: int,
+    reason: Annotated[str, typer.Option(help="Why it came back.")],
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """DISPATCHED or DELIVERED → RETURNED."""
     _device_action(f"/logistics/devices/{device_id}/return", {"reason": reason}, api_url, token)
 
 
 @app.command("restage")
 def restage(
-    device_id: int, reason: Annotated[str | None, typer.Option()] = None,
-    api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    device_id: int,
+    reason: Annotated[str | None, typer.Option()] = None,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """RETURNED → RECEIVED (staged again)."""
     _device_action(f"/logistics/devices/{device_id}/restage", {"reason": reason}, api_url, token)
 
 
 @app.command("retire")
 def retire(
-    device_id: int, reason: Annotated[str, typer.Option()],
-    api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    device_id: int,
+    reason: Annotated[str, typer.Option()],
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """RETURNED → RETIRED."""
     _device_action(f"/logistics/devices/{device_id}/retire", {"reason": reason}, api_url, token)
 
@@ -255,9 +298,12 @@ def carrier_import(
     """Apply a carrier status file (tracking,status[,date][,reason]); all or nothing."""
     with ApiClient(api_url, token) as client:
         try:
-            s = client.post("/logistics/carrier-status", params={"dry_run": dry_run},
-                            content=csv_file.read_bytes(),
-                            headers={"content-type": "text/csv"})  # fmt: skip
+            s = client.post(
+                "/logistics/carrier-status",
+                params={"dry_run": dry_run},
+                content=csv_file.read_bytes(),
+                headers={"content-type": "text/csv"},
+            )
         except ApiError as e:
             _file_errors(e)
     if as_json:
@@ -265,8 +311,10 @@ def carrier_import(
         return
     for err in s["errors"]:
         err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-    console.print(f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
-                  f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}")  # fmt: skip
+    console.print(
+        f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
+        f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
+    )
     if s["errors"]:
         raise typer.Exit(2)
 
@@ -287,15 +335,19 @@ def autopilot_export(
                 err_console.print(f"{err.get('serial')}: {err.get('message')}")
             raise
     out.write_bytes(response.content)
-    console.print(f"wrote {out} ({response.headers.get('x-autopilot-rows')} laptop(s) in "
-                  f"{response.headers.get('x-autopilot-files')} file(s))")  # fmt: skip
+    console.print(
+        f"wrote {out} ({response.headers.get('x-autopilot-rows')} laptop(s) in "
+        f"{response.headers.get('x-autopilot-files')} file(s))"
+    )
 
 
 @app.command("teleworker")
 def teleworker(
     email: Annotated[str, typer.Option(help="Find by e-mail.")],
-    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None,
-) -> None:  # fmt: skip
+    as_json: JsonFlag = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Find a teleworker (logistics and admin)."""
     with ApiClient(api_url, token) as client:
         rows = client.post("/logistics/teleworkers/search", json={"email": email})
@@ -304,8 +356,13 @@ def teleworker(
         return
     table = Table("id", "client", "name", "e-mail", "erased")
     for r in rows:
-        table.add_row(str(r["id"]), str(r["client_id"]), r["name"], r["email"],
-                      "yes" if r["erased_at"] else "")  # fmt: skip
+        table.add_row(
+            str(r["id"]),
+            str(r["client_id"]),
+            r["name"],
+            r["email"],
+            "yes" if r["erased_at"] else "",
+        )
     console.print(table)
 
 
@@ -328,16 +385,29 @@ def purge(
 
 # Labels.
 def _labels(
-    kind: str, delivery: int | None, serial: str | None, device: int | None, pdf: Path | None,
-    a4: bool, printer: str | None, api_url: str | None, token: str | None,
-) -> None:  # fmt: skip
+    kind: str,
+    delivery: int | None,
+    serial: str | None,
+    device: int | None,
+    pdf: Path | None,
+    a4: bool,
+    printer: str | None,
+    api_url: str | None,
+    token: str | None,
+) -> None:
     from logistics.labels import send_raw
 
     if (pdf is None) == (printer is None):
         raise InvalidInput("give one of --pdf FILE or --printer tcp://host:9100")
-    params: dict[str, Any] = {k: v for k, v in {
-        "delivery_id": delivery, "serial": serial, "device_id": device,
-    }.items() if v is not None}  # fmt: skip
+    params: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "delivery_id": delivery,
+            "serial": serial,
+            "device_id": device,
+        }.items()
+        if v is not None
+    }
     params["format"] = ("pdf-a4" if a4 else "pdf") if pdf else "zpl"
     with ApiClient(api_url, token) as client:
         response = _get_bytes(client, f"/labels/{kind}", params)
@@ -405,8 +475,12 @@ def webhooks_add(
     token: TokenOpt = None,
 ) -> None:
     """Subscribe a URL; prints the generated signing secret once."""
-    body = {"url": url, "event_types": events or ["*"], "client_code": client_code,
-            "description": description}  # fmt: skip
+    body = {
+        "url": url,
+        "event_types": events or ["*"],
+        "client_code": client_code,
+        "description": description,
+    }
     with ApiClient(api_url, token) as client:
         row = client.post("/webhooks", json=body)
     if as_json:
@@ -417,8 +491,9 @@ def webhooks_add(
 
 
 @webhooks_app.command("list")
-def webhooks_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None,
-                  token: TokenOpt = None) -> None:  # fmt: skip
+def webhooks_list(
+    as_json: JsonFlag = False, api_url: ApiUrlOpt = None, token: TokenOpt = None
+) -> None:
     """Subscriptions you can see (secrets are never shown)."""
     with ApiClient(api_url, token) as client:
         rows = client.get("/webhooks")
@@ -427,8 +502,13 @@ def webhooks_list(as_json: JsonFlag = False, api_url: ApiUrlOpt = None,
         return
     table = Table("id", "client", "url", "events", "active")
     for r in rows:
-        table.add_row(str(r["id"]), str(r["client_id"]), r["url"], ", ".join(r["event_types"]),
-                      "yes" if r["active"] else "paused")  # fmt: skip
+        table.add_row(
+            str(r["id"]),
+            str(r["client_id"]),
+            r["url"],
+            ", ".join(r["event_types"]),
+            "yes" if r["active"] else "paused",
+        )
     console.print(table)
 
 
@@ -471,8 +551,11 @@ def webhooks_log(
     token: TokenOpt = None,
 ) -> None:
     """The delivery log of a subscription."""
-    params = {k: v for k, v in {"status": status, "cursor": cursor, "limit": limit}.items()
-              if v is not None}  # fmt: skip
+    params = {
+        k: v
+        for k, v in {"status": status, "cursor": cursor, "limit": limit}.items()
+        if v is not None
+    }
     with ApiClient(api_url, token) as client:
         page = client.get(f"/webhooks/{sub_id}/deliveries", params=params)
     if as_json:
@@ -481,8 +564,15 @@ def webhooks_log(
     table = Table("id", "webhook-id", "type", "status", "attempts", "last", "next attempt")
     for d in page["items"]:
         last = str(d["last_status_code"] or d["last_error"] or "")
-        table.add_row(str(d["id"]), d["message_id"], d["event_type"], d["status"],
-                      str(d["attempts"]), last, d["next_attempt_at"])  # fmt: skip
+        table.add_row(
+            str(d["id"]),
+            d["message_id"],
+            d["event_type"],
+            d["status"],
+            str(d["attempts"]),
+            last,
+            d["next_attempt_at"],
+        )
     console.print(table)
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}")
@@ -510,7 +600,12 @@ def webhooks_send(
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, _stop)
-    policy = SenderPolicy(backoff_seconds=backoff, max_attempts=max_attempts,
-                          lease_seconds=lease, timeout_seconds=timeout)  # fmt: skip
-    run_sender(get_database(), policy=policy, interval=interval, once=once,
-               should_stop=lambda: stop["now"])  # fmt: skip
+    policy = SenderPolicy(
+        backoff_seconds=backoff,
+        max_attempts=max_attempts,
+        lease_seconds=lease,
+        timeout_seconds=timeout,
+    )
+    run_sender(
+        get_database(), policy=policy, interval=interval, once=once, should_stop=lambda: stop["now"]
+    )

@@ -139,8 +139,18 @@ def changes_by_seq(session: Session, seqs: Sequence[int]) -> list[Change]:
 def _change(o: OutboxEntry, e: DeviceEvent, d: Device) -> Change:
     assert o.seq is not None and e.id is not None and d.id is not None
     return Change(
-        seq=o.seq, event_id=e.id, device_id=d.id, serial=d.serial, vendor=d.vendor,
-        asset_tag=d.asset_tag, client_id=o.client_id, delivery_id=d.delivery_id,
-        order_reference=d.order_reference, event=e.event, from_state=e.from_state,
-        to_state=e.to_state, at=e.at, reason=e.reason,
-    )  # fmt: skip
+        seq=o.seq,
+        event_id=e.id,
+        device_id=d.id,
+        serial=d.serial,
+        vendor=d.vendor,
+        asset_tag=d.asset_tag,
+        client_id=o.client_id,
+        delivery_id=d.delivery_id,
+        order_reference=d.order_reference,
+        event=e.event,
+        from_state=e.from_state,
+        to_state=e.to_state,
+        at=e.at,
+        reason=e.reason,
+    )

@@ -143,9 +143,13 @@ def read_sheet(data: bytes, spec: dict[str, tuple[int, bool, tuple[str, ...]]]) 
 
 
 def _header(
-    sheet: Sheet, line: int, cells: list[str], spec: dict[str, tuple[int, bool, tuple[str, ...]]],
-    by_alias: dict[str, str], columns: list[str | None],
-) -> list[str]:  # fmt: skip
+    sheet: Sheet,
+    line: int,
+    cells: list[str],
+    spec: dict[str, tuple[int, bool, tuple[str, ...]]],
+    by_alias: dict[str, str],
+    columns: list[str | None],
+) -> list[str]:
     while cells and not cells[-1].strip():
         cells.pop()
     for name in cells:
@@ -188,8 +192,9 @@ def import_dispatch(
             assert device.id is not None and device.client_id is not None
             locked = service.lock_device(session, device.id, principal)
             person = service.upsert_teleworker(session, device.client_id, person_in)
-            service.ship(session, locked, person, carrier=carrier, tracking=tracking,
-                         principal=principal)  # fmt: skip
+            service.ship(
+                session, locked, person, carrier=carrier, tracking=tracking, principal=principal
+            )
             dispatched += 1
     return DispatchImportSummary(
         dry_run=dry_run, rows=len(sheet.rows), dispatched=dispatched, errors=sheet.errors
@@ -215,8 +220,11 @@ def _plan_dispatch(
             continue
         seen[device.id] = line
         if device.state != DeviceState.READY:
-            sheet.error(line, "serial", f"device {code} is {device.state}; only ready "
-                                        "laptops can be dispatched")  # fmt: skip
+            sheet.error(
+                line,
+                "serial",
+                f"device {code} is {device.state}; only ready laptops can be dispatched",
+            )
             continue
         if "carrier" in values and "tracking" in values:
             planned.append((device, person, values["carrier"], values["tracking"]))
@@ -228,26 +236,34 @@ def _person(sheet: Sheet, line: int, values: dict[str, str]) -> TeleworkerIn | N
         return None
     try:
         return TeleworkerIn(
-            name=values["name"], email=values["email"], phone=values.get("phone") or None,
+            name=values["name"],
+            email=values["email"],
+            phone=values.get("phone") or None,
             address=values["address"],
-        )  # fmt: skip
+        )
     except ValueError as e:
         # Pydantic's message may quote the input; say which field only.
         for err in getattr(e, "errors", list)():
             where = str(err.get("loc", ("?",))[0])
-            sheet.error(line, where, "not a valid e-mail address" if where == "email"
-                        else "invalid value")  # fmt: skip
+            sheet.error(
+                line, where, "not a valid e-mail address" if where == "email" else "invalid value"
+            )
         return None
 
 
 def _device(
-    sheet: Sheet, session: Session, line: int, code: str, vendor: str | None,
+    sheet: Sheet,
+    session: Session,
+    line: int,
+    code: str,
+    vendor: str | None,
     principal: Principal,
-) -> Device | None:  # fmt: skip
+) -> Device | None:
     found = [
-        d for d in inventory_repo.find_devices_by_code(session, code)
+        d
+        for d in inventory_repo.find_devices_by_code(session, code)
         if principal.sees_client(d.client_id) and (vendor is None or d.vendor == vendor)
-    ]  # fmt: skip
+    ]
     if not found:
         sheet.error(line, "serial", f"device {code} not found")
         return None
@@ -278,9 +294,13 @@ def import_carrier_status(
         for run, _ in actions:
             run()
     return CarrierImportSummary(
-        dry_run=dry_run, rows=len(sheet.rows), delivered=delivered,
-        returned=len(actions) - delivered, unchanged=unchanged, errors=sheet.errors,
-    )  # fmt: skip
+        dry_run=dry_run,
+        rows=len(sheet.rows),
+        delivered=delivered,
+        returned=len(actions) - delivered,
+        unchanged=unchanged,
+        errors=sheet.errors,
+    )
 
 
 def _plan_carrier(
@@ -320,8 +340,9 @@ def _plan_carrier(
             elif state is DeviceState.DISPATCHED:
                 actions.append((_bind_deliver(session, device_id, principal, when), "delivered"))
             else:
-                sheet.error(line, "status", f"device {device.serial} is {state}; cannot be "
-                                            "delivered")  # fmt: skip
+                sheet.error(
+                    line, "status", f"device {device.serial} is {state}; cannot be delivered"
+                )
         else:
             reason = values.get("reason") or "returned by the carrier"
             if state is DeviceState.RETURNED:
@@ -331,8 +352,9 @@ def _plan_carrier(
                     (_bind_return(session, device_id, principal, when, reason), "returned")
                 )
             else:
-                sheet.error(line, "status", f"device {device.serial} is {state}; cannot be "
-                                            "returned")  # fmt: skip
+                sheet.error(
+                    line, "status", f"device {device.serial} is {state}; cannot be returned"
+                )
     return actions, unchanged
 
 

@@ -152,8 +152,9 @@ def _draw(
     qr_size = min(h - 2 * margin, w * 0.42)
     widget = QrCodeWidget(lb.code, barLevel="M")
     x0, y0, x1, y1 = widget.getBounds()
-    drawing = Drawing(qr_size, qr_size, transform=[qr_size / (x1 - x0), 0, 0,
-                                                   qr_size / (y1 - y0), 0, 0])  # fmt: skip
+    drawing = Drawing(
+        qr_size, qr_size, transform=[qr_size / (x1 - x0), 0, 0, qr_size / (y1 - y0), 0, 0]
+    )
     drawing.add(widget)
     renderPDF.draw(drawing, canvas, x + margin, y + h - margin - qr_size)
     tx = x + margin * 2 + qr_size
@@ -162,8 +163,10 @@ def _draw(
     canvas.setFont("Helvetica-Bold", size * 1.2)
     canvas.drawString(tx, ty, lb.code)
     canvas.setFont("Helvetica", size * 0.8)
-    texts = [f"S/N {lb.serial}", lb.client + (f" {lb.order_reference}" if lb.order_reference
-                                              else "")]  # fmt: skip
+    texts = [
+        f"S/N {lb.serial}",
+        lb.client + (f" {lb.order_reference}" if lb.order_reference else ""),
+    ]
     if kind is LabelKind.SHIPPING:
         texts += _shipping_lines(lb)
     for text in texts:
@@ -206,9 +209,14 @@ def send_raw(uri: str, data: bytes, *, timeout: float = 10.0) -> None:
 
 # Which labels (database side).
 def collect(
-    session: Session, kind: LabelKind, principal: Principal, *, serial: str | None = None,
-    device_id: int | None = None, delivery_id: int | None = None,
-) -> list[Label]:  # fmt: skip
+    session: Session,
+    kind: LabelKind,
+    principal: Principal,
+    *,
+    serial: str | None = None,
+    device_id: int | None = None,
+    delivery_id: int | None = None,
+) -> list[Label]:
     """The labels for one device (by serial or id) or a whole delivery.
 
     :raises InvalidInput: not exactly one of serial, device_id, delivery_id.
@@ -237,8 +245,12 @@ def collect(
         if d.client_id not in clients:
             client = inventory_repo.get_client(session, d.client_id) if d.client_id else None
             clients[d.client_id] = client.code if client else "-"
-        base = Label(code=d.asset_tag or d.serial, serial=d.serial, client=clients[d.client_id],
-                     order_reference=d.order_reference)  # fmt: skip
+        base = Label(
+            code=d.asset_tag or d.serial,
+            serial=d.serial,
+            client=clients[d.client_id],
+            order_reference=d.order_reference,
+        )
         if kind is LabelKind.ASSET:
             out.append(base)
             continue
@@ -248,11 +260,16 @@ def collect(
                 raise ShipmentNotFound(d.serial)
             continue  # in bulk, only laptops on their way get a shipping label
         person = people.get(shipment.teleworker_id)
-        out.append(replace(
-            base, recipient=person.name if person else None,
-            address=person.address if person else None, phone=person.phone if person else None,
-            carrier=shipment.carrier, tracking=shipment.tracking,
-        ))  # fmt: skip
+        out.append(
+            replace(
+                base,
+                recipient=person.name if person else None,
+                address=person.address if person else None,
+                phone=person.phone if person else None,
+                carrier=shipment.carrier,
+                tracking=shipment.tracking,
+            )
+        )
     if not out:
         raise ShipmentNotFound(f"of delivery {delivery_id}")
     return out

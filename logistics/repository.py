@@ -46,12 +46,9 @@ def teleworkers_to_erase(session: Session, *, closed_before: datetime) -> Sequen
     closed_at = func.coalesce(col(Shipment.returned_at), col(Shipment.delivered_at))
     still_open_or_recent = (
         select(Shipment.teleworker_id)
-        .where(
-            (col(Shipment.status) == ShipmentStatus.DISPATCHED)
-            | (closed_at >= closed_before)
-        )
+        .where((col(Shipment.status) == ShipmentStatus.DISPATCHED) | (closed_at >= closed_before))
         .scalar_subquery()
-    )  # fmt: skip
+    )
     return session.exec(
         select(Teleworker)
         .where(

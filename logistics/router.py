@@ -151,10 +151,12 @@ def dispatch(
 
 
 @router.post(
-    "/dispatch/import", response_model=DispatchImportSummary, tags=["logistics"],
+    "/dispatch/import",
+    response_model=DispatchImportSummary,
+    tags=["logistics"],
     openapi_extra=_RAW_CSV_BODY,
     responses={422: {"description": "Rejected: `errors` lists every line and column."}},
-)  # fmt: skip
+)
 def dispatch_import(
     session: SessionDep, principal: LogisticsOrAdmin, data: RawCsv, dry_run: DryRun = False
 ) -> DispatchImportSummary:
@@ -164,9 +166,11 @@ def dispatch_import(
 
 
 @router.post(
-    "/logistics/carrier-status", response_model=CarrierImportSummary, tags=["logistics"],
+    "/logistics/carrier-status",
+    response_model=CarrierImportSummary,
+    tags=["logistics"],
     openapi_extra=_RAW_CSV_BODY,
-)  # fmt: skip
+)
 def carrier_status(
     session: SessionDep, principal: LogisticsOrAdmin, data: RawCsv, dry_run: DryRun = False
 ) -> CarrierImportSummary:
@@ -180,16 +184,18 @@ def _one_status(session: SessionDep, device_id: int, principal: Principal) -> De
     return service.render_status(session, [device], principal)[0]
 
 
-@router.post("/logistics/devices/{device_id}/deliver", response_model=DeviceStatus,
-             tags=["logistics"])  # fmt: skip
+@router.post(
+    "/logistics/devices/{device_id}/deliver", response_model=DeviceStatus, tags=["logistics"]
+)
 def deliver(device_id: int, session: SessionDep, principal: LogisticsOrAdmin) -> DeviceStatus:
     """DISPATCHED → DELIVERED."""
     service.deliver(session, device_id, principal)
     return _one_status(session, device_id, principal)
 
 
-@router.post("/logistics/devices/{device_id}/return", response_model=DeviceStatus,
-             tags=["logistics"])  # fmt: skip
+@router.post(
+    "/logistics/devices/{device_id}/return", response_model=DeviceStatus, tags=["logistics"]
+)
 def return_device(
     device_id: int, body: ReturnRequest, session: SessionDep, principal: LogisticsOrAdmin
 ) -> DeviceStatus:
@@ -198,8 +204,9 @@ def return_device(
     return _one_status(session, device_id, principal)
 
 
-@router.post("/logistics/devices/{device_id}/restage", response_model=DeviceStatus,
-             tags=["logistics"])  # fmt: skip
+@router.post(
+    "/logistics/devices/{device_id}/restage", response_model=DeviceStatus, tags=["logistics"]
+)
 def restage(
     device_id: int, body: ReasonRequest, session: SessionDep, principal: LogisticsOrAdmin
 ) -> DeviceStatus:
@@ -208,8 +215,9 @@ def restage(
     return _one_status(session, device_id, principal)
 
 
-@router.post("/logistics/devices/{device_id}/retire", response_model=DeviceStatus,
-             tags=["logistics"])  # fmt: skip
+@router.post(
+    "/logistics/devices/{device_id}/retire", response_model=DeviceStatus, tags=["logistics"]
+)
 def retire(
     device_id: int, body: ReasonRequest, session: SessionDep, principal: LogisticsOrAdmin
 ) -> DeviceStatus:
@@ -245,8 +253,9 @@ def status(
     return StatusPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/logistics/deliveries/{delivery_id}/counts", response_model=StateCounts,
-            tags=["logistics"])  # fmt: skip
+@router.get(
+    "/logistics/deliveries/{delivery_id}/counts", response_model=StateCounts, tags=["logistics"]
+)
 def delivery_counts(
     delivery_id: int, session: SessionDep, principal: Everyone, format: Format = "json"
 ) -> StateCounts | Response:
@@ -283,9 +292,7 @@ def changes(
     still being committed when the previous page was read (docs/logistics.md)."""
     feed.sequence_all(get_db(request))
     rows = feed.changes_since(session, cursor=cursor, limit=limit, client_id=principal.client_scope)
-    items = [
-        ChangeRead(type=c.event_type, **{k: v for k, v in c.__dict__.items()}) for c in rows
-    ]  # fmt: skip
+    items = [ChangeRead(type=c.event_type, **{k: v for k, v in c.__dict__.items()}) for c in rows]
     next_cursor = items[-1].seq if items else cursor
     if format == "csv":
         return csv_response(_dumps(items), filename="changes.csv", next_cursor=next_cursor)
@@ -293,8 +300,9 @@ def changes(
 
 
 # Teleworkers (personal data: logistics and admin only).
-@router.post("/logistics/teleworkers/search", response_model=list[TeleworkerRead],
-             tags=["logistics"])  # fmt: skip
+@router.post(
+    "/logistics/teleworkers/search", response_model=list[TeleworkerRead], tags=["logistics"]
+)
 def search_teleworkers(
     body: TeleworkerSearch, session: SessionDep, principal: LogisticsOrAdmin
 ) -> list[TeleworkerRead]:
@@ -303,8 +311,9 @@ def search_teleworkers(
     return [TeleworkerRead.model_validate(r) for r in rows]
 
 
-@router.get("/logistics/teleworkers/{teleworker_id}", response_model=TeleworkerRead,
-            tags=["logistics"])  # fmt: skip
+@router.get(
+    "/logistics/teleworkers/{teleworker_id}", response_model=TeleworkerRead, tags=["logistics"]
+)
 def get_teleworker(
     teleworker_id: int, session: SessionDep, principal: LogisticsOrAdmin
 ) -> TeleworkerRead:
@@ -313,22 +322,31 @@ def get_teleworker(
 
 # Autopilot.
 @router.get(
-    "/logistics/deliveries/{delivery_id}/autopilot", tags=["logistics"],
+    "/logistics/deliveries/{delivery_id}/autopilot",
+    tags=["logistics"],
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}, "application/zip": {}},
-                     "description": "One CSV (≤ 500 rows) or a zip of CSVs."},
-               422: {"description": "Devices that cannot be exported, each with why."}},
-)  # fmt: skip
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/zip": {}},
+            "description": "One CSV (≤ 500 rows) or a zip of CSVs.",
+        },
+        422: {"description": "Devices that cannot be exported, each with why."},
+    },
+)
 def autopilot_export(delivery_id: int, session: SessionDep, principal: Exporters) -> Response:
     """The Windows Autopilot hardware-hash CSV of a delivery's laptops, validated."""
     delivery = inventory.get_delivery(session, delivery_id, principal)
     assert delivery.id is not None
     done = autopilot.export(delivery, inventory_repo.devices_of_delivery(session, delivery.id))
     return Response(
-        done.content, media_type=done.media_type,
-        headers={"content-disposition": f'attachment; filename="{done.filename}"',
-                 "x-autopilot-files": str(done.files), "x-autopilot-rows": str(done.rows)},
-    )  # fmt: skip
+        done.content,
+        media_type=done.media_type,
+        headers={
+            "content-disposition": f'attachment; filename="{done.filename}"',
+            "x-autopilot-files": str(done.files),
+            "x-autopilot-rows": str(done.rows),
+        },
+    )
 
 
 # Labels.
@@ -340,13 +358,16 @@ _LABEL_TYPES: dict[int | str, dict[str, Any]] = {
 Serial = Annotated[str | None, Query(max_length=64, description="Serial or asset tag.")]
 LabelFormatQ = Annotated[
     labels.LabelFormat,
-    Query(description="`zpl` (send raw to tcp://printer:9100), `pdf` (one label per page) "
-                      "or `pdf-a4` (sheets of 24)."),
-]  # fmt: skip
+    Query(
+        description="`zpl` (send raw to tcp://printer:9100), `pdf` (one label per page) "
+        "or `pdf-a4` (sheets of 24)."
+    ),
+]
 
 
-def _render_labels(items: list[labels.Label], kind: labels.LabelKind,
-                   fmt: labels.LabelFormat) -> Response:  # fmt: skip
+def _render_labels(
+    items: list[labels.Label], kind: labels.LabelKind, fmt: labels.LabelFormat
+) -> Response:
     if fmt is labels.LabelFormat.ZPL:
         return Response(labels.zpl(items, kind), media_type="application/zpl")
     body = labels.pdf(items, kind, a4=fmt is labels.LabelFormat.PDF_A4)
@@ -365,13 +386,13 @@ def asset_labels(
     """Asset-tag labels (QR code of the asset tag, serial, client, order) for one laptop
     or a whole delivery."""
     kind = labels.LabelKind.ASSET
-    items = labels.collect(session, kind, principal, serial=serial, device_id=device_id,
-                           delivery_id=delivery_id)  # fmt: skip
+    items = labels.collect(
+        session, kind, principal, serial=serial, device_id=device_id, delivery_id=delivery_id
+    )
     return _render_labels(items, kind, format)
 
 
-@router.get("/labels/shipping", tags=["labels"], response_class=Response,
-            responses=_LABEL_TYPES)  # fmt: skip
+@router.get("/labels/shipping", tags=["labels"], response_class=Response, responses=_LABEL_TYPES)
 def shipping_labels(
     session: SessionDep,
     principal: LogisticsOrAdmin,
@@ -383,14 +404,14 @@ def shipping_labels(
     """Shipping labels (recipient, address, carrier, tracking, QR code of the asset tag)
     for a DISPATCHED laptop, or every dispatched laptop of a delivery."""
     kind = labels.LabelKind.SHIPPING
-    items = labels.collect(session, kind, principal, serial=serial, device_id=device_id,
-                           delivery_id=delivery_id)  # fmt: skip
+    items = labels.collect(
+        session, kind, principal, serial=serial, device_id=device_id, delivery_id=delivery_id
+    )
     return _render_labels(items, kind, format)
 
 
 # Webhooks.
-@router.post("/webhooks", response_model=SubscriptionCreated, status_code=201,
-             tags=["webhooks"])  # fmt: skip
+@router.post("/webhooks", response_model=SubscriptionCreated, status_code=201, tags=["webhooks"])
 def create_subscription(
     body: SubscriptionCreate, session: SessionDep, principal: LogisticsOrAdmin
 ) -> SubscriptionCreated:
@@ -436,8 +457,12 @@ def test_subscription(sub_id: int, session: SessionDep, principal: LogisticsOrAd
     """Send a signed `webhook.test` message now and report what the endpoint answered."""
     sub = webhooks.get_subscription(session, sub_id, principal)
     msg_id, outcome = webhooks.send_test(session, sub)
-    return TestResult(delivered=outcome.ok, status_code=outcome.status_code,
-                      error=outcome.error, message_id=msg_id)  # fmt: skip
+    return TestResult(
+        delivered=outcome.ok,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        message_id=msg_id,
+    )
 
 
 @router.post("/webhooks/{sub_id}/replay", response_model=ReplaySummary, tags=["webhooks"])

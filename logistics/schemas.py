@@ -174,13 +174,16 @@ class SubscriptionCreate(BaseModel):
     )
     url: str = Field(min_length=8, max_length=2000)
     event_types: list[str] = Field(
-        default_factory=lambda: ["*"], max_length=32,
+        default_factory=lambda: ["*"],
+        max_length=32,
         description="`device.<state>` types, or `*` for every event.",
-    )  # fmt: skip
+    )
     secret: str | None = Field(
-        default=None, min_length=16, max_length=200,
+        default=None,
+        min_length=16,
+        max_length=200,
         description="`whsec_<base64>`; generated (and returned once) when omitted.",
-    )  # fmt: skip
+    )
     description: str | None = Field(default=None, max_length=200)
 
 

@@ -55,9 +55,10 @@ def find_device(
     """
     wanted = inventory.normalize_code(code)
     found = [
-        d for d in inventory_repo.find_devices_by_code(session, wanted)
+        d
+        for d in inventory_repo.find_devices_by_code(session, wanted)
         if principal.sees_client(d.client_id) and (vendor is None or d.vendor == vendor)
-    ]  # fmt: skip
+    ]
     if not found:
         raise DeviceNotFound(wanted)
     if len(found) > 1:
@@ -105,8 +106,9 @@ def dispatch(session: Session, body: DispatchRequest, principal: Principal) -> S
     else:
         assert body.teleworker is not None
         person = upsert_teleworker(session, device.client_id, body.teleworker)
-    return ship(session, device, person, carrier=body.carrier, tracking=body.tracking,
-                principal=principal)  # fmt: skip
+    return ship(
+        session, device, person, carrier=body.carrier, tracking=body.tracking, principal=principal
+    )
 
 
 def _teleworker_for(
@@ -135,22 +137,37 @@ def upsert_teleworker(session: Session, client_id: int, data: TeleworkerIn) -> T
 
 
 def ship(
-    session: Session, device: Device, person: Teleworker, *, carrier: str, tracking: str,
+    session: Session,
+    device: Device,
+    person: Teleworker,
+    *,
+    carrier: str,
+    tracking: str,
     principal: Principal,
-) -> Shipment:  # fmt: skip
+) -> Shipment:
     """Record the shipment and move the (locked, READY) device to DISPATCHED."""
     assert device.id is not None and device.client_id is not None and person.id is not None
     shipment = Shipment(
-        device_id=device.id, client_id=device.client_id, teleworker_id=person.id,
-        carrier=carrier, tracking=tracking,
-    )  # fmt: skip
+        device_id=device.id,
+        client_id=device.client_id,
+        teleworker_id=person.id,
+        carrier=carrier,
+        tracking=tracking,
+    )
     session.add(shipment)
     session.flush()
     lifecycle.apply(
-        session, device, Event.DISPATCH, actor=principal.actor,
-        details={"shipment_id": shipment.id, "teleworker_id": person.id,
-                 "carrier": carrier, "tracking": tracking},
-    )  # fmt: skip
+        session,
+        device,
+        Event.DISPATCH,
+        actor=principal.actor,
+        details={
+            "shipment_id": shipment.id,
+            "teleworker_id": person.id,
+            "carrier": carrier,
+            "tracking": tracking,
+        },
+    )
     return shipment
 
 
@@ -168,16 +185,23 @@ def deliver(
     shipment.delivered_at = at or utcnow()
     session.add(shipment)
     lifecycle.apply(
-        session, device, Event.DELIVER, actor=principal.actor,
+        session,
+        device,
+        Event.DELIVER,
+        actor=principal.actor,
         details={"shipment_id": shipment.id},
-    )  # fmt: skip
+    )
     return device
 
 
 def return_device(
-    session: Session, device_id: int, principal: Principal, *, reason: str,
+    session: Session,
+    device_id: int,
+    principal: Principal,
+    *,
+    reason: str,
     at: datetime | None = None,
-) -> Device:  # fmt: skip
+) -> Device:
     """DISPATCHED or DELIVERED → RETURNED, with a reason.
 
     :raises DeviceNotFound, InvalidTransition:
@@ -193,9 +217,13 @@ def return_device(
     shipment.return_reason = reason
     session.add(shipment)
     lifecycle.apply(
-        session, device, Event.RETURN, actor=principal.actor, reason=reason,
+        session,
+        device,
+        Event.RETURN,
+        actor=principal.actor,
+        reason=reason,
         details={"shipment_id": shipment.id},
-    )  # fmt: skip
+    )
     return device
 
 
@@ -237,9 +265,13 @@ class StatusQuery:
 
 
 def status(
-    session: Session, query: StatusQuery, principal: Principal, *, cursor: int | None,
+    session: Session,
+    query: StatusQuery,
+    principal: Principal,
+    *,
+    cursor: int | None,
     limit: int,
-) -> list[DeviceStatus]:  # fmt: skip
+) -> list[DeviceStatus]:
     """A page of device statuses, keyset-paginated by device id.
 
     :raises TeleworkerNotFound: filtering by teleworker without the right to see them.
@@ -258,12 +290,16 @@ def status(
         if delivery is None or not principal.sees_client(delivery.client_id):
             raise DeliveryNotFound(str(query.delivery_id))
     devices = repository.status_devices(
-        session, client_id=principal.client_scope,
+        session,
+        client_id=principal.client_scope,
         serial=inventory.normalize_code(query.serial) if query.serial else None,
         asset_tag=inventory.normalize_code(query.asset_tag) if query.asset_tag else None,
-        order_reference=query.order_reference, delivery_id=query.delivery_id,
-        teleworker_id=query.teleworker_id, cursor=cursor, limit=limit,
-    )  # fmt: skip
+        order_reference=query.order_reference,
+        delivery_id=query.delivery_id,
+        teleworker_id=query.teleworker_id,
+        cursor=cursor,
+        limit=limit,
+    )
     return render_status(session, devices, principal)
 
 
@@ -284,14 +320,19 @@ def render_status(
         person = people.get(shipment.teleworker_id) if shipment else None
         out.append(
             DeviceStatus(
-                device_id=d.id, serial=d.serial, vendor=d.vendor, asset_tag=d.asset_tag,
-                client_id=d.client_id, delivery_id=d.delivery_id,
-                order_reference=d.order_reference, state=DeviceState(d.state),
+                device_id=d.id,
+                serial=d.serial,
+                vendor=d.vendor,
+                asset_tag=d.asset_tag,
+                client_id=d.client_id,
+                delivery_id=d.delivery_id,
+                order_reference=d.order_reference,
+                state=DeviceState(d.state),
                 state_changed_at=d.state_changed_at,
                 shipment=ShipmentRead.model_validate(shipment) if shipment else None,
                 teleworker=TeleworkerRead.model_validate(person) if person else None,
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -300,9 +341,11 @@ def counts_for_delivery(session: Session, delivery_id: int, principal: Principal
     delivery = inventory.get_delivery(session, delivery_id, principal)
     counts = inventory_repo.count_devices_by_state(session, delivery_id=delivery.id)
     return StateCounts(
-        client_id=delivery.client_id, delivery_id=delivery.id, total=sum(counts.values()),
+        client_id=delivery.client_id,
+        delivery_id=delivery.id,
+        total=sum(counts.values()),
         counts=counts,
-    )  # fmt: skip
+    )
 
 
 def counts_per_client(session: Session, principal: Principal) -> list[StateCounts]:
@@ -310,9 +353,13 @@ def counts_per_client(session: Session, principal: Principal) -> list[StateCount
     for client in repository.clients(session, only_id=principal.client_scope):
         counts = inventory_repo.count_devices_by_state(session, client_id=client.id)
         out.append(
-            StateCounts(client_id=client.id, client_code=client.code,
-                        total=sum(counts.values()), counts=counts)
-        )  # fmt: skip
+            StateCounts(
+                client_id=client.id,
+                client_code=client.code,
+                total=sum(counts.values()),
+                counts=counts,
+            )
+        )
     return out
 
 

@@ -132,9 +132,12 @@ def create_subscription(
         except ValueError:
             raise InvalidInput("secret must be whsec_ + base64 of at least 16 bytes") from None
     row = WebhookSubscription(
-        client_id=client_id, url=url, event_types=types,
-        secret_encrypted=crypto.encrypt(secret), description=body.description,
-    )  # fmt: skip
+        client_id=client_id,
+        url=url,
+        event_types=types,
+        secret_encrypted=crypto.encrypt(secret),
+        description=body.description,
+    )
     session.add(row)
     session.flush()
     return row, generated
@@ -171,13 +174,21 @@ def _matches(sub: WebhookSubscription, change: Change) -> bool:
 def payload(change: Change) -> str:
     """The JSON body of one event (compact, keys sorted: stable bytes)."""
     data: dict[str, Any] = {
-        "seq": change.seq, "event_id": change.event_id, "device_id": change.device_id,
-        "serial": change.serial, "vendor": change.vendor, "asset_tag": change.asset_tag,
-        "client_id": change.client_id, "delivery_id": change.delivery_id,
-        "order_reference": change.order_reference, "event": change.event,
-        "from_state": change.from_state, "to_state": change.to_state,
-        "at": change.at.isoformat(), "reason": change.reason,
-    }  # fmt: skip
+        "seq": change.seq,
+        "event_id": change.event_id,
+        "device_id": change.device_id,
+        "serial": change.serial,
+        "vendor": change.vendor,
+        "asset_tag": change.asset_tag,
+        "client_id": change.client_id,
+        "delivery_id": change.delivery_id,
+        "order_reference": change.order_reference,
+        "event": change.event,
+        "from_state": change.from_state,
+        "to_state": change.to_state,
+        "at": change.at.isoformat(),
+        "reason": change.reason,
+    }
     body = {"type": change.event_type, "timestamp": change.at.isoformat(), "data": data}
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
@@ -217,10 +228,14 @@ def fan_out(session: Session, *, limit: int = 1000) -> int:
 def _delivery(sub: WebhookSubscription, change: Change, now: datetime) -> WebhookDelivery:
     assert sub.id is not None
     return WebhookDelivery(
-        subscription_id=sub.id, event_id=change.event_id, seq=change.seq,
-        message_id=message_id(change.event_id), event_type=change.event_type,
-        payload=payload(change), next_attempt_at=now,
-    )  # fmt: skip
+        subscription_id=sub.id,
+        event_id=change.event_id,
+        seq=change.seq,
+        message_id=message_id(change.event_id),
+        event_type=change.event_type,
+        payload=payload(change),
+        next_attempt_at=now,
+    )
 
 
 # Sending.
@@ -300,8 +315,9 @@ def post(
     took = int((time.monotonic() - started) * 1000)
     ok = 200 <= response.status_code < 300
     excerpt = response.text[:500] if response.content else None
-    return Outcome(ok, response.status_code, None if ok else f"HTTP {response.status_code}",
-                   excerpt, took)  # fmt: skip
+    return Outcome(
+        ok, response.status_code, None if ok else f"HTTP {response.status_code}", excerpt, took
+    )
 
 
 def record(
@@ -312,11 +328,15 @@ def record(
     ).one()
     session.add(
         WebhookAttempt(
-            delivery_id=claim.delivery_id, attempt=claim.attempt, at=now,
-            status_code=outcome.status_code, error=outcome.error,
-            response_excerpt=outcome.excerpt, duration_ms=outcome.duration_ms,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            at=now,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_excerpt=outcome.excerpt,
+            duration_ms=outcome.duration_ms,
         )
-    )  # fmt: skip
+    )
     delivery.attempts = claim.attempt
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error
@@ -332,9 +352,12 @@ def record(
 
 
 def send_due(
-    db: Database, http: httpx.Client, *, policy: SenderPolicy,
+    db: Database,
+    http: httpx.Client,
+    *,
+    policy: SenderPolicy,
     clock: Callable[[], datetime] = utcnow,
-) -> int:  # fmt: skip
+) -> int:
     """One round: sequence, fan out, claim, send, record. Returns deliveries attempted."""
     feed.sequence_all(db)
     for _ in range(100):
@@ -344,20 +367,34 @@ def send_due(
     with db.session() as session:
         claims = claim_due(session, now=clock(), policy=policy)
     for claim in claims:
-        outcome = post(http, url=claim.url, secret=claim.secret, msg_id=claim.message_id,
-                       body=claim.payload, now=clock())  # fmt: skip
+        outcome = post(
+            http,
+            url=claim.url,
+            secret=claim.secret,
+            msg_id=claim.message_id,
+            body=claim.payload,
+            now=clock(),
+        )
         with db.session() as session:
             record(session, claim, outcome, now=clock(), policy=policy)
         # The id and the status only: URLs may embed tokens, bodies are the client's.
-        log.info("webhook %s attempt %d: %s", claim.message_id, claim.attempt,
-                 outcome.status_code or outcome.error)  # fmt: skip
+        log.info(
+            "webhook %s attempt %d: %s",
+            claim.message_id,
+            claim.attempt,
+            outcome.status_code or outcome.error,
+        )
     return len(claims)
 
 
 def run_sender(
-    db: Database, *, policy: SenderPolicy, interval: float, once: bool = False,
+    db: Database,
+    *,
+    policy: SenderPolicy,
+    interval: float,
+    once: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
-) -> None:  # fmt: skip
+) -> None:
     import httpx
 
     with httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False) as http:
@@ -381,11 +418,19 @@ def send_test(session: Session, sub: WebhookSubscription) -> tuple[str, Outcome]
     assert sub.id is not None
     now = utcnow()
     msg_id = f"msg_test_{sub.id}_{int(now.timestamp() * 1000)}"
-    body = json.dumps({"type": "webhook.test", "timestamp": now.isoformat(),
-                       "data": {"subscription_id": sub.id}}, separators=(",", ":"))  # fmt: skip
+    body = json.dumps(
+        {"type": "webhook.test", "timestamp": now.isoformat(), "data": {"subscription_id": sub.id}},
+        separators=(",", ":"),
+    )
     with httpx.Client(timeout=10.0, follow_redirects=False) as http:
-        outcome = post(http, url=sub.url, secret=crypto.decrypt(sub.secret_encrypted),
-                       msg_id=msg_id, body=body, now=now)  # fmt: skip
+        outcome = post(
+            http,
+            url=sub.url,
+            secret=crypto.decrypt(sub.secret_encrypted),
+            msg_id=msg_id,
+            body=body,
+            now=now,
+        )
     return msg_id, outcome
 
 

@@ -46,9 +46,13 @@ class SiteShares:
     """This worker's live streams at capped sites, and the loop that re-rates them."""
 
     def __init__(
-        self, db: Database, *, interval: float, stop: threading.Event,
+        self,
+        db: Database,
+        *,
+        interval: float,
+        stop: threading.Event,
         owns: Callable[[ProvisioningRun | None], bool],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.db = db
         self.interval = interval
         self._stop = stop
@@ -65,8 +69,7 @@ class SiteShares:
         with self._lock:
             self._streams[run_id] = (site_id, bucket)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="bandwidth",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(target=self._loop, name="bandwidth", daemon=True)
                 self._thread.start()
         self._wake.set()
         return bucket
@@ -104,8 +107,9 @@ class SiteShares:
             own = {r.id: r for r in repository.lock_runs(s, sorted(mine))}
             site = repository.lock_site(s, site_id)
             rate = int(site.max_bytes_per_second or 0) if site is not None else 0
-            live = repository.runs_in_steps_at_site(s, site_id=site_id,
-                                                    step_names=SENDING_STEPS, now=now)  # fmt: skip
+            live = repository.runs_in_steps_at_site(
+                s, site_id=site_id, step_names=SENDING_STEPS, now=now
+            )
             granted = {r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live}
             fair = rate // max(1, len(live))
             for run_id in sorted(mine):
@@ -134,11 +138,18 @@ class SiteShares:
                 run.context = {**run.context, SHARE_KEY: new}
                 s.add(run)
                 service.add_event(
-                    s, run, step=run.step_name or STREAM_STEP, kind="bandwidth",
+                    s,
+                    run,
+                    step=run.step_name or STREAM_STEP,
+                    kind="bandwidth",
                     message=f"{run.step_name} share {new} B/s of the site's {rate} B/s "
-                            f"({len(live)} sending)",
-                    details={"share_bps": new, "site_bps": rate, "streams": len(live),
-                             "site_granted_bps": sum(granted.values())},
-                )  # fmt: skip
+                    f"({len(live)} sending)",
+                    details={
+                        "share_bps": new,
+                        "site_bps": rate,
+                        "streams": len(live),
+                        "site_granted_bps": sum(granted.values()),
+                    },
+                )
         for bucket, new in raised:
             bucket.set_rate(new)

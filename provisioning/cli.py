@@ -18,9 +18,12 @@ from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, print_json
 app = typer.Typer(help="Provisioning runs: start, retry, abort, list, show.")
 
 _STATUS_STYLE = {
-    "queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "bold red",
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "bold red",
     "aborted": "magenta",
-}  # fmt: skip
+}
 
 
 def human_bytes(n: float) -> str:
@@ -63,11 +66,17 @@ def runs_table(runs: list[dict[str, Any]], *, title: str | None = None) -> Table
             human_bytes(r["rate_bytes_per_second"]) + "/s" if r.get("rate_bytes_per_second") else ""
         )
         table.add_row(
-            str(r["id"]), slot, escape(r["serial"]), escape(r["device_state"]),
+            str(r["id"]),
+            slot,
+            escape(r["serial"]),
+            escape(r["device_state"]),
             f"[{style}]{r['status']}[/{style}]" if style else r["status"],
-            escape(r.get("step_name") or r.get("failed_step") or ""), _progress(r), rate,
-            _eta(r.get("eta_seconds")), escape(_clip(r.get("last_error") or "", 90)),
-        )  # fmt: skip
+            escape(r.get("step_name") or r.get("failed_step") or ""),
+            _progress(r),
+            rate,
+            _eta(r.get("eta_seconds")),
+            escape(_clip(r.get("last_error") or "", 90)),
+        )
     return table
 
 
@@ -138,8 +147,14 @@ def show(
     console.print(runs_table([run]))
     log = Table("seq", "step", "try", "event", "message", "at")
     for e in run["events"]:
-        log.add_row(str(e["seq"]), e["step"], str(e["attempt"]), e["kind"], escape(e["message"]),
-                    str(e["at"])[:19])  # fmt: skip
+        log.add_row(
+            str(e["seq"]),
+            e["step"],
+            str(e["attempt"]),
+            e["kind"],
+            escape(e["message"]),
+            str(e["at"])[:19],
+        )
     console.print(log)
 
 

@@ -267,10 +267,12 @@ class LinuxWaves:
                 m.on_event({"kind": "wave", "laptops": len(remaining), "message": note})
             try:
                 errors = configure_linux_batch(
-                    [(m.target, m.plan) for m in remaining], on_event=on_event,
-                    timeout=max(m.timeout for m in remaining), cancel=cancel,
+                    [(m.target, m.plan) for m in remaining],
+                    on_event=on_event,
+                    timeout=max(m.timeout for m in remaining),
+                    cancel=cancel,
                     work_dir=self.work_dir,
-                )  # fmt: skip
+                )
             except ProvisioningError as e:  # the wave as a whole (its private dir, ...)
                 for m in remaining:
                     m.error = e

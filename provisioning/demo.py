@@ -39,8 +39,9 @@ def _image(path: Path, *, mib: int, seed: int) -> tuple[bytes, int, str]:
     with the raw size and sha256."""
     rng = random.Random(seed)  # noqa: S311 - filler bytes, not a secret
     block = 256 * 1024
-    raw = b"".join(rng.randbytes(block) if i % 2 == 0 else b"\0" * block
-                   for i in range(mib * MiB // block))  # fmt: skip
+    raw = b"".join(
+        rng.randbytes(block) if i % 2 == 0 else b"\0" * block for i in range(mib * MiB // block)
+    )
     packed = zstandard.ZstdCompressor(level=3).compress(raw)
     path.write_bytes(packed)
     return packed, len(raw), hashlib.sha256(raw).hexdigest()
@@ -79,13 +80,18 @@ def run_demo(*, host: str, port: int) -> None:
     lab = Lab(settings.data_dir / "demo-lab", keep_running=True)
     lab.reset()
     console.print(f"starting the lab: {n_linux} Linux + {n_windows} Windows laptops…")
-    laptops = lab.up_n(n_linux, disk_bytes=64 * MiB, model=LINUX_MODEL,
-                       serial_prefix=f"L{stamp}")  # fmt: skip
+    laptops = lab.up_n(n_linux, disk_bytes=64 * MiB, model=LINUX_MODEL, serial_prefix=f"L{stamp}")
     if n_windows:
-        laptops += lab.up_n(0, windows=n_windows, disk_bytes=64 * MiB, model=WINDOWS_MODEL,
-                            serial_prefix=f"W{stamp}")  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(create_app(db), host=host, port=port,
-                                           log_level="warning"))  # fmt: skip
+        laptops += lab.up_n(
+            0,
+            windows=n_windows,
+            disk_bytes=64 * MiB,
+            model=WINDOWS_MODEL,
+            serial_prefix=f"W{stamp}",
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
+    )
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
     stop = threading.Event()
@@ -101,8 +107,9 @@ def run_demo(*, host: str, port: int) -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        bench_id = _stage(http, lab, laptops, stamp=stamp, client=DEMO_CLIENT,
-                          work=settings.data_dir)  # fmt: skip
+        bench_id = _stage(
+            http, lab, laptops, stamp=stamp, client=DEMO_CLIENT, work=settings.data_dir
+        )
         broken = laptops[min(1, len(laptops) - 1)]
         lab.set_fault(broken.name, Fault.FLIPPED_BYTE, offset=4096)
         console.print(f"[yellow]injected a flipped byte on {broken.serial}'s disk[/yellow]")
@@ -138,62 +145,130 @@ def run_demo(*, host: str, port: int) -> None:
         lab.down()
 
 
-def _stage(http: httpx.Client, lab: Any, laptops: list[Any], *, stamp: str, client: str,
-           work: Path) -> int:  # fmt: skip
+def _stage(
+    http: httpx.Client, lab: Any, laptops: list[Any], *, stamp: str, client: str, work: Path
+) -> int:
     families = sorted({lp.os_family for lp in laptops})
     for seed, family in enumerate(families):
         model = LINUX_MODEL if family == "linux" else WINDOWS_MODEL
         packed, raw_size, raw_sha = _image(work / f"demo-{family}.raw.zst", mib=8, seed=seed)
-        image = _ok(http.post("/images", json={
-            "client_code": client, "name": f"demo-{family}", "version": stamp,
-            "os_family": family, "format": "raw+zstd", "size": len(packed),
-            "sha256": hashlib.sha256(packed).hexdigest(), "raw_size": raw_size,
-            "raw_sha256": raw_sha, "compatible_models": [{"vendor": "Dell", "model": model}],
-        }))  # fmt: skip
-        _ok(http.put(f"/images/{image['id']}/content", content=packed,
-                     headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
-        console.print(f"uploaded image demo-{family} {stamp} ({len(packed)} bytes zstd, "
-                      f"{raw_size} raw)")  # fmt: skip
+        image = _ok(
+            http.post(
+                "/images",
+                json={
+                    "client_code": client,
+                    "name": f"demo-{family}",
+                    "version": stamp,
+                    "os_family": family,
+                    "format": "raw+zstd",
+                    "size": len(packed),
+                    "sha256": hashlib.sha256(packed).hexdigest(),
+                    "raw_size": raw_size,
+                    "raw_sha256": raw_sha,
+                    "compatible_models": [{"vendor": "Dell", "model": model}],
+                },
+            )
+        )
+        _ok(
+            http.put(
+                f"/images/{image['id']}/content",
+                content=packed,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+        console.print(
+            f"uploaded image demo-{family} {stamp} ({len(packed)} bytes zstd, {raw_size} raw)"
+        )
     # A collaboration tool from the client's own image store: the pipeline copies it onto
     # each laptop's disk in the provisioning environment (as an MSI on Windows, a .deb on
     # Linux), then configuration installs it from there.
     installer = f"Masterline demo collaboration tool {stamp}\n".encode()
-    tool = _ok(http.post("/images", json={
-        "client_code": client, "name": "demo-collab-tool", "version": stamp,
-        "os_family": families[0], "format": "file", "size": len(installer),
-        "sha256": hashlib.sha256(installer).hexdigest(),
-    }))  # fmt: skip
-    _ok(http.put(f"/images/{tool['id']}/content", content=installer,
-                 headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
-    _ok(http.post(f"/clients/{client}/configs", json={
-        "hostname_pattern": "ACME-{serial}",
-        "apps": [{"name": "CollabTool", "source": {"kind": "store", "image_id": tool["id"]},
-                  "verify": {"kind": "package", "name": "CollabTool"}}],
-        "checks": ["image_hash", "hostname", "apps"],
-    }))  # fmt: skip
-    console.print(f"client configuration: hostname pattern, app CollabTool from the image "
-                  f"store (image {tool['id']})")  # fmt: skip
-    delivery = _ok(http.post("/deliveries", json={
-        "client_code": client, "vendor": "Dell", "order_reference": f"PO-LAB-{stamp}",
-    }))  # fmt: skip
+    tool = _ok(
+        http.post(
+            "/images",
+            json={
+                "client_code": client,
+                "name": "demo-collab-tool",
+                "version": stamp,
+                "os_family": families[0],
+                "format": "file",
+                "size": len(installer),
+                "sha256": hashlib.sha256(installer).hexdigest(),
+            },
+        )
+    )
+    _ok(
+        http.put(
+            f"/images/{tool['id']}/content",
+            content=installer,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    )
+    _ok(
+        http.post(
+            f"/clients/{client}/configs",
+            json={
+                "hostname_pattern": "ACME-{serial}",
+                "apps": [
+                    {
+                        "name": "CollabTool",
+                        "source": {"kind": "store", "image_id": tool["id"]},
+                        "verify": {"kind": "package", "name": "CollabTool"},
+                    }
+                ],
+                "checks": ["image_hash", "hostname", "apps"],
+            },
+        )
+    )
+    console.print(
+        f"client configuration: hostname pattern, app CollabTool from the image "
+        f"store (image {tool['id']})"
+    )
+    delivery = _ok(
+        http.post(
+            "/deliveries",
+            json={
+                "client_code": client,
+                "vendor": "Dell",
+                "order_reference": f"PO-LAB-{stamp}",
+            },
+        )
+    )
     csv = "serial,vendor,model\n" + "".join(f"{lp.serial},Dell,{lp.model}\n" for lp in laptops)
-    _ok(http.post(f"/deliveries/{delivery['id']}/import", content=csv.encode(),
-                  headers={"Content-Type": "text/csv"}))  # fmt: skip
+    _ok(
+        http.post(
+            f"/deliveries/{delivery['id']}/import",
+            content=csv.encode(),
+            headers={"Content-Type": "text/csv"},
+        )
+    )
     console.print(f"imported delivery PO-LAB-{stamp}: {len(laptops)} laptops")
-    bench = _ok(http.post("/benches", json={"site_code": "PAR", "code": f"LAB-{stamp}",
-                                            "slots": max(16, len(laptops))}))  # fmt: skip
+    bench = _ok(
+        http.post(
+            "/benches",
+            json={"site_code": "PAR", "code": f"LAB-{stamp}", "slots": max(16, len(laptops))},
+        )
+    )
     for slot, lp in enumerate(laptops, start=1):
-        _ok(http.put("/runs/endpoints", json={
-            "bench_id": bench["id"], "slot": slot, "host": lp.host, "ssh_port": lp.ssh_port,
-            "ssh_user": lp.ssh_user, "key_path": str(lp.client_key_path),
-            "known_hosts_path": str(lp.known_hosts_path),
-            "options": {"lab_root": str(lab.root), "lab_laptop": lp.name},
-        }))  # fmt: skip
+        _ok(
+            http.put(
+                "/runs/endpoints",
+                json={
+                    "bench_id": bench["id"],
+                    "slot": slot,
+                    "host": lp.host,
+                    "ssh_port": lp.ssh_port,
+                    "ssh_user": lp.ssh_user,
+                    "key_path": str(lp.client_key_path),
+                    "known_hosts_path": str(lp.known_hosts_path),
+                    "options": {"lab_root": str(lab.root), "lab_laptop": lp.name},
+                },
+            )
+        )
     return int(bench["id"])
 
 
 def _scan_all(http: httpx.Client, laptops: list[Any], *, bench_id: int) -> None:
     for slot, lp in enumerate(laptops, start=1):
-        done = _ok(http.post("/scan", json={"code": lp.serial, "bench_id": bench_id,
-                                            "slot": slot}))  # fmt: skip
+        done = _ok(http.post("/scan", json={"code": lp.serial, "bench_id": bench_id, "slot": slot}))
         console.print(f"scan {lp.serial} → {done['message']} ({done['device']['state']})")

@@ -118,17 +118,18 @@ class JobEngine:
         self._where: dict[int, tuple[str, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=config.max_parallel,
-                                        thread_name_prefix="run")  # fmt: skip
+        self._pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="run")
         self._last_sweep = 0.0
-        self.shares = SiteShares(db, interval=config.share_seconds, stop=self._stop,
-                                 owns=self._mine)  # fmt: skip
+        self.shares = SiteShares(
+            db, interval=config.share_seconds, stop=self._stop, owns=self._mine
+        )
         # Imported here, with ansible-runner behind it: only a process that runs jobs
         # pays for it, not every importer of the engine's types.
         from provisioning.configure import LinuxWaves
 
-        self.waves = LinuxWaves(window=config.configure_wave_seconds,
-                                pending=self._linux_up_to_configure)  # fmt: skip
+        self.waves = LinuxWaves(
+            window=config.configure_wave_seconds, pending=self._linux_up_to_configure
+        )
 
     # Loop.
     def run_forever(self, stop: threading.Event | None = None) -> None:
@@ -173,8 +174,9 @@ class JobEngine:
         claimed: list[int] = []
         with self.db.session() as s:
             now = utcnow()
-            runs = repository.claimable_runs(s, now=now, worker_id=self.me, exclude=exclude,
-                                             limit=free * 4)  # fmt: skip
+            runs = repository.claimable_runs(
+                s, now=now, worker_id=self.me, exclude=exclude, limit=free * 4
+            )
             for run in runs:
                 if len(claimed) >= free:
                     break
@@ -183,8 +185,9 @@ class JobEngine:
                     site = repository.lock_site(s, run.site_id)
                     if site is not None:
                         limit = site.max_imaging_streams
-                live = repository.live_runs_at_site(s, site_id=run.site_id, now=now,
-                                                    exclude=run.id or 0)  # fmt: skip
+                live = repository.live_runs_at_site(
+                    s, site_id=run.site_id, now=now, exclude=run.id or 0
+                )
                 if live >= limit:
                     continue
                 resumed = run.status == RunStatus.RUNNING
@@ -195,10 +198,12 @@ class JobEngine:
                 run.updated_at = now
                 s.add(run)
                 service.add_event(
-                    s, run, step=run.step_name or STEPS[min(run.step_index, len(STEPS) - 1)].name,
+                    s,
+                    run,
+                    step=run.step_name or STEPS[min(run.step_index, len(STEPS) - 1)].name,
                     kind="resumed" if resumed else "claimed",
                     message=f"{'resumed' if resumed else 'claimed'} by worker {self.me}",
-                )  # fmt: skip
+                )
                 s.flush()
                 assert run.id is not None
                 claimed.append(run.id)
@@ -245,9 +250,12 @@ class JobEngine:
                     if e.retryable and attempt < step.max_attempts:
                         self._record_retry(run_id, step, e)
                         try:
-                            sleep_backoff(attempt, base=self.config.backoff_base,
-                                          cap=self.config.backoff_cap,
-                                          check=lambda: self._check_abort(run_id))  # fmt: skip
+                            sleep_backoff(
+                                attempt,
+                                base=self.config.backoff_base,
+                                cap=self.config.backoff_cap,
+                                check=lambda: self._check_abort(run_id),
+                            )
                         except (Aborted, StepLost):
                             self._finish_abort(run_id)
                             return
@@ -273,8 +281,11 @@ class JobEngine:
         """This worker's Linux runs in configure or a step before it: those not yet in a
         wave are the ones a wave's leader waits for (up to its window)."""
         with self._lock:
-            return sum(1 for family, index in self._where.values()
-                       if family == "linux" and index <= CONFIGURE_INDEX)  # fmt: skip
+            return sum(
+                1
+                for family, index in self._where.values()
+                if family == "linux" and index <= CONFIGURE_INDEX
+            )
 
     def _mine(self, run: ProvisioningRun | None) -> bool:
         return run is not None and run.status == RunStatus.RUNNING and run.worker_id == self.me
@@ -288,25 +299,34 @@ class JobEngine:
                 return None
             assert run is not None
             if run.abort_requested:
-                service.finish_aborted(s, run, actor=f"worker:{self.me}",
-                                       reason="aborted by a technician")  # fmt: skip
+                service.finish_aborted(
+                    s, run, actor=f"worker:{self.me}", reason="aborted by a technician"
+                )
                 return None
             step = STEPS[min(run.step_index, len(STEPS) - 1)]
             device = inventory_repo.get_device_for_update(s, run.device_id)
             assert device is not None
             if not stages.enter(s, device, step.stage, run, actor=f"worker:{self.me}"):
                 service.finish_failed(
-                    s, run, step=step.name, failed_step=step.name,
+                    s,
+                    run,
+                    step=step.name,
+                    failed_step=step.name,
                     reason=f"{step.name}: device left the pipeline ({device.state})",
-                )  # fmt: skip
+                )
                 return None
             run.step_name = step.name
             run.step_attempt += 1
             run.updated_at = utcnow()
             drop_share(run, step.name)
             s.add(run)
-            service.add_event(s, run, step=step.name, kind="step_started",
-                              message=f"{step.name} attempt {run.step_attempt}")  # fmt: skip
+            service.add_event(
+                s,
+                run,
+                step=step.name,
+                kind="step_started",
+                message=f"{step.name} attempt {run.step_attempt}",
+            )
             attempt = run.step_attempt
             try:
                 ctx = self._context(s, run, device, step)
@@ -322,13 +342,17 @@ class JobEngine:
             raise CommandFailed(f"{device.serial} is not in a bench slot")
         endpoint_row = repository.get_endpoint(s, device.bench_id, device.slot)
         if endpoint_row is None:
-            raise CommandFailed(f"no provisioning-environment address for bench slot "
-                                f"{device.bench_id}/{device.slot}")  # fmt: skip
+            raise CommandFailed(
+                f"no provisioning-environment address for bench slot "
+                f"{device.bench_id}/{device.slot}"
+            )
         endpoint = SshEndpoint(
-            host=endpoint_row.host, port=endpoint_row.ssh_port, user=endpoint_row.ssh_user,
+            host=endpoint_row.host,
+            port=endpoint_row.ssh_port,
+            user=endpoint_row.ssh_user,
             key_path=Path(endpoint_row.key_path),
             known_hosts_path=Path(endpoint_row.known_hosts_path),
-        )  # fmt: skip
+        )
         bench = s.get(Bench, device.bench_id)
         site = s.get(Site, bench.site_id) if bench else None
         site_code = site.code if site else "default"
@@ -357,17 +381,24 @@ class JobEngine:
             assert site.id is not None
             bucket = self.shares.register(run.id, site.id)
         return StepContext(
-            run_id=run.id, serial=device.serial, os_family=run.os_family, endpoint=endpoint,
-            endpoint_options=options, disk_rule=model.disk_rule if model else "largest",
-            site_code=site_code, cache_dir=self.config.cache_dir / site_code, image=source,
-            state=dict(run.context), timeout=timeout,
+            run_id=run.id,
+            serial=device.serial,
+            os_family=run.os_family,
+            endpoint=endpoint,
+            endpoint_options=options,
+            disk_rule=model.disk_rule if model else "largest",
+            site_code=site_code,
+            cache_dir=self.config.cache_dir / site_code,
+            image=source,
+            state=dict(run.context),
+            timeout=timeout,
             progress=self._progress_reporter(run.id),
             on_event=self._event_recorder(run.id, step.name),
             plan_loader=plan_loader,
             cancelled=lambda: self._cancelled(run.id or 0),
             bucket=bucket,
             waves=self.waves if self.config.configure_wave_seconds > 0 else None,
-        )  # fmt: skip
+        )
 
     def _cancelled(self, run_id: int) -> bool:
         try:
@@ -386,8 +417,13 @@ class JobEngine:
                 raise Aborted("aborted by a technician")
 
     def _progress_reporter(self, run_id: int) -> Callable[[int, int], None]:
-        state = {"last": 0.0, "t0": time.monotonic(), "rate": 0.0, "prev_bytes": 0,
-                 "prev_t": time.monotonic()}  # fmt: skip
+        state = {
+            "last": 0.0,
+            "t0": time.monotonic(),
+            "rate": 0.0,
+            "prev_bytes": 0,
+            "prev_t": time.monotonic(),
+        }
 
         def report(sent: int, total: int) -> None:
             now = time.monotonic()
@@ -464,9 +500,12 @@ class JobEngine:
             assert device is not None
             checks = out.get("checks", [])
             lifecycle.apply(
-                s, device, Event.DONE, actor=f"worker:{self.me}",
+                s,
+                device,
+                Event.DONE,
+                actor=f"worker:{self.me}",
                 details={"run_id": run.id, "checks": checks},
-            )  # fmt: skip
+            )
             run.status = RunStatus.SUCCEEDED
             run.step_name = None
             run.last_error = None
@@ -487,8 +526,9 @@ class JobEngine:
             run.updated_at = utcnow()
             drop_share(run, step.name)  # backing off: nothing to send
             s.add(run)
-            service.add_event(s, run, step=step.name, kind="retry",
-                              message=f"{type(e).__name__}: {e.message}")  # fmt: skip
+            service.add_event(
+                s, run, step=step.name, kind="retry", message=f"{type(e).__name__}: {e.message}"
+            )
 
     def _fail(self, run_id: int, step: Step, e: ProvisioningError) -> None:
         with self.db.session() as s:
@@ -497,8 +537,11 @@ class JobEngine:
                 return
             assert run is not None
             reason = f"{step.name}: {e.message}"[:1000]
-            details: dict[str, Any] = {"run_id": run.id, "step": step.name,
-                                       "error": type(e).__name__}  # fmt: skip
+            details: dict[str, Any] = {
+                "run_id": run.id,
+                "step": step.name,
+                "error": type(e).__name__,
+            }
             if isinstance(e, GateFailed):
                 details["failed_checks"] = e.failed
             device = inventory_repo.get_device_for_update(s, run.device_id)
@@ -506,10 +549,12 @@ class JobEngine:
             if device.state == DeviceState.QUEUED:
                 lifecycle.apply(s, device, Event.IMAGE, actor=f"worker:{self.me}")
             if device.state in DeviceState.working():
-                lifecycle.apply(s, device, Event.FAIL, actor=f"worker:{self.me}",
-                                reason=reason, details=details)  # fmt: skip
-            service.finish_failed(s, run, step=step.name, failed_step=step.name,
-                                  reason=reason, details=details)  # fmt: skip
+                lifecycle.apply(
+                    s, device, Event.FAIL, actor=f"worker:{self.me}", reason=reason, details=details
+                )
+            service.finish_failed(
+                s, run, step=step.name, failed_step=step.name, reason=reason, details=details
+            )
 
     def _finish_abort(self, run_id: int) -> None:
         with self.db.session() as s:
@@ -517,5 +562,6 @@ class JobEngine:
             if not self._mine(run):
                 return
             assert run is not None
-            service.finish_aborted(s, run, actor=f"worker:{self.me}",
-                                   reason="aborted by a technician")  # fmt: skip
+            service.finish_aborted(
+                s, run, actor=f"worker:{self.me}", reason="aborted by a technician"
+            )

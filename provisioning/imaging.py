@@ -88,11 +88,14 @@ class Identity:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "serial": self.serial, "uuid": self.uuid, "model": self.model,
+            "serial": self.serial,
+            "uuid": self.uuid,
+            "model": self.model,
             "macs": self.macs,
-            "disks": [{"name": d.name, "size": d.size_bytes, "removable": d.removable}
-                      for d in self.disks],
-        }  # fmt: skip
+            "disks": [
+                {"name": d.name, "size": d.size_bytes, "removable": d.removable} for d in self.disks
+            ],
+        }
 
 
 def identify(transport: Transport, *, timeout: float) -> Identity:
@@ -133,9 +136,8 @@ def pick_disk(identity: Identity, *, rule: str = "largest") -> Disk:
     :raises CommandFailed: no such disk / no candidate (fatal: a human must look).
     """
     candidates = [
-        d for d in identity.disks
-        if _DISK_NAME.match(d.name) and not d.name.startswith(_SKIP_DISKS)
-    ]  # fmt: skip
+        d for d in identity.disks if _DISK_NAME.match(d.name) and not d.name.startswith(_SKIP_DISKS)
+    ]
     if rule and rule != "largest":
         for d in candidates:
             if d.name == rule:
@@ -191,8 +193,13 @@ def ensure_cached(source: ImageSource, cache_dir: Path) -> CachedImage:
         try:
             if final.exists() and meta.exists():
                 info = json.loads(meta.read_text())
-                return CachedImage(final, int(info["size"]), str(info["sha256"]),
-                                   source.raw_size, source.raw_sha256)  # fmt: skip
+                return CachedImage(
+                    final,
+                    int(info["size"]),
+                    str(info["sha256"]),
+                    source.raw_size,
+                    source.raw_sha256,
+                )
             tmp = final.with_suffix(".partial")
             stored = hashlib.sha256()
             raw = hashlib.sha256()
@@ -222,11 +229,19 @@ def ensure_cached(source: ImageSource, cache_dir: Path) -> CachedImage:
                     f"image {source.image_id} in the central store does not match its sha256"
                 )
             os.replace(tmp, final)
-            meta.write_text(json.dumps({"size": out_size, "sha256": out_hash.hexdigest(),
-                                        "image_id": source.image_id,
-                                        "fetched_at": time.time()}))  # fmt: skip
-            return CachedImage(final, out_size, out_hash.hexdigest(), source.raw_size,
-                               source.raw_sha256)  # fmt: skip
+            meta.write_text(
+                json.dumps(
+                    {
+                        "size": out_size,
+                        "sha256": out_hash.hexdigest(),
+                        "image_id": source.image_id,
+                        "fetched_at": time.time(),
+                    }
+                )
+            )
+            return CachedImage(
+                final, out_size, out_hash.hexdigest(), source.raw_size, source.raw_sha256
+            )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -383,8 +398,9 @@ class _IdleHash:
     def __init__(self, path: Path) -> None:
         self._stop = threading.Event()
         self._digest: str | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True,
-                                        name="sent-sha256")  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._run, args=(path,), daemon=True, name="sent-sha256"
+        )
         self._thread.start()
 
     def _run(self, path: Path) -> None:
@@ -425,8 +441,9 @@ def stream_image(
     :raises ChecksumMismatch: what was sent is not the cached file.
     """
     if image.raw_size > disk.size_bytes:
-        raise DiskFull(f"image needs {image.raw_size} bytes, disk {disk.name} has "
-                       f"{disk.size_bytes}")  # fmt: skip
+        raise DiskFull(
+            f"image needs {image.raw_size} bytes, disk {disk.name} has {disk.size_bytes}"
+        )
     target = disk_path(disk.name)
     cmd = (
         # zstd writes the disk itself: a `| dd` behind it costs a pipe copy and a process
@@ -445,9 +462,12 @@ def stream_image(
     published: str | None = None
     try:
         res = transport.put_stream(
-            f"sh -c {shlex.quote(cmd)}", read_chunks(image.path, bucket=bucket),
-            timeout=timeout, progress=progress, hash_sent=False,
-        )  # fmt: skip
+            f"sh -c {shlex.quote(cmd)}",
+            read_chunks(image.path, bucket=bucket),
+            timeout=timeout,
+            progress=progress,
+            hash_sent=False,
+        )
         if hasher is not None and res.bytes_sent == image.size:
             published = hasher.result(timeout=timeout)
     finally:
@@ -455,9 +475,8 @@ def stream_image(
             hasher.cancel()
             SENT_HASHES.done(key, published)
     sent_sha256 = (
-        published if hasher is not None
-        else SENT_HASHES.result(key, image.path, timeout=timeout)
-    )  # fmt: skip
+        published if hasher is not None else SENT_HASHES.result(key, image.path, timeout=timeout)
+    )
     err = res.result.stderr
     if "no space left" in err.lower():
         raise DiskFull(f"disk {disk.name} ran out of space while writing")

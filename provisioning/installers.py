@@ -69,8 +69,7 @@ def offline_relative_path(app: AppPlan, family: OsFamily) -> str:
     windows = family is OsFamily.WINDOWS
     base = WINDOWS_INSTALLER_DIR if windows else LINUX_INSTALLER_DIR
     if not app.package.startswith(base + ("\\" if windows else "/")):
-        raise CommandFailed(f"app {app.name}: installer path {app.package!r} is not "
-                            f"under {base}")  # fmt: skip
+        raise CommandFailed(f"app {app.name}: installer path {app.package!r} is not under {base}")
     rel = app.package[len("C:\\") :].replace("\\", "/") if windows else app.package.lstrip("/")
     if ".." in rel.split("/") or not re.fullmatch(r"[A-Za-z0-9_.+/-]+", rel):
         raise CommandFailed(f"app {app.name}: odd installer path {app.package!r}")
@@ -137,8 +136,16 @@ def prepare(plan: ConfigPlan, cache_dir: Path) -> list[Placement]:
             raise CommandFailed(f"installer of app {app.name}: {ref.problem or 'not in the store'}")
         cached = ensure_cached_file(Path(ref.path), ref.sha256, cache_dir, label=ref.label)
         rel = offline_relative_path(app, plan.os_family)
-        out.append(Placement(app=app.name, label=ref.label, source=cached, sha256=ref.sha256,
-                             size=ref.size, relative=rel))  # fmt: skip
+        out.append(
+            Placement(
+                app=app.name,
+                label=ref.label,
+                source=cached,
+                sha256=ref.sha256,
+                size=ref.size,
+                relative=rel,
+            )
+        )
     return out
 
 
@@ -218,17 +225,20 @@ def place(
             f"sh -c {shlex.quote(script)}",
             FileChunks(p.source, chunk=CHUNK, before=bucket.take if bucket else None),
             timeout=timeout,
-        )  # fmt: skip
+        )
         if res.sha256 != p.sha256 or res.bytes_sent != p.size:
-            raise ChecksumMismatch(f"installer {p.label} of app {p.app}: the bytes sent differ "
-                                   "from the site cache")  # fmt: skip
+            raise ChecksumMismatch(
+                f"installer {p.label} of app {p.app}: the bytes sent differ from the site cache"
+            )
         if not res.result.ok:
             err = res.result.stderr.strip().splitlines()
             cause = next((ln for ln in err if "INSTALLER_WRITE_FAILED" not in ln), "")
             if "no space left" in res.result.stderr.lower():
                 cause = "no space left on the installed system"
-            raise CommandFailed(f"writing installer {p.label} of app {p.app} failed"
-                                + (f": {cause[:200]}" if cause else ""))  # fmt: skip
+            raise CommandFailed(
+                f"writing installer {p.label} of app {p.app} failed"
+                + (f": {cause[:200]}" if cause else "")
+            )
         written.append(p.relative)
     return written
 

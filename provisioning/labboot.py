@@ -37,13 +37,18 @@ def os_target(options: dict[str, Any], os_family: str) -> Any:
     laptop = lab.get(str(options["lab_laptop"]))
     if os_family == "windows":
         return OsTarget.windows(
-            host=laptop.host, winrm_port=int(laptop.winrm_port or 0),
+            host=laptop.host,
+            winrm_port=int(laptop.winrm_port or 0),
             transport=str(options.get("winrm_transport", "ssl")),
             username=str(laptop.winrm_username or "Administrator"),
-            password=str(laptop.winrm_password or ""), ca_path=laptop.winrm_ca_path,
-        )  # fmt: skip
+            password=str(laptop.winrm_password or ""),
+            ca_path=laptop.winrm_ca_path,
+        )
     return OsTarget.linux(
-        host=laptop.host, ssh_port=laptop.ssh_port, user=laptop.ssh_user,
-        key_path=laptop.client_key_path, known_hosts_path=laptop.known_hosts_path,
+        host=laptop.host,
+        ssh_port=laptop.ssh_port,
+        user=laptop.ssh_user,
+        key_path=laptop.client_key_path,
+        known_hosts_path=laptop.known_hosts_path,
         target_root=str(laptop.os_root),
-    )  # fmt: skip
+    )

@@ -434,8 +434,14 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
     if kind == "service" and family is not OsFamily.WINDOWS:
         raise InvalidPlan(f"app {name}: service checks are for Windows")
     installer = _store_file(data.get("store"), name) if source is not AppSource.PACKAGE else None
-    return AppPlan(name=name, package=package, source=source, silent_args=args, verify=verify,
-                   installer=installer)  # fmt: skip
+    return AppPlan(
+        name=name,
+        package=package,
+        source=source,
+        silent_args=args,
+        verify=verify,
+        installer=installer,
+    )
 
 
 def _store_file(raw: Any, name: str) -> StoreFile | None:

@@ -28,8 +28,13 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 def _read(session: Session, run: ProvisioningRun) -> RunRead:
     device = service.run_device(session, run)
-    return RunRead.of(run, serial=device.serial, bench_id=device.bench_id, slot=device.slot,
-                      device_state=str(device.state))  # fmt: skip
+    return RunRead.of(
+        run,
+        serial=device.serial,
+        bench_id=device.bench_id,
+        slot=device.slot,
+        device_state=str(device.state),
+    )
 
 
 @router.post("", response_model=RunRead, status_code=201)
@@ -49,8 +54,9 @@ def list_runs(
     limit: Limit = 100,
 ) -> RunPage:
     """Runs with their progress (the bench view). dsi/logistics see their company's."""
-    rows = service.list_runs(session, principal, status=status, active_only=active,
-                             cursor=cursor, limit=limit)  # fmt: skip
+    rows = service.list_runs(
+        session, principal, status=status, active_only=active, cursor=cursor, limit=limit
+    )
     items = [
         RunRead.of(r, serial=d.serial, bench_id=d.bench_id, slot=d.slot, device_state=str(d.state))
         for r, d in rows
@@ -86,5 +92,11 @@ def put_endpoint(body: EndpointCreate, session: SessionDep, _: AdminOnly) -> End
     """Where a bench slot's laptop answers in its provisioning environment (admin)."""
     row = service.register_endpoint(session, body)
     assert row.id is not None
-    return EndpointRead(id=row.id, bench_id=row.bench_id, slot=row.slot, host=row.host,
-                        ssh_port=row.ssh_port, ssh_user=row.ssh_user)  # fmt: skip
+    return EndpointRead(
+        id=row.id,
+        bench_id=row.bench_id,
+        slot=row.slot,
+        host=row.host,
+        ssh_port=row.ssh_port,
+        ssh_user=row.ssh_user,
+    )

@@ -57,22 +57,44 @@ class RunRead(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, run: ProvisioningRun, *, serial: str, bench_id: int | None, slot: int | None,
-           device_state: str) -> RunRead:  # fmt: skip
+    def of(
+        cls,
+        run: ProvisioningRun,
+        *,
+        serial: str,
+        bench_id: int | None,
+        slot: int | None,
+        device_state: str,
+    ) -> RunRead:
         assert run.id is not None
         pct = (100.0 * run.progress_bytes / run.progress_total) if run.progress_total else None
         return cls(
-            id=run.id, device_id=run.device_id, serial=serial, bench_id=bench_id, slot=slot,
-            device_state=device_state, image_id=run.image_id, os_family=run.os_family,
-            status=run.status, step_index=run.step_index, step_name=run.step_name,
-            step_attempt=run.step_attempt, run_attempt=run.run_attempt,
-            last_error=run.last_error, failed_step=run.failed_step,
-            abort_requested=run.abort_requested, progress_bytes=run.progress_bytes,
-            progress_total=run.progress_total, progress_percent=pct,
-            rate_bytes_per_second=run.rate_bps, eta_seconds=run.eta_seconds,
-            created_at=run.created_at, started_at=run.started_at, updated_at=run.updated_at,
+            id=run.id,
+            device_id=run.device_id,
+            serial=serial,
+            bench_id=bench_id,
+            slot=slot,
+            device_state=device_state,
+            image_id=run.image_id,
+            os_family=run.os_family,
+            status=run.status,
+            step_index=run.step_index,
+            step_name=run.step_name,
+            step_attempt=run.step_attempt,
+            run_attempt=run.run_attempt,
+            last_error=run.last_error,
+            failed_step=run.failed_step,
+            abort_requested=run.abort_requested,
+            progress_bytes=run.progress_bytes,
+            progress_total=run.progress_total,
+            progress_percent=pct,
+            rate_bytes_per_second=run.rate_bps,
+            eta_seconds=run.eta_seconds,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            updated_at=run.updated_at,
             finished_at=run.finished_at,
-        )  # fmt: skip
+        )
 
 
 class RunEventRead(BaseModel):
@@ -86,8 +108,15 @@ class RunEventRead(BaseModel):
 
     @classmethod
     def of(cls, row: RunStepEvent) -> RunEventRead:
-        return cls(seq=row.seq, step=row.step, attempt=row.attempt, kind=row.kind,
-                   message=row.message, details=row.details, at=row.at)  # fmt: skip
+        return cls(
+            seq=row.seq,
+            step=row.step,
+            attempt=row.attempt,
+            kind=row.kind,
+            message=row.message,
+            details=row.details,
+            at=row.at,
+        )
 
 
 class RunDetail(RunRead):

@@ -61,8 +61,7 @@ def start(session: Session, device_id: int, principal: Principal) -> Provisionin
             "(use retry for a failed run)"
         )
     image_id, os_family = resolve_image(session, device)
-    return _new_run(session, device, image_id=image_id, os_family=os_family,
-                    actor=principal.actor)  # fmt: skip
+    return _new_run(session, device, image_id=image_id, os_family=os_family, actor=principal.actor)
 
 
 def _new_run(
@@ -74,14 +73,19 @@ def _new_run(
         bench = session.get(Bench, device.bench_id)
         site_id = bench.site_id if bench else None
     run = ProvisioningRun(
-        device_id=device.id, client_id=device.client_id, site_id=site_id,
-        image_id=image_id, os_family=os_family, status=RunStatus.QUEUED,
-    )  # fmt: skip
+        device_id=device.id,
+        client_id=device.client_id,
+        site_id=site_id,
+        image_id=image_id,
+        os_family=os_family,
+        status=RunStatus.QUEUED,
+    )
     session.add(run)
     session.flush()
     assert run.id is not None
-    lifecycle.apply(session, device, Event.QUEUE, actor=actor,
-                    details={"run_id": run.id, "image_id": image_id})  # fmt: skip
+    lifecycle.apply(
+        session, device, Event.QUEUE, actor=actor, details={"run_id": run.id, "image_id": image_id}
+    )
     add_event(session, run, step="queue", kind="queued", message=f"queued by {actor}")
     return run
 
@@ -103,8 +107,13 @@ def retry(session: Session, run_id: int, principal: Principal) -> ProvisioningRu
     index = run.step_index
     if run.failed_step == "verify":
         index = STEP_NAMES.index("stream")
-    lifecycle.apply(session, device, Event.RETRY, actor=principal.actor,
-                    details={"run_id": run.id, "from_step": STEP_NAMES[index]})  # fmt: skip
+    lifecycle.apply(
+        session,
+        device,
+        Event.RETRY,
+        actor=principal.actor,
+        details={"run_id": run.id, "from_step": STEP_NAMES[index]},
+    )
     run.status = RunStatus.QUEUED
     run.step_index = index
     run.step_attempt = 0
@@ -116,8 +125,13 @@ def retry(session: Session, run_id: int, principal: Principal) -> ProvisioningRu
     run.finished_at = None
     run.updated_at = utcnow()
     session.add(run)
-    add_event(session, run, step=STEP_NAMES[index], kind="retry_requested",
-              message=f"retry from {STEP_NAMES[index]} by {principal.actor}")  # fmt: skip
+    add_event(
+        session,
+        run,
+        step=STEP_NAMES[index],
+        kind="retry_requested",
+        message=f"retry from {STEP_NAMES[index]} by {principal.actor}",
+    )
     return run
 
 
@@ -142,8 +156,7 @@ def abort(
         run.abort_requested = True
         run.updated_at = now
         session.add(run)
-        add_event(session, run, step=run.step_name or "queue", kind="abort_requested",
-                  message=why)  # fmt: skip
+        add_event(session, run, step=run.step_name or "queue", kind="abort_requested", message=why)
     return run
 
 
@@ -151,8 +164,14 @@ def finish_aborted(session: Session, run: ProvisioningRun, *, actor: str, reason
     device = inventory_repo.get_device_for_update(session, run.device_id)
     assert device is not None
     if device.state in (DeviceState.QUEUED, *DeviceState.working()):
-        lifecycle.apply(session, device, Event.ABORT, actor=actor, reason=reason,
-                        details={"run_id": run.id, "step": run.step_name})  # fmt: skip
+        lifecycle.apply(
+            session,
+            device,
+            Event.ABORT,
+            actor=actor,
+            reason=reason,
+            details={"run_id": run.id, "step": run.step_name},
+        )
     run.status = RunStatus.ABORTED
     run.last_error = f"{run.step_name or 'queue'}: {reason}"[:1000]
     run.failed_step = run.step_name
@@ -204,9 +223,13 @@ def list_runs(
     limit: int = 100,
 ) -> Sequence[tuple[ProvisioningRun, Device]]:
     return repository.list_runs(
-        session, client_id=principal.client_scope, status=status, active_only=active_only,
-        cursor=cursor, limit=limit,
-    )  # fmt: skip
+        session,
+        client_id=principal.client_scope,
+        status=status,
+        active_only=active_only,
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 def run_device(session: Session, run: ProvisioningRun) -> Device:
@@ -240,10 +263,15 @@ def add_event(
 ) -> RunStepEvent:
     assert run.id is not None
     row = RunStepEvent(
-        run_id=run.id, seq=repository.next_event_seq(session, run.id), step=step,
-        attempt=run.step_attempt, kind=kind, message=message[:1000], details=details or {},
+        run_id=run.id,
+        seq=repository.next_event_seq(session, run.id),
+        step=step,
+        attempt=run.step_attempt,
+        kind=kind,
+        message=message[:1000],
+        details=details or {},
         at=at or utcnow(),
-    )  # fmt: skip
+    )
     session.add(row)
     session.flush()
     return row

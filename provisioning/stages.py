@@ -22,8 +22,11 @@ from provisioning import repository, service
 from provisioning.models import ProvisioningRun
 
 _STAGE_ORDER = (
-    DeviceState.QUEUED, DeviceState.IMAGING, DeviceState.CONFIGURING, DeviceState.VERIFYING,
-)  # fmt: skip
+    DeviceState.QUEUED,
+    DeviceState.IMAGING,
+    DeviceState.CONFIGURING,
+    DeviceState.VERIFYING,
+)
 _ENTER = {
     DeviceState.IMAGING: Event.IMAGE,
     DeviceState.CONFIGURING: Event.CONFIGURE,
@@ -79,12 +82,16 @@ def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
             run = repository.active_run_of_device(s, device.id)
             step = (run.step_name if run else None) or state.value
             reason = f"{step}: {state.value} timed out after {_human(limit)}"
-            lifecycle.apply(s, locked, Event.FAIL, actor="worker:timeout", reason=reason,
-                            details={"run_id": run.id if run else None, "step": step,
-                                     "error": "StateTimedOut"})  # fmt: skip
+            lifecycle.apply(
+                s,
+                locked,
+                Event.FAIL,
+                actor="worker:timeout",
+                reason=reason,
+                details={"run_id": run.id if run else None, "step": step, "error": "StateTimedOut"},
+            )
             if run is not None:
-                service.finish_failed(s, run, step=step, failed_step=run.step_name,
-                                      reason=reason)  # fmt: skip
+                service.finish_failed(s, run, step=step, failed_step=run.step_name, reason=reason)
             failed += 1
     return failed
 

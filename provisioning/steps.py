@@ -139,11 +139,20 @@ def step_stream(ctx: StepContext) -> dict[str, Any]:
     total = cached.size
     ctx.progress(0, total)
     written = imaging.stream_image(
-        ctx.pe(), cached, disk, timeout=ctx.timeout, bucket=ctx.bucket,
+        ctx.pe(),
+        cached,
+        disk,
+        timeout=ctx.timeout,
+        bucket=ctx.bucket,
         progress=lambda sent: ctx.progress(sent, total),
-    )  # fmt: skip
-    return {"written": {"bytes_sent": written.bytes_sent, "sha256": written.sent_sha256,
-                        "raw_size": cached.raw_size}}  # fmt: skip
+    )
+    return {
+        "written": {
+            "bytes_sent": written.bytes_sent,
+            "sha256": written.sent_sha256,
+            "raw_size": cached.raw_size,
+        }
+    }
 
 
 def step_verify(ctx: StepContext) -> dict[str, Any]:
@@ -226,9 +235,13 @@ def step_installers(ctx: StepContext) -> dict[str, Any]:
     # The run's progress fields stay the image stream's (what the bench view and the API
     # show for a run); each installer written is in the step's result.
     written = installers.place(
-        ctx.pe(), _offline_root(ctx), placements, timeout=ctx.timeout,
-        check=_abort_check(ctx), bucket=ctx.bucket,
-    )  # fmt: skip
+        ctx.pe(),
+        _offline_root(ctx),
+        placements,
+        timeout=ctx.timeout,
+        check=_abort_check(ctx),
+        bucket=ctx.bucket,
+    )
     return {
         "installers": [
             {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
@@ -251,7 +264,9 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
     if labboot.is_lab(options) and labboot.in_os(options):
         return {"hostname": hostname, "rebooted": True}
     files = (
-        {"etc/hostname": hostname + "\n"} if ctx.os_family != "windows" else {
+        {"etc/hostname": hostname + "\n"}
+        if ctx.os_family != "windows"
+        else {
             # Windows Setup names the computer in its specialize pass from the answer
             # file, and runs SetupComplete.cmd as SYSTEM once setup is done: WinRM over
             # HTTPS is up at the first boot, before anyone logs on.
@@ -259,7 +274,7 @@ def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
             "Windows/Setup/Scripts/SetupComplete.cmd": SETUP_COMPLETE,
             "masterline/firstboot-winrm-https.ps1": FIRSTBOOT_WINRM,
         }
-    )  # fmt: skip
+    )
     script = _write_files_script(_offline_root(ctx), files)
     res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:
@@ -291,11 +306,13 @@ def step_configure(ctx: StepContext) -> dict[str, Any]:
     target, plan = ctx.plan_loader()
     try:
         if ctx.waves is not None and target.os_family is OsFamily.LINUX:
-            ctx.waves.configure(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
-                                cancel=ctx.cancelled)  # fmt: skip
+            ctx.waves.configure(
+                target, plan, on_event=ctx.on_event, timeout=ctx.timeout, cancel=ctx.cancelled
+            )
         else:
-            configure_os(target, plan, on_event=ctx.on_event, timeout=ctx.timeout,
-                         cancel=ctx.cancelled)  # fmt: skip
+            configure_os(
+                target, plan, on_event=ctx.on_event, timeout=ctx.timeout, cancel=ctx.cancelled
+            )
     except ConfigureCancelled as e:
         raise Aborted("aborted by a technician") from e
     return {"configured": True}
@@ -306,9 +323,11 @@ def step_gate(ctx: StepContext) -> dict[str, Any]:
 
     target, plan = ctx.plan_loader()
     results = run_gate(
-        target, plan, image_sha256=ctx.image.raw_sha256,
+        target,
+        plan,
+        image_sha256=ctx.image.raw_sha256,
         readback_sha256=str(ctx.state.get("readback_sha256", "")),
-    )  # fmt: skip
+    )
     checks = [{"name": r.name, "ok": bool(r.ok), "detail": str(r.detail)[:200]} for r in results]
     failed = [c for c in checks if not c["ok"]]
     if failed:
@@ -353,8 +372,9 @@ def resolve_image(session: Session, device: Device, *, explain: bool = True) -> 
     # lookup at all.
     config = (
         image_service.active_config(session, device.client_id)
-        if device.client_id is not None else None
-    )  # fmt: skip
+        if device.client_id is not None
+        else None
+    )
     missing: list[str] = []
     if config is None:
         missing.append(f"client of {device.serial} has no active configuration")
@@ -394,9 +414,14 @@ def image_source(image: Any) -> imaging.ImageSource:
     stored_sha = str(getattr(image, "stored_sha256", "") or getattr(image, "sha256", ""))
     raw_sha = str(getattr(image, "raw_sha256", "") or stored_sha)
     return imaging.ImageSource(
-        image_id=int(image.id), path=Path(store.path_of(image)), format=fmt, size=size,
-        sha256=stored_sha, raw_size=raw_size, raw_sha256=raw_sha,
-    )  # fmt: skip
+        image_id=int(image.id),
+        path=Path(store.path_of(image)),
+        format=fmt,
+        size=size,
+        sha256=stored_sha,
+        raw_size=raw_size,
+        raw_sha256=raw_sha,
+    )
 
 
 def sleep_backoff(attempt: int, *, base: float, cap: float, check: Callable[[], None]) -> None:

@@ -33,7 +33,7 @@ def default_plan_builder(
             username=str(options.get("winrm_user", "Administrator")),
             password=_windows_password(session, device, options),
             ca_path=Path(options["winrm_ca_path"]) if options.get("winrm_ca_path") else None,
-        )  # fmt: skip
+        )
     else:
         target = OsTarget.linux(
             host=str(options.get("os_host", endpoint.host)),
@@ -42,7 +42,7 @@ def default_plan_builder(
             key_path=Path(options.get("os_key_path", endpoint.key_path)),
             known_hosts_path=Path(options.get("os_known_hosts_path", endpoint.known_hosts_path)),
             target_root=str(options.get("target_root", "")),
-        )  # fmt: skip
+        )
     return target, plan
 
 

@@ -169,8 +169,9 @@ class SSHTransport:
                     raise ConnectFailed(f"connection to {self.endpoint} dropped mid-command")
                 if time.monotonic() > deadline:
                     ch.close()
-                    raise CommandTimedOut(f"command on {self.endpoint} timed out after "
-                                          f"{timeout:.0f}s")  # fmt: skip
+                    raise CommandTimedOut(
+                        f"command on {self.endpoint} timed out after {timeout:.0f}s"
+                    )
                 select.select([ch], [], [], 0.05)
             rc = ch.recv_exit_status()
             ch.close()
@@ -217,8 +218,9 @@ class SSHTransport:
             assert isinstance(chunks, FileChunks)
             return self._put_file(cmd, chunks.path, timeout=timeout, progress=progress)
         deadline = time.monotonic() + timeout
-        stream = _Ssh(self.endpoint, cmd, stdin=subprocess.PIPE,
-                      connect_timeout=self.connect_timeout)  # fmt: skip
+        stream = _Ssh(
+            self.endpoint, cmd, stdin=subprocess.PIPE, connect_timeout=self.connect_timeout
+        )
         proc = stream.proc
         assert proc.stdin is not None
         # A pipe holds 64 KiB by default: each 1 MiB chunk would then cost sixteen
@@ -234,9 +236,8 @@ class SSHTransport:
         # copy through this process): what is left for Python per chunk is the hash.
         spliced = isinstance(chunks, FileChunks) and hasattr(os, "splice")
         source: Iterable[tuple[int, int, bytes | memoryview]] = (
-            chunks.ranges() if isinstance(chunks, FileChunks)
-            else ((-1, 0, c) for c in chunks)
-        )  # fmt: skip
+            chunks.ranges() if isinstance(chunks, FileChunks) else ((-1, 0, c) for c in chunks)
+        )
         try:
             for fd, offset, chunk in source:
                 try:
@@ -263,8 +264,9 @@ class SSHTransport:
                 if progress is not None:
                     progress(sent)
                 if time.monotonic() > deadline:
-                    raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
-                                          f"{timeout:.0f}s")  # fmt: skip
+                    raise CommandTimedOut(
+                        f"stream to {self.endpoint} timed out after {timeout:.0f}s"
+                    )
             try:
                 proc.stdin.close()
             except BrokenPipeError:
@@ -277,8 +279,9 @@ class SSHTransport:
         result = stream.result(rc)
         if broken and rc == 0:
             raise ConnectFailed(f"stream to {self.endpoint} closed early")
-        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "",
-                            result=result)  # fmt: skip
+        return StreamResult(
+            bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "", result=result
+        )
 
     def _put_file(
         self, cmd: str, path: Path, *, timeout: float, progress: ProgressCallback | None
@@ -295,9 +298,9 @@ class SSHTransport:
             try:
                 if progress is not None:
                     progress(0)
-                rc = stream.wait(timeout, deadline,
-                                 lambda: progress(sent()) if progress else None,
-                                 every=0.25)  # fmt: skip
+                rc = stream.wait(
+                    timeout, deadline, lambda: progress(sent()) if progress else None, every=0.25
+                )
                 done = sent()
             finally:
                 stream.close()
@@ -325,8 +328,11 @@ class _Ssh:
         # Unbuffered: chunks are already 1 MiB, and go to the pipe as they are.
         self.proc = subprocess.Popen(
             argv,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-        )  # fmt: skip
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._out: list[bytes] = []
         self._err: list[bytes] = []
@@ -350,8 +356,9 @@ class _Ssh:
                 return self.proc.wait(timeout=every)  # returns the moment ssh exits
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
-                    raise CommandTimedOut(f"stream to {self.endpoint} timed out after "
-                                          f"{timeout:.0f}s") from None  # fmt: skip
+                    raise CommandTimedOut(
+                        f"stream to {self.endpoint} timed out after {timeout:.0f}s"
+                    ) from None
                 tick()
 
     def close(self) -> None:
@@ -370,31 +377,47 @@ class _Ssh:
         stderr = b"".join(self._err).decode(errors="replace")
         if rc == 255:
             raise classify_openssh_failure(stderr, self.endpoint)
-        return CommandResult(rc=rc, stdout=b"".join(self._out).decode(errors="replace"),
-                             stderr=stderr)  # fmt: skip
+        return CommandResult(
+            rc=rc, stdout=b"".join(self._out).decode(errors="replace"), stderr=stderr
+        )
 
 
 def openssh_argv(endpoint: SshEndpoint, cmd: str, *, connect_timeout: float = 10.0) -> list[str]:
     """The ``ssh`` command line with the pinned trust and the fast cipher; ``-F
     /dev/null`` so no user or system config can loosen host key checking."""
     return [
-        "ssh", "-F", "/dev/null",
-        "-p", str(endpoint.port),
-        "-i", str(endpoint.key_path),
-        "-l", endpoint.user,
-        "-o", f"UserKnownHostsFile={endpoint.known_hosts_path}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes",
-        "-o", f"ConnectTimeout={int(connect_timeout)}",
-        "-o", "ServerAliveInterval=5",
-        "-o", "ServerAliveCountMax=6",
-        "-o", "LogLevel=ERROR",
-        "-c", STREAM_CIPHER,
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(endpoint.port),
+        "-i",
+        str(endpoint.key_path),
+        "-l",
+        endpoint.user,
+        "-o",
+        f"UserKnownHostsFile={endpoint.known_hosts_path}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"ConnectTimeout={int(connect_timeout)}",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=6",
+        "-o",
+        "LogLevel=ERROR",
+        "-c",
+        STREAM_CIPHER,
         endpoint.host,
         cmd,
-    ]  # fmt: skip
+    ]
 
 
 def classify_openssh_failure(stderr: str, endpoint: SshEndpoint) -> TransportError:

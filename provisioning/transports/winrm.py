@@ -233,8 +233,9 @@ class WinRMTransport:
                     progress(sent)
 
         result, _ = self._execute(cmd, counted(), timeout=timeout)
-        return StreamResult(bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "",
-                            result=result)  # fmt: skip
+        return StreamResult(
+            bytes_sent=sent, sha256=digest.hexdigest() if hash_sent else "", result=result
+        )
 
     def close(self) -> None:
         """Close the remote shell (best effort) and the HTTP session."""

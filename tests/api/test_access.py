@@ -289,8 +289,9 @@ class Synth:
         if kind == "object" or "properties" in schema:
             return self.object(schema)
         if kind == "array":
-            return [self.value(schema.get("items", {}), None) for _ in
-                    range(schema.get("minItems", 0))]  # fmt: skip
+            return [
+                self.value(schema.get("items", {}), None) for _ in range(schema.get("minItems", 0))
+            ]
         if kind == "integer":
             return max(int(schema.get("minimum", 1)), int(schema.get("exclusiveMinimum", 0)) + 1)
         if kind == "number":
@@ -359,8 +360,9 @@ class Plan:
     other: Call | None
 
 
-def _plan(route: WalkedRoute, method: str, session: Session, world: World, spec: dict[str, Any]
-          ) -> Plan:  # fmt: skip
+def _plan(
+    route: WalkedRoute, method: str, session: Session, world: World, spec: dict[str, Any]
+) -> Plan:
     params = [p.name for p in route.dependant.path_params]
     values: dict[str, Pair] = {}
     for name, factory in PARAM_FACTORIES.items():
@@ -404,8 +406,7 @@ def _plan(route: WalkedRoute, method: str, session: Session, world: World, spec:
     if not params:
         # Without a path parameter the only way to point at the other company is the body.
         other = other if other_body is not None else None
-    synthetic = any(name in SYNTHETIC_FACTORIES and values[name][0] is not None
-                    for name in params)  # fmt: skip
+    synthetic = any(name in SYNTHETIC_FACTORIES and values[name][0] is not None for name in params)
     return Plan(Call(own_path, own_body, confident, synthetic), other)
 
 
@@ -459,28 +460,44 @@ def check_route(
             got = _status(client, method, plan.other, headers)
             if got == 422:
                 own_got = _status(client, method, plan.own, headers)
-                expect(own_got == 422, f"[{role}] other company's object", got,
-                       "404; 422 only when its own object gets 422 too")  # fmt: skip
+                expect(
+                    own_got == 422,
+                    f"[{role}] other company's object",
+                    got,
+                    "404; 422 only when its own object gets 422 too",
+                )
             else:
                 expect(got == 404, f"[{role}] other company's object", got, "404")
         elif plan.other is not None and plan.other.confident:
             got = _status(client, method, plan.other, headers)
-            expect(got not in FORBIDDEN_FOR_OWN and got < 500, f"[{role}] other company "
-                   "(staff see every company)", got, "not 401/403/404/5xx")  # fmt: skip
+            expect(
+                got not in FORBIDDEN_FOR_OWN and got < 500,
+                f"[{role}] other company (staff see every company)",
+                got,
+                "not 401/403/404/5xx",
+            )
 
     for role in sorted(roles):
         got = _status(client, method, plan.own, auth(_token_for(world, role)))
         if plan.own.confident:
-            expect(got not in FORBIDDEN_FOR_OWN and got < 500, f"[{role}] own object", got,
-                   "not 401/403/404/5xx")  # fmt: skip
+            expect(
+                got not in FORBIDDEN_FOR_OWN and got < 500,
+                f"[{role}] own object",
+                got,
+                "not 401/403/404/5xx",
+            )
         elif plan.own.synthetic:
             # A made-up row may lack what its domain sets (a decryptable secret, a stored
             # file): only "not refused" is asserted; its other-company twin proved 404.
             expect(got not in (401, 403), f"[{role}] own made-up object", got, "not 401/403")
         else:
             # A parameter this walk cannot fill: only "no server error" and "not refused".
-            expect(got not in (401, 403) and got < 500, f"[{role}] unknown-id object", got,
-                   "not 401/403/5xx")  # fmt: skip
+            expect(
+                got not in (401, 403) and got < 500,
+                f"[{role}] unknown-id object",
+                got,
+                "not 401/403/5xx",
+            )
             if role.client_bound and plan.other is None and route.dependant.path_params:
                 # 422: the placeholder id is not even of the right shape; leaks nothing.
                 expect(got in (404, 422), f"[{role}] id nobody owns", got, "404")
@@ -536,8 +553,10 @@ def test_the_walk_catches_faulty_routes(db: Database, world: World) -> None:
     assert any(
         "[dsi] other company's object -> 200" in v for v in results["/walk/leaky/{device_id}"]
     )
-    assert any("[logistics] other company's object -> 403" in v
-               for v in results["/walk/telling/{device_id}"])  # fmt: skip
+    assert any(
+        "[logistics] other company's object -> 403" in v
+        for v in results["/walk/telling/{device_id}"]
+    )
     assert results["/walk/sound/{device_id}"] == []
 
 
@@ -560,8 +579,9 @@ def test_client_bound_listings_show_only_their_company(
 
 def test_revoked_token_is_refused_at_once(app_client: TestClient, world: World) -> None:
     admin = auth(_token_for(world, Role.ADMIN))
-    created = app_client.post("/tokens", json={"name": "temp", "role": "technician"},
-                              headers=admin).json()  # fmt: skip
+    created = app_client.post(
+        "/tokens", json={"name": "temp", "role": "technician"}, headers=admin
+    ).json()
     assert app_client.get("/me", headers=auth(created["token"])).status_code == 200
     assert app_client.delete(f"/tokens/{created['id']}", headers=admin).status_code == 200
     assert app_client.get("/me", headers=auth(created["token"])).status_code == 401

@@ -25,8 +25,12 @@ def tokens_cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
     env.pop("MASTERLINE_TOKEN", None)
     return subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", "tokens", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 def test_create_list_revoke(db: Database, world: World, app_client: TestClient) -> None:
@@ -37,8 +41,9 @@ def test_create_list_revoke(db: Database, world: World, app_client: TestClient) 
     me = app_client.get("/me", headers=auth(clear))
     assert me.status_code == 200 and me.json()["role"] == "technician"
 
-    bound = tokens_cli(db, "create", "--name", "acme-it", "--role", "dsi", "--client", "ACME",
-                       "--json")  # fmt: skip
+    bound = tokens_cli(
+        db, "create", "--name", "acme-it", "--role", "dsi", "--client", "ACME", "--json"
+    )
     assert bound.returncode == 0, bound.stderr
     bound_row = json.loads(bound.stdout)
     assert bound_row["client_id"] == world.acme.id

@@ -42,8 +42,14 @@ def declare(
     client_code: str = "ACME",
     **extra: object,
 ) -> dict[str, object]:
-    body = {"name": name, "version": version, "os_family": "windows", "size": len(data),
-            "sha256": sha(data), **extra}  # fmt: skip
+    body = {
+        "name": name,
+        "version": version,
+        "os_family": "windows",
+        "size": len(data),
+        "sha256": sha(data),
+        **extra,
+    }
     r = client.post("/images", json=body, headers=auth(world.token(Role.DSI, client_code)))
     assert r.status_code == 201, r.text
     result: dict[str, object] = r.json()

@@ -50,8 +50,13 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _set(client: TestClient, world: World, body: dict[str, Any], code: str = "ACME",
-         role: Role = Role.DSI):  # type: ignore[no-untyped-def]  # fmt: skip
+def _set(
+    client: TestClient,
+    world: World,
+    body: dict[str, Any],
+    code: str = "ACME",
+    role: Role = Role.DSI,
+):  # type: ignore[no-untyped-def]
     token = world.token(role, code if role.client_bound else None)
     return client.post(f"/clients/{code}/configs", json=body, headers=auth(token))
 
@@ -66,8 +71,11 @@ def test_secrets_are_write_only_and_encrypted_at_rest(
     responses = [r.text]
     for role, code in ((Role.DSI, "ACME"), (Role.TECHNICIAN, None), (Role.ADMIN, None)):
         headers = auth(world.token(role, code))
-        for path in ("/clients/ACME/configs", "/clients/ACME/configs/active",
-                     "/clients/ACME/configs/1"):  # fmt: skip
+        for path in (
+            "/clients/ACME/configs",
+            "/clients/ACME/configs/active",
+            "/clients/ACME/configs/1",
+        ):
             got = app_client.get(path, headers=headers)
             assert got.status_code == 200
             responses.append(got.text)
@@ -77,9 +85,15 @@ def test_secrets_are_write_only_and_encrypted_at_rest(
     rejected = _set(app_client, world, bad)
     assert rejected.status_code == 422
     responses.append(rejected.text)
-    imported = app_client.put("/clients/ACME/device-secrets", headers=dsi(world), json={
-        "secrets": [{"serial": "acme0002", "name": "private_key", "value": IMPORTED,
-                     "public": "cHVi"}]})  # fmt: skip
+    imported = app_client.put(
+        "/clients/ACME/device-secrets",
+        headers=dsi(world),
+        json={
+            "secrets": [
+                {"serial": "acme0002", "name": "private_key", "value": IMPORTED, "public": "cHVi"}
+            ]
+        },
+    )
     assert imported.status_code == 200 and imported.json() == {"imported": 1}
     responses.append(imported.text)
     keys = app_client.get("/clients/ACME/device-keys", headers=auth(world.token(Role.TECHNICIAN)))
@@ -99,7 +113,9 @@ def test_secrets_are_write_only_and_encrypted_at_rest(
         assert config is not None
         device = s.exec(select(Device).where(Device.serial == "ACME0002")).one()
         assert configs.device_secrets(s, config, device) == {
-            "preshared_key": PSK, "private_key": IMPORTED}  # fmt: skip
+            "preshared_key": PSK,
+            "private_key": IMPORTED,
+        }
 
 
 def test_wireguard_key_generated_once_per_device(
@@ -115,11 +131,15 @@ def test_wireguard_key_generated_once_per_device(
         again = configs.device_secrets(s, config, device)
     assert first == again and set(first) == {"preshared_key", "private_key"}
     private = X25519PrivateKey.from_private_bytes(base64.b64decode(first["private_key"]))
-    public = base64.b64encode(private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()  # fmt: skip
+    public = base64.b64encode(
+        private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    ).decode()
     keys = app_client.get("/clients/ACME/device-keys", headers=dsi(world)).json()
     assert [(k["serial"], k["public"], k["origin"]) for k in keys] == [
-        ("ACME0001", public, "generated")]  # fmt: skip
+        ("ACME0001", public, "generated")
+    ]
     with db.engine.connect() as conn:
         stored = conn.execute(text("SELECT ciphertext FROM device_secret")).scalar_one()
     assert first["private_key"] not in stored
@@ -138,13 +158,16 @@ def test_versions_activate_and_secrets_carry_over(
     assert [(c["version"], c["active"]) for c in listed] == [(2, True), (1, False)]
     back = app_client.post("/clients/ACME/configs/1/activate", headers=dsi(world))
     assert back.status_code == 200 and back.json()["active"] is True
-    assert app_client.get("/clients/ACME/configs/active", headers=dsi(world)).json()[
-        "version"] == 1  # fmt: skip
+    assert app_client.get("/clients/ACME/configs/active", headers=dsi(world)).json()["version"] == 1
     cleared = copy.deepcopy(CONFIG)
     cleared["vpn"]["secrets"] = {}
     assert _set(app_client, world, cleared).json()["vpn"]["secret_names"] == []
-    assert app_client.get("/clients/GLOBEX/configs/active",
-                          headers=auth(world.token(Role.ADMIN))).json() is None  # fmt: skip
+    assert (
+        app_client.get(
+            "/clients/GLOBEX/configs/active", headers=auth(world.token(Role.ADMIN))
+        ).json()
+        is None
+    )
 
 
 def test_tenancy_and_roles(app_client: TestClient, world: World) -> None:
@@ -156,12 +179,20 @@ def test_tenancy_and_roles(app_client: TestClient, world: World) -> None:
     assert app_client.get("/clients/ACME/configs", headers=logistics).status_code == 403
     technician = auth(world.token(Role.TECHNICIAN))
     assert app_client.get("/clients/ACME/configs", headers=technician).status_code == 200
-    assert app_client.post("/clients/ACME/configs", json=CONFIG,
-                           headers=technician).status_code == 403  # fmt: skip
+    assert (
+        app_client.post("/clients/ACME/configs", json=CONFIG, headers=technician).status_code == 403
+    )
     # A device secret for another client's laptop is refused, nothing written.
-    r = app_client.put("/clients/ACME/device-secrets", headers=dsi(world), json={"secrets": [
-        {"serial": "ACME0001", "name": "private_key", "value": "x"},
-        {"serial": "GLBX0001", "name": "private_key", "value": "y"}]})  # fmt: skip
+    r = app_client.put(
+        "/clients/ACME/device-secrets",
+        headers=dsi(world),
+        json={
+            "secrets": [
+                {"serial": "ACME0001", "name": "private_key", "value": "x"},
+                {"serial": "GLBX0001", "name": "private_key", "value": "y"},
+            ]
+        },
+    )
     assert r.status_code == 422 and "GLBX0001" in r.json()["detail"]
     assert app_client.get("/clients/ACME/device-keys", headers=dsi(world)).json() == []
 
@@ -176,19 +207,33 @@ def test_validation(app_client: TestClient, world: World) -> None:
     rejected({**CONFIG, "hostname_pattern": "ACME_{serial}"}, "only letters")
     vendor = {"kind": "vendor", "server": "vpn.example", "secrets": {"profile": PROFILE}}
     rejected({**CONFIG, "vpn": vendor}, "client_app")
-    store_app = {"name": "Zoom", "source": {"kind": "store", "image_id": 999},
-                 "verify": {"kind": "file", "path": "C:/zoom.exe"}}  # fmt: skip
+    store_app = {
+        "name": "Zoom",
+        "source": {"kind": "store", "image_id": 999},
+        "verify": {"kind": "file", "path": "C:/zoom.exe"},
+    }
     rejected({**CONFIG, "apps": [store_app]}, "not an available image of this client")
     # An installer uploaded by this client is accepted; another client's is not.
     mine = declare(app_client, world, b"MZ-installer", name="zoom", format="file")
     app_client.put(f"/images/{mine['id']}/content", content=b"MZ-installer", headers=dsi(world))
-    theirs = declare(app_client, world, b"MZ-other", name="zoom", client_code="GLOBEX",
-                     format="file")  # fmt: skip
-    app_client.put(f"/images/{theirs['id']}/content", content=b"MZ-other",
-                   headers=dsi(world, "GLOBEX"))  # fmt: skip
-    ok = {**CONFIG, "apps": [{**store_app, "source": {"kind": "store", "image_id": mine["id"]}}],
-          "vpn": {**vendor, "client_app": {**store_app, "name": "VpnClient", "source": {
-              "kind": "store", "sha256": mine["sha256"]}}}}  # fmt: skip
+    theirs = declare(
+        app_client, world, b"MZ-other", name="zoom", client_code="GLOBEX", format="file"
+    )
+    app_client.put(
+        f"/images/{theirs['id']}/content", content=b"MZ-other", headers=dsi(world, "GLOBEX")
+    )
+    ok = {
+        **CONFIG,
+        "apps": [{**store_app, "source": {"kind": "store", "image_id": mine["id"]}}],
+        "vpn": {
+            **vendor,
+            "client_app": {
+                **store_app,
+                "name": "VpnClient",
+                "source": {"kind": "store", "sha256": mine["sha256"]},
+            },
+        },
+    }
     r = _set(app_client, world, ok)
     assert r.status_code == 201, r.text
     assert r.json()["vpn"]["secret_names"] == ["profile"] and PROFILE not in r.text
@@ -197,10 +242,15 @@ def test_validation(app_client: TestClient, world: World) -> None:
 
 
 def test_hostname_rendering() -> None:
-    def render(pattern: str, serial: str = "5CG1234XYZ", os_family: OsFamily = OsFamily.WINDOWS,
-               asset_tag: str | None = None) -> str:  # fmt: skip
-        return configs.render_hostname(pattern, serial=serial, asset_tag=asset_tag,
-                                       client_code="ACME", os_family=os_family)  # fmt: skip
+    def render(
+        pattern: str,
+        serial: str = "5CG1234XYZ",
+        os_family: OsFamily = OsFamily.WINDOWS,
+        asset_tag: str | None = None,
+    ) -> str:
+        return configs.render_hostname(
+            pattern, serial=serial, asset_tag=asset_tag, client_code="ACME", os_family=os_family
+        )
 
     assert render("ACME-{serial}") == "ACME-5CG1234XYZ"
     assert render("{client}-{asset_tag}", asset_tag="A042") == "ACME-A042"
@@ -215,9 +265,12 @@ def test_hostname_rendering() -> None:
 
 
 def test_secret_key_file_is_private_and_a_changed_key_is_reported(
-    app_client: TestClient, world: World, db: Database, image_settings: Any,
+    app_client: TestClient,
+    world: World,
+    db: Database,
+    image_settings: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     from core.settings import get_settings
     from images.errors import SecretKeyError
 

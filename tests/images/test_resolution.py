@@ -28,21 +28,35 @@ _seq = iter(range(1, 10_000))
 
 
 def _image(
-    session: Session, client: ClientCompany, *, name: str = "win11", version: str,
-    status: ImageStatus = ImageStatus.AVAILABLE, models: list[str] | None = None,
-    fmt: ImageFormat = ImageFormat.RAW, published_minutes_ago: int = 0,
+    session: Session,
+    client: ClientCompany,
+    *,
+    name: str = "win11",
+    version: str,
+    status: ImageStatus = ImageStatus.AVAILABLE,
+    models: list[str] | None = None,
+    fmt: ImageFormat = ImageFormat.RAW,
+    published_minutes_ago: int = 0,
     data: bytes | None = None,
-) -> Image:  # fmt: skip
+) -> Image:
     """A catalogue row (and, with ``data``, its stored file) without going through HTTP."""
     data = data if data is not None else f"image-{next(_seq)}".encode()
     digest = hashlib.sha256(data).hexdigest()
     assert client.id is not None
     row = Image(
-        client_id=client.id, name=name, version=version, os_family="windows", format=fmt,
-        raw_size=len(data), raw_sha256=digest, stored_size=len(data), stored_sha256=digest,
-        status=status, uploaded_by="test",
+        client_id=client.id,
+        name=name,
+        version=version,
+        os_family="windows",
+        format=fmt,
+        raw_size=len(data),
+        raw_sha256=digest,
+        stored_size=len(data),
+        stored_sha256=digest,
+        status=status,
+        uploaded_by="test",
         published_at=utcnow() - timedelta(minutes=published_minutes_ago),
-    )  # fmt: skip
+    )
     session.add(row)
     session.flush()
     assert row.id is not None
@@ -74,8 +88,9 @@ def test_newest_compatible_available_image(db: Database, world: World) -> None:
     with db.session() as s:
         device = _device(s, "ACME0001")  # a Dell Latitude 5440
         _image(s, world.acme, version="1", published_minutes_ago=30)
-        newest = _image(s, world.acme, version="2", published_minutes_ago=10,
-                        models=["Latitude 5440"])  # fmt: skip
+        newest = _image(
+            s, world.acme, version="2", published_minutes_ago=10, models=["Latitude 5440"]
+        )
         _image(s, world.acme, version="3", published_minutes_ago=5, models=["Latitude 7440"])
         _image(s, world.acme, version="4", status=ImageStatus.RETIRED)
         _image(s, world.acme, version="5", status=ImageStatus.UPLOADING)
@@ -91,8 +106,9 @@ def test_pinned_version_and_name(db: Database, world: World) -> None:
         device = _device(s, "ACME0001")
         old = _image(s, world.acme, version="1", published_minutes_ago=60)
         _image(s, world.acme, version="2")
-        other_name = _image(s, world.acme, name="win11-kiosk", version="1",
-                            published_minutes_ago=90)  # fmt: skip
+        other_name = _image(
+            s, world.acme, name="win11-kiosk", version="1", published_minutes_ago=90
+        )
         _pin(s, world.acme, "win11", "1")
         assert service.resolve_for_device(s, device).id == old.id
         _pin(s, world.acme, "win11-kiosk", None)
@@ -127,8 +143,9 @@ def test_no_image_of_the_devices_own_client(db: Database, world: World) -> None:
         assert config is None
 
 
-def test_gc_reclaims_retired_images_no_run_needs(db: Database, world: World,
-                                                 image_settings: Path) -> None:  # fmt: skip
+def test_gc_reclaims_retired_images_no_run_needs(
+    db: Database, world: World, image_settings: Path
+) -> None:
     shared = os.urandom(1000)
     with db.session() as s:
         gone = _image(s, world.acme, version="1", status=ImageStatus.RETIRED)
@@ -145,15 +162,35 @@ def test_gc_reclaims_retired_images_no_run_needs(db: Database, world: World,
         s.add(stuck)
         device = _device(s, "ACME0001")
         assert device.id is not None
-        s.add(ProvisioningRun(device_id=device.id, client_id=world.acme.id, image_id=needed.id,
-                              status=RunStatus.RUNNING))  # fmt: skip
-        s.add(ProvisioningRun(device_id=device.id, client_id=world.acme.id, image_id=gone.id,
-                              status=RunStatus.SUCCEEDED))  # fmt: skip
-        rows = {"gone": gone, "needed": needed, "twin": twin, "live": live, "stale": stale,
-                "stuck": stuck}  # fmt: skip
+        s.add(
+            ProvisioningRun(
+                device_id=device.id,
+                client_id=world.acme.id,
+                image_id=needed.id,
+                status=RunStatus.RUNNING,
+            )
+        )
+        s.add(
+            ProvisioningRun(
+                device_id=device.id,
+                client_id=world.acme.id,
+                image_id=gone.id,
+                status=RunStatus.SUCCEEDED,
+            )
+        )
+        rows = {
+            "gone": gone,
+            "needed": needed,
+            "twin": twin,
+            "live": live,
+            "stale": stale,
+            "stuck": stuck,
+        }
         ids = {k: r.id for k, r in rows.items()}
-        paths = {k: get_store().path_for(r.stored_sha256) for k, r in
-                 {"gone": gone, "needed": needed, "live": live}.items()}  # fmt: skip
+        paths = {
+            k: get_store().path_for(r.stored_sha256)
+            for k, r in {"gone": gone, "needed": needed, "live": live}.items()
+        }
     report = run_gc(db)
     assert sorted(report.reclaimed_images) == sorted([ids["gone"], ids["twin"]])
     assert report.kept_images == [ids["needed"]]

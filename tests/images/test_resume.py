@@ -32,9 +32,17 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def _declare(base: str, headers: dict[str, str], data: bytes, version: str = "1") -> int:
-    r = httpx.post(f"{base}/images", headers=headers, json={
-        "name": "win11", "version": version, "os_family": "windows", "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest()})  # fmt: skip
+    r = httpx.post(
+        f"{base}/images",
+        headers=headers,
+        json={
+            "name": "win11",
+            "version": version,
+            "os_family": "windows",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 
@@ -50,15 +58,18 @@ def _wait_offset(url: str, headers: dict[str, str], *, above: int = 0) -> int:
     raise AssertionError("the server never recorded an offset")
 
 
-def test_cut_connection_resumes_from_server_offset(db: Database, world: World,
-                                                   image_settings: Path) -> None:  # fmt: skip
+def test_cut_connection_resumes_from_server_offset(
+    db: Database, world: World, image_settings: Path
+) -> None:
     data = os.urandom(24 * 1024 * 1024)
     headers = auth(world.token(Role.DSI, "ACME"))
     with running_server(db) as base:
         image_id = _declare(base, headers, data)
         meta = "image_id " + base64.b64encode(str(image_id).encode()).decode()
-        created = httpx.post(f"{base}/uploads", headers={**TUS, **headers,
-                             "Upload-Length": str(len(data)), "Upload-Metadata": meta})  # fmt: skip
+        created = httpx.post(
+            f"{base}/uploads",
+            headers={**TUS, **headers, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+        )
         url = created.headers["Location"]
         path = urlsplit(url).path
         sent = 13 * 1024 * 1024 + 5
@@ -75,9 +86,16 @@ def test_cut_connection_resumes_from_server_offset(db: Database, world: World,
         offset = _wait_offset(url, headers)
         assert 0 < offset <= sent
         for _ in range(100):
-            r = httpx.patch(url, content=data[offset:], headers={**TUS, **headers,
-                            "Upload-Offset": str(offset),
-                            "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+            r = httpx.patch(
+                url,
+                content=data[offset:],
+                headers={
+                    **TUS,
+                    **headers,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
             if r.status_code != 423:  # the cut request may still hold the upload
                 break
             time.sleep(0.05)
@@ -114,8 +132,9 @@ def cutting_proxy(target_port: int, *, cut_after: int) -> Iterator[tuple[int, li
                         cuts.append(budget[0])
                         # Reset both sides, as a dropped link does to a client at once.
                         for s in (src, dst):
-                            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                         struct.pack("ii", 1, 0))  # fmt: skip
+                            s.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                            )
                         break
                 dst.sendall(chunk)
         except OSError:
@@ -160,8 +179,9 @@ def upload_file(tmp_path: Path) -> Path:
 
 
 def _run(args: list[str], base: str, token: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli_app, args, env={"MASTERLINE_API_URL": base,
-                                                    "MASTERLINE_TOKEN": token})  # fmt: skip
+    result = CliRunner().invoke(
+        cli_app, args, env={"MASTERLINE_API_URL": base, "MASTERLINE_TOKEN": token}
+    )
     out, code = result.output, result.exit_code
     if isinstance(result.exception, MasterlineError):  # what cli.main prints and exits with
         out += f"error: {result.exception.message}\n"
@@ -176,9 +196,21 @@ def test_cli_upload_resumes_after_a_network_cut(
     with running_server(db) as base:
         port = int(urlsplit(base).port or 0)
         with cutting_proxy(port, cut_after=5 * 1024 * 1024) as (proxy, cuts):
-            code, out = _run(["images", "upload", str(upload_file), "--name", "win11",
-                              "--version", "7", "--compatible", "Dell:Latitude 5440"],
-                             f"http://127.0.0.1:{proxy}", token)  # fmt: skip
+            code, out = _run(
+                [
+                    "images",
+                    "upload",
+                    str(upload_file),
+                    "--name",
+                    "win11",
+                    "--version",
+                    "7",
+                    "--compatible",
+                    "Dell:Latitude 5440",
+                ],
+                f"http://127.0.0.1:{proxy}",
+                token,
+            )
         assert cuts, "the proxy never cut the connection"
         assert code == 0, out
         assert "available" in out and "resumed at byte" in out
@@ -229,8 +261,23 @@ def test_cli_listing_retire_and_configs(
         )
     )
     with running_server(db) as base:
-        code, out = _run(["images", "upload", str(upload_file), "--name", "win11", "--version",
-                          "1", "--os", "windows", "--notes", "first"], base, token)  # fmt: skip
+        code, out = _run(
+            [
+                "images",
+                "upload",
+                str(upload_file),
+                "--name",
+                "win11",
+                "--version",
+                "1",
+                "--os",
+                "windows",
+                "--notes",
+                "first",
+            ],
+            base,
+            token,
+        )
         assert code == 0, out
         code, out = _run(["images", "list", "--json"], base, token)
         assert code == 0

@@ -25,8 +25,13 @@ def _put(client: TestClient, world: World, image_id: object, data: bytes, code: 
 
 def test_declare_upload_publish(app_client: TestClient, world: World, image_settings: Path) -> None:
     data = os.urandom(5 * 1024 * 1024 + 123)
-    image = declare(app_client, world, data, compatible_models=[
-        {"vendor": "Dell", "model": "Latitude 5440"}], notes="first")  # fmt: skip
+    image = declare(
+        app_client,
+        world,
+        data,
+        compatible_models=[{"vendor": "Dell", "model": "Latitude 5440"}],
+        notes="first",
+    )
     assert image["status"] == "uploading"
     r = _put(app_client, world, image["id"], data)
     assert r.status_code == 200, r.text
@@ -41,9 +46,17 @@ def test_declare_upload_publish(app_client: TestClient, world: World, image_sett
     # Published versions are immutable.
     again = _put(app_client, world, image["id"], data)
     assert again.status_code == 409
-    dup = app_client.post("/images", json={"name": "win11", "version": "1.0",
-                          "os_family": "windows", "size": 1, "sha256": "0" * 64},
-                          headers=dsi(world))  # fmt: skip
+    dup = app_client.post(
+        "/images",
+        json={
+            "name": "win11",
+            "version": "1.0",
+            "os_family": "windows",
+            "size": 1,
+            "sha256": "0" * 64,
+        },
+        headers=dsi(world),
+    )
     assert dup.status_code == 409
 
 
@@ -80,21 +93,35 @@ def test_same_bytes_twice_are_stored_once(
     assert len(files_under(image_settings)) == 1
 
 
-def _tus_create(client: TestClient, world: World, image: dict[str, object],
-                code: str = "ACME") -> str:  # fmt: skip
+def _tus_create(
+    client: TestClient, world: World, image: dict[str, object], code: str = "ACME"
+) -> str:
     meta = "image_id " + base64.b64encode(str(image["id"]).encode()).decode()
-    r = client.post("/uploads", headers={**TUS, **dsi(world, code), "Upload-Length":
-                    str(image["size"]), "Upload-Metadata": meta + ",filename " +
-                    base64.b64encode(b"x.raw").decode()})  # fmt: skip
+    r = client.post(
+        "/uploads",
+        headers={
+            **TUS,
+            **dsi(world, code),
+            "Upload-Length": str(image["size"]),
+            "Upload-Metadata": meta + ",filename " + base64.b64encode(b"x.raw").decode(),
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.headers["Tus-Resumable"] == "1.0.0"
     return r.headers["Location"]
 
 
 def _patch(client: TestClient, world: World, url: str, offset: int, data: bytes):  # type: ignore[no-untyped-def]
-    return client.patch(url, content=data, headers={
-        **TUS, **dsi(world), "Upload-Offset": str(offset),
-        "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+    return client.patch(
+        url,
+        content=data,
+        headers={
+            **TUS,
+            **dsi(world),
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
 
 
 def test_tus_in_parts(app_client: TestClient, world: World, image_settings: Path) -> None:
@@ -140,17 +167,26 @@ def test_tus_protocol_errors(app_client: TestClient, world: World) -> None:
     data = os.urandom(1000)
     image = declare(app_client, world, data)
     url = _tus_create(app_client, world, image)
-    no_version = app_client.patch(url, content=data, headers={**dsi(world), "Upload-Offset": "0",
-                                  "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+    no_version = app_client.patch(
+        url,
+        content=data,
+        headers={
+            **dsi(world),
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert no_version.status_code == 412
-    wrong_type = app_client.patch(url, content=data, headers={**TUS, **dsi(world),
-                                  "Upload-Offset": "0"})  # fmt: skip
+    wrong_type = app_client.patch(
+        url, content=data, headers={**TUS, **dsi(world), "Upload-Offset": "0"}
+    )
     assert wrong_type.status_code == 415
     too_long = _patch(app_client, world, url, 0, data + b"x")
     assert too_long.status_code == 413
     meta = "image_id " + base64.b64encode(str(image["id"]).encode()).decode()
-    wrong_length = app_client.post("/uploads", headers={**TUS, **dsi(world),
-                                   "Upload-Length": "5", "Upload-Metadata": meta})  # fmt: skip
+    wrong_length = app_client.post(
+        "/uploads", headers={**TUS, **dsi(world), "Upload-Length": "5", "Upload-Metadata": meta}
+    )
     assert wrong_length.status_code == 422
     no_image = app_client.post("/uploads", headers={**TUS, **dsi(world), "Upload-Length": "5"})
     assert no_image.status_code == 422
@@ -162,20 +198,29 @@ def test_tus_protocol_errors(app_client: TestClient, world: World) -> None:
 def test_zstd_image_is_checked_decompressed(app_client: TestClient, world: World) -> None:
     raw = os.urandom(1024 * 1024) + bytes(8 * 1024 * 1024)
     packed = zstandard.ZstdCompressor().compress(raw)
-    good = declare(app_client, world, packed, format="raw+zstd", raw_size=len(raw),
-                   raw_sha256=sha(raw))  # fmt: skip
+    good = declare(
+        app_client, world, packed, format="raw+zstd", raw_size=len(raw), raw_sha256=sha(raw)
+    )
     r = _put(app_client, world, good["id"], packed)
     assert r.status_code == 200, r.text
     assert r.json()["raw_size"] == len(raw) and r.json()["size"] == len(packed)
     # Right compressed bytes, wrong raw declaration: refused.
-    bad = declare(app_client, world, packed, version="2", format="raw+zstd",
-                  raw_size=len(raw), raw_sha256="0" * 64)  # fmt: skip
+    bad = declare(
+        app_client,
+        world,
+        packed,
+        version="2",
+        format="raw+zstd",
+        raw_size=len(raw),
+        raw_sha256="0" * 64,
+    )
     r = _put(app_client, world, bad["id"], packed)
     assert r.status_code == 422 and "decompressed" in r.json()["detail"]
     # Not zstd at all.
     junk = os.urandom(4096)
-    wrong = declare(app_client, world, junk, version="3", format="raw+zstd", raw_size=1,
-                    raw_sha256="0" * 64)  # fmt: skip
+    wrong = declare(
+        app_client, world, junk, version="3", format="raw+zstd", raw_size=1, raw_sha256="0" * 64
+    )
     r = _put(app_client, world, wrong["id"], junk)
     assert r.status_code == 422 and "zstd" in r.json()["detail"]
 
@@ -210,14 +255,25 @@ def test_limits(app_client: TestClient, world: World, monkeypatch) -> None:  # t
     monkeypatch.setenv("MASTERLINE_MAX_IMAGE_SIZE", "1000")
     monkeypatch.setenv("MASTERLINE_MAX_CONCURRENT_UPLOADS", "2")
     get_settings.cache_clear()
-    big = app_client.post("/images", json={"name": "big", "version": "1", "os_family": "linux",
-                          "size": 1001, "sha256": "a" * 64}, headers=dsi(world))  # fmt: skip
+    big = app_client.post(
+        "/images",
+        json={
+            "name": "big",
+            "version": "1",
+            "os_family": "linux",
+            "size": 1001,
+            "sha256": "a" * 64,
+        },
+        headers=dsi(world),
+    )
     assert big.status_code == 413
     declare(app_client, world, b"one", version="1")
     declare(app_client, world, b"two", version="2")
-    third = app_client.post("/images", json={"name": "win11", "version": "3",
-                            "os_family": "linux", "size": 5, "sha256": "a" * 64},
-                            headers=dsi(world))  # fmt: skip
+    third = app_client.post(
+        "/images",
+        json={"name": "win11", "version": "3", "os_family": "linux", "size": 5, "sha256": "a" * 64},
+        headers=dsi(world),
+    )
     assert third.status_code == 429 and third.json()["in_progress"]
     # Another client has its own allowance.
     declare(app_client, world, b"one", client_code="GLOBEX")
@@ -229,15 +285,31 @@ def test_tenancy(app_client: TestClient, world: World) -> None:
     url = _tus_create(app_client, world, image)
     globex = dsi(world, "GLOBEX")
     assert app_client.get(f"/images/{image['id']}", headers=globex).status_code == 404
-    assert app_client.put(f"/images/{image['id']}/content", content=data,
-                          headers=globex).status_code == 404  # fmt: skip
+    assert (
+        app_client.put(f"/images/{image['id']}/content", content=data, headers=globex).status_code
+        == 404
+    )
     assert app_client.head(url, headers={**TUS, **globex}).status_code == 404
-    assert app_client.patch(url, content=data, headers={**TUS, **globex, "Upload-Offset": "0",
-                            "Content-Type": "application/offset+octet-stream"}
-                            ).status_code == 404  # fmt: skip
+    assert (
+        app_client.patch(
+            url,
+            content=data,
+            headers={
+                **TUS,
+                **globex,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        ).status_code
+        == 404
+    )
     meta = "image_id " + base64.b64encode(str(image["id"]).encode()).decode()
-    assert app_client.post("/uploads", headers={**TUS, **globex, "Upload-Length": "2000",
-                           "Upload-Metadata": meta}).status_code == 404  # fmt: skip
+    assert (
+        app_client.post(
+            "/uploads", headers={**TUS, **globex, "Upload-Length": "2000", "Upload-Metadata": meta}
+        ).status_code
+        == 404
+    )
     assert app_client.get("/images", headers=globex).json()["items"] == []
     logistics = auth(world.token(Role.LOGISTICS, "ACME"))
     assert app_client.get("/images", headers=logistics).status_code == 403
@@ -246,13 +318,26 @@ def test_tenancy(app_client: TestClient, world: World) -> None:
     assert [i["id"] for i in app_client.get("/images", headers=technician).json()["items"]] == [
         image["id"]
     ]
-    assert app_client.put(f"/images/{image['id']}/content", content=data,
-                          headers=technician).status_code == 403  # fmt: skip
+    assert (
+        app_client.put(
+            f"/images/{image['id']}/content", content=data, headers=technician
+        ).status_code
+        == 403
+    )
     # An admin uploads for a named client.
     admin = auth(world.token(Role.ADMIN))
-    r = app_client.post("/images", json={"client_code": "GLOBEX", "name": "ubuntu",
-                        "version": "24.04", "os_family": "linux", "size": 3,
-                        "sha256": sha(b"abc")}, headers=admin)  # fmt: skip
+    r = app_client.post(
+        "/images",
+        json={
+            "client_code": "GLOBEX",
+            "name": "ubuntu",
+            "version": "24.04",
+            "os_family": "linux",
+            "size": 3,
+            "sha256": sha(b"abc"),
+        },
+        headers=admin,
+    )
     assert r.status_code == 201 and r.json()["client_code"] == "GLOBEX"
 
 

@@ -23,8 +23,12 @@ def admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MASTERLINE_API_URL": url, "MASTERLINE_TOKEN": token, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", "admin", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 # The commands are a thin HTTP layer over routes that the access walk and the inventory
@@ -35,13 +39,46 @@ def test_admin_creates_and_lists(db: Database, world: World) -> None:
     with running_server(db) as url:
         steps = [
             admin(url, token, "clients", "create", "--code", "INITECH", "--name", "Initech"),
-            admin(url, token, "sites", "create", "--code", "LYS", "--name", "Lyon",
-                  "--max-streams", "4", "--max-bps", "125000000"),
-            admin(url, token, "benches", "create", "--site", "LYS", "--code", "B2",
-                  "--slots", "24", "--json"),
-            admin(url, token, "models", "create", "--vendor", "Lenovo",
-                  "--model", "ThinkPad T14", "--disk-rule", "nvme0n1"),
-        ]  # fmt: skip
+            admin(
+                url,
+                token,
+                "sites",
+                "create",
+                "--code",
+                "LYS",
+                "--name",
+                "Lyon",
+                "--max-streams",
+                "4",
+                "--max-bps",
+                "125000000",
+            ),
+            admin(
+                url,
+                token,
+                "benches",
+                "create",
+                "--site",
+                "LYS",
+                "--code",
+                "B2",
+                "--slots",
+                "24",
+                "--json",
+            ),
+            admin(
+                url,
+                token,
+                "models",
+                "create",
+                "--vendor",
+                "Lenovo",
+                "--model",
+                "ThinkPad T14",
+                "--disk-rule",
+                "nvme0n1",
+            ),
+        ]
         clients = admin(url, token, "clients", "list", "--json")
         sites = admin(url, token, "sites", "list", "--json")
         benches = admin(url, token, "benches", "list")
@@ -49,10 +86,10 @@ def test_admin_creates_and_lists(db: Database, world: World) -> None:
         duplicate = admin(url, token, "clients", "create", "--code", "INITECH", "--name", "x")
         bad_site = admin(url, token, "benches", "create", "--site", "NOPE", "--code", "B3")
         bad_code = admin(url, token, "clients", "create", "--code", "has space", "--name", "x")
-        as_technician = admin(url, world.token(Role.TECHNICIAN), "clients", "create",
-                              "--code", "T1", "--name", "x")  # fmt: skip
-        bench_list_as_tech = admin(url, world.token(Role.TECHNICIAN), "benches", "list",
-                                   "--json")  # fmt: skip
+        as_technician = admin(
+            url, world.token(Role.TECHNICIAN), "clients", "create", "--code", "T1", "--name", "x"
+        )
+        bench_list_as_tech = admin(url, world.token(Role.TECHNICIAN), "benches", "list", "--json")
     for step in steps:
         assert step.returncode == 0, step.stderr
     assert "client INITECH created" in steps[0].stdout

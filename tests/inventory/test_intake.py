@@ -143,8 +143,12 @@ def test_autopilot_hash_file_keeps_its_columns_and_takes_the_delivery_vendor(
     assert again.json()["unchanged"] == 2
     wrong = _import(app_client, world, "serial,model\nX,Y\n", format=IntakeFormat.AUTOPILOT.value)
     assert wrong.status_code == 422
-    assert (1, "serial", "unknown column (expected: serial, windows_product_id, hardware_hash, "
-            "group_tag, assigned_user)") in _errors(wrong)  # fmt: skip
+    assert (
+        1,
+        "serial",
+        "unknown column (expected: serial, windows_product_id, hardware_hash, "
+        "group_tag, assigned_user)",
+    ) in _errors(wrong)
 
 
 # Errors: every one with its line and column; nothing written.
@@ -182,13 +186,16 @@ def test_every_row_error_is_reported_with_line_and_column_and_nothing_is_written
         (6, None, "expected 7 fields, found 6"),
         (7, "serial", "serial OK-1 appears twice (first on line 2)"),
         (8, "serial", "serial GLBX0001 (Dell) is already registered to another delivery"),
-        (9, "model", "serial ACME0001 is already expected in this delivery as Latitude 5440, "
-                     "not XPS 13"),
+        (
+            9,
+            "model",
+            "serial ACME0001 is already expected in this delivery as Latitude 5440, not XPS 13",
+        ),
         (10, "serial", "serial 'BAD SERIAL' may hold only letters, digits and . _ / -"),
         (11, "model", "model is empty"),
         (13, "asset_tag", "asset tag AT-1 appears twice (first on line 12)"),
         (14, "model", "contains control characters"),
-    ]  # fmt: skip
+    ]
     assert _totals(db) == before
 
 
@@ -196,12 +203,20 @@ def test_header_errors_stop_before_the_rows(app_client: TestClient, world: World
     r = _import(app_client, world, "Serial,Colour,Colour,,Model\nA,red,blue,x,M\n")
     assert r.status_code == 422
     assert _errors(r) == [
-        (1, "Colour", "unknown column (expected: serial, vendor, model, macs, order_reference, "
-                      "carton_id, asset_tag)"),
-        (1, "Colour", "unknown column (expected: serial, vendor, model, macs, order_reference, "
-                      "carton_id, asset_tag)"),
+        (
+            1,
+            "Colour",
+            "unknown column (expected: serial, vendor, model, macs, order_reference, "
+            "carton_id, asset_tag)",
+        ),
+        (
+            1,
+            "Colour",
+            "unknown column (expected: serial, vendor, model, macs, order_reference, "
+            "carton_id, asset_tag)",
+        ),
         (1, "", "empty column name"),
-    ]  # fmt: skip
+    ]
     missing = _import(app_client, world, "serial;macs\nA;\n")
     assert _errors(missing) == [(1, "model", "required column 'model' is missing")]
     empty = _import(app_client, world, b"\xef\xbb\xbf\r\n  \r\n")
@@ -260,8 +275,9 @@ def test_dry_run_counts_and_writes_nothing(
     assert body["errors"] == []
     bad = _import(app_client, world, f"{GENERIC_HEADER}\nDR-2,Dell,M,zz,,,\n", dry_run=True)
     assert bad.status_code == 200
-    assert bad.json()["errors"] == [{"line": 2, "column": "macs",
-                                     "message": "'zz' is not a MAC address"}]  # fmt: skip
+    assert bad.json()["errors"] == [
+        {"line": 2, "column": "macs", "message": "'zz' is not a MAC address"}
+    ]
     assert _totals(db) == before
 
 
@@ -294,9 +310,10 @@ def test_laptop_scanned_before_the_ship_notice_is_attached(
     app_client: TestClient, world: World, db: Database
 ) -> None:
     scan = app_client.post(
-        "/scan", json={"code": "early-1", "bench_id": world.bench.id},
+        "/scan",
+        json={"code": "early-1", "bench_id": world.bench.id},
         headers=auth(world.token(Role.TECHNICIAN)),
-    )  # fmt: skip
+    )
     assert scan.json()["outcome"] == "unexpected"
     r = _import(app_client, world, "serial,model\nEARLY-1,Latitude 7450\nEARLY-2,Latitude 7450\n")
     assert r.status_code == 200, r.text
@@ -307,9 +324,10 @@ def test_laptop_scanned_before_the_ship_notice_is_attached(
     assert early.bench_id == world.bench.id
     with db.session(write=False) as s:
         events = s.exec(
-            select(DeviceEvent.event).where(DeviceEvent.device_id == early.id)
+            select(DeviceEvent.event)
+            .where(DeviceEvent.device_id == early.id)
             .order_by(col(DeviceEvent.id))
-        ).all()  # fmt: skip
+        ).all()
     assert list(events) == ["discover", "attach"]
     assert (
         _import(app_client, world, "serial,model\nEARLY-1,Latitude 7450\n").json()["unchanged"] == 1
@@ -324,9 +342,12 @@ def test_roles_and_companies(app_client: TestClient, world: World) -> None:
     assert _import(app_client, world, text, token=world.token(Role.DSI, "ACME")).status_code == 403
     assert _import(app_client, world, text, delivery_id=999_999).status_code == 404
     staff = _import(
-        app_client, world, text, delivery_id=world.globex_delivery.id,
+        app_client,
+        world,
+        text,
+        delivery_id=world.globex_delivery.id,
         token=world.token(Role.TECHNICIAN),
-    )  # fmt: skip
+    )
     assert staff.status_code == 200, staff.text
 
 
@@ -337,9 +358,10 @@ def test_size_limits_and_form_uploads(app_client: TestClient, world: World) -> N
     assert "limit" in r.json()["detail"]
     # The token is checked before the body is read: strangers cannot make us read 20 MB.
     anonymous = app_client.post(
-        f"/deliveries/{world.acme_delivery.id}/import", content=big,
+        f"/deliveries/{world.acme_delivery.id}/import",
+        content=big,
         headers={"Content-Type": "text/csv"},
-    )  # fmt: skip
+    )
     assert anonymous.status_code == 401
     rows = "serial,model\n" + "".join(f"S{i},M\n" for i in range(intake.MAX_ROWS + 1))
     r = _import(app_client, world, rows, dry_run=True)
@@ -358,25 +380,33 @@ def test_parse_helpers() -> None:
     assert intake.decode("é".encode("utf-16")) == "é"
     parsed = intake.parse(b"SERIAL\tMODEL\nA\tB\n")
     assert [(r.serial, r.model) for r in parsed.rows] == [("A", "B")]
-    assert intake.error_lines([{"line": 3, "column": "macs", "message": "bad"},
-                               {"line": 4, "column": None, "message": "short"}]) == [
-        "line 3, column macs: bad", "line 4: short"]  # fmt: skip
+    assert intake.error_lines(
+        [
+            {"line": 3, "column": "macs", "message": "bad"},
+            {"line": 4, "column": None, "message": "short"},
+        ]
+    ) == ["line 3, column macs: bad", "line 4: short"]
 
 
 def test_laptop_scanned_unexpected_then_quarantined_blocks_its_line(
     app_client: TestClient, world: World, db: Database
 ) -> None:
     scan = app_client.post(
-        "/scan", json={"code": "STRAY-Q", "bench_id": world.bench.id, "damaged": True},
+        "/scan",
+        json={"code": "STRAY-Q", "bench_id": world.bench.id, "damaged": True},
         headers=auth(world.token(Role.TECHNICIAN)),
-    )  # fmt: skip
+    )
     assert scan.json()["outcome"] == "quarantined"
     before = _totals(db)
     r = _import(app_client, world, "serial,model\nOK-Q,M\nSTRAY-Q,M\n")
     assert _errors(r) == [
-        (3, "serial", "serial STRAY-Q was scanned as unexpected and is now quarantined; "
-                      "resolve it at the bench first"),
-    ]  # fmt: skip
+        (
+            3,
+            "serial",
+            "serial STRAY-Q was scanned as unexpected and is now quarantined; "
+            "resolve it at the bench first",
+        ),
+    ]
     assert _totals(db) == before
 
 
@@ -394,9 +424,10 @@ def test_concurrent_imports_of_one_file_make_each_device_once(db: Database, worl
             with httpx.Client(base_url=base, timeout=120) as c:
                 barrier.wait(timeout=30)
                 r = c.post(
-                    f"/deliveries/{world.acme_delivery.id}/import", content=data.encode(),
+                    f"/deliveries/{world.acme_delivery.id}/import",
+                    content=data.encode(),
                     headers={**auth(token), "Content-Type": "text/csv"},
-                )  # fmt: skip
+                )
                 with lock:
                     statuses.append(r.status_code)
 
@@ -417,8 +448,10 @@ def test_model_spelling_follows_the_catalogue(
     r = _import(app_client, world, "serial,model\nACME0001,LATITUDE  5440\nMS-1,latitude 5440\n")
     assert r.status_code == 200, r.text
     assert (r.json()["unchanged"], r.json()["created"], r.json()["new_hardware_models"]) == (
-        1, 1, [],
-    )  # fmt: skip
+        1,
+        1,
+        [],
+    )
     with db.session(write=False) as s:
         models = s.exec(select(HardwareModel.model)).all()
     assert list(models) == ["Latitude 5440"]

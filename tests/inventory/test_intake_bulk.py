@@ -45,8 +45,10 @@ def test_ten_thousand_rows_import_and_reimport(
     again = app_client.post(url, content=data, headers=headers)
     second = time.perf_counter() - started
     assert again.json()["unchanged"] == ROWS
-    print(f"\nintake {backend}: {ROWS} rows imported in {first:.2f} s, "
-          f"re-imported (all unchanged) in {second:.2f} s")  # fmt: skip
+    print(
+        f"\nintake {backend}: {ROWS} rows imported in {first:.2f} s, "
+        f"re-imported (all unchanged) in {second:.2f} s"
+    )
     with db.session(write=False) as s:
         of_delivery = Device.delivery_id == world.acme_delivery.id
         assert s.exec(select(func.count()).select_from(Device).where(of_delivery)).one() == (

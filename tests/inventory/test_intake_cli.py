@@ -19,8 +19,12 @@ MASTERLINE = str(Path(sys.executable).parent / "masterline")
 
 
 def _run(base_url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MASTERLINE_API_URL": base_url, "MASTERLINE_TOKEN": token,
-           "COLUMNS": "200"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MASTERLINE_API_URL": base_url,
+        "MASTERLINE_TOKEN": token,
+        "COLUMNS": "200",
+    }
     return subprocess.run(
         [MASTERLINE, "deliveries", *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -28,14 +32,29 @@ def _run(base_url: str, token: str, *args: str) -> subprocess.CompletedProcess[s
 
 def test_deliveries_create_import_and_reconcile(db: Database, world: World, tmp_path: Path) -> None:
     good = tmp_path / "notice.csv"
-    good.write_bytes("serial;model;macs\nCLI-1;Latitude 7450;aa:bb:cc:00:00:01\n"
-                     "CLI-2;Latitude 7450;\n".encode("utf-8-sig"))  # fmt: skip
+    good.write_bytes(
+        "serial;model;macs\nCLI-1;Latitude 7450;aa:bb:cc:00:00:01\nCLI-2;Latitude 7450;\n".encode(
+            "utf-8-sig"
+        )
+    )
     bad = tmp_path / "bad.csv"
     bad.write_text("serial,model,macs\nCLI-3,Latitude 7450,nope\n,Latitude 7450,\n")
     token = world.token(Role.LOGISTICS, "ACME")
     with running_server(db) as base:
-        made = _run(base, token, "create", "--vendor", "Dell", "--order", "PO-CLI-1",
-                    "--carrier", "DHL", "--expected-date", "2026-12-01", "--json")  # fmt: skip
+        made = _run(
+            base,
+            token,
+            "create",
+            "--vendor",
+            "Dell",
+            "--order",
+            "PO-CLI-1",
+            "--carrier",
+            "DHL",
+            "--expected-date",
+            "2026-12-01",
+            "--json",
+        )
         assert made.returncode == 0, made.stderr
         delivery = json.loads(made.stdout)
         assert (delivery["client_id"], delivery["expected_date"]) == (world.acme.id, "2026-12-01")
@@ -61,8 +80,10 @@ def test_deliveries_create_import_and_reconcile(db: Database, world: World, tmp_
         rec = _run(base, token, "reconcile", did, "--csv")
         assert rec.returncode == 0, rec.stderr
         rows = list(csv.DictReader(io.StringIO(rec.stdout)))
-        assert [(r["serial"], r["status"]) for r in rows] == [("CLI-1", "missing"),
-                                                              ("CLI-2", "missing")]  # fmt: skip
+        assert [(r["serial"], r["status"]) for r in rows] == [
+            ("CLI-1", "missing"),
+            ("CLI-2", "missing"),
+        ]
 
         listing = _run(base, token, "list")
         assert listing.returncode == 0, listing.stderr

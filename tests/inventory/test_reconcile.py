@@ -30,9 +30,10 @@ def _setup(client: TestClient, world: World) -> int:
     assert created.status_code == 201, created.text
     delivery_id = int(created.json()["id"])
     imported = client.post(
-        f"/deliveries/{delivery_id}/import", content=NOTICE.encode(),
+        f"/deliveries/{delivery_id}/import",
+        content=NOTICE.encode(),
         headers={**logistics, "Content-Type": "text/csv"},
-    )  # fmt: skip
+    )
     assert imported.json()["created"] == 4, imported.text
     tech = auth(world.token(Role.TECHNICIAN))
     scans = [
@@ -54,8 +55,7 @@ def test_reconciliation_json_for_staff_and_client(app_client: TestClient, world:
     assert staff.status_code == 200, staff.text
     body = staff.json()
     counts = {k: body[k] for k in ("expected", "received", "missing", "unexpected", "wrong_model")}
-    assert counts == {"expected": 4, "received": 3, "missing": 1, "unexpected": 1,
-                      "wrong_model": 1}  # fmt: skip
+    assert counts == {"expected": 4, "received": 3, "missing": 1, "unexpected": 1, "wrong_model": 1}
     status = {line["serial"]: (line["status"], line["state"]) for line in body["lines"]}
     assert status == {
         "REC-1": ("received", "received"),
@@ -93,8 +93,14 @@ def test_reconciliation_csv(app_client: TestClient, world: World) -> None:
     by_accept = app_client.get(url, headers={**headers, "Accept": "text/csv"})
     assert by_accept.text == by_param.text
     rows = list(csv.DictReader(io.StringIO(by_param.text)))
-    assert list(rows[0]) == ["serial", "vendor", "expected_model", "observed_model", "state",
-                             "status"]  # fmt: skip
+    assert list(rows[0]) == [
+        "serial",
+        "vendor",
+        "expected_model",
+        "observed_model",
+        "state",
+        "status",
+    ]
     by_serial = {r["serial"]: r for r in rows}
     assert set(by_serial) == {"REC-1", "REC-2", "REC-3", "REC-4", "STRAY-9"}
     assert by_serial["REC-2"]["status"] == "missing"

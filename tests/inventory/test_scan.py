@@ -51,9 +51,10 @@ def test_unknown_serial_becomes_unexpected_and_can_be_attached(
         == 404
     )
     attached = app_client.post(
-        f"/devices/{device_id}/attach", json={"delivery_id": world.acme_delivery.id},
+        f"/devices/{device_id}/attach",
+        json={"delivery_id": world.acme_delivery.id},
         headers=auth(world.token(Role.TECHNICIAN)),
-    )  # fmt: skip
+    )
     assert attached.status_code == 200, attached.text
     assert attached.json()["state"] == "received"
     assert attached.json()["client_id"] == world.acme.id
@@ -71,9 +72,10 @@ def test_illegal_move_is_409_with_state_and_allowed_events(
     listing = app_client.get("/devices", headers=auth(world.token(Role.ADMIN))).json()
     device_id = listing["items"][0]["id"]
     r = app_client.post(
-        f"/devices/{device_id}/events", json={"event": "restage"},
+        f"/devices/{device_id}/events",
+        json={"event": "restage"},
         headers=auth(world.token(Role.TECHNICIAN)),
-    )  # fmt: skip
+    )
     assert r.status_code == 409
     body = r.json()
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -92,8 +94,9 @@ def test_fifty_technicians_scanning_at_once_make_one_event(db: Database, world: 
         def one(code: str) -> None:
             with httpx.Client(base_url=base_url, timeout=60) as c:
                 barrier.wait(timeout=30)
-                r = c.post("/scan", json={"code": code, "bench_id": world.bench.id},
-                           headers=auth(token))  # fmt: skip
+                r = c.post(
+                    "/scan", json={"code": code, "bench_id": world.bench.id}, headers=auth(token)
+                )
                 with lock:
                     outcomes.append(r.json()["outcome"] if r.status_code == 200 else r.text)
 

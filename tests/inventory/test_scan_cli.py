@@ -36,8 +36,13 @@ def masterline(
     }
     return subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", *args],
-        input=stdin, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def test_scan_loop_reports_each_scan_and_rings_on_attention(db: Database, world: World) -> None:
@@ -45,9 +50,13 @@ def test_scan_loop_reports_each_scan_and_rings_on_attention(db: Database, world:
     scans = ["ACME0001", "acme0001", "NOBODY-99", "", garbage, "ACME0002"]
     with running_server(db) as url:
         done = masterline(
-            "scan", "--bench", str(world.bench.id), stdin="\n".join(scans) + "\n",
-            api_url=url, token=world.token(Role.TECHNICIAN),
-        )  # fmt: skip
+            "scan",
+            "--bench",
+            str(world.bench.id),
+            stdin="\n".join(scans) + "\n",
+            api_url=url,
+            token=world.token(Role.TECHNICIAN),
+        )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     # One line per scan; the empty line is not a scan.
@@ -71,18 +80,30 @@ def test_scan_loop_reports_each_scan_and_rings_on_attention(db: Database, world:
 def test_scan_loop_survives_server_errors_and_markup_in_codes(db: Database, world: World) -> None:
     with running_server(db) as url:
         bad_bench = masterline(
-            "scan", "--bench", "424242", stdin="ACME0001\nACME0002\n",
-            api_url=url, token=world.token(Role.TECHNICIAN),
-        )  # fmt: skip
+            "scan",
+            "--bench",
+            "424242",
+            stdin="ACME0001\nACME0002\n",
+            api_url=url,
+            token=world.token(Role.TECHNICIAN),
+        )
         # A dsi token may not scan: each line says so, the loop goes on.
         refused = masterline(
-            "scan", "--bench", str(world.bench.id), stdin="ACME0001\n[bold]X[/bold]\n",
-            api_url=url, token=world.token(Role.DSI, "ACME"),
-        )  # fmt: skip
+            "scan",
+            "--bench",
+            str(world.bench.id),
+            stdin="ACME0001\n[bold]X[/bold]\n",
+            api_url=url,
+            token=world.token(Role.DSI, "ACME"),
+        )
         odd = masterline(
-            "scan", "--bench", str(world.bench.id), stdin="[red]TAG[/x]\n",
-            api_url=url, token=world.token(Role.TECHNICIAN),
-        )  # fmt: skip
+            "scan",
+            "--bench",
+            str(world.bench.id),
+            stdin="[red]TAG[/x]\n",
+            api_url=url,
+            token=world.token(Role.TECHNICIAN),
+        )
     assert bad_bench.returncode == 0, bad_bench.stderr
     lines = bad_bench.stdout.splitlines()
     assert len(lines) == 2
@@ -96,9 +117,13 @@ def test_scan_loop_survives_server_errors_and_markup_in_codes(db: Database, worl
 def test_scan_loop_with_the_server_down_prints_an_error_per_line() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = masterline(
-        "scan", "--bench", "1", stdin="ACME0001\nACME0002\n\nACME0003\n",
-        api_url=dead, token=NO_SERVER_TOKEN,
-    )  # fmt: skip
+        "scan",
+        "--bench",
+        "1",
+        stdin="ACME0001\nACME0002\n\nACME0003\n",
+        api_url=dead,
+        token=NO_SERVER_TOKEN,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
@@ -107,8 +132,7 @@ def test_scan_loop_with_the_server_down_prints_an_error_per_line() -> None:
 
 
 def test_scan_without_a_token_is_one_line_and_exit_6() -> None:
-    env_free = masterline("scan", "--bench", "1", stdin="ACME0001\n", api_url="http://x",
-                          token="")  # fmt: skip
+    env_free = masterline("scan", "--bench", "1", stdin="ACME0001\n", api_url="http://x", token="")
     assert env_free.returncode == 6
     assert env_free.stderr.strip().count("\n") == 0
     assert "no API token" in env_free.stderr
@@ -116,23 +140,42 @@ def test_scan_without_a_token_is_one_line_and_exit_6() -> None:
 
 def test_devices_list_and_show(db: Database, world: World) -> None:
     with running_server(db) as url:
-        as_dsi = masterline("devices", "list", "--json", api_url=url,
-                            token=world.token(Role.DSI, "ACME"))  # fmt: skip
-        table = masterline("devices", "list", "--state", "expected", "--serial-prefix", "glbx",
-                           api_url=url, token=world.token(Role.TECHNICIAN))  # fmt: skip
+        as_dsi = masterline(
+            "devices", "list", "--json", api_url=url, token=world.token(Role.DSI, "ACME")
+        )
+        table = masterline(
+            "devices",
+            "list",
+            "--state",
+            "expected",
+            "--serial-prefix",
+            "glbx",
+            api_url=url,
+            token=world.token(Role.TECHNICIAN),
+        )
         first_id = json.loads(as_dsi.stdout)["items"][0]["id"]
-        shown = masterline("devices", "show", str(first_id), api_url=url,
-                           token=world.token(Role.TECHNICIAN))  # fmt: skip
-        shown_json = masterline("devices", "show", str(first_id), "--json", api_url=url,
-                                token=world.token(Role.LOGISTICS, "ACME"))  # fmt: skip
-        hidden = masterline("devices", "show", str(first_id), api_url=url,
-                            token=world.token(Role.DSI, "GLOBEX"))  # fmt: skip
-        bad_state = masterline("devices", "list", "--state", "flying", api_url=url,
-                               token=world.token(Role.TECHNICIAN))  # fmt: skip
+        shown = masterline(
+            "devices", "show", str(first_id), api_url=url, token=world.token(Role.TECHNICIAN)
+        )
+        shown_json = masterline(
+            "devices",
+            "show",
+            str(first_id),
+            "--json",
+            api_url=url,
+            token=world.token(Role.LOGISTICS, "ACME"),
+        )
+        hidden = masterline(
+            "devices", "show", str(first_id), api_url=url, token=world.token(Role.DSI, "GLOBEX")
+        )
+        bad_state = masterline(
+            "devices", "list", "--state", "flying", api_url=url, token=world.token(Role.TECHNICIAN)
+        )
     assert as_dsi.returncode == 0, as_dsi.stderr
     assert sorted(d["serial"] for d in json.loads(as_dsi.stdout)["items"]) == [
-        "ACME0001", "ACME0002",
-    ]  # fmt: skip
+        "ACME0001",
+        "ACME0002",
+    ]
     assert table.returncode == 0, table.stderr
     assert "GLBX0001" in table.stdout and "ACME0001" not in table.stdout
     assert shown.returncode == 0, shown.stderr
@@ -149,10 +192,12 @@ def test_scan_loop_survives_bytes_that_are_not_utf8() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", "scan", "--bench", "1"],
-        input=b"\xff\xfeAB\x81\nACME0001\n", capture_output=True, cwd=REPO, timeout=60,
-        env={**os.environ, "MASTERLINE_API_URL": dead,
-             "MASTERLINE_TOKEN": NO_SERVER_TOKEN},
-    )  # fmt: skip
+        input=b"\xff\xfeAB\x81\nACME0001\n",
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "MASTERLINE_API_URL": dead, "MASTERLINE_TOKEN": NO_SERVER_TOKEN},
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 2

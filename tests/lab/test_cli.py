@@ -21,9 +21,20 @@ def test_cli_up_status_fault_down(tmp_path: Path) -> None:
     lab = Lab(root, keep_running=True)
     try:
         result = runner.invoke(
-            app, ["up", "--devices", "2", "--windows", "1", "--disk-size", "4M",
-                  "--root", str(root), "--json"],
-        )  # fmt: skip
+            app,
+            [
+                "up",
+                "--devices",
+                "2",
+                "--windows",
+                "1",
+                "--disk-size",
+                "4M",
+                "--root",
+                str(root),
+                "--json",
+            ],
+        )
         assert result.exit_code == 0, result.output
         laptops = json.loads(result.stdout)
         assert [lp["os_family"] for lp in laptops] == ["linux", "linux", "windows"]

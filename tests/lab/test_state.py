@@ -16,11 +16,25 @@ ROUNDS = 25
 def _record(tmp: Path, i: int) -> LabLaptop:
     d = tmp / f"LP{i}"
     return LabLaptop(
-        name=f"LP{i}", serial=f"S{i}", smbios_uuid=f"uuid-{i}", macs=[], vendor="Dell",
-        model="Latitude 5440", os_family="linux", dir=d, pe_root=d / "pe", os_root=d / "os",
-        disk_path=d / "disk.img", disk_bytes=1, ssh_port=1, sshd_port=1, ssh_user="u",
-        client_key_path=d / "k", known_hosts_path=d / "kh", host_key_fingerprint="fp",
-    )  # fmt: skip
+        name=f"LP{i}",
+        serial=f"S{i}",
+        smbios_uuid=f"uuid-{i}",
+        macs=[],
+        vendor="Dell",
+        model="Latitude 5440",
+        os_family="linux",
+        dir=d,
+        pe_root=d / "pe",
+        os_root=d / "os",
+        disk_path=d / "disk.img",
+        disk_bytes=1,
+        ssh_port=1,
+        sshd_port=1,
+        ssh_user="u",
+        client_key_path=d / "k",
+        known_hosts_path=d / "kh",
+        host_key_fingerprint="fp",
+    )
 
 
 def test_concurrent_updates_keep_every_record_and_a_readable_file(tmp_path: Path) -> None:

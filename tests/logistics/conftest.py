@@ -25,9 +25,7 @@ from inventory.models import Delivery, Device
 from inventory.states import Event
 from tests.support.factories import World, create_devices
 
-WALK_TO_READY = (
-    Event.RECEIVE, Event.QUEUE, Event.IMAGE, Event.CONFIGURE, Event.VERIFY, Event.DONE
-)  # fmt: skip
+WALK_TO_READY = (Event.RECEIVE, Event.QUEUE, Event.IMAGE, Event.CONFIGURE, Event.VERIFY, Event.DONE)
 
 
 @pytest.fixture(autouse=True)

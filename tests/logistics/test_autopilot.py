@@ -25,14 +25,19 @@ def _delivery(
         delivery = create_delivery(s, client=world.acme, order="PO-AP-1")
         devices = [
             Device(
-                serial=f"APSN{i:05d}", vendor="Dell", client_id=delivery.client_id,
-                delivery_id=delivery.id, order_reference=delivery.order_reference,
-                mac_addresses=[], hardware_hash=HASH,
-                windows_product_id=f"0000{i}" if i % 2 else None, group_tag=tag,
+                serial=f"APSN{i:05d}",
+                vendor="Dell",
+                client_id=delivery.client_id,
+                delivery_id=delivery.id,
+                order_reference=delivery.order_reference,
+                mac_addresses=[],
+                hardware_hash=HASH,
+                windows_product_id=f"0000{i}" if i % 2 else None,
+                group_tag=tag,
                 assigned_user=user,
             )
             for i in range(n)
-        ]  # fmt: skip
+        ]
         lifecycle.create(s, devices, Event.EXPECT, actor="test")  # batched: 1,201 laptops
         return delivery
 

@@ -27,9 +27,17 @@ def test_scan_print_sends_a_label_for_each_laptop_received(
     db: Database, world: World, printer: Printer
 ) -> None:
     with running_server(db) as base:
-        result = _run(base, world.token(Role.TECHNICIAN), "scan", "--bench",
-                      str(world.bench.id), "--print", "--printer", printer.uri,
-                      stdin="ACME0001\nACME0001\nquit\n")  # fmt: skip
+        result = _run(
+            base,
+            world.token(Role.TECHNICIAN),
+            "scan",
+            "--bench",
+            str(world.bench.id),
+            "--print",
+            "--printer",
+            printer.uri,
+            stdin="ACME0001\nACME0001\nquit\n",
+        )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert printer.done.wait(10)
     # One label: the second scan was a repeat ("already"), which prints nothing.
@@ -42,13 +50,29 @@ def test_dispatch_one_and_bulk_dry_run_then_status_and_json_listings(
 ) -> None:
     token = world.token(Role.LOGISTICS, "ACME")
     bulk = tmp_path / "dispatch.csv"
-    bulk.write_text("serial,name,email,address,carrier,tracking\n"
-                    "ACMER002,Ann,ann@acme.example,1 Main St,DHL,T2\n"
-                    "ACMER003,Ben,ben@acme.example,2 Main St,,T3\n")  # fmt: skip
+    bulk.write_text(
+        "serial,name,email,address,carrier,tracking\n"
+        "ACMER002,Ann,ann@acme.example,1 Main St,DHL,T2\n"
+        "ACMER003,Ben,ben@acme.example,2 Main St,,T3\n"
+    )
     with running_server(db) as base:
-        one = _run(base, token, "dispatch", "--serial", "ACMER001", "--name", PERSON["name"],
-                   "--email", PERSON["email"], "--address", PERSON["address"],
-                   "--carrier", "DHL", "--tracking", "T1")  # fmt: skip
+        one = _run(
+            base,
+            token,
+            "dispatch",
+            "--serial",
+            "ACMER001",
+            "--name",
+            PERSON["name"],
+            "--email",
+            PERSON["email"],
+            "--address",
+            PERSON["address"],
+            "--carrier",
+            "DHL",
+            "--tracking",
+            "T1",
+        )
         assert one.exit_code == 0, one.output  # type: ignore[attr-defined]
         assert "ACMER001 is dispatched" in one.output  # type: ignore[attr-defined]
         dry = _run(base, token, "dispatch", "--csv", str(bulk), "--dry-run")
@@ -75,13 +99,28 @@ def test_labels_and_webhooks_commands(
     token = world.token(Role.LOGISTICS, "ACME")
     pdf = tmp_path / "labels.pdf"
     with running_server(db) as base:
-        r = _run(base, token, "labels", "asset", "--delivery", str(world.acme_delivery.id),
-                 "--printer", printer.uri)  # fmt: skip
+        r = _run(
+            base,
+            token,
+            "labels",
+            "asset",
+            "--delivery",
+            str(world.acme_delivery.id),
+            "--printer",
+            printer.uri,
+        )
         assert "5 label(s) sent" in r.output, r.output  # type: ignore[attr-defined]
         r = _run(base, token, "labels", "asset", "--serial", "ACMER001", "--pdf", str(pdf))
         assert pdf.read_bytes().startswith(b"%PDF")
-        r = _run(base, token, "webhooks", "add", "http://127.0.0.1:9/hook", "--event",
-                 "device.dispatched")  # fmt: skip
+        r = _run(
+            base,
+            token,
+            "webhooks",
+            "add",
+            "http://127.0.0.1:9/hook",
+            "--event",
+            "device.dispatched",
+        )
         assert "secret (shown once): whsec_" in r.output  # type: ignore[attr-defined]
         r = _run(base, token, "webhooks", "list", "--json")
         (sub,) = json.loads(r.output)  # type: ignore[attr-defined]
@@ -92,8 +131,9 @@ def test_labels_and_webhooks_commands(
     assert printer.jobs[0].count(b"^XA") == 5
 
 
-@pytest.mark.parametrize("args", [["labels", "asset", "--serial", "X"],
-                                  ["dispatch", "--serial", "X"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "args", [["labels", "asset", "--serial", "X"], ["dispatch", "--serial", "X"]]
+)
 def test_missing_options_are_one_clear_error(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--token", "mlt_x"])
     assert result.exit_code != 0

@@ -18,13 +18,24 @@ from tests.conftest import auth
 from tests.logistics.conftest import PERSON
 from tests.support.factories import World
 
-PERSONAL_VALUES = [PERSON["name"], PERSON["email"], PERSON["phone"], PERSON["address"],
-                   "Poulain", "amelie"]  # fmt: skip
+PERSONAL_VALUES = [
+    PERSON["name"],
+    PERSON["email"],
+    PERSON["phone"],
+    PERSON["address"],
+    "Poulain",
+    "amelie",
+]
 
 
 def _dispatch(client: TestClient, token: str, serial: str, **extra: Any) -> Any:
-    body = {"serial": serial, "carrier": "DHL", "tracking": f"TRK-{serial}",
-            "teleworker": PERSON, **extra}  # fmt: skip
+    body = {
+        "serial": serial,
+        "carrier": "DHL",
+        "tracking": f"TRK-{serial}",
+        "teleworker": PERSON,
+        **extra,
+    }
     return client.post("/dispatch", json=body, headers=auth(token))
 
 
@@ -59,8 +70,12 @@ def test_other_clients_laptops_and_teleworkers_are_invisible(
     assert _dispatch(app_client, globex, "ACMER001").status_code == 404
     first = _dispatch(app_client, world.token(Role.LOGISTICS, "ACME"), "ACMER001").json()
     acme_teleworker = first["teleworker"]["id"]
-    body = {"serial": "GLBXR001", "carrier": "UPS", "tracking": "T1",
-            "teleworker_id": acme_teleworker}  # fmt: skip
+    body = {
+        "serial": "GLBXR001",
+        "carrier": "UPS",
+        "tracking": "T1",
+        "teleworker_id": acme_teleworker,
+    }
     # Logistics of GLOBEX cannot even see ACME's teleworker: 404.
     assert app_client.post("/dispatch", json=body, headers=auth(globex)).status_code == 404
     # An admin sees both, but a laptop only goes to a teleworker of its own client: 422.
@@ -87,29 +102,38 @@ def test_deliver_return_restage_and_retire(
     assert r.json()["state"] == "delivered"
     assert r.json()["shipment"]["delivered_at"]
     # A return needs a reason.
-    assert app_client.post(f"/logistics/devices/{one}/return", json={"reason": ""},
-                           headers=token).status_code == 422  # fmt: skip
-    r = app_client.post(f"/logistics/devices/{one}/return", json={"reason": "broken screen"},
-                        headers=token)  # fmt: skip
+    assert (
+        app_client.post(
+            f"/logistics/devices/{one}/return", json={"reason": ""}, headers=token
+        ).status_code
+        == 422
+    )
+    r = app_client.post(
+        f"/logistics/devices/{one}/return", json={"reason": "broken screen"}, headers=token
+    )
     assert r.json()["state"] == "returned"
     assert r.json()["shipment"]["return_reason"] == "broken screen"
     r = app_client.post(f"/logistics/devices/{one}/restage", json={}, headers=token)
     assert r.json()["state"] == "received"
     # Returned straight from DISPATCHED (refused at the door), then retired.
     app_client.post(f"/logistics/devices/{two}/return", json={"reason": "refused"}, headers=token)
-    assert app_client.post(f"/logistics/devices/{two}/retire", json={},
-                           headers=token).status_code == 422  # fmt: skip
-    r = app_client.post(f"/logistics/devices/{two}/retire", json={"reason": "lost"},
-                        headers=token)  # fmt: skip
+    assert (
+        app_client.post(f"/logistics/devices/{two}/retire", json={}, headers=token).status_code
+        == 422
+    )
+    r = app_client.post(f"/logistics/devices/{two}/retire", json={"reason": "lost"}, headers=token)
     assert r.json()["state"] == "retired"
     # Delivering a READY laptop is illegal: 409 with allowed events.
     r = app_client.post(f"/logistics/devices/{ready[2]}/deliver", headers=token)
     assert r.status_code == 409
     assert r.json()["allowed_events"]
     with db.session(write=False) as s:
-        events = [e.event for e in s.exec(
-            select(DeviceEvent).where(DeviceEvent.device_id == one).order_by(DeviceEvent.id)
-        ).all()]  # fmt: skip
+        events = [
+            e.event
+            for e in s.exec(
+                select(DeviceEvent).where(DeviceEvent.device_id == one).order_by(DeviceEvent.id)
+            ).all()
+        ]
     assert events[-4:] == ["dispatch", "deliver", "return", "restage"]
 
 
@@ -118,36 +142,58 @@ def test_personal_data_is_for_logistics_and_admins_only(
 ) -> None:
     _dispatch(app_client, world.token(Role.LOGISTICS, "ACME"), "ACMER001")
     for role, client in ((Role.LOGISTICS, "ACME"), (Role.ADMIN, None)):
-        r = app_client.get("/logistics/status", params={"serial": "ACMER001"},
-                           headers=auth(world.token(role, client)))  # fmt: skip
+        r = app_client.get(
+            "/logistics/status",
+            params={"serial": "ACMER001"},
+            headers=auth(world.token(role, client)),
+        )
         assert r.json()["items"][0]["teleworker"]["name"] == PERSON["name"]
     for role, client in ((Role.TECHNICIAN, None), (Role.DSI, "ACME")):
-        r = app_client.get("/logistics/status", params={"serial": "ACMER001"},
-                           headers=auth(world.token(role, client)))  # fmt: skip
+        r = app_client.get(
+            "/logistics/status",
+            params={"serial": "ACMER001"},
+            headers=auth(world.token(role, client)),
+        )
         item = r.json()["items"][0]
         assert item["state"] == "dispatched"
         assert item["teleworker"] is None
         for value in PERSONAL_VALUES:
             assert value not in r.text
-        csv_text = app_client.get("/logistics/status", params={"format": "csv"},
-                                  headers=auth(world.token(role, client))).text  # fmt: skip
+        csv_text = app_client.get(
+            "/logistics/status", params={"format": "csv"}, headers=auth(world.token(role, client))
+        ).text
         for value in PERSONAL_VALUES:
             assert value not in csv_text
     # The other company sees nothing at all.
-    r = app_client.get("/logistics/status", params={"serial": "ACMER001"},
-                       headers=auth(world.token(Role.LOGISTICS, "GLOBEX")))  # fmt: skip
+    r = app_client.get(
+        "/logistics/status",
+        params={"serial": "ACMER001"},
+        headers=auth(world.token(Role.LOGISTICS, "GLOBEX")),
+    )
     assert r.json()["items"] == []
     # Teleworker lookups: by e-mail in a POST body (never a URL), logistics/admin only.
-    r = app_client.post("/logistics/teleworkers/search", json={"email": PERSON["email"]},
-                        headers=auth(world.token(Role.TECHNICIAN)))  # fmt: skip
+    r = app_client.post(
+        "/logistics/teleworkers/search",
+        json={"email": PERSON["email"]},
+        headers=auth(world.token(Role.TECHNICIAN)),
+    )
     assert r.status_code == 403
-    r = app_client.post("/logistics/teleworkers/search", json={"email": PERSON["email"]},
-                        headers=auth(world.token(Role.LOGISTICS, "GLOBEX")))  # fmt: skip
+    r = app_client.post(
+        "/logistics/teleworkers/search",
+        json={"email": PERSON["email"]},
+        headers=auth(world.token(Role.LOGISTICS, "GLOBEX")),
+    )
     assert r.json() == []
-    found = app_client.post("/logistics/teleworkers/search", json={"email": PERSON["email"]},
-                            headers=auth(world.token(Role.LOGISTICS, "ACME"))).json()  # fmt: skip
-    r = app_client.get("/logistics/status", params={"teleworker_id": found[0]["id"]},
-                       headers=auth(world.token(Role.TECHNICIAN)))  # fmt: skip
+    found = app_client.post(
+        "/logistics/teleworkers/search",
+        json={"email": PERSON["email"]},
+        headers=auth(world.token(Role.LOGISTICS, "ACME")),
+    ).json()
+    r = app_client.get(
+        "/logistics/status",
+        params={"teleworker_id": found[0]["id"]},
+        headers=auth(world.token(Role.TECHNICIAN)),
+    )
     assert r.status_code == 404
 
 
@@ -158,16 +204,22 @@ def test_personal_data_never_reaches_logs_or_errors(
     token = world.token(Role.LOGISTICS, "ACME")
     _dispatch(app_client, token, "ACMER001")
     # Errors that involve the personal fields: a bad e-mail, a bad file, a conflict.
-    bad = _dispatch(app_client, token, "ACMER002",
-                    teleworker={**PERSON, "email": "Amélie Poulain at home"})  # fmt: skip
+    bad = _dispatch(
+        app_client, token, "ACMER002", teleworker={**PERSON, "email": "Amélie Poulain at home"}
+    )
     assert bad.status_code == 422
     again = _dispatch(app_client, token, "ACMER001")
     assert again.status_code == 409
-    csv = ("serial,name,email,phone,address,carrier,tracking\n"
-           f"ACMER002,{PERSON['name']},not-an-email,{PERSON['phone']},\"{PERSON['address']}\","
-           "DHL,T2\n")  # fmt: skip
-    rejected = app_client.post("/dispatch/import", content=csv.encode(),
-                               headers={**auth(token), "content-type": "text/csv"})  # fmt: skip
+    csv = (
+        "serial,name,email,phone,address,carrier,tracking\n"
+        f'ACMER002,{PERSON["name"]},not-an-email,{PERSON["phone"]},"{PERSON["address"]}",'
+        "DHL,T2\n"
+    )
+    rejected = app_client.post(
+        "/dispatch/import",
+        content=csv.encode(),
+        headers={**auth(token), "content-type": "text/csv"},
+    )
     assert rejected.status_code == 422
     assert rejected.json()["errors"][0]["column"] == "email"
     for response in (bad, again, rejected):
@@ -182,8 +234,12 @@ def test_purge_erases_personal_data_after_retention_and_keeps_history(
 ) -> None:
     token = world.token(Role.LOGISTICS, "ACME")
     _dispatch(app_client, token, "ACMER001")
-    _dispatch(app_client, token, "ACMER002",
-              teleworker={**PERSON, "email": "bob@acme.example", "name": "Bob"})  # fmt: skip
+    _dispatch(
+        app_client,
+        token,
+        "ACMER002",
+        teleworker={**PERSON, "email": "bob@acme.example", "name": "Bob"},
+    )
     app_client.post(f"/logistics/devices/{ready[0]}/deliver", headers=auth(token))
     with db.session() as s:
         # Delivered just now: within retention; Bob's laptop is still on its way.
@@ -201,8 +257,7 @@ def test_purge_erases_personal_data_after_retention_and_keeps_history(
     assert erased.phone is None
     assert people[shipments[1].teleworker_id].name == "Bob"  # not delivered: kept
     assert len(shipments) == 2 and len(events) == 2  # the history stays
-    r = app_client.get("/logistics/status", params={"serial": "ACMER001"},
-                       headers=auth(token))  # fmt: skip
+    r = app_client.get("/logistics/status", params={"serial": "ACMER001"}, headers=auth(token))
     assert r.json()["items"][0]["teleworker"]["name"] == "erased"
     assert r.json()["items"][0]["shipment"]["tracking"] == "TRK-ACMER001"
 
@@ -211,22 +266,27 @@ BULK_HEADER = "serial;name;email;phone;address;carrier;tracking\n"
 
 
 def _bulk(client: TestClient, token: str, text: str, dry_run: bool = False) -> Any:
-    return client.post("/dispatch/import", params={"dry_run": dry_run},
-                       content=text.encode("utf-8"),
-                       headers={**auth(token), "content-type": "text/csv"})  # fmt: skip
+    return client.post(
+        "/dispatch/import",
+        params={"dry_run": dry_run},
+        content=text.encode("utf-8"),
+        headers={**auth(token), "content-type": "text/csv"},
+    )
 
 
 def test_bulk_dispatch_is_all_or_nothing_with_line_and_column(
     app_client: TestClient, world: World, ready: list[int], db: Database
 ) -> None:
     token = world.token(Role.LOGISTICS, "ACME")
-    text = (BULK_HEADER
-            + "ACMER001;Ann;ann@acme.example;;1 Main St;DHL;T1\n"
-            + "\n"
-            + "ACMER002;Ben;not-mail;;2 Main St;DHL;T2\n"
-            + "ACME0001;Cid;cid@acme.example;;3 Main St;DHL;T3\n"
-            + "GLBXR001;Dan;dan@acme.example;;4 Main St;;T4\n"
-            + "ACMER001;Eve;eve@acme.example;;5 Main St;DHL;T5\n")  # fmt: skip
+    text = (
+        BULK_HEADER
+        + "ACMER001;Ann;ann@acme.example;;1 Main St;DHL;T1\n"
+        + "\n"
+        + "ACMER002;Ben;not-mail;;2 Main St;DHL;T2\n"
+        + "ACME0001;Cid;cid@acme.example;;3 Main St;DHL;T3\n"
+        + "GLBXR001;Dan;dan@acme.example;;4 Main St;;T4\n"
+        + "ACMER001;Eve;eve@acme.example;;5 Main St;DHL;T5\n"
+    )
     r = _bulk(app_client, token, text)
     assert r.status_code == 422
     errors = {(e["line"], e["column"]) for e in r.json()["errors"]}
@@ -269,25 +329,37 @@ def test_carrier_status_file_delivers_and_returns(
     for serial in ("ACMER001", "ACMER002"):
         _dispatch(app_client, token, serial)
     bad = "tracking,status,date\nTRK-ACMER001,delivered,2026-11-20T10:00:00Z\nNOPE,delivered,\n"
-    r = app_client.post("/logistics/carrier-status", content=bad.encode(),
-                        headers={**auth(token), "content-type": "text/csv"})  # fmt: skip
+    r = app_client.post(
+        "/logistics/carrier-status",
+        content=bad.encode(),
+        headers={**auth(token), "content-type": "text/csv"},
+    )
     assert r.status_code == 422
     assert r.json()["errors"] == [
         {"line": 3, "column": "tracking", "message": "no shipment with this tracking number"}
     ]
-    good = ("tracking,status,date,reason\nTRK-ACMER001,delivered,2026-11-20T10:00:00Z,\n"
-            "TRK-ACMER002,returned,,address unknown\n")  # fmt: skip
-    r = app_client.post("/logistics/carrier-status", content=good.encode(),
-                        headers={**auth(token), "content-type": "text/csv"})  # fmt: skip
+    good = (
+        "tracking,status,date,reason\nTRK-ACMER001,delivered,2026-11-20T10:00:00Z,\n"
+        "TRK-ACMER002,returned,,address unknown\n"
+    )
+    r = app_client.post(
+        "/logistics/carrier-status",
+        content=good.encode(),
+        headers={**auth(token), "content-type": "text/csv"},
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["delivered"], r.json()["returned"]) == (1, 1)
-    items = app_client.get("/logistics/status", params={"order_reference": "PO-ACME-1"},
-                           headers=auth(token)).json()["items"]  # fmt: skip
+    items = app_client.get(
+        "/logistics/status", params={"order_reference": "PO-ACME-1"}, headers=auth(token)
+    ).json()["items"]
     by_serial = {i["serial"]: i for i in items}
     assert by_serial["ACMER001"]["state"] == "delivered"
     assert by_serial["ACMER001"]["shipment"]["delivered_at"].startswith("2026-11-20T10:00")
     assert by_serial["ACMER002"]["state"] == "returned"
     # Importing the same file again changes nothing.
-    r = app_client.post("/logistics/carrier-status", content=good.encode(),
-                        headers={**auth(token), "content-type": "text/csv"})  # fmt: skip
+    r = app_client.post(
+        "/logistics/carrier-status",
+        content=good.encode(),
+        headers={**auth(token), "content-type": "text/csv"},
+    )
     assert r.json()["unchanged"] == 2

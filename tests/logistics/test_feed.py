@@ -46,8 +46,14 @@ def test_feed_lists_every_transition_once_in_order_and_per_client(
     make_ready(db, world.acme_delivery, ["ACMER001"])
     new, cursor2 = _drain(app_client, admin, cursor)
     assert [c["event"] for c in new] == [
-        "expect", "receive", "queue", "image", "configure", "verify", "done"
-    ]  # fmt: skip
+        "expect",
+        "receive",
+        "queue",
+        "image",
+        "configure",
+        "verify",
+        "done",
+    ]
     assert new[-1]["type"] == "device.ready"
     assert _drain(app_client, admin, cursor2)[0] == []
     assert _changes(app_client, admin, cursor2)["next_cursor"] == cursor2
@@ -100,8 +106,9 @@ def test_status_pages_are_stable_under_inserts(
     assert [i["serial"] for i in first["items"]] == ["ACME0001"]
     with db.session() as s:  # inserted while the caller pages
         create_devices(s, delivery=world.acme_delivery, serials=["ACME0003"])
-    rest = app_client.get("/logistics/status", params={"limit": 10, "cursor": first["next_cursor"]},
-                          headers=token).json()  # fmt: skip
+    rest = app_client.get(
+        "/logistics/status", params={"limit": 10, "cursor": first["next_cursor"]}, headers=token
+    ).json()
     assert [i["serial"] for i in rest["items"]] == ["ACME0002", "ACME0003"]
     assert rest["next_cursor"] is None
 
@@ -125,10 +132,16 @@ def test_counts_per_delivery_and_per_client(
 def test_every_list_exports_as_csv(app_client: TestClient, world: World, db: Database) -> None:
     make_ready(db, world.acme_delivery, ["ACMER001"])
     token = auth(world.token(Role.LOGISTICS, "ACME"))
-    app_client.post("/dispatch", json={
-        "serial": "ACMER001", "carrier": "=HYPERLINK(1)", "tracking": "T1",
-        "teleworker": {"name": "Ann", "email": "ann@acme.example", "address": "1 Main St"},
-    }, headers=token)  # fmt: skip
+    app_client.post(
+        "/dispatch",
+        json={
+            "serial": "ACMER001",
+            "carrier": "=HYPERLINK(1)",
+            "tracking": "T1",
+            "teleworker": {"name": "Ann", "email": "ann@acme.example", "address": "1 Main St"},
+        },
+        headers=token,
+    )
     r = app_client.get("/logistics/status", params={"format": "csv"}, headers=token)
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
@@ -137,8 +150,11 @@ def test_every_list_exports_as_csv(app_client: TestClient, world: World, db: Dat
     assert by_serial["ACMER001"]["teleworker.name"] == "Ann"
     # A cell that a spreadsheet would run as a formula is neutralised.
     assert by_serial["ACMER001"]["shipment.carrier"] == "'=HYPERLINK(1)"
-    for path in ("/logistics/changes", "/logistics/counts",
-                 f"/logistics/deliveries/{world.acme_delivery.id}/counts"):  # fmt: skip
+    for path in (
+        "/logistics/changes",
+        "/logistics/counts",
+        f"/logistics/deliveries/{world.acme_delivery.id}/counts",
+    ):
         r = app_client.get(path, params={"format": "csv"}, headers=token)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         assert len(list(csv.DictReader(io.StringIO(r.text)))) >= 1

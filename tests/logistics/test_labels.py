@@ -31,21 +31,29 @@ def _qr_codes(pdf: bytes) -> list[list[str]]:
 def test_asset_labels_pdf_one_per_page_decode_to_the_asset_tags(
     app_client: TestClient, world: World, ready: list[int]
 ) -> None:
-    r = app_client.get("/labels/asset", params={"delivery_id": world.acme_delivery.id,
-                                                "format": "pdf"},
-                       headers=auth(world.token(Role.TECHNICIAN)))  # fmt: skip
+    r = app_client.get(
+        "/labels/asset",
+        params={"delivery_id": world.acme_delivery.id, "format": "pdf"},
+        headers=auth(world.token(Role.TECHNICIAN)),
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/pdf"
     # Untagged laptops fall back to their serial.
     assert _qr_codes(r.content) == [
-        ["ACME0001"], ["ACME0002"], ["AT-ACMER001"], ["AT-ACMER002"], ["AT-ACMER003"]
-    ]  # fmt: skip
+        ["ACME0001"],
+        ["ACME0002"],
+        ["AT-ACMER001"],
+        ["AT-ACMER002"],
+        ["AT-ACMER003"],
+    ]
 
 
 def test_a4_sheets_hold_many_labels(app_client: TestClient, world: World, ready: list[int]) -> None:
-    r = app_client.get("/labels/asset", params={"delivery_id": world.acme_delivery.id,
-                                                "format": "pdf-a4"},
-                       headers=auth(world.token(Role.LOGISTICS, "ACME")))  # fmt: skip
+    r = app_client.get(
+        "/labels/asset",
+        params={"delivery_id": world.acme_delivery.id, "format": "pdf-a4"},
+        headers=auth(world.token(Role.LOGISTICS, "ACME")),
+    )
     (page,) = _qr_codes(r.content)
     assert page == sorted(["ACME0001", "ACME0002", "AT-ACMER001", "AT-ACMER002", "AT-ACMER003"])
 
@@ -56,11 +64,14 @@ def test_shipping_labels_are_for_logistics_and_carry_the_address(
     token = auth(world.token(Role.LOGISTICS, "ACME"))
     r = app_client.get("/labels/shipping", params={"serial": "ACMER001"}, headers=token)
     assert r.status_code == 404  # not dispatched yet
-    app_client.post("/dispatch", json={"serial": "ACMER001", "carrier": "DHL",
-                                       "tracking": "JD0001", "teleworker": PERSON},
-                    headers=token)  # fmt: skip
-    r = app_client.get("/labels/shipping", params={"serial": "ACMER001", "format": "pdf"},
-                       headers=token)  # fmt: skip
+    app_client.post(
+        "/dispatch",
+        json={"serial": "ACMER001", "carrier": "DHL", "tracking": "JD0001", "teleworker": PERSON},
+        headers=token,
+    )
+    r = app_client.get(
+        "/labels/shipping", params={"serial": "ACMER001", "format": "pdf"}, headers=token
+    )
     assert _qr_codes(r.content) == [["AT-ACMER001"]]
     text = app_client.get("/labels/shipping", params={"serial": "ACMER001"}, headers=token).text
     assert "JD0001" in text and "Paris" in text
@@ -76,8 +87,9 @@ def test_shipping_labels_are_for_logistics_and_carry_the_address(
 def test_zpl_goes_byte_for_byte_to_a_raw_tcp_printer(
     app_client: TestClient, world: World, ready: list[int], printer: Printer
 ) -> None:
-    r = app_client.get("/labels/asset", params={"serial": "ACMER001"},
-                       headers=auth(world.token(Role.TECHNICIAN)))  # fmt: skip
+    r = app_client.get(
+        "/labels/asset", params={"serial": "ACMER001"}, headers=auth(world.token(Role.TECHNICIAN))
+    )
     assert r.headers["content-type"].startswith("application/zpl")
     body = r.content
     assert body.startswith(b"^XA") and body.rstrip().endswith(b"^XZ")
@@ -88,8 +100,15 @@ def test_zpl_goes_byte_for_byte_to_a_raw_tcp_printer(
 
 
 def test_zpl_field_data_cannot_inject_commands() -> None:
-    label = Label(code="AT-1", serial="S1", client="ACME", recipient="Eve ^XZ^XA~JR",
-                  address="1 rue _x_", carrier="DHL", tracking="T")  # fmt: skip
+    label = Label(
+        code="AT-1",
+        serial="S1",
+        client="ACME",
+        recipient="Eve ^XZ^XA~JR",
+        address="1 rue _x_",
+        carrier="DHL",
+        tracking="T",
+    )
     out = zpl([label], LabelKind.SHIPPING)
     assert out.count("^XA") == 1 and out.count("^XZ") == 1
     assert "~JR" not in out

@@ -35,8 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 def _subscribe(
     client: TestClient, world: World, receiver: Receiver, types: list[str] | None = None
 ) -> dict[str, Any]:
-    r = client.post("/webhooks", json={"url": receiver.url, "event_types": types or ["*"]},
-                    headers=auth(world.token(Role.LOGISTICS, "ACME")))  # fmt: skip
+    r = client.post(
+        "/webhooks",
+        json={"url": receiver.url, "event_types": types or ["*"]},
+        headers=auth(world.token(Role.LOGISTICS, "ACME")),
+    )
     assert r.status_code == 201, r.text
     body = dict(r.json())
     receiver.secret = body["secret"]
@@ -50,8 +53,9 @@ def test_subscription_rules_and_the_secret_is_never_shown_again(
     for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/", "x"):
         r = app_client.post("/webhooks", json={"url": url}, headers=token)
         assert r.status_code == 422, url
-    r = app_client.post("/webhooks", json={"url": receiver.url, "event_types": ["device.nope"]},
-                        headers=token)  # fmt: skip
+    r = app_client.post(
+        "/webhooks", json={"url": receiver.url, "event_types": ["device.nope"]}, headers=token
+    )
     assert r.status_code == 422
     created = _subscribe(app_client, world, receiver)
     assert created["secret"].startswith("whsec_")
@@ -73,9 +77,12 @@ def test_subscription_rules_and_the_secret_is_never_shown_again(
 
 
 def test_transitions_are_delivered_signed_with_retries_and_backoff(
-    app_client: TestClient, world: World, receiver: Receiver, db: Database,
+    app_client: TestClient,
+    world: World,
+    receiver: Receiver,
+    db: Database,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.DEBUG)
     sub = _subscribe(app_client, world, receiver, ["device.ready", "device.dispatched"])
     make_ready(db, world.acme_delivery, ["ACMER001"])
@@ -102,8 +109,9 @@ def test_transitions_are_delivered_signed_with_retries_and_backoff(
     assert isinstance(message, dict)
     assert message["type"] == "device.ready"
     assert message["data"]["serial"] == "ACMER001"
-    log = app_client.get(f"/webhooks/{sub['id']}/deliveries",
-                         headers=auth(world.token(Role.LOGISTICS, "ACME"))).json()  # fmt: skip
+    log = app_client.get(
+        f"/webhooks/{sub['id']}/deliveries", headers=auth(world.token(Role.LOGISTICS, "ACME"))
+    ).json()
     (delivery,) = log["items"]
     assert delivery["status"] == "delivered"
     assert [a["status_code"] for a in delivery["log"]] == [503, 503, 204]
@@ -122,20 +130,21 @@ def test_failed_deliveries_give_up_then_replay_with_the_same_id(
     with httpx.Client(timeout=10) as http:
         later = utcnow()
         for step in range(4):
-            send_due(db, http, policy=policy,
-                     clock=lambda s=step: later + timedelta(seconds=10 * s))  # type: ignore[misc]  # fmt: skip
+            send_due(
+                db, http, policy=policy, clock=lambda s=step: later + timedelta(seconds=10 * s)
+            )  # type: ignore[misc]
         log = app_client.get(f"/webhooks/{sub['id']}/deliveries", headers=token).json()
         assert [d["status"] for d in log["items"]] == ["failed"]
         assert log["items"][0]["attempts"] == 2
-        r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"failed_only": True},
-                            headers=token)  # fmt: skip
+        r = app_client.post(
+            f"/webhooks/{sub['id']}/replay", json={"failed_only": True}, headers=token
+        )
         assert r.json() == {"requeued": 1, "created": 0}
         send_due(db, http, policy=policy)  # 3rd call to the receiver: still 503
         send_due(db, http, policy=policy, clock=lambda: utcnow() + timedelta(seconds=5))
         assert len(receiver.received) == 1
         # Replay everything after seq 0: the same event again, with the same webhook-id.
-        r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"since_seq": 0},
-                            headers=token)  # fmt: skip
+        r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"since_seq": 0}, headers=token)
         assert r.json() == {"requeued": 1, "created": 0}
         send_due(db, http, policy=policy)
     ids = receiver.ids()
@@ -150,8 +159,20 @@ def _sender(db: Database, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     # `masterline webhooks send`, through its Typer sub-app: the same command, without
     # importing every other domain at start-up (which costs seconds on a busy machine).
     code = "import sys; from logistics.cli import webhooks_app; webhooks_app(sys.argv[1:])"
-    cmd = [sys.executable, "-c", code, "send",
-           "--interval", "0.05", "--backoff", "0.2", "--lease", "1", "--timeout", "5"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "send",
+        "--interval",
+        "0.05",
+        "--backoff",
+        "0.2",
+        "--lease",
+        "1",
+        "--timeout",
+        "5",
+    ]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -192,16 +213,24 @@ def test_nothing_is_lost_when_the_sender_is_killed(
     # The server goes on while no sender runs: these must not be lost either.
     token = auth(world.token(Role.LOGISTICS, "ACME"))
     for serial in ("ACMER001", "ACMER002"):
-        r = app_client.post("/dispatch", json={
-            "serial": serial, "carrier": "DHL", "tracking": f"T-{serial}", "teleworker": PERSON,
-        }, headers=token)  # fmt: skip
+        r = app_client.post(
+            "/dispatch",
+            json={
+                "serial": serial,
+                "carrier": "DHL",
+                "tracking": f"T-{serial}",
+                "teleworker": PERSON,
+            },
+            headers=token,
+        )
         assert r.status_code == 200, r.text
     with db.session(write=False) as s:
         since = s.exec(select(WebhookSubscription)).one().created_at
         expected = {
-            f"msg_evt_{e.id}" for e in s.exec(select(DeviceEvent)).all()
+            f"msg_evt_{e.id}"
+            for e in s.exec(select(DeviceEvent)).all()
             if e.at >= since and e.actor != "test-globex"
-        }  # fmt: skip
+        }
     assert len(expected) == 3 * 7 + 2
     with _sender(db, log):
         assert _wait_for(lambda: expected <= set(receiver.ids())), log.read_text()

@@ -44,21 +44,41 @@ class Bench:
     tmp: Path
     laptops: dict[str, LabLaptop] = field(default_factory=dict)
 
-    def plug(self, serial: str, *, slot: int, os_family: str = "linux",
-             disk_mib: int = 16, answering_serial: str | None = None) -> LabLaptop:  # fmt: skip
+    def plug(
+        self,
+        serial: str,
+        *,
+        slot: int,
+        os_family: str = "linux",
+        disk_mib: int = 16,
+        answering_serial: str | None = None,
+    ) -> LabLaptop:
         """Start a lab laptop (reporting ``answering_serial`` if given: a swapped laptop)
         and wire bench slot ``slot`` to it."""
-        (lp,) = self.lab.up([LaptopSpec(serial=answering_serial or serial,
-                                        os_family=os_family,  # type: ignore[arg-type]
-                                        disk_bytes=disk_mib * MiB)])  # fmt: skip
+        (lp,) = self.lab.up(
+            [
+                LaptopSpec(
+                    serial=answering_serial or serial,
+                    os_family=os_family,  # type: ignore[arg-type]
+                    disk_bytes=disk_mib * MiB,
+                )
+            ]
+        )
         self.laptops[serial] = lp
         with self.db.session() as s:
-            service.register_endpoint(s, EndpointCreate(
-                bench_id=self.world.bench.id or 0, slot=slot, host=lp.host,
-                ssh_port=lp.ssh_port, ssh_user=lp.ssh_user, key_path=str(lp.client_key_path),
-                known_hosts_path=str(lp.known_hosts_path),
-                options={"lab_root": str(self.lab.root), "lab_laptop": lp.name},
-            ))  # fmt: skip
+            service.register_endpoint(
+                s,
+                EndpointCreate(
+                    bench_id=self.world.bench.id or 0,
+                    slot=slot,
+                    host=lp.host,
+                    ssh_port=lp.ssh_port,
+                    ssh_user=lp.ssh_user,
+                    key_path=str(lp.client_key_path),
+                    known_hosts_path=str(lp.known_hosts_path),
+                    options={"lab_root": str(self.lab.root), "lab_laptop": lp.name},
+                ),
+            )
         return lp
 
     def scan(self, serial: str, *, slot: int) -> ProvisioningRun | None:
@@ -93,8 +113,14 @@ class Bench:
             stmt = select(RunStepEvent).where(RunStepEvent.run_id == run_id)
             return list(s.exec(stmt.order_by(RunStepEvent.seq)).all())  # type: ignore[arg-type]
 
-    def wait(self, run_id: int, *, until: set[RunStatus] | None = None,
-             timeout: float = 120.0, step: str | None = None) -> ProvisioningRun:  # fmt: skip
+    def wait(
+        self,
+        run_id: int,
+        *,
+        until: set[RunStatus] | None = None,
+        timeout: float = 120.0,
+        step: str | None = None,
+    ) -> ProvisioningRun:
         """Poll (bounded) until the run reaches one of ``until`` (default: finished), or
         is running ``step``."""
         wanted = until or TERMINAL
@@ -124,10 +150,16 @@ def local_store(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def engine_config(tmp: Path, **kw: Any) -> EngineConfig:
     base: dict[str, Any] = {
-        "worker_id": "test-worker", "cache_dir": tmp / "site-cache", "lease_seconds": 5.0,
-        "poll_seconds": 0.1, "max_parallel": 8, "backoff_base": 0.1, "backoff_cap": 0.5,
-        "sweep_seconds": 0.2, "state_timeouts": dict(TIMEOUT_OF),
-    }  # fmt: skip
+        "worker_id": "test-worker",
+        "cache_dir": tmp / "site-cache",
+        "lease_seconds": 5.0,
+        "poll_seconds": 0.1,
+        "max_parallel": 8,
+        "backoff_base": 0.1,
+        "backoff_cap": 0.5,
+        "sweep_seconds": 0.2,
+        "state_timeouts": dict(TIMEOUT_OF),
+    }
     base.update(kw)
     return EngineConfig(**base)
 
@@ -147,9 +179,12 @@ def running_engine(db: Database, config: EngineConfig) -> Iterator[JobEngine]:
 
 @contextmanager
 def worker_process(
-    db: Database, tmp: Path, *, worker_id: str = "proc-worker",
+    db: Database,
+    tmp: Path,
+    *,
+    worker_id: str = "proc-worker",
     extra_env: dict[str, str] | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``masterline worker`` subprocess on the test's database."""
     env = {
         **os.environ,
@@ -165,9 +200,11 @@ def worker_process(
     }
     log = open(tmp / f"worker-{worker_id}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.main()", "worker"], env=env,
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-c", "import cli; cli.main()", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield proc
     finally:
@@ -193,8 +230,15 @@ def zero(path: Path, size: int) -> bool:
         return f.read(size).count(0) == len(f.read(0)) + min(size, path.stat().st_size)
 
 
-def publish_image(db: Database, *, client_id: int, image: GeneratedImage, os_family: str,
-                  name: str = "master", version: str = "1") -> int:  # fmt: skip
+def publish_image(
+    db: Database,
+    *,
+    client_id: int,
+    image: GeneratedImage,
+    os_family: str,
+    name: str = "master",
+    version: str = "1",
+) -> int:
     """An AVAILABLE raw+zstd image of ``client_id`` in the local store (the images
     domain's tables and store, filled the way its upload path leaves them)."""
     import shutil
@@ -211,19 +255,28 @@ def publish_image(db: Database, *, client_id: int, image: GeneratedImage, os_fam
 
     with db.session() as s:
         row = Image(
-            client_id=client_id, name=name, version=version, os_family=OsFamily(os_family),
-            format=ImageFormat.RAW_ZSTD, raw_size=image.raw_size, raw_sha256=image.raw_sha256,
-            stored_size=image.zst_size, stored_sha256=image.zst_sha256,
-            status=ImageStatus.AVAILABLE, uploaded_by="test", published_at=utcnow(),
-        )  # fmt: skip
+            client_id=client_id,
+            name=name,
+            version=version,
+            os_family=OsFamily(os_family),
+            format=ImageFormat.RAW_ZSTD,
+            raw_size=image.raw_size,
+            raw_sha256=image.raw_sha256,
+            stored_size=image.zst_size,
+            stored_sha256=image.zst_sha256,
+            status=ImageStatus.AVAILABLE,
+            uploaded_by="test",
+            published_at=utcnow(),
+        )
         s.add(row)
         s.flush()
         assert row.id is not None
         return row.id
 
 
-def publish_installer(db: Database, *, client_id: int, data: bytes, name: str,
-                      os_family: str) -> tuple[int, Path]:  # fmt: skip
+def publish_installer(
+    db: Database, *, client_id: int, data: bytes, name: str, os_family: str
+) -> tuple[int, Path]:
     """An AVAILABLE installer file (format ``file``) of ``client_id`` in the local store,
     as the images domain's upload path leaves it. Returns (image id, stored path)."""
     import hashlib
@@ -240,11 +293,19 @@ def publish_installer(db: Database, *, client_id: int, data: bytes, name: str,
     path = store.publish(temp, sha)
     with db.session() as s:
         row = Image(
-            client_id=client_id, name=name, version="1", os_family=OsFamily(os_family),
-            format=ImageFormat.FILE, raw_size=len(data), raw_sha256=sha,
-            stored_size=len(data), stored_sha256=sha, status=ImageStatus.AVAILABLE,
-            uploaded_by="test", published_at=utcnow(),
-        )  # fmt: skip
+            client_id=client_id,
+            name=name,
+            version="1",
+            os_family=OsFamily(os_family),
+            format=ImageFormat.FILE,
+            raw_size=len(data),
+            raw_sha256=sha,
+            stored_size=len(data),
+            stored_sha256=sha,
+            status=ImageStatus.AVAILABLE,
+            uploaded_by="test",
+            published_at=utcnow(),
+        )
         s.add(row)
         s.flush()
         assert row.id is not None
@@ -257,8 +318,12 @@ def store_app(name: str, image_id: int) -> dict[str, Any]:
     import re
 
     stem = re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.")
-    return {"name": name, "source": {"kind": "store", "image_id": image_id},
-            "silent_args": [], "verify": {"kind": "package", "name": stem}}  # fmt: skip
+    return {
+        "name": name,
+        "source": {"kind": "store", "image_id": image_id},
+        "silent_args": [],
+        "verify": {"kind": "package", "name": stem},
+    }
 
 
 def set_config(db: Database, body: dict[str, Any], *, client_code: str = "ACME") -> None:
@@ -274,8 +339,9 @@ def activate_config(db: Database, *, client_id: int, body: dict[str, Any]) -> No
     from images.models import ClientConfig
 
     with db.session() as s:
-        s.add(ClientConfig(client_id=client_id, version=1, active=True, body=body,
-                           created_by="test"))  # fmt: skip
+        s.add(
+            ClientConfig(client_id=client_id, version=1, active=True, body=body, created_by="test")
+        )
 
 
 LINUX_CONFIG: dict[str, Any] = {

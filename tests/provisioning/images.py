@@ -38,7 +38,10 @@ def make_image(
     zst.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
     zdata = zst.read_bytes()
     return GeneratedImage(
-        raw_path=raw, zst_path=zst, raw_size=len(data),
-        raw_sha256=hashlib.sha256(data).hexdigest(), zst_size=len(zdata),
+        raw_path=raw,
+        zst_path=zst,
+        raw_size=len(data),
+        raw_sha256=hashlib.sha256(data).hexdigest(),
+        zst_size=len(zdata),
         zst_sha256=hashlib.sha256(zdata).hexdigest(),
-    )  # fmt: skip
+    )

@@ -51,8 +51,9 @@ def test_the_sending_steps_are_steps() -> None:
 def _with_installer(bench: Bench) -> int:
     """The client's configuration now installs a 2 MiB .deb from its store."""
     assert bench.world.acme.id is not None
-    zoom, _ = publish_installer(bench.db, client_id=bench.world.acme.id, data=DEB,
-                                name="zoom-deb", os_family="linux")  # fmt: skip
+    zoom, _ = publish_installer(
+        bench.db, client_id=bench.world.acme.id, data=DEB, name="zoom-deb", os_family="linux"
+    )
     set_config(bench.db, {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)]})
     return zoom
 
@@ -67,12 +68,19 @@ def _hold_site_rate(bench: Bench, serial: str, *, step: str, share: int) -> None
 
     other = bench.device(serial)
     with bench.db.session() as s:
-        s.add(ProvisioningRun(
-            device_id=other.id or 0, client_id=other.client_id, site_id=bench.world.bench.site_id,
-            status=RunStatus.RUNNING, step_index=STEP_NAMES.index(step), step_name=step,
-            worker_id="other-host", lease_until=utcnow() + timedelta(hours=1),
-            context={SHARE_KEY: share},
-        ))  # fmt: skip
+        s.add(
+            ProvisioningRun(
+                device_id=other.id or 0,
+                client_id=other.client_id,
+                site_id=bench.world.bench.site_id,
+                status=RunStatus.RUNNING,
+                step_index=STEP_NAMES.index(step),
+                step_name=step,
+                worker_id="other-host",
+                lease_until=utcnow() + timedelta(hours=1),
+                context={SHARE_KEY: share},
+            )
+        )
 
 
 @pytest.fixture
@@ -82,8 +90,12 @@ def bench(
     with local_store(tmp_path, monkeypatch):
         assert world.acme.id is not None
         # 4 MiB raw, about 2 MiB on the wire: seconds per stream at the capped rate.
-        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4),
-                      os_family="linux")  # fmt: skip
+        publish_image(
+            db,
+            client_id=world.acme.id,
+            image=make_image(tmp_path / "img", mib=4),
+            os_family="linux",
+        )
         activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
         with db.session() as s:
             site = s.get(Site, world.bench.site_id)
@@ -105,8 +117,7 @@ def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> 
     env = {"MASTERLINE_WORKER_MAX_PARALLEL": "1", "MASTERLINE_WORKER_SHARE_SECONDS": "0.2"}
     with ExitStack() as stack:
         for name in ("w1", "w2"):
-            stack.enter_context(worker_process(bench.db, bench.tmp, worker_id=name,
-                                               extra_env=env))  # fmt: skip
+            stack.enter_context(worker_process(bench.db, bench.tmp, worker_id=name, extra_env=env))
         # The streams are what this test is about: each run is stopped once past them.
         pending = set(ids)
         deadline = time.monotonic() + 120
@@ -195,8 +206,11 @@ def test_store_installers_take_their_share_of_the_site_rate(bench: Bench) -> Non
         bench.wait(run.id, timeout=60)
     events = bench.run_events(run.id)
     assert [e.step for e in events if e.kind == "step_done"][:6] == list(STEP_NAMES[:6])
-    granted = {(e.step, e.details["share_bps"], e.details["streams"])
-               for e in events if e.kind == "bandwidth"}  # fmt: skip
+    granted = {
+        (e.step, e.details["share_bps"], e.details["streams"])
+        for e in events
+        if e.kind == "bandwidth"
+    }
     assert ("stream", CAP // 2, 2) in granted
     assert ("installers", CAP // 2, 2) in granted
     assert all(share <= CAP // 2 for _, share, _ in granted)

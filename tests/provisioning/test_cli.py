@@ -43,21 +43,29 @@ def test_runs_cli_and_watch(
     get_settings.cache_clear()
     try:
         assert world.acme.id is not None
-        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path, mib=1),
-                      os_family="linux")  # fmt: skip
+        publish_image(
+            db, client_id=world.acme.id, image=make_image(tmp_path, mib=1), os_family="linux"
+        )
         activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
         bench = Bench(db=db, world=world, lab=lab, tmp=tmp_path)
         run = bench.scan("ACME0001", slot=3)
         assert run is not None
         with running_server(db) as url:
-            env = {**os.environ, "MASTERLINE_API_URL": url,
-                   "MASTERLINE_TOKEN": world.token(Role.TECHNICIAN), "COLUMNS": "160"}  # fmt: skip
+            env = {
+                **os.environ,
+                "MASTERLINE_API_URL": url,
+                "MASTERLINE_TOKEN": world.token(Role.TECHNICIAN),
+                "COLUMNS": "160",
+            }
 
             def invoke(args: list[str], env: dict[str, str]) -> Out:
                 proc = subprocess.run(
-                    [sys.executable, "-c", "import cli; cli.main()", *args], env=env,
-                    capture_output=True, text=True, timeout=60,
-                )  # fmt: skip
+                    [sys.executable, "-c", "import cli; cli.main()", *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 return Out(proc.returncode, proc.stdout + proc.stderr)
 
             out = invoke(["watch", "--once"], env=env)
@@ -92,28 +100,38 @@ def test_up_runs_the_api_and_a_worker_in_one_process(
     get_settings.cache_clear()
     try:
         assert world.acme.id is not None
-        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path, mib=1),
-                      os_family="linux")  # fmt: skip
+        publish_image(
+            db, client_id=world.acme.id, image=make_image(tmp_path, mib=1), os_family="linux"
+        )
         activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
     finally:
         get_settings.cache_clear()
     port = free_port()
-    env = {**os.environ, "MASTERLINE_DATABASE_URL": db.url,
-           "MASTERLINE_DATA_DIR": str(tmp_path / "data"),
-           "MASTERLINE_IMAGE_STORE_DIR": str(tmp_path / "store"),
-           "MASTERLINE_WORKER_POLL_SECONDS": "0.1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MASTERLINE_DATABASE_URL": db.url,
+        "MASTERLINE_DATA_DIR": str(tmp_path / "data"),
+        "MASTERLINE_IMAGE_STORE_DIR": str(tmp_path / "store"),
+        "MASTERLINE_WORKER_POLL_SECONDS": "0.1",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", "import cli; cli.main()", "up", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {world.token(Role.TECHNICIAN)}"}
         run: dict[str, object] = {}
         for _ in range(600):
             try:
-                r = httpx.post(f"{base}/scan", headers=headers, timeout=5,
-                               json={"code": "ACME0001", "bench_id": world.bench.id})  # fmt: skip
+                r = httpx.post(
+                    f"{base}/scan",
+                    headers=headers,
+                    timeout=5,
+                    json={"code": "ACME0001", "bench_id": world.bench.id},
+                )
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)

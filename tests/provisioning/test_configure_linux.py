@@ -194,9 +194,12 @@ def test_pinned_host_key_mismatch_is_fatal(lab: Lab, tmp_path: Path) -> None:
     )
     with pytest.raises(HostKeyMismatch) as info:
         configure_os(
-            target, wireguard_plan(laptop.serial), on_event=lambda e: None, timeout=120,
+            target,
+            wireguard_plan(laptop.serial),
+            on_event=lambda e: None,
+            timeout=120,
             work_dir=tmp_path / "work",
-        )  # fmt: skip
+        )
     assert not info.value.retryable
     # Nothing was written through a connection to an untrusted host.
     assert (laptop.os_root / "etc/hostname").read_text() != "ACME-LNX0003\n"
@@ -207,9 +210,12 @@ def test_refused_connection_is_retryable(lab: Lab, tmp_path: Path) -> None:
     lab.set_fault(laptop.name, Fault.SSH_REFUSED)
     with pytest.raises(ConnectFailed) as info:
         configure_os(
-            linux_target(laptop), wireguard_plan(laptop.serial), on_event=lambda e: None,
-            timeout=120, work_dir=tmp_path / "work",
-        )  # fmt: skip
+            linux_target(laptop),
+            wireguard_plan(laptop.serial),
+            on_event=lambda e: None,
+            timeout=120,
+            work_dir=tmp_path / "work",
+        )
     assert info.value.retryable
 
 
@@ -217,9 +223,13 @@ def test_cancel_stops_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) ->
     (laptop,) = booted(lab, "LNX0005")
     with pytest.raises(ConfigureCancelled):
         configure_os(
-            linux_target(laptop), wireguard_plan(laptop.serial), on_event=lambda e: None,
-            timeout=120, cancel=lambda: True, work_dir=tmp_path / "work",
-        )  # fmt: skip
+            linux_target(laptop),
+            wireguard_plan(laptop.serial),
+            on_event=lambda e: None,
+            timeout=120,
+            cancel=lambda: True,
+            work_dir=tmp_path / "work",
+        )
     # SIGKILL went to the whole process group; give the kernel a moment to reap it.
     deadline = time.monotonic() + 15
     while (leftovers := playbooks_running_in(tmp_path)) and time.monotonic() < deadline:
@@ -244,9 +254,11 @@ def test_batch_configures_each_laptop_and_reports_each(lab: Lab, tmp_path: Path)
             },
         },
         os_family="linux",
-        secrets={"cert": "-----BEGIN CERTIFICATE-----\nME\n-----END CERTIFICATE-----",
-                 "key": OVPN_KEY},
-    )  # fmt: skip
+        secrets={
+            "cert": "-----BEGIN CERTIFICATE-----\nME\n-----END CERTIFICATE-----",
+            "key": OVPN_KEY,
+        },
+    )
     ike_plan = ConfigPlan.from_dict(
         {
             "hostname": "ACME-IKE",
@@ -284,9 +296,7 @@ def test_batch_configures_each_laptop_and_reports_each(lab: Lab, tmp_path: Path)
     swan = (ike.os_root / "etc/swanctl/conf.d/acme.conf").read_text()
     assert "remote_addrs = ike.acme.example" in swan and EAP_PASSWORD in swan
     assert (ike.os_root / "var/lib/masterline/apps/slack").exists()
-    assert {e["host"] for e in events} == {
-        linux_target(x).label for x in (ovpn, ike, broken)
-    }  # fmt: skip
+    assert {e["host"] for e in events} == {linux_target(x).label for x in (ovpn, ike, broken)}
     text = json.dumps(events) + all_text_under(tmp_path / "work")
     for secret in ("MIIovpnSECRETline", EAP_PASSWORD):
         assert secret not in text
@@ -317,9 +327,12 @@ def test_laptops_reaching_configure_together_share_one_run_and_one_abort_spares_
     def configure(lp: LabLaptop) -> None:
         try:
             waves.configure(
-                linux_target(lp), wireguard_plan(lp.serial), on_event=record(lp.serial),
-                timeout=300, cancel=aborted.is_set if lp.serial == "LNX0023" else None,
-            )  # fmt: skip
+                linux_target(lp),
+                wireguard_plan(lp.serial),
+                on_event=record(lp.serial),
+                timeout=300,
+                cancel=aborted.is_set if lp.serial == "LNX0023" else None,
+            )
             outcome[lp.serial] = None
         except BaseException as e:  # the test inspects it
             outcome[lp.serial] = e

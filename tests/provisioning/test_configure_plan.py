@@ -60,15 +60,24 @@ def test_secrets_stay_out_of_repr() -> None:
         wg(), os_family="linux", secrets={"private_key": KEY}, fields={"serial": "S1"}
     )
     target = OsTarget.windows(
-        host="h", winrm_port=5986, transport="ssl", username="Administrator",
+        host="h",
+        winrm_port=5986,
+        transport="ssl",
+        username="Administrator",
         password="Winrm-Passw0rd!",
-    )  # fmt: skip
+    )
     assert KEY not in repr(plan) and KEY not in str(plan)
     assert "Winrm-Passw0rd!" not in repr(target)
     assert plan.secret_values() == [KEY]
     # Non-secret playbook variables carry no secret; the secrets go separately.
-    t = OsTarget.linux(host="h", ssh_port=22, user="root", key_path=Path("k"),
-                       known_hosts_path=Path("kh"), target_root="/lab/os")  # fmt: skip
+    t = OsTarget.linux(
+        host="h",
+        ssh_port=22,
+        user="root",
+        key_path=Path("k"),
+        known_hosts_path=Path("kh"),
+        target_root="/lab/os",
+    )
     assert KEY not in repr(linux_hostvars(t, plan))
     assert KEY in repr(linux_secrets(plan))
 
@@ -95,15 +104,30 @@ def test_render_hostname(pattern: str, fields: dict[str, str], expected: str) ->
         (wg(), "windows", {"private_key": KEY}, "client app"),
         ({"hostname": "h", "vpn": {"kind": "pptp", "server": "s"}}, "linux", {}, "VPN kind"),
         ({"hostname": "h", "apps": [{"name": "a", "package": "p\nq"}]}, "linux", {}, "single"),
-        ({"hostname": "h", "apps": [{"name": "a", "package": "a.msi", "source": "msi"}]},
-         "linux", {}, "Windows"),
-        ({"hostname": "h", "apps": [{"name": "a", "package": "p", "verify": "service:x"}]},
-         "linux", {}, "Windows"),
-        ({"hostname": "h", "apps": [{"name": "a", "package": "p"}, {"name": "a", "package": "q"}]},
-         "linux", {}, "unique"),
+        (
+            {"hostname": "h", "apps": [{"name": "a", "package": "a.msi", "source": "msi"}]},
+            "linux",
+            {},
+            "Windows",
+        ),
+        (
+            {"hostname": "h", "apps": [{"name": "a", "package": "p", "verify": "service:x"}]},
+            "linux",
+            {},
+            "Windows",
+        ),
+        (
+            {
+                "hostname": "h",
+                "apps": [{"name": "a", "package": "p"}, {"name": "a", "package": "q"}],
+            },
+            "linux",
+            {},
+            "unique",
+        ),
         ({"hostname": "h", "checks": ["image_hash", "smell"]}, "linux", {}, "check"),
     ],
-)  # fmt: skip
+)
 def test_bad_configurations_are_one_line_fatal_errors(
     data: dict[str, Any], family: str, secrets: dict[str, str], fragment: str
 ) -> None:
@@ -116,22 +140,32 @@ def test_bad_configurations_are_one_line_fatal_errors(
 
 def test_profiles_per_kind_and_family() -> None:
     ovpn = ConfigPlan.from_dict(
-        {"hostname": "h", "vpn": {"kind": "openvpn", "name": "acme", "server": "o.example",
-                                  "port": 443, "settings": {"proto": "tcp"}}},
-        os_family="linux", secrets={"username": "u1", "password": "pw-123456789"},
-    ).vpn  # fmt: skip
+        {
+            "hostname": "h",
+            "vpn": {
+                "kind": "openvpn",
+                "name": "acme",
+                "server": "o.example",
+                "port": 443,
+                "settings": {"proto": "tcp"},
+            },
+        },
+        os_family="linux",
+        secrets={"username": "u1", "password": "pw-123456789"},
+    ).vpn
     assert ovpn is not None
     files = profile_files(ovpn, OsFamily.LINUX)
     assert [f.path for f in files] == [
-        "/etc/openvpn/client/acme.conf", "/etc/openvpn/client/acme.auth",
-    ]  # fmt: skip
+        "/etc/openvpn/client/acme.conf",
+        "/etc/openvpn/client/acme.auth",
+    ]
     assert "remote o.example 443" in files[0].content and "proto tcp" in files[0].content
     assert "auth-user-pass /etc/openvpn/client/acme.auth" in files[0].content
     assert files[1].content == "u1\npw-123456789\n" and "pw-123456789" not in repr(files[1])
     ike = ConfigPlan.from_dict(
         {"hostname": "h", "vpn": {"kind": "ikev2", "server": "i.example"}},
         os_family="windows",
-    ).vpn  # fmt: skip
+    ).vpn
     assert ike is not None and profile_path(ike, OsFamily.WINDOWS) is None
     assert profile_files(ike, OsFamily.WINDOWS) == []
     with pytest.raises(InvalidPlan):
@@ -140,11 +174,14 @@ def test_profiles_per_kind_and_family() -> None:
 
 def test_installer_apps_verify_by_their_product_id() -> None:
     plan = ConfigPlan.from_dict(
-        {"hostname": "h", "apps": [
-            {"name": "Contoso Agent", "source": "msi", "package": "C:\\I\\ContosoAgent.msi"},
-        ]},
+        {
+            "hostname": "h",
+            "apps": [
+                {"name": "Contoso Agent", "source": "msi", "package": "C:\\I\\ContosoAgent.msi"},
+            ],
+        },
         os_family="windows",
-    )  # fmt: skip
+    )
     (app,) = plan.apps
     assert app.source is AppSource.MSI and app.verify_kind == "package"
     assert app.verify_arg == "ContosoAgent" and app.key == "Contoso-Agent"
@@ -166,19 +203,27 @@ def test_build_plan_from_the_images_configuration(db: Database, world: World) ->
             "name": "acme",
             "server": "vpn.acme.example",
             "port": 51820,
-            "settings": {"server_public_key": "SRVpub=", "address": "10.8.0.2/32",
-                         "allowed_ips": "10.0.0.0/8"},
+            "settings": {
+                "server_public_key": "SRVpub=",
+                "address": "10.8.0.2/32",
+                "allowed_ips": "10.0.0.0/8",
+            },
             "device_secret": "generate",
         },
         "apps": [
-            {"name": "Microsoft Teams",
-             "source": {"kind": "package", "manager": "apt", "id": "teams-for-linux"},
-             "verify": {"kind": "package", "name": "teams-for-linux"}},
-            {"name": "Zoom", "source": {"kind": "package", "manager": "apt", "id": "zoom"},
-             "verify": {"kind": "file", "path": "/opt/zoom/zoom"}},
+            {
+                "name": "Microsoft Teams",
+                "source": {"kind": "package", "manager": "apt", "id": "teams-for-linux"},
+                "verify": {"kind": "package", "name": "teams-for-linux"},
+            },
+            {
+                "name": "Zoom",
+                "source": {"kind": "package", "manager": "apt", "id": "zoom"},
+                "verify": {"kind": "file", "path": "/opt/zoom/zoom"},
+            },
         ],
         "checks": ["image_hash", "hostname", "apps"],
-    }  # fmt: skip
+    }
     _set_config(db, body)
     linux = SimpleNamespace(os_family="linux")
     with db.session() as s:
@@ -202,10 +247,14 @@ def test_build_plan_from_the_images_configuration(db: Database, world: World) ->
 def test_build_plan_refuses_a_package_manager_the_os_lacks(db: Database, world: World) -> None:
     body = {
         "hostname_pattern": "A-{serial}",
-        "apps": [{"name": "Teams",
-                  "source": {"kind": "package", "manager": "apt", "id": "teams"},
-                  "verify": {"kind": "package", "name": "teams"}}],
-    }  # fmt: skip
+        "apps": [
+            {
+                "name": "Teams",
+                "source": {"kind": "package", "manager": "apt", "id": "teams"},
+                "verify": {"kind": "package", "name": "teams"},
+            }
+        ],
+    }
     _set_config(db, body)
     with db.session() as s:
         device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
@@ -222,6 +271,7 @@ def test_build_plan_without_configuration(db: Database, world: World) -> None:
 
 
 def test_target_secret_is_a_secretstr() -> None:
-    target = OsTarget.windows(host="h", winrm_port=1, transport="ntlm", username="u",
-                              password=SecretStr("pw-xyz"))  # fmt: skip
+    target = OsTarget.windows(
+        host="h", winrm_port=1, transport="ntlm", username="u", password=SecretStr("pw-xyz")
+    )
     assert target.password is not None and target.password.get_secret_value() == "pw-xyz"

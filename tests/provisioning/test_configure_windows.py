@@ -188,8 +188,13 @@ def test_abort_interrupts_a_command_in_flight(lab: Lab) -> None:
         return len(polls) > 2  # the configurator's own check, one poll mid-call, then stop
 
     with pytest.raises(ConfigureCancelled):
-        configure_os(target(laptop), ikev2_plan(laptop.serial), on_event=lambda e: None,
-                     timeout=600, cancel=cancel)  # fmt: skip
+        configure_os(
+            target(laptop),
+            ikev2_plan(laptop.serial),
+            on_event=lambda e: None,
+            timeout=600,
+            cancel=cancel,
+        )
     assert len(polls) == 3
 
 

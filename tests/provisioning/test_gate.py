@@ -36,9 +36,12 @@ def test_only_the_configured_checks_run(tmp_path: Path) -> None:
     """A configuration that gates on the image hash alone never contacts the laptop."""
     plan = ConfigPlan.from_dict({"hostname": "ACME-1", "checks": ["image_hash"]}, os_family="linux")
     nowhere = OsTarget.linux(
-        host="127.0.0.1", ssh_port=1, user="root", key_path=tmp_path / "k",
+        host="127.0.0.1",
+        ssh_port=1,
+        user="root",
+        key_path=tmp_path / "k",
         known_hosts_path=tmp_path / "kh",
-    )  # fmt: skip
+    )
     results = run_gate(nowhere, plan, image_sha256=SHA, readback_sha256=SHA)
     assert results == [CheckResult("image_hash", True, results[0].detail)]
     assert failure_reason(results) is None
@@ -54,8 +57,12 @@ def test_linux_gate_passes_then_lists_each_failed_check(lab: Lab, tmp_path: Path
         t, plan, image_sha256=SHA, readback_sha256=SHA, on_event=events.append, work_dir=work
     )
     assert [r.name for r in results] == [
-        "image_hash", "hostname", "vpn_profile", "app:teams", "app:zoom",
-    ]  # fmt: skip
+        "image_hash",
+        "hostname",
+        "vpn_profile",
+        "app:teams",
+        "app:zoom",
+    ]
     assert all(r.ok for r in results), results
     assert failure_reason(results) is None
     assert events and all(e["host"] == t.label for e in events)
@@ -82,8 +89,11 @@ def test_windows_gate_fails_before_and_passes_after_configuration(lab: Lab) -> N
     before = by_name(run_gate(target(laptop), plan, image_sha256=SHA, readback_sha256=SHA))
     assert before["image_hash"].ok
     assert {n for n, r in before.items() if not r.ok} == {
-        "hostname", "vpn_profile", "app:Microsoft Teams", "app:Zoom",
-    }  # fmt: skip
+        "hostname",
+        "vpn_profile",
+        "app:Microsoft Teams",
+        "app:Zoom",
+    }
     configure_os(target(laptop, "ntlm"), plan, on_event=lambda e: None, timeout=120)
     after = run_gate(target(laptop, "ntlm"), plan, image_sha256=SHA, readback_sha256=SHA)
     assert all(r.ok for r in after), after
@@ -95,6 +105,9 @@ def test_unreachable_laptop_is_an_error_not_a_failed_check(lab: Lab, tmp_path: P
     lab.set_fault(laptop.name, Fault.SSH_REFUSED)
     with pytest.raises(ConnectFailed):
         run_gate(
-            linux_target(laptop), wireguard_plan(laptop.serial), image_sha256=SHA,
-            readback_sha256=SHA, work_dir=tmp_path / "work",
-        )  # fmt: skip
+            linux_target(laptop),
+            wireguard_plan(laptop.serial),
+            image_sha256=SHA,
+            readback_sha256=SHA,
+            work_dir=tmp_path / "work",
+        )

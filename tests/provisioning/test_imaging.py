@@ -25,18 +25,27 @@ from tests.provisioning.images import MiB, make_image
 
 
 def _endpoint(lp: LabLaptop, *, known_hosts: Path | None = None) -> SshEndpoint:
-    return SshEndpoint(lp.host, lp.ssh_port, lp.ssh_user, lp.client_key_path,
-                       known_hosts or lp.known_hosts_path)  # fmt: skip
+    return SshEndpoint(
+        lp.host, lp.ssh_port, lp.ssh_user, lp.client_key_path, known_hosts or lp.known_hosts_path
+    )
 
 
 def _source(tmp_path: Path, *, fmt: str = "raw+zstd", mib: int = 4) -> imaging.ImageSource:
     img = make_image(tmp_path / "store", mib=mib)
     path, size, sha = (
-        (img.zst_path, img.zst_size, img.zst_sha256) if fmt == "raw+zstd"
+        (img.zst_path, img.zst_size, img.zst_sha256)
+        if fmt == "raw+zstd"
         else (img.raw_path, img.raw_size, img.raw_sha256)
-    )  # fmt: skip
-    return imaging.ImageSource(image_id=1, path=path, format=fmt, size=size, sha256=sha,
-                               raw_size=img.raw_size, raw_sha256=img.raw_sha256)  # fmt: skip
+    )
+    return imaging.ImageSource(
+        image_id=1,
+        path=path,
+        format=fmt,
+        size=size,
+        sha256=sha,
+        raw_size=img.raw_size,
+        raw_sha256=img.raw_sha256,
+    )
 
 
 @pytest.mark.parametrize("fmt", ["raw", "raw+zstd"])

@@ -61,10 +61,12 @@ def test_tampered_store_installer_fails_the_offline_step_with_one_line(
     db: Database, world: World, lab: Lab, tmp_path: Path, store: Path
 ) -> None:
     assert world.acme.id is not None
-    publish_image(db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4),
-                  os_family="linux")  # fmt: skip
-    zoom, stored = publish_installer(db, client_id=world.acme.id, data=b"genuine zoom .deb",
-                                     name="zoom-deb", os_family="linux")  # fmt: skip
+    publish_image(
+        db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4), os_family="linux"
+    )
+    zoom, stored = publish_installer(
+        db, client_id=world.acme.id, data=b"genuine zoom .deb", name="zoom-deb", os_family="linux"
+    )
     set_config(db, {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)]})
     stored.chmod(0o644)
     stored.write_bytes(b"tampered zoom .deb")  # someone changed the stored bytes
@@ -88,8 +90,9 @@ def test_an_installer_missing_from_the_store_is_one_clear_line(
     db: Database, world: World, tmp_path: Path, store: Path
 ) -> None:
     assert world.acme.id is not None
-    zoom, stored = publish_installer(db, client_id=world.acme.id, data=b"zoom msi",
-                                     name="zoom-msi", os_family="windows")  # fmt: skip
+    zoom, stored = publish_installer(
+        db, client_id=world.acme.id, data=b"zoom msi", name="zoom-msi", os_family="windows"
+    )
     body = {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)]}
     plan = _plan(db, world.acme.id, body, OsFamily.WINDOWS)
     (app,) = plan.apps
@@ -126,11 +129,17 @@ def test_placing_is_idempotent_and_repairs_a_wrong_copy(lab: Lab, tmp_path: Path
     cached = tmp_path / "cached.deb"
     cached.write_bytes(data)
     rel = "var/cache/masterline/installers/Zoom.deb"
-    placement = installers.Placement(app="Zoom", label="image 3", source=cached,
-                                     sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                                     relative=rel)  # fmt: skip
-    endpoint = SshEndpoint(lp.host, lp.ssh_port, lp.ssh_user, lp.client_key_path,
-                           lp.known_hosts_path)  # fmt: skip
+    placement = installers.Placement(
+        app="Zoom",
+        label="image 3",
+        source=cached,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        relative=rel,
+    )
+    endpoint = SshEndpoint(
+        lp.host, lp.ssh_port, lp.ssh_user, lp.client_key_path, lp.known_hosts_path
+    )
     target = offline_root(lp) / rel
     pe = SSHTransport(endpoint)
     try:

@@ -305,10 +305,17 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
     installed system's disk, where Ansible installs it from."""
     assert bench.world.acme.id is not None
     deb = b"!<arch>\ndebian-binary   0 lab zoom package"
-    zoom, _ = publish_installer(bench.db, client_id=bench.world.acme.id, data=deb,
-                                name="zoom-deb", os_family="linux")  # fmt: skip
-    set_config(bench.db, {**LINUX_CONFIG, "apps": [store_app("Zoom", zoom)],
-                          "checks": ["image_hash", "hostname", "apps"]})  # fmt: skip
+    zoom, _ = publish_installer(
+        bench.db, client_id=bench.world.acme.id, data=deb, name="zoom-deb", os_family="linux"
+    )
+    set_config(
+        bench.db,
+        {
+            **LINUX_CONFIG,
+            "apps": [store_app("Zoom", zoom)],
+            "checks": ["image_hash", "hostname", "apps"],
+        },
+    )
     lp = bench.plug("ACME0001", slot=1)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
@@ -331,9 +338,13 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
     assert (lp.os_root / "var/cache/masterline/installers/Zoom.deb").read_bytes() == deb
     assert (lp.os_root / "var/lib/masterline/apps/Zoom").exists()
     assert done.context["installers"] == [
-        {"app": "Zoom", "store": f"image {zoom}", "sha256": hashlib.sha256(deb).hexdigest(),
-         "written": True}
-    ]  # fmt: skip
+        {
+            "app": "Zoom",
+            "store": f"image {zoom}",
+            "sha256": hashlib.sha256(deb).hexdigest(),
+            "written": True,
+        }
+    ]
 
 
 def test_linux_laptops_reaching_configure_together_are_configured_in_one_run(
@@ -364,13 +375,24 @@ def test_windows_laptop_goes_to_ready_with_winrm_enabled_at_first_boot(
     get_settings.cache_clear()
     try:
         assert world.acme.id is not None
-        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path / "img", mib=4),
-                      os_family="windows")  # fmt: skip
+        publish_image(
+            db,
+            client_id=world.acme.id,
+            image=make_image(tmp_path / "img", mib=4),
+            os_family="windows",
+        )
         msi = b"MSI lab installer of the Contoso agent"
-        agent, _ = publish_installer(db, client_id=world.acme.id, data=msi,
-                                     name="contoso-agent", os_family="windows")  # fmt: skip
-        set_config(db, {**LINUX_CONFIG, "apps": [store_app("Contoso Agent", agent)],
-                        "checks": ["image_hash", "hostname", "apps"]})  # fmt: skip
+        agent, _ = publish_installer(
+            db, client_id=world.acme.id, data=msi, name="contoso-agent", os_family="windows"
+        )
+        set_config(
+            db,
+            {
+                **LINUX_CONFIG,
+                "apps": [store_app("Contoso Agent", agent)],
+                "checks": ["image_hash", "hostname", "apps"],
+            },
+        )
         bench = Bench(db=db, world=world, lab=lab, tmp=tmp_path)
         lp = bench.plug("ACME0001", slot=1, os_family="windows")
         run = bench.scan("ACME0001", slot=1)
@@ -409,13 +431,20 @@ def test_vpn_secrets_never_reach_the_run_log_events_or_api(
     from tests.conftest import auth
 
     psk = "PSK-never-log-7f3a9c"
-    body = ClientConfigBody.model_validate({
-        "hostname_pattern": "ACME-{serial}",
-        "vpn": {"kind": "wireguard", "server": "vpn.acme.example", "port": 51820,
+    body = ClientConfigBody.model_validate(
+        {
+            "hostname_pattern": "ACME-{serial}",
+            "vpn": {
+                "kind": "wireguard",
+                "server": "vpn.acme.example",
+                "port": 51820,
                 "settings": {"server_public_key": "x" * 43 + "=", "allowed_ips": "10.0.0.0/8"},
-                "device_secret": "generate", "secrets": {"preshared_key": psk}},
-        "checks": ["image_hash", "hostname", "vpn_profile"],
-    })  # fmt: skip
+                "device_secret": "generate",
+                "secrets": {"preshared_key": psk},
+            },
+            "checks": ["image_hash", "hostname", "vpn_profile"],
+        }
+    )
     with bench.db.session() as s:
         configs.set_config(s, "ACME", body, SYSTEM)
     bench.plug("ACME0001", slot=1)

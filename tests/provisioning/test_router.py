@@ -17,9 +17,10 @@ from tests.support.factories import World
 
 def _receive(app_client: TestClient, world: World, serial: str, slot: int) -> int:
     r = app_client.post(
-        "/scan", json={"code": serial, "bench_id": world.bench.id, "slot": slot},
+        "/scan",
+        json={"code": serial, "bench_id": world.bench.id, "slot": slot},
         headers=auth(world.token(Role.TECHNICIAN)),
-    )  # fmt: skip
+    )
     assert r.status_code in (200, 201), r.text
     return int(r.json()["device"]["id"])
 
@@ -49,8 +50,9 @@ def test_runs_api_lifecycle_and_tenancy(
     get_settings.cache_clear()
     try:
         assert world.acme.id is not None
-        publish_image(db, client_id=world.acme.id, image=make_image(tmp_path, mib=1),
-                      os_family="linux")  # fmt: skip
+        publish_image(
+            db, client_id=world.acme.id, image=make_image(tmp_path, mib=1), os_family="linux"
+        )
         activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
         device_id = _receive(app_client, world, "ACME0001", 1)  # scan-in queues the run
         tech = auth(world.token(Role.TECHNICIAN))
@@ -74,8 +76,7 @@ def test_runs_api_lifecycle_and_tenancy(
         assert app_client.post(f"/runs/{run['id']}/abort", headers=dsi).status_code == 403
         # Retry of a run that did not fail is a conflict; abort of a queued run is final.
         assert app_client.post(f"/runs/{run['id']}/retry", headers=tech).status_code == 409
-        r = app_client.post(f"/runs/{run['id']}/abort", json={"reason": "bench swap"},
-                            headers=tech)  # fmt: skip
+        r = app_client.post(f"/runs/{run['id']}/abort", json={"reason": "bench swap"}, headers=tech)
         assert r.status_code == 200 and r.json()["status"] == "aborted"
         assert r.json()["device_state"] == "received"
         detail = app_client.get(f"/runs/{run['id']}", headers=tech).json()

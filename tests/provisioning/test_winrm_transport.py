@@ -168,9 +168,12 @@ def test_refused_connection_is_retryable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = WinRMTransport(
-        host="127.0.0.1", port=port, transport="ntlm", username="Administrator",
+        host="127.0.0.1",
+        port=port,
+        transport="ntlm",
+        username="Administrator",
         password=SecretStr("Secret-Passw0rd"),
-    )  # fmt: skip
+    )
     with t, pytest.raises(ConnectFailed) as e:
         t.run_ps(script("$env:COMPUTERNAME"), timeout=10)
     assert e.value.retryable and "Secret-Passw0rd" not in str(e.value)

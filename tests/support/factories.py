@@ -48,12 +48,16 @@ def create_devices(
     hw = inventory.get_or_create_hardware_model(session, delivery.vendor, model)
     devices = [
         Device(
-            serial=s, vendor=delivery.vendor, hardware_model_id=hw.id,
-            client_id=delivery.client_id, delivery_id=delivery.id,
-            order_reference=delivery.order_reference, mac_addresses=[],
+            serial=s,
+            vendor=delivery.vendor,
+            hardware_model_id=hw.id,
+            client_id=delivery.client_id,
+            delivery_id=delivery.id,
+            order_reference=delivery.order_reference,
+            mac_addresses=[],
         )
         for s in serials
-    ]  # fmt: skip
+    ]
     lifecycle.create(session, devices, Event.EXPECT, actor="test")
     return devices
 

@@ -54,10 +54,20 @@ class PostgresCluster:
 
     def stop(self) -> None:
         subprocess.run(
-            [*self._as_user, str(_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m",
-             "immediate", "-w", "stop"],
-            check=False, capture_output=True, timeout=60,
-        )  # fmt: skip
+            [
+                *self._as_user,
+                str(_bindir() / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
@@ -73,17 +83,44 @@ def start_cluster() -> PostgresCluster:
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres",
-         "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     )
     subprocess.run(
-        [*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
-         str(root / "server.log"), "-w", "-t", "60", "start"],
-        check=True, capture_output=True, timeout=90,
-    )  # fmt: skip
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-o",
+            options,
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
     return PostgresCluster(datadir=datadir, port=port, _as_user=as_user)
