@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint typecheck system-deps venv clean bench
+.PHONY: run test lint typecheck system-deps venv clean bench messages screenshots
 
 venv: $(STAMP)
 
@@ -36,6 +36,19 @@ test: venv system-deps lint typecheck
 
 bench: venv system-deps
 	$(BIN)/python -m bench
+
+# The console's translations: extract every message, merge it into each catalogue (then
+# translate the new entries in console/locale/*/LC_MESSAGES/messages.po), compile.
+messages: venv
+	$(BIN)/pybabel -q extract -F console/babel.cfg -k N_ --no-location \
+		--project=masterline -o console/locale/messages.pot console
+	$(BIN)/pybabel -q update -i console/locale/messages.pot -d console/locale \
+		--no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel -q compile -d console/locale
+
+# The screenshots in docs/ (bench board, wave dashboard), from a real browser.
+screenshots: venv system-deps
+	$(BIN)/python -m console.screenshots docs/img
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

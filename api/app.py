@@ -104,4 +104,9 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+
+    # The web console (pages, live updates) on the same app: see docs/console.md.
+    from console.app import mount as mount_console
+
+    mount_console(app)
     return app

@@ -182,6 +182,13 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
+        # A browser signed in to the console (cookie + CSRF), when the console is
+        # mounted: it sets this hook (console.deps.cookie_principal).
+        by_cookie = getattr(request.app.state, "cookie_principal", None)
+        if by_cookie is not None:
+            principal_or_none: Principal | None = await by_cookie(request)
+            if principal_or_none is not None:
+                return principal_or_none
         raise MissingToken()
     token = credentials.credentials
     cache = principal_cache(request)

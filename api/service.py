@@ -78,3 +78,14 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
         session.add(row)
         session.flush()
     return row
+
+
+def principal_of_token(session: Session, token_id: int) -> Principal:
+    """The principal of a token by id (a browser session names its token).
+
+    :raises BadToken: unknown or revoked.
+    """
+    row = repository.get(session, token_id)
+    if row is None or row.revoked_at is not None or row.id is None:
+        raise BadToken()
+    return Principal(token_id=row.id, name=row.name, role=Role(row.role), client_id=row.client_id)

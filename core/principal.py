@@ -15,6 +15,8 @@ class Role(StrEnum):
     """A client's IT department: its images and configuration, its own devices."""
     LOGISTICS = "logistics"
     """A client's logistics: deliveries, status, dispatch; its own company only."""
+    MONITORING = "monitoring"
+    """Prometheus and friends: ``GET /metrics`` and nothing else (no laptop, no client)."""
 
     @property
     def client_bound(self) -> bool:

@@ -13,6 +13,7 @@ MODEL_MODULES = (
     "images.models",
     "provisioning.models",
     "logistics.models",
+    "console.models",
 )
 
 

@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     playbooks_dir: Path = REPO_ROOT / "playbooks"
+    # Web console.
+    console_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="A console sign-in lasts this long."
+    )
+    console_secure_cookies: bool = Field(
+        default=False,
+        description="Mark console cookies Secure even when the request arrives over plain "
+        "HTTP (behind a TLS-terminating proxy). Always on for HTTPS requests.",
+    )
+    console_upload_chunk_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Size of each request of a browser's resumable image upload.",
+    )
     # Logistics: teleworkers' personal data is erased this long after their last delivery.
     teleworker_retention_days: int = Field(default=90, ge=0)
 

@@ -131,6 +131,11 @@ class DeviceEvent(SQLModel, table=True):
     """The audit history: one row per transition, never updated, never deleted."""
 
     __tablename__ = "device_event"
+    __table_args__ = (
+        # Laptops that reached a state per hour (the console's throughput chart) without
+        # reading the whole history (migration console_0001).
+        Index("ix_device_event_to_state_at", "to_state", "at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(foreign_key="device.id", index=True, ondelete="RESTRICT")
     from_state: str | None = Field(default=None, max_length=STATE_COLUMN_LENGTH)

@@ -48,6 +48,8 @@ class ProvisioningRun(SQLModel, table=True):
     __table_args__ = (
         Index("ix_provisioning_run_status", "status", "site_id"),
         Index("ix_provisioning_run_device", "device_id"),
+        # Runs changed since the console's last look (its live updates; console_0001).
+        Index("ix_provisioning_run_updated_at", "updated_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(foreign_key="device.id", ondelete="RESTRICT")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
-from inventory.models import Device, Site
+from inventory.models import Bench, ClientCompany, Device, DeviceEvent, HardwareModel, Site
 from provisioning.models import ProvisioningRun, RunStatus, RunStepEvent, SlotEndpoint
 
 
@@ -147,4 +148,200 @@ def get_endpoint(session: Session, bench_id: int, slot: int) -> SlotEndpoint | N
 
 def devices_in_states(session: Session, states: Sequence[str]) -> Sequence[Device]:
     stmt = select(Device).where(col(Device.state).in_(list(states)))
+    return session.exec(stmt).all()
+
+
+# Read models of the console (bench board, wave overview): see provisioning/overview.py.
+def bench_board_rows(
+    session: Session, *, bench_id: int, states: Sequence[str]
+) -> Sequence[tuple[Device, str | None, str | None, ProvisioningRun | None]]:
+    """The laptops holding a slot of ``bench_id`` with their model name, client code and
+    latest run, in slot order (one query; the latest run by the device's run index)."""
+    latest = (
+        select(func.max(ProvisioningRun.id))
+        .where(ProvisioningRun.device_id == Device.id)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Device, HardwareModel.model, ClientCompany.code, ProvisioningRun)
+        .outerjoin(HardwareModel, col(HardwareModel.id) == Device.hardware_model_id)
+        .outerjoin(ClientCompany, col(ClientCompany.id) == Device.client_id)
+        .outerjoin(ProvisioningRun, col(ProvisioningRun.id) == latest)
+        .where(
+            Device.bench_id == bench_id,
+            col(Device.state).in_(list(states)),
+            col(Device.slot).is_not(None),
+        )
+        .order_by(col(Device.slot), col(Device.id))
+    )
+    return [(d, m, c, r) for d, m, c, r in session.exec(stmt).all()]
+
+
+def failure_kinds(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The details of each run's last ``failed`` event (error type, failed checks)."""
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(run_ids), 500):
+        chunk = list(run_ids[i : i + 500])
+        stmt = (
+            select(RunStepEvent.run_id, RunStepEvent.details)
+            .where(col(RunStepEvent.run_id).in_(chunk), RunStepEvent.kind == "failed")
+            .order_by(col(RunStepEvent.run_id), col(RunStepEvent.seq))
+        )
+        for run_id, details in session.exec(stmt).all():
+            out[int(run_id)] = dict(details or {})
+    return out
+
+
+def change_marks(session: Session) -> tuple[int, int, datetime | None]:
+    """(last device event id, last run event id, last run update): three index lookups
+    that change whenever anything a board shows changes."""
+    device_event = session.exec(select(func.max(DeviceEvent.id))).one()
+    run_event = session.exec(select(func.max(RunStepEvent.id))).one()
+    run_update = session.exec(select(func.max(ProvisioningRun.updated_at))).one()
+    return int(device_event or 0), int(run_event or 0), run_update
+
+
+def benches_changed_since(
+    session: Session, *, device_event_id: int, run_event_id: int, run_update: datetime | None
+) -> set[int]:
+    """Benches holding a laptop whose history or run changed after these marks."""
+    benches: set[int] = set()
+    by_event = (
+        select(Device.bench_id)
+        .join(DeviceEvent, col(DeviceEvent.device_id) == Device.id)
+        .where(col(DeviceEvent.id) > device_event_id, col(Device.bench_id).is_not(None))
+        .distinct()
+    )
+    benches.update(int(b) for b in session.exec(by_event).all() if b is not None)
+    # Two queries rather than one OR: each then runs on its own index.
+    by_run_event = (
+        select(Device.bench_id)
+        .join(ProvisioningRun, col(ProvisioningRun.device_id) == Device.id)
+        .join(RunStepEvent, col(RunStepEvent.run_id) == ProvisioningRun.id)
+        .where(col(RunStepEvent.id) > run_event_id)
+        .distinct()
+    )
+    benches.update(int(b) for b in session.exec(by_run_event).all() if b is not None)
+    if run_update is not None:
+        by_run = (
+            select(Device.bench_id)
+            .join(ProvisioningRun, col(ProvisioningRun.device_id) == Device.id)
+            .where(col(ProvisioningRun.updated_at) > run_update)
+            .distinct()
+        )
+        benches.update(int(b) for b in session.exec(by_run).all() if b is not None)
+    return benches
+
+
+def _device_filter(
+    stmt: Any, *, client_id: int | None, delivery_id: int | None, site_id: int | None
+) -> Any:
+    if client_id is not None:
+        stmt = stmt.where(Device.client_id == client_id)
+    if delivery_id is not None:
+        stmt = stmt.where(Device.delivery_id == delivery_id)
+    if site_id is not None:
+        stmt = stmt.where(
+            col(Device.bench_id).in_(select(Bench.id).where(Bench.site_id == site_id))
+        )
+    return stmt
+
+
+def count_by_state(
+    session: Session, *, client_id: int | None, delivery_id: int | None, site_id: int | None
+) -> dict[str, int]:
+    stmt = select(Device.state, func.count()).group_by(Device.state)
+    stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    return {str(state): int(n) for state, n in session.exec(stmt).all()}
+
+
+def arrivals_since(
+    session: Session,
+    *,
+    to_states: Sequence[str],
+    since: datetime,
+    client_id: int | None,
+    delivery_id: int | None,
+    site_id: int | None,
+) -> Sequence[tuple[str, datetime]]:
+    """(state reached, when) of every move into ``to_states`` since ``since``."""
+    stmt = (
+        select(DeviceEvent.to_state, DeviceEvent.at)
+        .join(Device, col(Device.id) == DeviceEvent.device_id)
+        .where(col(DeviceEvent.to_state).in_(list(to_states)), col(DeviceEvent.at) >= since)
+    )
+    stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    return [(str(s), at) for s, at in session.exec(stmt).all()]
+
+
+def failed_devices(
+    session: Session,
+    *,
+    states: Sequence[str],
+    client_id: int | None,
+    delivery_id: int | None,
+    site_id: int | None,
+    limit: int,
+) -> Sequence[tuple[Device, str | None, ProvisioningRun | None]]:
+    """Failed laptops with their model name and latest run."""
+    latest = (
+        select(func.max(ProvisioningRun.id))
+        .where(ProvisioningRun.device_id == Device.id)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Device, HardwareModel.model, ProvisioningRun)
+        .outerjoin(HardwareModel, col(HardwareModel.id) == Device.hardware_model_id)
+        .outerjoin(ProvisioningRun, col(ProvisioningRun.id) == latest)
+        .where(col(Device.state).in_(list(states)))
+        .limit(limit)
+    )
+    stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    return [(d, m, r) for d, m, r in session.exec(stmt).all()]
+
+
+def oldest_in_states(
+    session: Session,
+    *,
+    states: Sequence[str],
+    client_id: int | None,
+    delivery_id: int | None,
+    site_id: int | None,
+    limit: int,
+) -> Sequence[tuple[Device, str | None, ProvisioningRun | None]]:
+    """The laptops that have been in one of ``states`` the longest, with model and run."""
+    latest = (
+        select(func.max(ProvisioningRun.id))
+        .where(ProvisioningRun.device_id == Device.id)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Device, HardwareModel.model, ProvisioningRun)
+        .outerjoin(HardwareModel, col(HardwareModel.id) == Device.hardware_model_id)
+        .outerjoin(ProvisioningRun, col(ProvisioningRun.id) == latest)
+        .where(col(Device.state).in_(list(states)))
+        .order_by(col(Device.state_changed_at), col(Device.id))
+        .limit(limit)
+    )
+    stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    return [(d, m, r) for d, m, r in session.exec(stmt).all()]
+
+
+def runs_by_status_and_step(session: Session) -> Sequence[tuple[str, str | None, int]]:
+    """(status, step, count) over every run (the /metrics scrape)."""
+    stmt = select(ProvisioningRun.status, ProvisioningRun.step_name, func.count()).group_by(
+        ProvisioningRun.status, ProvisioningRun.step_name
+    )
+    return [(str(s), n, int(c)) for s, n, c in session.exec(stmt).all()]
+
+
+def runs_of_device(session: Session, device_id: int) -> Sequence[ProvisioningRun]:
+    stmt = (
+        select(ProvisioningRun)
+        .where(ProvisioningRun.device_id == device_id)
+        .order_by(col(ProvisioningRun.id).desc())
+    )
     return session.exec(stmt).all()
