@@ -23,7 +23,7 @@ from api.errors import RoleNotAllowed
 from console import i18n, service
 from console.errors import CsrfRejected, SessionEnded
 from console.service import Signed
-from core.errors import MasterlineError, Unauthenticated
+from core.errors import MasterlineError, TooLarge, Unauthenticated
 from core.principal import Principal, Role
 
 SESSION_COOKIE = "ml_session"
@@ -166,6 +166,11 @@ def error_response(request: Request, error: MasterlineError) -> Response:
     return HTMLResponse(body, status_code=error.status_code, headers={"Cache-Control": "no-store"})
 
 
+class LengthRequired(MasterlineError):
+    status_code = 411
+    title = "Length required"
+
+
 class _BadRequest(MasterlineError):
     status_code = 422
     title = "Invalid input"
@@ -190,3 +195,18 @@ class PageRoute(TransactionalRoute):
             return response
 
         return page_handler
+
+
+class BodyLimit:
+    """Dependency refusing a request body over ``limit`` bytes before it is read (put
+    it before the viewer: a form's CSRF field is read from the body)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    async def __call__(self, request: Request) -> None:
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit():
+            raise LengthRequired("send the file with a Content-Length (a plain form post)")
+        if int(declared) > self.limit:
+            raise TooLarge(f"{declared} bytes; the limit is {self.limit}")

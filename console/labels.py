@@ -103,3 +103,17 @@ ERROR_TITLES = {
     503: N_("Busy: try again"),
     507: N_("Disk full"),
 }
+
+RECONCILIATION = {
+    "received": N_("received"),
+    "missing": N_("missing"),
+    "unexpected": N_("unexpected"),
+    "wrong_model": N_("wrong model"),
+}
+
+IMAGE_STATUSES = {
+    "uploading": N_("uploading"),
+    "verifying": N_("verifying"),
+    "available": N_("available"),
+    "retired": N_("retired"),
+}

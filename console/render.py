@@ -47,6 +47,8 @@ _env.globals.update(
     unknown_cause=labels.UNKNOWN_CAUSE,
     check_labels=labels.CHECKS,
     error_titles=labels.ERROR_TITLES,
+    rec_labels=labels.RECONCILIATION,
+    image_status_labels=labels.IMAGE_STATUSES,
 )
 
 

@@ -73,12 +73,19 @@ def _check_apps(session: Session, client_id: int, apps: Sequence[AppConfig], whe
 
 
 def set_config(
-    session: Session, client_code: str, body: ClientConfigBody, principal: Principal
+    session: Session,
+    client_code: str,
+    body: ClientConfigBody,
+    principal: Principal,
+    *,
+    merge_secrets: bool = False,
 ) -> ClientConfig:
     """Store ``body`` as the client's next configuration version and activate it.
 
     ``vpn.secrets`` omitted keeps the previous active version's secrets (those that
-    apply to the new VPN kind); ``{}`` clears them.
+    apply to the new VPN kind); ``{}`` clears them. With ``merge_secrets`` (the web
+    console's editor, whose secret fields are write-only), the given secrets replace
+    those of the same name and the others are kept.
 
     :raises ClientNotFound: see ``_client``.
     :raises InvalidConfig: an app or VPN client refers to a file that is not an
@@ -92,12 +99,14 @@ def set_config(
     previous = repository.active_config(session, client.id)
     secrets: dict[str, str] = {}
     if body.vpn is not None:
-        if body.vpn.secrets is None:
+        given = body.vpn.secrets
+        if given is None or (merge_secrets and given):
             kept = vault.decrypt_map(previous.secrets_ciphertext) if previous else {}
             allowed = VPN_SECRET_NAMES[body.vpn.kind]
             secrets = {k: v for k, v in kept.items() if k in allowed}
+            secrets.update({k: v.get_secret_value() for k, v in (given or {}).items()})
         else:
-            secrets = {k: v.get_secret_value() for k, v in body.vpn.secrets.items()}
+            secrets = {k: v.get_secret_value() for k, v in given.items()}
     document = body.model_dump(mode="json", exclude={"vpn": {"secrets"}})
     repository.deactivate_configs(session, client.id)
     row = ClientConfig(

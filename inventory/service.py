@@ -409,3 +409,15 @@ def _pick_slot(bench: Bench, busy: set[int], wanted: int | None) -> int:
         if slot not in busy:
             return slot
     raise InvalidInput(f"bench {bench.code} is full ({bench.slots} slots)")
+
+
+def hardware_model_of(session: Session, device: Device) -> HardwareModel | None:
+    """The catalogue entry of a device's model, if known."""
+    if device.hardware_model_id is None:
+        return None
+    return repository.get_hardware_model_by_id(session, device.hardware_model_id)
+
+
+def client_of(session: Session, device: Device) -> ClientCompany | None:
+    """The device's client company (the caller already sees the device)."""
+    return repository.get_client(session, device.client_id) if device.client_id else None

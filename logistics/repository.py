@@ -229,3 +229,16 @@ def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list
     for row in rows:
         out.setdefault(row.delivery_id, []).append(row)
     return out
+
+
+def recent_deliveries_of(
+    session: Session, subscription_id: int, *, limit: int
+) -> Sequence[WebhookDelivery]:
+    """A subscription's newest deliveries first (the console's delivery log)."""
+    q = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.subscription_id == subscription_id)
+        .order_by(col(WebhookDelivery.id).desc())
+        .limit(limit)
+    )
+    return session.exec(q).all()

@@ -26,7 +26,14 @@ from inventory.models import Device
 from inventory.states import DeviceState, Event, next_state
 from logistics import repository
 from logistics.errors import ShipmentNotFound, TeleworkerNotFound, WrongClient
-from logistics.models import Shipment, ShipmentStatus, Teleworker
+from logistics.models import (
+    Shipment,
+    ShipmentStatus,
+    Teleworker,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from logistics.schemas import (
     DeviceStatus,
     DispatchRequest,
@@ -408,3 +415,28 @@ def purge_personal_data(
         erased += 1
     session.flush()
     return erased
+
+
+# Webhooks, as the web console shows them.
+def webhook_log(
+    session: Session, sub_id: int, principal: Principal, *, limit: int = 200
+) -> tuple[WebhookSubscription, list[tuple[WebhookDelivery, list[WebhookAttempt]]]]:
+    """A subscription and its newest deliveries with their attempts.
+
+    :raises SubscriptionNotFound: unknown or another company's.
+    """
+    from logistics import webhooks
+
+    sub = webhooks.get_subscription(session, sub_id, principal)
+    assert sub.id is not None
+    rows = repository.recent_deliveries_of(session, sub.id, limit=limit)
+    attempts = repository.attempts_of(session, [r.id for r in rows if r.id is not None])
+    return sub, [(r, attempts.get(r.id or 0, [])) for r in rows]
+
+
+def devices_in_state(
+    session: Session, state: DeviceState, principal: Principal, *, limit: int = 100
+) -> list[DeviceStatus]:
+    """Where the laptops in ``state`` are (the console's shipments and returns)."""
+    devices = inventory.list_devices(session, principal, state=state, limit=limit)
+    return render_status(session, list(devices), principal)

@@ -178,4 +178,3 @@ def quarantine(
         fallback=f"/console/laptops/{device_id}",
         serial=device.serial,
     )
-
