@@ -78,15 +78,34 @@ def serve(
     port: Annotated[int, typer.Option(envvar="MASTERLINE_PORT")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Run the API server."""
+    """Run the API server (and the web console at /console/)."""
     import uvicorn
 
+    from core.logs import configure
+
+    configure()
+    # Live pages (server-sent events) stay open; a shutdown waits this long for them.
+    graceful = 3
+
     if workers > 1:
-        uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run(
+            "api.main:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            timeout_graceful_shutdown=graceful,
+        )
     else:
         from api.app import create_app
 
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(),
+            host=host,
+            port=port,
+            log_config=None,
+            timeout_graceful_shutdown=graceful,
+        )
 
 
 @demo_app.command("seed")

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.deps import PrincipalCache
 from core.db import Database, get_database
 from core.errors import MasterlineError
+from core.logs import RequestIdMiddleware
 
 log = logging.getLogger("masterline.api")
 
@@ -55,6 +56,8 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "configs", "description": "Client configurations; secrets write-only."},
         ],
     )
+    # A request id on every request and its log lines, and one access line (core.logs).
+    app.add_middleware(RequestIdMiddleware)
     app.state.db = db or get_database()
     app.state.principal_cache = PrincipalCache()
 
@@ -93,6 +96,7 @@ def create_app(db: Database | None = None) -> FastAPI:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return _problem(500, "Internal error", "internal error; see the server log")
 
+    from api.metrics import router as metrics_router
     from api.router import router as tokens_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
@@ -104,6 +108,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(metrics_router)
 
     # The web console (pages, live updates) on the same app: see docs/console.md.
     from console.app import mount as mount_console

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gettext as _gettext
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -102,7 +102,10 @@ def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return format_timedelta(
-        max(seconds, 1.0), threshold=1.5, format="narrow", locale=Locale(current())
+        timedelta(seconds=max(seconds, 1.0)),
+        threshold=1.5,
+        format="narrow",
+        locale=Locale(current()),
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import MasterlineError
+from core.logs import remember_secret
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -95,12 +96,20 @@ def decrypt(token: str) -> str:
     from cryptography.fernet import InvalidToken
 
     try:
-        return fernet().decrypt(token.encode()).decode()
+        plain = fernet().decrypt(token.encode()).decode()
     except InvalidToken as e:
         raise SecretKeyError(
             "a stored secret cannot be decrypted with the current secret key "
             "(MASTERLINE_SECRET_KEY changed?)"
         ) from e
+    remember_secret(plain)  # never in a log line of this process from now on
+    if plain.startswith("{"):  # a map of secrets: each value on its own
+        try:
+            for value in json.loads(plain).values():
+                remember_secret(str(value))
+        except (ValueError, AttributeError):
+            pass
+    return plain
 
 
 def encrypt_map(values: dict[str, str]) -> str:

@@ -17,6 +17,7 @@ from api.deps import (
     in_transaction,
     new_router,
 )
+from core import metrics
 from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
 from inventory import intake, reconcile, service
@@ -292,4 +293,6 @@ async def scan(body: ScanRequest, session: SessionDep, principal: Staff) -> Scan
             device=DeviceRead.model_validate(done.device),
         )
 
-    return await in_transaction(session, work)
+    result = await in_transaction(session, work)
+    metrics.scanned(result.outcome.value)  # after the commit: what counted, happened
+    return result

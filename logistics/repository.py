@@ -242,3 +242,9 @@ def recent_deliveries_of(
         .limit(limit)
     )
     return session.exec(q).all()
+
+
+def count_deliveries_by_status(session: Session) -> dict[str, int]:
+    """Webhook deliveries per status (the /metrics queue depth)."""
+    q = select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    return {str(s): int(n) for s, n in session.exec(q).all()}

@@ -440,3 +440,8 @@ def devices_in_state(
     """Where the laptops in ``state`` are (the console's shipments and returns)."""
     devices = inventory.list_devices(session, principal, state=state, limit=limit)
     return render_status(session, list(devices), principal)
+
+
+def webhook_queue(session: Session) -> dict[str, int]:
+    """Webhook deliveries per status: ``pending`` is the queue's depth."""
+    return repository.count_deliveries_by_status(session)

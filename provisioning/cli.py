@@ -202,11 +202,10 @@ def worker(
     ] = None,
 ) -> None:
     """Run provisioning jobs (where the server runs; SQLite or PostgreSQL)."""
-    import logging
-
+    from core.logs import configure
     from provisioning.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure()
     run_worker(worker_id=worker_id)
 
 

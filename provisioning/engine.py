@@ -43,6 +43,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core import logs, metrics
 from core.db import Database
 from core.errors import MasterlineError
 from core.timeutil import utcnow
@@ -230,6 +231,10 @@ class JobEngine:
 
     # Executing.
     def _execute(self, run_id: int) -> None:
+        with logs.bound(run_id=run_id):
+            self._execute_steps(run_id)
+
+    def _execute_steps(self, run_id: int) -> None:
         try:
             while not self._stop.is_set():
                 begun = self._begin_step(run_id)
@@ -242,7 +247,8 @@ class JobEngine:
                     if setup_error is not None:
                         raise setup_error
                     assert ctx is not None
-                    out = step.run(ctx)
+                    with logs.bound(laptop=ctx.serial), metrics.step_timer(step.name):
+                        out = step.run(ctx)
                 except (Aborted, StepLost):
                     self._finish_abort(run_id)
                     return
@@ -425,8 +431,12 @@ class JobEngine:
             "prev_t": time.monotonic(),
         }
 
+        streamed_so_far = [0]  # for the bytes-streamed counter (a retry starts over)
+
         def report(sent: int, total: int) -> None:
             now = time.monotonic()
+            if sent < streamed_so_far[0]:
+                streamed_so_far[0] = 0
             if sent < total and now - state["last"] < 0.5 and sent != 0:
                 return
             dt = now - state["prev_t"]
@@ -435,6 +445,8 @@ class JobEngine:
                 state["rate"] = inst if state["rate"] == 0 else 0.7 * state["rate"] + 0.3 * inst
             state["prev_bytes"], state["prev_t"], state["last"] = sent, now, now
             rate = state["rate"]
+            metrics.streamed(sent - streamed_so_far[0])
+            streamed_so_far[0] = max(streamed_so_far[0], sent)
             with self.db.session() as s:
                 run = repository.get_run_for_update(s, run_id)
                 if not self._mine(run):

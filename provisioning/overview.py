@@ -292,3 +292,19 @@ def device_runs(session: Session, device: Device) -> list[RunView]:
     runs = list(repository.runs_of_device(session, device.id))
     failures = _failures(session, list(runs))
     return [_run_view(r, failures.get(r.id or 0)) for r in runs]
+
+
+@dataclass(frozen=True)
+class PipelineGauges:
+    runs: list[tuple[str, str | None, int]]
+    """(status, step, count) of every run."""
+    devices: dict[str, int]
+    """Laptops per state."""
+
+
+def pipeline_gauges(session: Session) -> PipelineGauges:
+    """What ``/metrics`` reads from the database at scrape time (two grouped counts)."""
+    return PipelineGauges(
+        runs=list(repository.runs_by_status_and_step(session)),
+        devices=repository.count_by_state(session, client_id=None, delivery_id=None, site_id=None),
+    )

@@ -332,9 +332,8 @@ def oldest_in_states(
 
 def runs_by_status_and_step(session: Session) -> Sequence[tuple[str, str | None, int]]:
     """(status, step, count) over every run (the /metrics scrape)."""
-    stmt = select(ProvisioningRun.status, ProvisioningRun.step_name, func.count()).group_by(
-        ProvisioningRun.status, ProvisioningRun.step_name
-    )
+    status, step = col(ProvisioningRun.status), col(ProvisioningRun.step_name)
+    stmt = select(status, step, func.count()).group_by(status, step)
     return [(str(s), n, int(c)) for s, n, c in session.exec(stmt).all()]
 
 

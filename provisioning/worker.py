@@ -87,6 +87,13 @@ def run_worker(db: Database | None = None, *, worker_id: str | None = None) -> N
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    port = os.environ.get("MASTERLINE_WORKER_METRICS_PORT")
+    if port:
+        from api.metrics import serve_for_worker
+
+        host = os.environ.get("MASTERLINE_WORKER_METRICS_HOST", "127.0.0.1")
+        serve_for_worker(engine.db, host=host, port=int(port))
+        log.info("metrics at http://%s:%s/metrics", host, port)
     engine.run_forever(stop)
 
 

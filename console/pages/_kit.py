@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import EVERYONE, STAFF, get_db
 from console import render
-from console.deps import PageAllow, PageRoute, Viewer, is_htmx
+from console.deps import PageRoute, Viewer, is_htmx
 from console.live import Hub
 from core.db import Database
-from core.principal import Role
 
 __all__ = [
     "EVERYONE",
@@ -25,7 +24,6 @@ __all__ = [
     "hub_of",
     "page",
     "page_router",
-    "viewer_of",
 ]
 
 
@@ -33,11 +31,6 @@ def page_router() -> APIRouter:
     """A router whose routes commit like the API's and render errors as pages; not in
     the API's OpenAPI document."""
     return APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def viewer_of(*roles: Role) -> Any:
-    """``Annotated[Viewer, ...]`` admitting ``roles``."""
-    return Annotated[Viewer, Depends(PageAllow(*roles))]
 
 
 page = render.page

@@ -125,7 +125,7 @@ def sign_out(request: Request, viewer: AnyViewer) -> Response:
     key = request.cookies.get(SESSION_COOKIE, "")
     with get_db(request).session() as session:
         service.close_session(session, key)
-    response = RedirectResponse("/console/sign-in", status_code=303)
+    response: Response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     if request.headers.get("hx-request") == "true":
         response = HTMLResponse("", headers={"HX-Redirect": "/console/sign-in"})

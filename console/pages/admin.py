@@ -27,10 +27,10 @@ NAV = register(
 Text = Annotated[str, Form(min_length=1, max_length=200)]
 
 
-def _valid(model: type[BaseModel], **values: Any) -> Any:
+def _valid(shape: type[BaseModel], **values: Any) -> Any:
     """The form's values as ``model``, or one clear error."""
     try:
-        return model(**values)
+        return shape(**values)
     except ValidationError as e:
         first = e.errors()[0]
         raise InvalidInput(f"{first['loc'][-1]}: {first['msg']}") from e

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.deps import SessionDep
-from console.deps import Viewer
+from console.deps import PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import done, page, page_router, viewer_of
+from console.pages._kit import done, page, page_router
 from core.errors import InvalidInput
 from core.principal import Role
 from core.settings import get_settings
@@ -28,8 +28,8 @@ from inventory import service as inventory
 router = page_router()
 READERS = (Role.ADMIN, Role.TECHNICIAN, Role.DSI)
 WRITERS = (Role.ADMIN, Role.DSI)
-Reader = viewer_of(*READERS)
-Writer = viewer_of(*WRITERS)
+Reader = Annotated[Viewer, Depends(PageAllow(*READERS))]
+Writer = Annotated[Viewer, Depends(PageAllow(*WRITERS))]
 NAV = register(NavItem("images", N_("Images"), "/console/images", frozenset(READERS), 50))
 CONFIG_NAV = register(
     NavItem("configs", N_("Configuration"), "/console/configs", frozenset(READERS), 55)

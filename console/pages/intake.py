@@ -13,10 +13,10 @@ from starlette.datastructures import UploadFile
 
 from api.deps import STAFF, SessionDep
 from console import render
-from console.deps import BodyLimit, Viewer
+from console.deps import BodyLimit, PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import page, page_router, viewer_of
+from console.pages._kit import page, page_router
 from core.errors import FileRejected, InvalidInput
 from core.principal import Role
 from inventory import intake, reconcile
@@ -26,7 +26,7 @@ from logistics import service as logistics
 
 router = page_router()
 ROLES = (*STAFF, Role.LOGISTICS)
-IntakeViewer = viewer_of(*ROLES)
+IntakeViewer = Annotated[Viewer, Depends(PageAllow(*ROLES))]
 NAV = register(NavItem("intake", N_("Deliveries"), "/console/deliveries", frozenset(ROLES), 40))
 ShipNoticeLimit = Depends(BodyLimit(intake.MAX_BYTES + 64 * 1024))
 SHOWN_ERRORS = 200

@@ -13,10 +13,10 @@ from starlette.datastructures import UploadFile
 
 from api.deps import SessionDep
 from console import render
-from console.deps import BodyLimit, Viewer
+from console.deps import BodyLimit, PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import done, page, page_router, viewer_of
+from console.pages._kit import done, page, page_router
 from core.errors import FileRejected, InvalidInput
 from core.principal import Role
 from inventory.states import DeviceState
@@ -26,7 +26,7 @@ from logistics.schemas import DispatchRequest, ImportLine, TeleworkerIn
 
 router = page_router()
 ROLES = (Role.ADMIN, Role.LOGISTICS)
-LogisticsViewer = viewer_of(*ROLES)
+LogisticsViewer = Annotated[Viewer, Depends(PageAllow(*ROLES))]
 NAV = register(NavItem("logistics", N_("Logistics"), "/console/logistics", frozenset(ROLES), 60))
 CsvLimit = Depends(BodyLimit(20 * 1024 * 1024 + 64 * 1024))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -48,7 +48,7 @@ STATE_ORDER = (
 
 def _filter(
     session: Session, viewer: Viewer, client: str | None, delivery: int | None, site: int | None
-) -> tuple[WaveFilter, dict[str, object]]:
+) -> tuple[WaveFilter, dict[str, Any]]:
     """The filter, every reference checked against what the viewer may see (404)."""
     client_id = None
     if client:
@@ -59,11 +59,11 @@ def _filter(
     return WaveFilter(client_id=client_id, delivery_id=delivery, site_id=site), chosen
 
 
-def _query(chosen: dict[str, object]) -> str:
+def _query(chosen: dict[str, Any]) -> str:
     return "&".join(f"{k}={v}" for k, v in chosen.items() if v)
 
 
-def _figures(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, object]:
+def _figures(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, Any]:
     view = overview.wave_overview(session, viewer.principal, wanted)
     token = i18n.use(viewer.language)
     try:

@@ -39,6 +39,7 @@ from tests.conftest import auth
 from tests.support.factories import World, create_devices
 
 SKIPPED_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+CONSOLE_PREFIX = "/console/"
 OWN, OTHER = "ACME", "GLOBEX"
 UNKNOWN_ID = 999_999
 # 404 on another company's object; 422 only if the caller's own object gets it too
@@ -194,6 +195,8 @@ def walk_routes(app: FastAPI) -> list[WalkedRoute]:
     for ctx in iter_route_contexts(app.routes):
         if not isinstance(ctx.original_route, APIRoute) or ctx.path in SKIPPED_PATHS:
             continue
+        if ctx.path.startswith(CONSOLE_PREFIX):
+            continue  # pages: walked with a browser session by tests/console/test_access.py
         out.append(
             WalkedRoute(
                 path=str(ctx.path),
