@@ -113,6 +113,8 @@ class Public:
         return None
 
 
+SignedViewer = Annotated[Viewer, Depends(PageAllow(*Role))]
+"""Anyone signed in, whatever the role (the account page)."""
 AnyViewer = Annotated[Viewer, Depends(PageAllow(*EVERYONE))]
 StaffViewer = Annotated[Viewer, Depends(PageAllow(*STAFF))]
 AdminViewer = Annotated[Viewer, Depends(PageAllow(Role.ADMIN))]
@@ -155,12 +157,24 @@ def error_response(request: Request, error: MasterlineError) -> Response:
         if is_htmx(request):
             response.headers["HX-Redirect"] = sign_in_url(request)
         return response
-    signed = getattr(request.state, "signed", None)
+    from console.nav import visible_items
+
+    signed: Signed | None = getattr(request.state, "signed", None)
     language = language_of(request, signed)
     template = "_error_fragment.html" if is_htmx(request) else "error.html"
+    viewer = None
+    if signed is not None:  # the page keeps its menu: the person is still signed in
+        viewer = Viewer(signed.principal, signed.session_id, signed.csrf_token, language)
     body = render(
         template,
-        {"error": error, "status": error.status_code, "request": request, "viewer": None},
+        {
+            "error": error,
+            "status": error.status_code,
+            "request": request,
+            "viewer": viewer,
+            "nav": visible_items(viewer.principal) if viewer else [],
+            "path": request.url.path,
+        },
         language=language,
     )
     return HTMLResponse(body, status_code=error.status_code, headers={"Cache-Control": "no-store"})

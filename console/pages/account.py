@@ -15,8 +15,8 @@ from console import i18n, render, service
 from console.deps import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
-    AnyViewer,
     Public,
+    SignedViewer,
     check_csrf,
     language_of,
     signed_in,
@@ -121,7 +121,7 @@ def sign_in(
 
 
 @router.post("/console/sign-out")
-def sign_out(request: Request, viewer: AnyViewer) -> Response:
+def sign_out(request: Request, viewer: SignedViewer) -> Response:
     key = request.cookies.get(SESSION_COOKIE, "")
     with get_db(request).session() as session:
         service.close_session(session, key)
@@ -159,5 +159,11 @@ async def switch_language(
 
 
 @router.get("/console/")
-def home(viewer: AnyViewer) -> Response:
+def home(viewer: SignedViewer) -> Response:
     return RedirectResponse(home_of(viewer.principal), status_code=303)
+
+
+@router.get("/console/account")
+def account(request: Request, viewer: SignedViewer) -> Response:
+    """Who is signed in, with which role; the only page of a role without pages."""
+    return render.page(request, "account.html", viewer=viewer)

@@ -138,6 +138,10 @@ async def import_file(
 ) -> Response:
     """``mode=preview`` (a dry run: what would happen, every error on its line) or
     ``mode=import`` (all or nothing)."""
+    # Another company's delivery is "not found" before anything of the body is read.
+    await anyio.to_thread.run_sync(
+        lambda: inventory.get_delivery(session, delivery_id, viewer.principal)
+    )
     form = await request.form(max_files=1, max_fields=10)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
