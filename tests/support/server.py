@@ -18,7 +18,14 @@ from tests.support.postgres import free_port
 @contextmanager
 def running_server(db: Database) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
+    # A live page (server-sent events) left open must not hold the shutdown for long.
+    config = uvicorn.Config(
+        create_app(db),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
