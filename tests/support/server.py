@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -16,11 +17,12 @@ from tests.support.postgres import free_port
 
 
 @contextmanager
-def running_server(db: Database) -> Iterator[str]:
+def running_server(db: Database, *, wrap: Callable[[Any], Any] | None = None) -> Iterator[str]:
+    """``wrap``: an ASGI middleware put around the app (a test's fault in the path)."""
     port = free_port()
     # A live page (server-sent events) left open must not hold the shutdown for long.
     config = uvicorn.Config(
-        create_app(db),
+        wrap(create_app(db)) if wrap else create_app(db),
         host="127.0.0.1",
         port=port,
         log_level="warning",
