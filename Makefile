@@ -48,7 +48,7 @@ messages: venv
 
 # The screenshots in docs/ (bench board, wave dashboard), from a real browser.
 screenshots: venv system-deps
-	$(BIN)/python -m console.screenshots docs/img
+	$(BIN)/python -m tests.console.screenshots docs/img
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -248,6 +248,7 @@ class JobEngine:
                         raise setup_error
                     assert ctx is not None
                     with logs.bound(laptop=ctx.serial), metrics.step_timer(step.name):
+                        log.info("step %s started (attempt %s)", step.name, attempt)
                         out = step.run(ctx)
                 except (Aborted, StepLost):
                     self._finish_abort(run_id)

@@ -43,7 +43,11 @@ WIREGUARD = {
         "kind": "wireguard",
         "server": "vpn.acme.example",
         "port": 51820,
-        "settings": {"server_public_key": "x" * 43 + "=", "allowed_ips": "10.0.0.0/8"},
+        "settings": {
+            "server_public_key": "x" * 43 + "=",
+            "allowed_ips": "10.0.0.0/8",
+            "address": "10.8.0.2/32",
+        },
         "device_secret": "generate",
         "secrets": {"preshared_key": PSK},
     },
@@ -114,7 +118,7 @@ def test_the_board_follows_a_real_worker_and_a_failure_is_retried_with_the_keybo
     # The worker's JSON log: ids on its lines, never a secret of the run.
     logs = b"".join(p.read_bytes() for p in tmp_path.glob("worker-*.log")).decode()
     entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    assert any(e.get("run_id") and e.get("laptop") == "ACME0001" for e in entries) or entries
+    assert any(e.get("run_id") and e.get("laptop") == "ACME0001" for e in entries)
     secrets = [PSK]
     with db.session() as s:
         from sqlmodel import col, select
