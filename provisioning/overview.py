@@ -241,27 +241,26 @@ def wave_overview(
     slots = [start + timedelta(hours=i) for i in range(hours)]
     received = [0] * hours
     ready = [0] * hours
-    arrivals = repository.arrivals_since(
+    for state, index, count in repository.arrivals_per_hour(
         session,
         to_states=[DeviceState.RECEIVED.value, DeviceState.READY.value],
         since=start,
         **filters,
-    )
-    for state, at in arrivals:
-        index = int((at - start).total_seconds() // 3600)
+    ):
         if 0 <= index < hours:
-            (ready if state == DeviceState.READY else received)[index] += 1
-    failed_rows = repository.failed_devices(
+            (ready if state == DeviceState.READY else received)[index] += count
+    failed_rows = repository.failed_runs(
         session, states=[s.value for s in DeviceState.failed()], limit=max_failures, **filters
     )
-    failures_of = _failures(session, [r for _, _, r in failed_rows])
+    run_ids = [run_id for _, run_id, _, _ in failed_rows if run_id is not None]
+    failures_of = repository.failure_kinds(session, run_ids) if run_ids else {}
     groups: Counter[tuple[str | None, str | None, str | None]] = Counter()
     examples: dict[tuple[str | None, str | None, str | None], str | None] = {}
-    for _device, model, run in failed_rows:
-        kind = str(failures_of.get(run.id or 0, {}).get("error") or "") if run else ""
-        key = (kind or None, run.failed_step if run else None, model)
+    for model, run_id, failed_step, last_error in failed_rows:
+        kind = str(failures_of.get(run_id or 0, {}).get("error") or "") or None
+        key = (kind, failed_step, model)
         groups[key] += 1
-        examples.setdefault(key, run.last_error if run else None)
+        examples.setdefault(key, last_error)
     stuck_rows = repository.oldest_in_states(
         session,
         states=[s.value for s in (*IN_FLIGHT, *DeviceState.failed())],
