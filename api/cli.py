@@ -19,7 +19,7 @@ app = typer.Typer(help="Create, list and revoke API tokens (run where the server
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="Who or what holds it.")],
-    role: Annotated[Role, typer.Option(help="admin, technician, dsi or logistics.")],
+    role: Annotated[Role, typer.Option(help="admin, technician, dsi, logistics or monitoring.")],
     client: Annotated[str | None, typer.Option(help="Client code (dsi, logistics).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
