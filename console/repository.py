@@ -17,6 +17,10 @@ def add(session: Session, row: WebSession) -> WebSession:
     return row
 
 
+def get(session: Session, session_id: int) -> WebSession | None:
+    return session.get(WebSession, session_id)
+
+
 def get_by_key_hash(session: Session, key_hash: str) -> WebSession | None:
     return session.exec(select(WebSession).where(WebSession.key_hash == key_hash)).first()
 

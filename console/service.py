@@ -95,7 +95,7 @@ def close_session(session: Session, key: str) -> None:
 
 
 def set_language(session: Session, session_id: int, language: str) -> None:
-    row = session.get(WebSession, session_id)
+    row = repository.get(session, session_id)
     if row is not None:
         row.language = language
         session.add(row)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
@@ -145,7 +146,6 @@ async def save_config(
         if str(k).startswith("secret_") and isinstance(v, str) and v
     }
     clear = form.get("clear_secrets") == "on"
-    import anyio
 
     def work() -> Response:
         try:
