@@ -16,7 +16,9 @@ from console.i18n import N_
 from console.live import bench_topic, sse, stream
 from console.nav import NavItem, register
 from console.pages._kit import STAFF, done, hub_of, page, page_router
+from core import metrics
 from inventory import service as inventory
+from inventory.schemas import ScanRequest
 from inventory.states import DeviceState, Event, next_state
 from provisioning import overview
 from provisioning import service as runs
@@ -129,6 +131,40 @@ async def board_live(bench_id: int, request: Request, viewer: StaffViewer) -> Re
 
 # Actions. The board shows their effect through the live stream; the response is a
 # message for the person who acted.
+SCAN_MESSAGES = {
+    "received": N_("%(serial)s received in slot %(slot)s."),
+    "unexpected": N_("%(serial)s is in no delivery: kept aside as unexpected (slot %(slot)s)."),
+    "quarantined": N_("%(serial)s quarantined (damaged)."),
+    "already": N_("%(serial)s was already scanned: nothing changed."),
+}
+
+
+@router.post("/console/benches/{bench_id}/scan")
+def scan(
+    bench_id: int,
+    request: Request,
+    session: SessionDep,
+    viewer: StaffViewer,
+    code: Annotated[str, Form(min_length=1, max_length=64)],
+    slot: Annotated[int | None, Form(ge=1, le=10_000)] = None,
+    damaged: Annotated[bool, Form()] = False,
+) -> Response:
+    """Scan-in from the board (a keyboard-wedge scanner types into the field and sends
+    Enter), as ``masterline scan`` does."""
+    body = ScanRequest(code=code, bench_id=bench_id, slot=slot, damaged=damaged)
+    result = inventory.scan(session, body, viewer.principal)
+    session.commit()
+    metrics.scanned(result.outcome.value)
+    return done(
+        request,
+        viewer,
+        SCAN_MESSAGES[result.outcome.value],
+        fallback=f"/console/benches/{bench_id}",
+        serial=result.device.serial,
+        slot=result.device.slot or "—",
+    )
+
+
 @router.post("/console/runs/{run_id}/retry")
 def retry(run_id: int, request: Request, session: SessionDep, viewer: StaffViewer) -> Response:
     run = runs.retry(session, run_id, viewer.principal)

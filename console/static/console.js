@@ -79,6 +79,16 @@
     else post(button.dataset.post, "");
   });
 
+  // The scan field is ready for the next beep as soon as one is answered.
+  document.addEventListener("htmx:afterRequest", (e) => {
+    const form = e.detail.elt;
+    if (form && form.classList && form.classList.contains("scan")) {
+      form.reset();
+      const field = form.querySelector("input[name=code]");
+      if (field) field.focus();
+    }
+  });
+
   // Live updates. The server sends HTML of what changed; each element replaces the one
   // with its id. Focus stays where it was.
   function swapTiles(html) {

@@ -159,3 +159,21 @@ def test_metrics_count_scans_and_read_the_pipeline_at_scrape_time(
     assert "masterline_step_duration_seconds" in after.text
     # A bench token sees nothing of it.
     assert app_client.get("/metrics", headers=auth(world.token(Role.TECHNICIAN))).status_code == 403
+
+
+def test_a_laptop_is_scanned_in_from_the_board(app_client: TestClient, world: World) -> None:
+    csrf = sign_in(app_client, world.token(Role.TECHNICIAN))
+    answer = app_client.post(
+        f"/console/benches/{world.bench.id}/scan",
+        data={"code": " acme0002 ", "slot": "5"},
+        headers={"X-CSRF-Token": csrf, **HTMX},
+    )
+    assert answer.status_code == 200 and "ACME0002 reçu sur le slot 5." in answer.text
+    again = app_client.post(
+        f"/console/benches/{world.bench.id}/scan",
+        data={"code": "ACME0002"},
+        headers={"X-CSRF-Token": csrf, **HTMX},
+    )
+    assert "déjà été scanné" in again.text
+    board = app_client.get(f"/console/benches/{world.bench.id}")
+    assert 'id="slot-5" class="tile s-received' in board.text
