@@ -113,7 +113,9 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
                 quarantinable.append(device_id)
         runs = []
         for device_id, _state, status, step in plan:
-            total = 40 * 1024 * MiB
+            # provisioning_run.progress_* are 32-bit integers on PostgreSQL (a stream of
+            # more than 2 GiB overflows them: reported), so the scene stays under that.
+            total = 2047 * MiB
             sent = rng.randint(0, total) if step == "stream" else 0
             runs.append(
                 {
@@ -358,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         rows += run_backend(backend, args)
+        print(render(rows)[0], flush=True)  # each backend's figures as soon as they exist
     table, ok = render(rows)
     print()
     print(

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import gettext as _gettext
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_datetime, format_timedelta
-from babel.numbers import format_decimal
+from babel.dates import format_datetime
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 LANGUAGES: tuple[str, ...] = ("fr", "en")
@@ -85,33 +84,42 @@ def negotiate(accept_language: str | None) -> str:
     return sorted(wanted)[0][2] if wanted else DEFAULT_LANGUAGE
 
 
-# Formatting in the current language.
+# Formatting in the current language. Hot paths (a board renders hundreds of numbers)
+# format by hand; Babel's formatters parse their patterns on every call.
+@lru_cache(maxsize=len(LANGUAGES))
+def _locale(language: str) -> Locale:
+    return Locale.parse(language)
+
+
 def fmt_datetime(value: datetime | None, style: str = "short") -> str:
     if value is None:
         return "—"
-    return format_datetime(value.astimezone(TIMEZONE), style, locale=Locale(current()))
+    return format_datetime(value.astimezone(TIMEZONE), style, locale=_locale(current()))
 
 
 def fmt_time(value: datetime | None) -> str:
     if value is None:
         return "—"
-    return format_datetime(value.astimezone(TIMEZONE), "HH:mm:ss", locale=Locale(current()))
+    return value.astimezone(TIMEZONE).strftime("%H:%M:%S")
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """``45 s``, ``12 min``, ``2 h 05``: the same in both languages."""
     if seconds is None:
         return "—"
-    return format_timedelta(
-        timedelta(seconds=max(seconds, 1.0)),
-        threshold=1.5,
-        format="narrow",
-        locale=Locale(current()),
-    )
+    secs = max(1, round(seconds))
+    if secs < 90:
+        return f"{secs} s"
+    if secs < 90 * 60:
+        return f"{round(secs / 60)} min"
+    return f"{secs // 3600} h {secs % 3600 // 60:02d}"
 
 
 def fmt_number(value: float | int, digits: int = 0) -> str:
-    pattern = "#,##0" + ("." + "0" * digits if digits else "")
-    return format_decimal(value, format=pattern, locale=Locale(current()))
+    text = f"{value:,.{digits}f}"
+    if current() == "fr":  # 12 345,6 (narrow no-break space, decimal comma)
+        return text.replace(",", "\u202f").replace(".", ",")
+    return text
 
 
 def fmt_bytes(value: float | int | None) -> str:
