@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
 from core.db import Database, get_database
 from core.errors import MasterlineError
@@ -55,6 +56,8 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "configs", "description": "Client configurations; secrets write-only."},
         ],
     )
+    # Outermost of ours: sees every response, including those of the error handlers.
+    app.add_middleware(CloseUnreadBody)
     app.state.db = db or get_database()
     app.state.principal_cache = PrincipalCache()
 
