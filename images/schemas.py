@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from core.values import ModelName, VendorName
 from images.models import ImageFormat, ImageStatus, OsFamily
 
 Sha256 = Annotated[
@@ -33,8 +34,8 @@ ShortText = Annotated[str, Field(min_length=1, max_length=512)]
 
 # Images.
 class HardwareModelRef(BaseModel):
-    vendor: str = Field(min_length=1, max_length=64, examples=["Dell"])
-    model: str = Field(min_length=1, max_length=128, examples=["Latitude 5440"])
+    vendor: VendorName = Field(examples=["Dell"])
+    model: ModelName = Field(examples=["Latitude 5440"])
 
 
 class ImageDeclare(BaseModel):

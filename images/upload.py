@@ -18,28 +18,31 @@ continues from bytes the disk does not hold. The last byte triggers verification
 against the declaration from the running hashes (no second read), then an fsync and an
 atomic rename into the content-addressed store (``images.store``); a mismatch deletes
 the file and publishes nothing.
+
+Nothing here knows the web framework: the router hands over the request's headers (a
+case-insensitive mapping, read with lower-case names) and its body as an async iterator
+of chunks that raises ``images.stream.ClientGone`` when the client goes away.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import fcntl
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import anyio
-from fastapi import Request
 
 from core.db import Database
 from core.errors import InvalidInput, MasterlineError
 from core.principal import Principal
 from core.timeutil import utcnow
+from core.values import ascii_int
 from images import repository
 from images.errors import (
     ImageConflict,
@@ -62,9 +65,26 @@ TUS_EXTENSIONS = "creation,termination"
 T = TypeVar("T")
 
 
+Headers = Mapping[str, str]
+"""Request headers, looked up by lower-case name (Starlette's ``Headers`` is one)."""
+Body = AsyncIterable[bytes]
+
+MAX_METADATA = 4096
+"""Longest ``Upload-Metadata`` header accepted (ours carries one small integer)."""
+
+
 class TusVersionUnsupported(MasterlineError):
     status_code = 412
+    exit_code = 2
     title = "Precondition failed"
+
+
+class TusHeaderInvalid(MasterlineError):
+    """A tus header that does not parse: 400, as the protocol asks."""
+
+    status_code = 400
+    exit_code = 2
+    title = "Bad request"
 
 
 class WrongContentType(MasterlineError):
@@ -207,7 +227,9 @@ def publish(db: Database, store: Store, target: Target, temp: Path, digests: Dig
 
 
 # Plain single-request upload.
-async def put_content(request: Request, db: Database, image_id: int, principal: Principal) -> Image:
+async def put_content(
+    headers: Headers, body: Body, db: Database, image_id: int, principal: Principal
+) -> Image:
     """Receive the whole file in one request body and publish it.
 
     Not resumable: an interrupted or mismatched upload leaves nothing behind, and the
@@ -223,8 +245,11 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
     # This upload is not the image's tus upload (if it has one): leave that one alone
     # unless this one publishes the image.
     target = dataclasses.replace(found, upload_id=None)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) != target.stored_size:
+    raw_length = headers.get("content-length")
+    declared = ascii_int(raw_length.strip()) if raw_length is not None else None
+    if raw_length is not None and declared is None:
+        raise InvalidInput("Content-Length must be a non-negative integer below 2^63")
+    if declared is not None and declared != target.stored_size:
         raise UploadMismatch(
             f"Content-Length is {declared}, the image was declared with {target.stored_size} bytes"
         )
@@ -233,7 +258,7 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
     writer = await _thread(lambda: PartWriter(temp, Digests(target.format), create=True))
     try:
         try:
-            got = await receive(request, writer, limit=target.stored_size)
+            got = await receive(body, writer, limit=target.stored_size)
             await _thread(writer.sync)
         except OSError as e:
             if is_disk_full(e):
@@ -254,34 +279,45 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
 
 
 # tus.
-def parse_metadata(header: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64value`` pairs.
+_METADATA_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
-    :raises InvalidInput: malformed.
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (tus 1.0.0): keys
+    ASCII without spaces or commas and each given once, values strict base64 of UTF-8.
+
+    :raises TusHeaderInvalid: malformed.
     """
+    if len(header) > MAX_METADATA:
+        raise TusHeaderInvalid(f"Upload-Metadata is longer than {MAX_METADATA} characters")
     out: dict[str, str] = {}
     for item in header.split(","):
         item = item.strip()
         if not item:
             continue
         key, _, value = item.partition(" ")
+        if not set(key) <= _METADATA_KEY or " " in value.strip():
+            raise TusHeaderInvalid("Upload-Metadata: keys are ASCII words, values base64")
+        if key in out:
+            raise TusHeaderInvalid(f"Upload-Metadata: key '{key}' given twice")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
-        except (binascii.Error, UnicodeDecodeError) as e:
-            raise InvalidInput(f"Upload-Metadata: value of '{key}' is not base64") from e
+        except (ValueError, UnicodeDecodeError) as e:  # binascii.Error is a ValueError
+            raise TusHeaderInvalid(f"Upload-Metadata: value of '{key}' is not base64") from e
     return out
 
 
-def _check_tus_version(request: Request) -> None:
-    if request.headers.get("tus-resumable") != TUS_VERSION:
+def _check_tus_version(headers: Headers) -> None:
+    if headers.get("tus-resumable") != TUS_VERSION:
         raise TusVersionUnsupported(f"send Tus-Resumable: {TUS_VERSION}")
 
 
-def _int_header(request: Request, name: str) -> int:
-    value = request.headers.get(name, "")
-    if not value.isdigit():
-        raise InvalidInput(f"{name} header missing or not a non-negative integer")
-    return int(value)
+def _int_header(headers: Headers, name: str) -> int:
+    """:raises TusHeaderInvalid: missing, or not ASCII digits below 2^63."""
+    value = ascii_int(headers.get(name.lower(), "").strip())
+    if value is None:
+        raise TusHeaderInvalid(f"{name} header missing or not a non-negative integer below 2^63")
+    return value
 
 
 class _PartLock:
@@ -347,22 +383,23 @@ def _create_upload(db: Database, store: Store, target: Target, length: int) -> s
     return upload_id
 
 
-async def tus_create(request: Request, db: Database, principal: Principal) -> tuple[str, Image]:
+async def tus_create(headers: Headers, db: Database, principal: Principal) -> tuple[str, Image]:
     """tus creation: ``Upload-Length`` and ``Upload-Metadata`` naming ``image_id``.
 
-    :raises TusVersionUnsupported, InvalidInput: protocol errors.
+    :raises TusVersionUnsupported, TusHeaderInvalid: protocol errors.
+    :raises InvalidInput: the metadata names no image.
     :raises ImageNotFound: the image is not the caller's to upload.
     :raises UploadMismatch: Upload-Length differs from the declared size.
     """
-    _check_tus_version(request)
-    if "upload-defer-length" in request.headers:
-        raise InvalidInput("Upload-Defer-Length is not supported: declare the size")
-    length = _int_header(request, "upload-length")
-    meta = parse_metadata(request.headers.get("upload-metadata", ""))
-    raw_id = meta.get("image_id", "")
-    if not raw_id.isdigit():
+    _check_tus_version(headers)
+    if "upload-defer-length" in headers:
+        raise TusHeaderInvalid("Upload-Defer-Length is not supported: declare the size")
+    length = _int_header(headers, "Upload-Length")
+    meta = parse_metadata(headers.get("upload-metadata", ""))
+    image_id = ascii_int(meta.get("image_id", ""))
+    if image_id is None:
         raise InvalidInput("Upload-Metadata must carry image_id (declare the image first)")
-    target = await _thread(lambda: _uploading_image(db, int(raw_id), principal))
+    target = await _thread(lambda: _uploading_image(db, image_id, principal))
     store = get_store()
     upload_id = await _thread(lambda: _create_upload(db, store, target, length))
     row = await _thread(lambda: _load(db, target.image_id))
@@ -430,13 +467,13 @@ def _record_quietly(db: Database, target: Target, writer: PartWriter) -> None:
 
 
 async def tus_patch(
-    request: Request, db: Database, upload_id: str, principal: Principal
+    headers: Headers, body: Body, db: Database, upload_id: str, principal: Principal
 ) -> tuple[int, Image | None]:
     """Append the body at ``Upload-Offset``; returns the new offset, and the published
     image when this PATCH completed the upload.
 
     :raises UploadNotFound: unknown, finished, cancelled, or not the caller's.
-    :raises TusVersionUnsupported, WrongContentType, InvalidInput: protocol errors.
+    :raises TusVersionUnsupported, WrongContentType, TusHeaderInvalid: protocol errors.
     :raises UploadLocked: another request is writing it.
     :raises OffsetMismatch: ``Upload-Offset`` is not the server's offset.
     :raises UploadTooLarge: past the declared length (what came before is kept).
@@ -444,11 +481,11 @@ async def tus_patch(
     :raises UploadMismatch: complete, but not what was declared (upload discarded).
     """
     target = await _thread(lambda: _upload_target(db, upload_id, principal))
-    _check_tus_version(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    _check_tus_version(headers)
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/offset+octet-stream":
         raise WrongContentType("Content-Type must be application/offset+octet-stream")
-    offset = _int_header(request, "upload-offset")
+    offset = _int_header(headers, "Upload-Offset")
     store = get_store()
     lock, writer = await _thread(lambda: _open_part(db, store, target))
     try:
@@ -460,9 +497,7 @@ async def tus_patch(
             )
         limit = target.stored_size - offset
         try:
-            await receive(
-                request, writer, limit=limit, checkpoint=lambda: _record(db, target, writer)
-            )
+            await receive(body, writer, limit=limit, checkpoint=lambda: _record(db, target, writer))
         except OSError as e:
             if is_disk_full(e):
                 raise StorageFull(

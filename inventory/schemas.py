@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.values import ModelName, VendorName
 from inventory.states import DeviceState, Event
 
 Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -61,8 +62,8 @@ class BenchRead(BaseModel):
 
 
 class HardwareModelCreate(BaseModel):
-    vendor: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=128)
+    vendor: VendorName
+    model: ModelName
     disk_rule: str = Field(default="largest", min_length=1, max_length=64)
 
 
@@ -75,7 +76,7 @@ class DeliveryCreate(BaseModel):
     client_code: str | None = Field(
         default=None, max_length=32, description="Required for staff; implied for logistics."
     )
-    vendor: str = Field(min_length=1, max_length=64)
+    vendor: VendorName
     order_reference: str = Field(min_length=1, max_length=64)
     carrier: str | None = Field(default=None, max_length=64)
     tracking: str | None = Field(default=None, max_length=128)
