@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -40,8 +43,30 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def _recover_uploads(db: Database) -> None:
+    """Images a killed server left half-published are settled before serving (see
+    ``images.publish``); a failure here is logged, never fatal to the start."""
+    from images.publish import recover_interrupted
+    from images.store import get_store
+
+    try:
+        settled = recover_interrupted(db, get_store())
+    except Exception as e:  # e.g. a database not migrated yet: serve, and say why
+        log.warning("could not check for interrupted uploads: %s", type(e).__name__)
+        return
+    if settled:
+        log.warning("settled %d upload(s) interrupted by a server crash", len(settled))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
+    yield
+
+
 def create_app(db: Database | None = None) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Masterline",
         version="0.1.0",
         description=DESCRIPTION,

@@ -32,7 +32,6 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,7 +52,8 @@ from images.errors import (
     UploadMismatch,
     UploadNotFound,
 )
-from images.models import Image, ImageFormat, ImageStatus
+from images.models import Image, ImageStatus
+from images.publish import Target, publish, recover_interrupted, reset_upload
 from images.store import Store, get_store, is_disk_full
 from images.stream import Digests, PartWriter, live_drop, live_get, live_put, receive
 
@@ -96,134 +96,43 @@ async def _thread(fn: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(fn)
 
 
-# Looking up and publishing.
-@dataclass(frozen=True)
-class Target:
-    """What an upload is checked against (a snapshot of the declared image)."""
-
-    image_id: int
-    format: ImageFormat
-    stored_size: int
-    stored_sha256: str
-    raw_size: int
-    raw_sha256: str
-    upload_id: str | None
-    upload_offset: int
-
-    @classmethod
-    def of(cls, row: Image) -> Target:
-        assert row.id is not None
-        return cls(
-            row.id,
-            ImageFormat(row.format),
-            row.stored_size,
-            row.stored_sha256,
-            row.raw_size,
-            row.raw_sha256,
-            row.upload_id,
-            row.upload_offset,
-        )
-
-
+# Looking up.
 def _uploading_image(db: Database, image_id: int, principal: Principal) -> Target:
-    with db.session(write=False) as s:
-        row = repository.get_image(s, image_id)
-        if row is None or not principal.sees_client(row.client_id):
-            raise ImageNotFound(image_id)
-        if row.status != ImageStatus.UPLOADING:
-            raise ImageConflict(
-                f"image {image_id} is {row.status}; its bytes can no longer be sent"
-            )
-        return Target.of(row)
+    for first in (True, False):
+        with db.session(write=False) as s:
+            row = repository.get_image(s, image_id)
+            if row is None or not principal.sees_client(row.client_id):
+                raise ImageNotFound(image_id)
+            status, target = row.status, Target.of(row)
+        if first and _settled(db, status, image_id):
+            continue  # its publisher had died: look again
+        if status != ImageStatus.UPLOADING:
+            raise ImageConflict(f"image {image_id} is {status}; its bytes can no longer be sent")
+        break
+    return target
 
 
 def _upload_target(db: Database, upload_id: str, principal: Principal) -> Target:
-    with db.session(write=False) as s:
-        row = repository.get_image_by_upload(s, upload_id)
-        if (
-            row is None
-            or not principal.sees_client(row.client_id)
-            or row.status != ImageStatus.UPLOADING
-        ):
+    for first in (True, False):
+        with db.session(write=False) as s:
+            row = repository.get_image_by_upload(s, upload_id)
+            if row is None or not principal.sees_client(row.client_id):
+                raise UploadNotFound()
+            status, target = row.status, Target.of(row)
+        if first and _settled(db, status, target.image_id):
+            continue
+        if status != ImageStatus.UPLOADING:
             raise UploadNotFound()
-        return Target.of(row)
+        break
+    return target
 
 
-def _mismatch(target: Target, digests: Digests) -> str | None:
-    if digests.offset != target.stored_size:
-        return f"received {digests.offset} bytes, {target.stored_size} were declared"
-    got = digests.stored.hexdigest()
-    if got != target.stored_sha256:
-        return f"sha256 of the received bytes is {got}, {target.stored_sha256} was declared"
-    if digests.corrupt:
-        return digests.corrupt
-    raw_size, raw_sha = digests.raw_result()
-    if raw_size != target.raw_size:
-        return f"decompressed to {raw_size} bytes, {target.raw_size} were declared"
-    if raw_sha != target.raw_sha256:
-        return f"sha256 of the decompressed bytes is {raw_sha}, {target.raw_sha256} declared"
-    return None
-
-
-def _reset_upload(db: Database, target: Target) -> None:
-    with db.session() as s:
-        row = repository.get_image_for_update(s, target.image_id)
-        if row is not None and row.upload_id == target.upload_id:
-            row.upload_id = None
-            row.upload_offset = 0
-            row.upload_touched_at = utcnow()
-            s.add(row)
-
-
-def publish(db: Database, store: Store, target: Target, temp: Path, digests: Digests) -> Image:
-    """Verify a complete upload against its declaration and publish it.
-
-    The temporary file must already be fsynced. On any failure it is deleted (for a
-    tus upload, the upload is reset so that a new one can start) and nothing is
-    published.
-
-    :raises UploadMismatch: size, sha256 or (raw+zstd) decompressed size/hash differ.
-    :raises ImageConflict: the image was published or cancelled meanwhile.
-    :raises StorageFull: the rename could not be done.
-    """
-    problem = _mismatch(target, digests)
-    if problem:
-        temp.unlink(missing_ok=True)
-        if target.upload_id:
-            live_drop(target.upload_id)
-            _reset_upload(db, target)
-        raise UploadMismatch(f"{problem}; nothing was published, upload it again")
-    with db.session() as s:
-        row = repository.get_image_for_update(s, target.image_id)
-        if row is None or row.status != ImageStatus.UPLOADING:
-            temp.unlink(missing_ok=True)
-            raise ImageConflict(f"image {target.image_id} was published or cancelled meanwhile")
-        row.status = ImageStatus.VERIFYING
-        row.upload_touched_at = utcnow()
-        s.add(row)
-    try:
-        with store.shared_lock():
-            store.publish(temp, target.stored_sha256)
-            with db.session() as s:
-                row = repository.get_image_for_update(s, target.image_id)
-                assert row is not None
-                row.status = ImageStatus.AVAILABLE
-                row.published_at = utcnow()
-                row.upload_id = None
-                row.upload_offset = target.stored_size
-                row.upload_touched_at = row.published_at
-                s.add(row)
-    except BaseException:
-        with db.session() as s:
-            row = repository.get_image_for_update(s, target.image_id)
-            if row is not None and row.status == ImageStatus.VERIFYING:
-                row.status = ImageStatus.UPLOADING
-                s.add(row)
-        temp.unlink(missing_ok=True)
-        raise
-    if target.upload_id:
-        live_drop(target.upload_id)
-    return row
+def _settled(db: Database, status: str, image_id: int) -> bool:
+    """An image found ``verifying``: settle it if its publisher is dead (see
+    ``images.publish``); True if that changed it."""
+    return status == ImageStatus.VERIFYING and bool(
+        recover_interrupted(db, get_store(), image_id=image_id)
+    )
 
 
 # Plain single-request upload.
@@ -530,7 +439,7 @@ def _terminate(db: Database, store: Store, target: Target) -> None:
     finally:
         lock.release()
     live_drop(target.upload_id)
-    _reset_upload(db, target)
+    reset_upload(db, target)
 
 
 async def tus_terminate(db: Database, upload_id: str, principal: Principal) -> None:

@@ -1,7 +1,7 @@
 """Run the API in a process of its own (``python -m tests.support.serve URL PORT``), for
 tests that must kill it for real or read what it consumed from ``/proc``.
 
-``--block-publish before|after MARKER``: the image store's ``publish`` writes MARKER and
+``--block-publish before|after MARKER``: the image store's ``publish`` appends to MARKER and
 then blocks forever, before or after its rename, so that a test can SIGKILL the server
 at that very point of an upload's final publish. Test-only: production code has no
 such hook.
@@ -28,7 +28,8 @@ def _block_publish(when: str, marker: Path) -> None:
     def publish(self: Store, temp: Path, sha256: str) -> Any:
         if when == "after":
             original(self, temp, sha256)
-        marker.write_text("publishing")
+        with marker.open("a") as f:  # one character per publish that reached this point
+            f.write("x")
         threading.Event().wait()  # until killed
 
     Store.publish = publish  # type: ignore[method-assign]
