@@ -11,7 +11,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.body import CloseUnreadBody
@@ -104,6 +104,13 @@ def create_app(db: Database | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
+        # A value the column cannot hold (ids are 32-bit on PostgreSQL, so 2^31 passes
+        # the 64-bit check at the edge): the caller's input, not our failure.
+        log.info("data error on %s %s: %s", request.method, request.url.path, type(exc.orig))
+        return _problem(422, "Invalid input", "a value is out of range or malformed")
 
     @app.exception_handler(OperationalError)
     async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:

@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import re
+import types
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any, Union, get_args, get_origin
 
+from annotated_types import Ge, Le
 from pydantic import AfterValidator, Field
 
 INT64_MIN = -(2**63)
@@ -62,3 +64,23 @@ def check_name(value: str) -> str:
 
 VendorName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_name)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_name)]
+
+
+_BOUNDS = (Ge(INT64_MIN), Le(INT64_MAX))
+
+
+def bounded_ints(annotation: Any) -> Any:
+    """``annotation`` with every bare ``int`` in it made an ``Int64`` (through
+    ``Annotated``, ``Optional`` and unions; ``bool`` is left alone)."""
+    if annotation is int:
+        return Annotated[int, *_BOUNDS]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *meta = get_args(annotation)
+        bounded = bounded_ints(inner)
+        return annotation if bounded is inner else Annotated[bounded, *meta]
+    if origin in (Union, types.UnionType):
+        args = get_args(annotation)
+        new = tuple(bounded_ints(a) for a in args)
+        return annotation if new == args else Union[new]  # noqa: UP007 - built from a tuple
+    return annotation
