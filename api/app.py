@@ -11,9 +11,10 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import openapi
 from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
 from core.db import Database, get_database
@@ -112,6 +113,18 @@ def create_app(db: Database | None = None) -> FastAPI:
         log.info("data error on %s %s: %s", request.method, request.url.path, type(exc.orig))
         return _problem(422, "Invalid input", "a value is out of range or malformed")
 
+    @app.exception_handler(IntegrityError)
+    async def _constraint(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A duplicate or a reference to nothing that a route did not check first: the
+        # database refused the write, nothing was written; say so instead of a 500.
+        log.warning("integrity error on %s %s", request.method, request.url.path)
+        return _problem(
+            409,
+            "Conflict",
+            "conflicts with existing data (a duplicate, or a reference "
+            "to something that does not exist); nothing was written",
+        )
+
     @app.exception_handler(OperationalError)
     async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
         # Lock timeouts and lost connections: the caller can retry; never a traceback.
@@ -139,4 +152,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    openapi.install(app)
     return app
