@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import openapi
+from api import docs, openapi
 from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
 from core.db import Database, get_database
@@ -68,6 +68,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(db: Database | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
+        docs_url=None,  # served by api.docs, with local assets
+        redoc_url=None,
         title="Masterline",
         version="0.1.0",
         description=DESCRIPTION,
@@ -153,4 +155,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
     openapi.install(app)
+    docs.install(app)
     return app

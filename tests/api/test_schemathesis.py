@@ -11,11 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -67,30 +65,37 @@ def test_the_api_answers_what_its_openapi_says(
     started = time.monotonic()
     for result in schema.get_all_operations():
         operation = result.ok()
-        if (operation.method.upper(), operation.path) in SKIPPED:
-            continue
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=CASES_PER_OPERATION,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case: Any) -> None:
-            nonlocal cases
-            cases += 1
-            try:
-                case.call_and_validate(headers=headers, checks=CHECKS)
-            except (Exception, BaseExceptionGroup) as e:  # collect every failure
-                failures.append(f"{operation.method.upper()} {operation.path}: {e}"[:600])
-
-        try:
-            run()
-        except (Exception, BaseExceptionGroup) as e:
-            failures.append(f"{operation.method.upper()} {operation.path}: {e}"[:600])
+        if (operation.method.upper(), operation.path) not in SKIPPED:
+            cases += _exercise(operation, headers, failures)
     assert not failures, f"{len(failures)} failures in {cases} cases:\n" + "\n\n".join(failures)
     assert cases >= 150, cases
-    print(f"{cases} cases in {time.monotonic() - started:.1f} s")  # noqa: T201
+    print(f"{cases} cases in {time.monotonic() - started:.1f} s")
+
+
+def _exercise(operation: Any, headers: dict[str, str], failures: list[str]) -> int:
+    """Run the operation's generated cases; append what failed; return how many ran."""
+    label = f"{operation.method.upper()} {operation.path}"
+    ran = 0
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=CASES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: Any) -> None:
+        nonlocal ran
+        ran += 1
+        try:
+            case.call_and_validate(headers=headers, checks=CHECKS)
+        except (Exception, BaseExceptionGroup) as e:  # collect every failure
+            failures.append(f"{label}: {e}"[:600])
+
+    try:
+        run()
+    except (Exception, BaseExceptionGroup) as e:
+        failures.append(f"{label}: {e}"[:600])
+    return ran
