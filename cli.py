@@ -96,6 +96,7 @@ def load(name: str) -> click.Command:
     """The click command of a lazy entry (imports its module)."""
     entry = LAZY[name]
     target = _resolve(entry.target)
+    command: click.Command
     if isinstance(target, typer.Typer):
         for sub, ref in entry.extra:
             target.command(sub)(_resolve(ref))
@@ -194,12 +195,15 @@ def demo_seed() -> None:
 def demo_run(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    stop_with_parent: Annotated[
+        bool, typer.Option(help="Stop when the parent process dies (what `make run` uses).")
+    ] = False,
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
     scan-in, bench view (what ``make run`` does)."""
     from core.demo import run
 
-    run(host=host, port=port)
+    run(host=host, port=port, stop_with_parent=stop_with_parent)
 
 
 def main() -> None:
