@@ -92,7 +92,7 @@ def serve(
 @demo_app.command("seed")
 def demo_seed() -> None:
     """Load the small demo data set (idempotent) and print an admin token."""
-    from core.demo import seed
+    from demo.seed import seed
 
     token = seed()
     typer.echo(token)
@@ -105,7 +105,7 @@ def demo_run(
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
     scan-in, bench view (what ``make run`` does)."""
-    from core.demo import run
+    from demo.seed import run
 
     run(host=host, port=port)
 

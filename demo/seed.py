@@ -59,7 +59,7 @@ def seed() -> str:
 
 def run(*, host: str, port: int) -> None:
     """The whole main job: lab, API, worker, images, delivery, scan-in (``make run``)."""
-    from provisioning.demo import run_demo
+    from demo.run import run_demo
 
     run_demo(host=host, port=port)
 

@@ -59,7 +59,7 @@ def run_demo(*, host: str, port: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from core.demo import DEMO_CLIENT, seed
+    from demo.seed import DEMO_CLIENT, seed
     from lab.faults import Fault
     from lab.lab import Lab
     from provisioning.cli import runs_table
