@@ -21,10 +21,10 @@ from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app,
 from lab.cli import app as lab_app
 from logistics.cli import app as logistics_app
 from logistics.cli import deliveries_status, dispatch, labels_app, webhooks_app
-from provisioning.cli import app as provisioning_app
-from provisioning.cli import up as provisioning_up
-from provisioning.cli import watch as provisioning_watch
-from provisioning.cli import worker as provisioning_worker
+from provisioning.runs.cli import app as provisioning_app
+from provisioning.runs.cli import up as provisioning_up
+from provisioning.runs.cli import watch as provisioning_watch
+from provisioning.runs.cli import worker as provisioning_worker
 
 app = typer.Typer(
     name="masterline",

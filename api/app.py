@@ -97,7 +97,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
-    from provisioning.router import router as provisioning_router
+    from provisioning.runs.router import router as provisioning_router
 
     app.include_router(inventory_router)
     app.include_router(tokens_router)

@@ -9,7 +9,7 @@ do: hostname, WireGuard profile, app markers):
 - **baseline**: ``ansible-playbook -i inventory.json -f N -e @secrets.json
   playbooks/linux/configure.yml`` with the environment Masterline gives it (pipelining,
   ControlPersist, pinned host keys), ControlPersist masters closed afterwards;
-- **batched**: ``provisioning.configure.configure_linux_batch``: one ansible-runner run
+- **batched**: ``provisioning.configure.linux.configure_linux_batch``: one ansible-runner run
   for the N laptops, per-laptop results from the events (what a worker configuring a
   wave uses);
 - **waves**: N threads each calling ``LinuxWaves.configure`` for one laptop, what the
@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.ansible import (
+from provisioning.configure.ansible import (
     _envvars,
     _stop_control_masters,
     default_forks,
     host_alias,
     inventory_host,
 )
-from provisioning.configure import (
+from provisioning.configure.linux import (
     CONFIGURE_PLAYBOOK,
     LinuxWaves,
     configure_linux_batch,
@@ -59,7 +59,7 @@ from provisioning.configure import (
     linux_secrets,
     playbook_path,
 )
-from provisioning.plan import ConfigPlan, OsTarget
+from provisioning.configure.plan import ConfigPlan, OsTarget
 
 TARGET_RATIO = 1.1
 

@@ -91,7 +91,7 @@ def _endpoint(laptop: object) -> object:
 
 
 def _masterline(laptop: object, cached: object, result: dict[str, int] | None = None) -> float:
-    from provisioning import imaging
+    from provisioning.imaging import stream as imaging
     from provisioning.transports.ssh import SSHTransport
 
     transport = SSHTransport(_endpoint(laptop))  # type: ignore[arg-type]
@@ -106,7 +106,7 @@ def _masterline(laptop: object, cached: object, result: dict[str, int] | None = 
 
 
 def _verify(laptop: object, cached: object) -> float:
-    from provisioning import imaging
+    from provisioning.imaging import stream as imaging
     from provisioning.transports.ssh import SSHTransport
 
     transport = SSHTransport(_endpoint(laptop))  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lab.lab import Lab
-    from provisioning import imaging
+    from provisioning.imaging import stream as imaging
 
     work = Path(tempfile.mkdtemp(prefix="ml-bench-imaging-"))
     raw = work / "image.raw"
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             single_s.append(_openssh(one, cached.path, same_sink=True))
             os.sync()
             # Each timed run is a worker's first stream of this image, which hashes it
-            # while sending (provisioning.imaging.SentHashes): the costlier case.
+            # while sending (provisioning.imaging.stream.SentHashes): the costlier case.
             imaging.SENT_HASHES.forget()
             single_m.append(_masterline(one, cached, sent))
         # What the verify step adds after a stream: flush the disk, read it back, hash.

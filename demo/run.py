@@ -62,9 +62,9 @@ def run_demo(*, host: str, port: int) -> None:
     from demo.seed import DEMO_CLIENT, seed
     from lab.faults import Fault
     from lab.lab import Lab
-    from provisioning.cli import runs_table
-    from provisioning.engine import JobEngine
-    from provisioning.worker import config_from_env
+    from provisioning.pipeline.engine import JobEngine
+    from provisioning.pipeline.worker import config_from_env
+    from provisioning.runs.cli import runs_table
 
     def _terminate(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # so that the lab and the worker stop cleanly

@@ -299,7 +299,7 @@ of any id one of them returns. The pipeline may append its own."""
 
 
 def _needed_by_active_runs(session: Session, image_ids: Collection[int]) -> set[int]:
-    from provisioning.models import ProvisioningRun, RunStatus
+    from provisioning.runs.models import ProvisioningRun, RunStatus
 
     q = select(ProvisioningRun.image_id).where(
         col(ProvisioningRun.image_id).in_(list(image_ids)),

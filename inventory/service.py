@@ -335,7 +335,7 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         )
         # Queues its provisioning run when the client has an image and a configuration;
         # the worker sees it only once this transaction commits.
-        from provisioning.service import maybe_queue
+        from provisioning.runs.service import maybe_queue
 
         maybe_queue(session, device, actor=principal.actor)
         return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")

@@ -31,7 +31,7 @@ def reboot_into_os(options: dict[str, Any]) -> None:
 
 
 def os_target(options: dict[str, Any], os_family: str) -> Any:
-    from provisioning.plan import OsTarget
+    from provisioning.configure.plan import OsTarget
 
     lab = _lab(options)
     laptop = lab.get(str(options["lab_laptop"]))

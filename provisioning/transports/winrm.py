@@ -39,6 +39,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from provisioning.configure.plan import OsFamily, OsTarget, WinRMTransportKind
 from provisioning.errors import (
     AuthFailed,
     CommandTimedOut,
@@ -46,7 +47,6 @@ from provisioning.errors import (
     HostKeyMismatch,
     TransportError,
 )
-from provisioning.plan import OsFamily, OsTarget, WinRMTransportKind
 from provisioning.transports.base import CommandResult, ProgressCallback, StreamResult
 
 POWERSHELL_STDIN = "powershell.exe -NoProfile -NonInteractive -Command -"

@@ -153,7 +153,7 @@ def _other_domain(module: str, cls: str) -> ParamFactory:
 
 SYNTHETIC_FACTORIES: dict[str, ParamFactory] = {
     "image_id": _other_domain("images.models", "Image"),
-    "run_id": _other_domain("provisioning.models", "ProvisioningRun"),
+    "run_id": _other_domain("provisioning.runs.models", "ProvisioningRun"),
     "teleworker_id": _other_domain("logistics.models", "Teleworker"),
     "sub_id": _other_domain("logistics.models", "WebhookSubscription"),
 }
