@@ -17,14 +17,33 @@ from core.console import err_console
 from core.errors import MasterlineError
 from images.cli import app as images_app
 from images.cli import configs_app
-from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app, scan
+from inventory.cli import (
+    LABEL_PRINTERS,
+    admin_app,
+    deliveries_app,
+    devices_app,
+    lifecycle_app,
+    scan,
+)
 from lab.cli import app as lab_app
 from logistics.cli import app as logistics_app
-from logistics.cli import deliveries_status, dispatch, labels_app, webhooks_app
+from logistics.cli import (
+    deliveries_status,
+    dispatch,
+    labels_app,
+    print_asset_label,
+    webhooks_app,
+)
+from provisioning.pipeline.cli import worker as provisioning_worker
 from provisioning.runs.cli import app as provisioning_app
-from provisioning.runs.cli import up as provisioning_up
 from provisioning.runs.cli import watch as provisioning_watch
-from provisioning.runs.cli import worker as provisioning_worker
+from wiring import wire
+
+# The composition root of the command line: the domains' hooks, and its own seam
+# (``scan --print`` prints labels through logistics, which inventory does not import).
+wire()
+if print_asset_label not in LABEL_PRINTERS:
+    LABEL_PRINTERS.append(print_asset_label)
 
 app = typer.Typer(
     name="masterline",
@@ -53,7 +72,6 @@ app.add_typer(webhooks_app, name="webhooks")
 deliveries_app.command("status")(deliveries_status)
 app.add_typer(provisioning_app, name="runs")
 app.command("worker")(provisioning_worker)
-app.command("up")(provisioning_up)
 app.command("watch")(provisioning_watch)
 
 
@@ -89,6 +107,33 @@ def serve(
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
+@app.command("up")
+def up(
+    host: Annotated[str, typer.Option(envvar="MASTERLINE_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MASTERLINE_PORT")] = 8000,
+) -> None:
+    """Run the API and a worker in one process (the embedded default)."""
+    import threading
+
+    import uvicorn
+
+    from api.app import create_app
+    from core.db import get_database
+    from provisioning.pipeline.engine import JobEngine
+    from provisioning.pipeline.worker import config_from_env
+
+    db = get_database()
+    stop = threading.Event()
+    engine = JobEngine(db, config_from_env())
+    thread = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
+    thread.start()
+    try:
+        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
 @demo_app.command("seed")
 def demo_seed() -> None:
     """Load the small demo data set (idempotent) and print an admin token."""
@@ -105,9 +150,9 @@ def demo_run(
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
     scan-in, bench view (what ``make run`` does)."""
-    from demo.seed import run
+    from demo.run import run_demo
 
-    run(host=host, port=port)
+    run_demo(host=host, port=port)
 
 
 def main() -> None:

@@ -40,6 +40,9 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse
 
 
 def create_app(db: Database | None = None) -> FastAPI:
+    from wiring import wire  # the composition root: above every domain, as this app is
+
+    wire()
     app = FastAPI(
         title="Masterline",
         version="0.1.0",

@@ -50,16 +50,16 @@ from provisioning.configure.ansible import (
     host_alias,
     inventory_host,
 )
+from provisioning.configure.apply import configure_os
 from provisioning.configure.linux import (
     CONFIGURE_PLAYBOOK,
-    LinuxWaves,
     configure_linux_batch,
-    configure_os,
     linux_hostvars,
     linux_secrets,
     playbook_path,
 )
 from provisioning.configure.plan import ConfigPlan, OsTarget
+from provisioning.pipeline.waves import LinuxWaves
 
 TARGET_RATIO = 1.1
 

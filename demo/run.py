@@ -28,6 +28,8 @@ import zstandard
 from core.console import console
 from core.db import get_database
 from core.settings import get_settings
+from lab.bootcontrol import slot_options
+from wiring import wire
 
 MiB = 1024 * 1024
 LINUX_MODEL = "Precision 3480"
@@ -73,6 +75,7 @@ def run_demo(*, host: str, port: int) -> None:
     n_linux = int(os.environ.get("MASTERLINE_DEMO_LINUX", "4"))
     n_windows = int(os.environ.get("MASTERLINE_DEMO_WINDOWS", "4"))
     settings = get_settings()
+    wire()
     token = seed()
     db = get_database()
     # A fresh serial prefix per run: the demo database keeps earlier runs' laptops.
@@ -261,7 +264,7 @@ def _stage(
                     "ssh_user": lp.ssh_user,
                     "key_path": str(lp.client_key_path),
                     "known_hosts_path": str(lp.known_hosts_path),
-                    "options": {"lab_root": str(lab.root), "lab_laptop": lp.name},
+                    "options": slot_options(lab.root, lp.name),
                 },
             )
         )

@@ -1,4 +1,4 @@
-"""The demo data set and the embedded all-in-one run behind ``make run``."""
+"""The demo data set (the all-in-one run behind ``make run`` is ``demo/run.py``)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,6 @@ def seed() -> str:
             )
         _, clear = tokens.create_token(session, name="demo-admin", role=Role.ADMIN)
     return clear
-
-
-def run(*, host: str, port: int) -> None:
-    """The whole main job: lab, API, worker, images, delivery, scan-in (``make run``)."""
-    from demo.run import run_demo
-
-    run_demo(host=host, port=port)
 
 
 def run_api_only(*, host: str, port: int) -> None:

@@ -15,7 +15,8 @@ from sqlmodel import Session
 
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
-from inventory import lifecycle, repository
+from inventory import hooks, lifecycle, repository
+from inventory.codes import normalize_code as normalize_code
 from inventory.errors import (
     BenchNotFound,
     ClientNotFound,
@@ -48,11 +49,6 @@ UNKNOWN_VENDOR = "unknown"
 MANUAL_EVENTS = frozenset(
     {Event.QUARANTINE, Event.RELEASE, Event.RETIRE, Event.REJECT, Event.RESTAGE, Event.RETURN}
 )
-
-
-def normalize_code(code: str) -> str:
-    """Serials and asset tags compare upper-case, without surrounding blanks."""
-    return code.strip().upper()
 
 
 # Clients, sites, benches, hardware models (admin).
@@ -333,11 +329,9 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
             actor=principal.actor,
             details={"bench_id": bench.id, "slot": slot},
         )
-        # Queues its provisioning run when the client has an image and a configuration;
-        # the worker sees it only once this transaction commits.
-        from provisioning.runs.service import maybe_queue
-
-        maybe_queue(session, device, actor=principal.actor)
+        # Provisioning queues its run here when the client has an image and a
+        # configuration (its hook); the worker sees it only once this transaction commits.
+        hooks.received(session, device, actor=principal.actor)
         return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
     if body.damaged and state is not DeviceState.QUARANTINED:
         device.quarantine_reason = body.reason or "damaged at scan-in"

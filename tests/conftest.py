@@ -23,6 +23,9 @@ from core.migrate import upgrade
 from core.registry import load_all_models
 from tests.support.factories import World, build_world
 from tests.support.postgres import PostgresCluster, start_cluster
+from wiring import wire
+
+wire()  # the hooks every process registers at start (scan-in queues runs...)
 
 _WANTED = os.environ.get("MASTERLINE_TEST_BACKENDS", "sqlite,postgres")
 BACKENDS = [b.strip() for b in _WANTED.split(",") if b.strip()]

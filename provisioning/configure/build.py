@@ -1,31 +1,40 @@
 """The plan for one laptop, from its client's configuration in the images domain: the
 configuration document translated into the plan's own shape (``plan_document``), the
 device's hostname and VPN secrets, and the store installers resolved (``build_plan``).
-The plan's types and their validation are in ``provisioning/configure/plan.py``.
+The plan's types and their validation are in ``configure/plan.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+from sqlmodel import Session
+
+from images import configs as image_configs
+from images import repository as image_repo
+from images import store
+from images.errors import StoredFileMissing
+from images.models import Image, ImageFormat
+from images.service import active_config
+from inventory.models import Device
 from provisioning.configure.plan import (
-    _VPN_SECRET_KEYS,
-    ConfigPlan,
-    InvalidPlan,
-    OsFamily,
-    VpnKind,
-    _enum,
-    _slug,
-)
-from provisioning.imaging.installers import (
     LINUX_INSTALLER_DIR,
+    VPN_SECRET_KEYS,
     WINDOWS_INSTALLER_DIR,
-    resolve_installers,
+    AppPlan,
+    ConfigPlan,
+    OsFamily,
+    StoreFile,
+    VpnKind,
+    parse_enum,
+    slug,
 )
+from provisioning.errors import InvalidPlan
 
 
-def build_plan(session: Any, device: Any, image: Any) -> ConfigPlan:
+def build_plan(session: Session, device: Device, image: Image) -> ConfigPlan:
     """The plan for ``device``: its client's active configuration
     (``images.service.active_config``), this device's decrypted VPN secrets
     (``images.configs.device_secrets``) and the hostname rendered from the client's
@@ -34,13 +43,10 @@ def build_plan(session: Any, device: Any, image: Any) -> ConfigPlan:
     :raises InvalidPlan: no active configuration, or one that cannot be applied.
     :raises images.errors.HostnameInvalid, SecretKeyError: from the images domain.
     """
-    from images import configs as image_configs  # the images domain owns configurations
-    from images import service as image_service
-
-    config = image_service.active_config(session, device.client_id)
-    if config is None:
+    config = active_config(session, device.client_id) if device.client_id is not None else None
+    if config is None or device.client_id is None:
         raise InvalidPlan(f"the client of device {device.serial} has no active configuration")
-    family = _enum(OsFamily, getattr(image, "os_family", "linux"), "OS family")
+    family = parse_enum(OsFamily, image.os_family, "OS family")
     body = image_configs.body_of(config)
     hostname = image_configs.hostname_for(session, config, device, image.os_family)
     document = plan_document(body.model_dump(mode="json"), family)
@@ -49,11 +55,11 @@ def build_plan(session: Any, device: Any, image: Any) -> ConfigPlan:
     if document["vpn"]:
         # The device's secret store may hold more than its VPN's (e.g. an admin
         # password for another step): the plan takes only what its VPN kind uses.
-        kind = _enum(VpnKind, document["vpn"].get("kind", ""), "VPN kind")
+        kind = parse_enum(VpnKind, document["vpn"].get("kind", ""), "VPN kind")
         stored = image_configs.device_secrets(session, config, device)
-        secrets = {k: v for k, v in stored.items() if k in _VPN_SECRET_KEYS[kind]}
+        secrets = {k: v for k, v in stored.items() if k in VPN_SECRET_KEYS[kind]}
     plan = ConfigPlan.from_dict(document, os_family=family, secrets=secrets)
-    return resolve_installers(session, int(device.client_id), plan)
+    return resolve_installers(session, device.client_id, plan)
 
 
 def plan_document(body: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
@@ -106,7 +112,7 @@ def _app_document(app: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
             )
         doc.update(source="package", package=source.get("id"))
     else:
-        key = _slug(name)
+        key = slug(name)
         if family is OsFamily.WINDOWS:
             doc.update(source="msi", package=f"{WINDOWS_INSTALLER_DIR}\\{key}.msi")
         else:
@@ -118,3 +124,35 @@ def _app_document(app: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
     elif verify.get("name"):
         doc["verify"] = f"package:{verify.get('name')}"
     return doc
+
+
+# Resolution, when the plan is built.
+def resolve_installers(session: Session, client_id: int, plan: ConfigPlan) -> ConfigPlan:
+    """``plan`` with each store installer resolved to its stored file (or to the reason
+    there is none: see ``StoreFile``)."""
+
+    def fix(app: AppPlan) -> AppPlan:
+        if app.installer is None:
+            return app
+        return replace(app, installer=_resolve(session, client_id, app.installer))
+
+    vpn = plan.vpn
+    if vpn is not None and vpn.client_app is not None:
+        vpn = replace(vpn, client_app=fix(vpn.client_app))
+    return replace(plan, apps=tuple(fix(a) for a in plan.apps), vpn=vpn)
+
+
+def _resolve(session: Session, client_id: int, ref: StoreFile) -> StoreFile:
+    if ref.image_id is not None:
+        image = image_repo.get_image(session, ref.image_id)
+    else:
+        image = image_repo.available_by_sha(session, client_id, ref.sha256)
+    if image is None or image.client_id != client_id:
+        return replace(ref, problem=f"{ref.label} is not in the client's image store")
+    found = replace(ref, image_id=image.id, sha256=image.stored_sha256, size=image.stored_size)
+    if image.format == ImageFormat.RAW_ZSTD:
+        return replace(found, problem=f"{found.label} is a compressed disk image, not an installer")
+    try:
+        return replace(found, path=str(store.path_of(image)))
+    except StoredFileMissing as e:
+        return replace(found, problem=e.message)

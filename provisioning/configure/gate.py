@@ -198,10 +198,9 @@ def _observe_windows(
     target: OsTarget, plan: ConfigPlan, *, on_event: EventCallback, timeout: float
 ) -> _Observed:
     from provisioning.configure.vpn import profile_path
-    from provisioning.configure.windows import WindowsConfigurator
-    from provisioning.transports.winrm import WinRMTransport
+    from provisioning.configure.windows import WindowsConfigurator, winrm_transport
 
-    with WinRMTransport.from_target(target) as transport:
+    with winrm_transport(target) as transport:
         reader = WindowsConfigurator(transport, target, plan, on_event=on_event, timeout=timeout)
         name_result = reader.run(_ps("$env:COMPUTERNAME"))
         hostname = name_result.stdout.strip() if name_result.ok else None

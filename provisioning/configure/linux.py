@@ -1,23 +1,11 @@
-"""The configure step: configure the installed OS as the client's configuration says.
-
-Linux: the playbook ``playbooks/linux/configure.yml`` over SSH through ansible-runner
-(``provisioning/configure/ansible.py``), host key pinned, one event per task result.
-Windows: PowerShell scripts over WinRM (``provisioning/transports/winrm.py`` and
-``provisioning/configure/windows.py``), one event per action.
-
-Both are idempotent (a second run changes nothing) and keep secrets out of events,
-logs and error messages. Failures are ``provisioning.errors`` types: retryable
-(``ConnectFailed``, ``CommandTimedOut``) or fatal (``AuthFailed``, ``HostKeyMismatch``,
-``CommandFailed``, ``InvalidPlan``), each message naming the step, the laptop and the
-cause (the task or the app) on one line.
-"""
+"""Linux configuration: the playbook ``playbooks/linux/configure.yml`` over SSH through
+ansible-runner (``configure/ansible.py``), one run for one laptop or for a batch, with
+the host key pinned and one event per task result; and what a playbook run amounts to
+for each laptop (``outcome_error``)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +19,16 @@ from provisioning.configure.ansible import (
     private_dir_for,
     run_playbook,
 )
-from provisioning.configure.plan import ConfigPlan, InvalidPlan, OsFamily, OsTarget
+from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
 from provisioning.configure.vpn import linux_packages, linux_service, profile_files
 from provisioning.errors import (
     AuthFailed,
     CommandFailed,
     CommandTimedOut,
+    ConfigureCancelled,
     ConnectFailed,
     HostKeyMismatch,
+    InvalidPlan,
     ProvisioningError,
 )
 
@@ -47,46 +37,6 @@ EventCallback = Callable[[dict[str, Any]], None]
 CONFIGURE_PLAYBOOK = "linux/configure.yml"
 VERIFY_PLAYBOOK = "linux/verify.yml"
 APP_MARKER_DIR = "/var/lib/masterline/apps"
-
-
-class ConfigureCancelled(ProvisioningError):
-    """The run was aborted while the configuration was being applied."""
-
-
-def configure_os(
-    target: OsTarget,
-    plan: ConfigPlan,
-    *,
-    on_event: EventCallback,
-    timeout: float,
-    cancel: CancelCallback | None = None,
-    work_dir: Path | None = None,
-) -> None:
-    """Apply ``plan`` to the laptop behind ``target``; returns when all of it is applied.
-
-    ``on_event`` gets one dict per task/action (see ``provisioning.configure.ansible.run_playbook``
-    for the shape); none carries a secret. ``cancel`` is polled (about once a second,
-    also while an Ansible task or a WinRM script is running) and stops the run.
-    ``work_dir`` holds Ansible's private data directories (default
-    ``<data_dir>/ansible``).
-
-    :raises InvalidPlan: the plan does not fit the target (fatal).
-    :raises ConnectFailed, CommandTimedOut: retryable.
-    :raises AuthFailed, HostKeyMismatch, CommandFailed: fatal.
-    :raises ConfigureCancelled: ``cancel`` returned True.
-    """
-    _check_family(target, plan)
-    if target.os_family is OsFamily.LINUX:
-        errors = configure_linux_batch(
-            [(target, plan)], on_event=on_event, timeout=timeout, cancel=cancel, work_dir=work_dir
-        )
-        error = errors[target.label]
-        if error is not None:
-            raise error
-        return
-    from provisioning.configure.windows import configure_windows
-
-    configure_windows(target, plan, on_event=on_event, timeout=timeout, cancel=cancel)
 
 
 def configure_linux_batch(
@@ -106,7 +56,7 @@ def configure_linux_batch(
     one from the per-host events.
     """
     for target, plan in pairs:
-        _check_family(target, plan)
+        check_family(target, plan)
         if target.os_family is not OsFamily.LINUX:
             raise InvalidPlan(f"{target.label} is not a Linux target")
     hosts = [
@@ -125,170 +75,6 @@ def configure_linux_batch(
         forks=forks,
     )
     return {t.label: outcome_error(outcome, t, step="configure", timeout=timeout) for t, _ in pairs}
-
-
-@dataclass
-class _Member:
-    target: OsTarget
-    plan: ConfigPlan
-    on_event: EventCallback
-    timeout: float
-    cancel: CancelCallback | None
-    error: ProvisioningError | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def cancelled(self) -> bool:
-        return self.cancel is not None and bool(self.cancel())
-
-
-@dataclass
-class _Wave:
-    members: list[_Member] = field(default_factory=list)
-    closed: bool = False
-
-
-class LinuxWaves:
-    """Gathers the Linux laptops that reach their configure step in this worker together
-    into one ansible-runner run (``configure_linux_batch``).
-
-    Why: one ansible-playbook run per laptop pays its start-up each time, 2.8x the
-    controller CPU and 1.4x the wall time of one run for five laptops
-    (docs/benchmarks.md, "Configure"); laptops streamed together reach configure
-    together. Each laptop still gets its own verdict, events and retries: its run's
-    thread waits for its own result. The first laptop of a wave leads it: it waits
-    until every laptop ``pending`` counts has joined, or ``window`` seconds, or a full
-    wave, then runs it and hands every member its result.
-
-    A member aborted during the wave stops the ansible run (a run has one cancel); the
-    members that were not aborted are then configured again, in a smaller wave, without
-    it (the playbook is idempotent), so one technician's abort costs the others time,
-    never their run.
-    """
-
-    def __init__(
-        self,
-        *,
-        window: float = 1.0,
-        max_size: int = 10,
-        work_dir: Path | None = None,
-        pending: Callable[[], int] | None = None,
-    ) -> None:
-        self.window = window
-        self.max_size = max_size
-        self.work_dir = work_dir
-        """As ``configure_os``'s: where Ansible's private data dirs go."""
-        self.pending = pending
-        """How many laptops are in configure or on their way to it (the worker's count);
-        a leader stops waiting once all of them have joined a wave."""
-        self._lock = threading.Lock()
-        self._open: _Wave | None = None
-        self._joined = 0  # laptops inside ``configure`` right now
-
-    def configure(
-        self,
-        target: OsTarget,
-        plan: ConfigPlan,
-        *,
-        on_event: EventCallback,
-        timeout: float,
-        cancel: CancelCallback | None = None,
-    ) -> None:
-        """As ``configure_os`` for one Linux laptop, in a wave with its neighbours."""
-        _check_family(target, plan)  # this laptop's own error, before it joins
-        me = _Member(target, plan, on_event, timeout, cancel)
-        with self._lock:
-            self._joined += 1
-        try:
-            self._join(me)
-        finally:
-            with self._lock:
-                self._joined -= 1
-        if me.error is not None:
-            raise me.error
-
-    def _join(self, me: _Member) -> None:
-        with self._lock:
-            wave = self._open
-            lead = wave is None or wave.closed
-            if lead:
-                wave = self._open = _Wave()
-            assert wave is not None
-            wave.members.append(me)
-            if len(wave.members) >= self.max_size:
-                wave.closed = True
-        if lead:
-            self._lead(wave)
-        # The leader sets every member's result, whatever happens to it; the bound is
-        # the wave's whole budget: the window, every re-run, and a margin.
-        elif not me.done.wait(self.window + me.timeout * self.max_size + 60):
-            me.error = CommandTimedOut(f"configure {me.target.label}: its wave never finished")
-
-    def _lead(self, wave: _Wave) -> None:
-        deadline = time.monotonic() + self.window
-        while time.monotonic() < deadline and not wave.closed and self._others_coming():
-            time.sleep(0.05)
-        with self._lock:
-            wave.closed = True
-            if self._open is wave:
-                self._open = None
-        try:
-            self._run(list(wave.members))
-        finally:
-            for m in wave.members:
-                if not m.done.is_set():
-                    m.error = m.error or CommandFailed(
-                        f"configure {m.target.label}: its wave stopped unexpectedly"
-                    )
-                    m.done.set()
-
-    def _others_coming(self) -> bool:
-        """Whether a laptop of this worker may still join (always, without a count)."""
-        if self.pending is None:
-            return True
-        with self._lock:
-            return self.pending() > self._joined
-
-    def _run(self, members: list[_Member]) -> None:
-        remaining = members
-        # Each pass ends the wave or removes at least one aborted member.
-        for _ in range(len(members)):
-            by_label = {m.target.label: m for m in remaining}
-
-            def on_event(event: dict[str, Any], by_label: dict[str, _Member] = by_label) -> None:
-                member = by_label.get(str(event.get("host", "")))
-                for m in [member] if member is not None else by_label.values():
-                    m.on_event(event)
-
-            def cancel(group: list[_Member] = remaining) -> bool:
-                return any(m.cancelled() for m in group)
-
-            note = f"one Ansible run for {len(remaining)} laptop(s): {', '.join(sorted(by_label))}"
-            for m in remaining:  # in each run's log: whom it was configured with
-                m.on_event({"kind": "wave", "laptops": len(remaining), "message": note})
-            try:
-                errors = configure_linux_batch(
-                    [(m.target, m.plan) for m in remaining],
-                    on_event=on_event,
-                    timeout=max(m.timeout for m in remaining),
-                    cancel=cancel,
-                    work_dir=self.work_dir,
-                )
-            except ProvisioningError as e:  # the wave as a whole (its private dir, ...)
-                for m in remaining:
-                    m.error = e
-                    m.done.set()
-                return
-            rerun: list[_Member] = []
-            for m in remaining:
-                error = errors[m.target.label]
-                if isinstance(error, ConfigureCancelled) and not m.cancelled():
-                    rerun.append(m)  # stopped for another member's abort
-                    continue
-                m.error = error
-                m.done.set()
-            if not rerun:
-                return
-            remaining = rerun
 
 
 def playbook_path(name: str) -> Path:
@@ -373,7 +159,7 @@ def _unreachable(where: str, message: str) -> ProvisioningError:
     return ConnectFailed(f"{where}: unreachable ({message[:200]})")
 
 
-def _check_family(target: OsTarget, plan: ConfigPlan) -> None:
+def check_family(target: OsTarget, plan: ConfigPlan) -> None:
     if target.os_family is not plan.os_family:
         raise InvalidPlan(
             f"the plan is for {plan.os_family.value} but {target.label} runs "

@@ -24,15 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from provisioning.errors import ProvisioningError
-
-
-class InvalidPlan(ProvisioningError):
-    """The client's configuration cannot be applied to this laptop (fatal: a retry
-    would plan the same thing)."""
-
-    status_code = 422
-    title = "Invalid configuration plan"
+from provisioning.errors import InvalidPlan
+from provisioning.transports.base import WinRMTransportKind
 
 
 class OsFamily(StrEnum):
@@ -59,14 +52,6 @@ class AppSource(StrEnum):
     DEB = "deb"
 
 
-class WinRMTransportKind(StrEnum):
-    """The only two ways Masterline talks WinRM: HTTPS with a validated server
-    certificate, or NTLM with message encryption. Basic/plaintext over HTTP is refused."""
-
-    SSL = "ssl"
-    NTLM = "ntlm"
-
-
 class Check(StrEnum):
     """The gate's checks, as named in a client's configuration."""
 
@@ -77,6 +62,12 @@ class Check(StrEnum):
 
 
 ALL_CHECKS: tuple[Check, ...] = tuple(Check)
+
+# Installers from the client's image store are copied here by the offline step (through
+# the mounted installed system, ``imaging/installers.py``), then installed from the
+# laptop's own disk.
+WINDOWS_INSTALLER_DIR = "C:\\ProgramData\\Masterline\\Installers"
+LINUX_INSTALLER_DIR = "/var/cache/masterline/installers"
 _E = TypeVar("_E", bound=StrEnum)
 
 # Names that become file names (VPN profile, app marker) or PowerShell literals.
@@ -235,7 +226,7 @@ class AppPlan:
 
     @property
     def key(self) -> str:
-        return _slug(self.name)
+        return slug(self.name)
 
     @property
     def verify_kind(self) -> str:
@@ -248,7 +239,7 @@ class AppPlan:
         return arg if arg else self.package
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.") or "app"
 
 
@@ -322,7 +313,7 @@ class ConfigPlan:
 
         :raises InvalidPlan: anything missing, unsafe or not applicable to ``os_family``.
         """
-        family = _enum(OsFamily, os_family, "OS family")
+        family = parse_enum(OsFamily, os_family, "OS family")
         if data.get("hostname"):
             hostname = str(data["hostname"])
         else:
@@ -339,7 +330,7 @@ class ConfigPlan:
         checks = (
             ALL_CHECKS
             if raw_checks is None
-            else tuple(_enum(Check, c, "check") for c in _seq(raw_checks, "checks"))
+            else tuple(parse_enum(Check, c, "check") for c in _seq(raw_checks, "checks"))
         )
         return cls(os_family=family, hostname=hostname, vpn=vpn, apps=apps, checks=checks)
 
@@ -381,7 +372,7 @@ def validate_hostname(hostname: str, family: OsFamily) -> str:
     return hostname
 
 
-def _enum(kind: type[_E], value: Any, what: str) -> _E:
+def parse_enum(kind: type[_E], value: Any, what: str) -> _E:
     try:
         return kind(str(value).lower())
     except ValueError:
@@ -408,7 +399,7 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
     name = _line(data.get("name") or "", "app name", max_len=100).strip()
     if not name:
         raise InvalidPlan("an app has no name")
-    source = _enum(AppSource, data.get("source") or "package", f"app {name} source")
+    source = parse_enum(AppSource, data.get("source") or "package", f"app {name} source")
     package = _line(data.get("package") or data.get("package_id") or "", f"app {name} package")
     if not package:
         raise InvalidPlan(f"app {name} has no package")
@@ -461,7 +452,7 @@ def _store_file(raw: Any, name: str) -> StoreFile | None:
     return StoreFile(image_id=ident, sha256=sha)
 
 
-_VPN_SECRET_KEYS = {
+VPN_SECRET_KEYS = {
     VpnKind.WIREGUARD: ("private_key", "preshared_key"),
     VpnKind.OPENVPN: ("cert", "key", "username", "password", "tls_crypt"),
     VpnKind.IKEV2: ("eap_password", "psk"),
@@ -471,7 +462,7 @@ _VPN_SECRET_KEYS = {
 
 def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> VpnPlan:
     data = _map(raw, "vpn")
-    kind = _enum(VpnKind, data.get("kind", ""), "VPN kind")
+    kind = parse_enum(VpnKind, data.get("kind", ""), "VPN kind")
     name = _name(str(data.get("name") or "masterline"), "VPN name")
     server = _line(data.get("server") or "", "VPN server", max_len=253)
     if not server:
@@ -489,7 +480,7 @@ def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> 
         _name(str(k), "VPN setting"): _text(v, f"VPN setting {k}")
         for k, v in _map(data.get("settings") or {}, "VPN settings").items()
     }
-    allowed = _VPN_SECRET_KEYS[kind]
+    allowed = VPN_SECRET_KEYS[kind]
     clean: dict[str, SecretStr] = {}
     for key, value in secrets.items():
         if key not in allowed:

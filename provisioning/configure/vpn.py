@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provisioning.configure.plan import InvalidPlan, OsFamily, VpnKind, VpnPlan
+from provisioning.configure.plan import OsFamily, VpnKind, VpnPlan
+from provisioning.errors import InvalidPlan
 
 WIREGUARD_DEFAULT_PORT = 51820
 OPENVPN_DEFAULT_PORT = 1194

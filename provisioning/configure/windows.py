@@ -20,20 +20,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import SecretStr
+
 from provisioning.configure.plan import (
     AppPlan,
     AppSource,
     ConfigPlan,
-    InvalidPlan,
     OsFamily,
     OsTarget,
     VpnKind,
     VpnPlan,
 )
 from provisioning.configure.vpn import ProfileFile, profile_files
-from provisioning.errors import CommandFailed, CommandTimedOut
+from provisioning.errors import (
+    CommandFailed,
+    CommandTimedOut,
+    ConfigureCancelled,
+    InvalidPlan,
+)
 from provisioning.transports.base import CommandResult
-from provisioning.transports.winrm import CallCancelled, WinRMTransport
+from provisioning.transports.winrm import CallCancelled, InsecureTransport, WinRMTransport
 
 EventCallback = Callable[[dict[str, Any]], None]
 CancelCallback = Callable[[], bool]
@@ -93,8 +99,6 @@ class WindowsConfigurator:
         :raises CommandTimedOut: the deadline has passed.
         :raises ConfigureCancelled: the run was aborted.
         """
-        from provisioning.configure.linux import ConfigureCancelled
-
         if self.cancel is not None and self.cancel():
             raise ConfigureCancelled(f"configure {self.target.label}: cancelled")
         left = self.deadline - time.monotonic()
@@ -346,10 +350,8 @@ def configure_windows(
 ) -> None:
     """Apply ``plan`` over WinRM. Raises what ``configure_os`` documents; an abort
     also interrupts a script in flight (the transport polls ``cancel``)."""
-    from provisioning.configure.linux import ConfigureCancelled
-
     try:
-        with WinRMTransport.from_target(target, cancel=cancel) as transport:
+        with winrm_transport(target, cancel=cancel) as transport:
             WindowsConfigurator(
                 transport, target, plan, on_event=on_event, timeout=timeout, cancel=cancel
             ).apply()
@@ -379,3 +381,21 @@ def _int(text: str) -> int | None:
         return int(text.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return None
+
+
+def winrm_transport(target: OsTarget, *, cancel: CancelCallback | None = None) -> WinRMTransport:
+    """The WinRM transport to a Windows target.
+
+    :raises InsecureTransport, AuthFailed: see ``WinRMTransport``.
+    """
+    if target.os_family is not OsFamily.WINDOWS:
+        raise InsecureTransport(f"{target.label} is not a Windows target")
+    return WinRMTransport(
+        host=target.host,
+        port=target.winrm_port,
+        transport=target.transport,
+        username=target.username,
+        password=target.password or SecretStr(""),
+        ca_path=str(target.ca_path) if target.ca_path else None,
+        cancel=cancel,
+    )

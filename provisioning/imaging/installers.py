@@ -2,7 +2,7 @@
 
 A client configuration may name an app whose source is a file in the client's image
 store (an MSI for Windows, a .deb for Linux) instead of a package-manager id. The plan
-(``planning._app_document``) gives it a fixed place on the installed system
+(``configure/build.py``) gives it a fixed place on the installed system
 (``C:\\ProgramData\\Masterline\\Installers\\<key>.msi``,
 ``/var/cache/masterline/installers/<key>.deb``); the offline step, while the laptop is
 still in its provisioning environment, writes it there through the mounted installed
@@ -26,23 +26,22 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from provisioning.configure.plan import AppPlan, AppSource, ConfigPlan, OsFamily, StoreFile
+from provisioning.configure.plan import (
+    LINUX_INSTALLER_DIR,
+    WINDOWS_INSTALLER_DIR,
+    AppPlan,
+    AppSource,
+    ConfigPlan,
+    OsFamily,
+)
 from provisioning.errors import ChecksumMismatch, CommandFailed
-from provisioning.imaging.stream import CHUNK, TokenBucket
+from provisioning.imaging.pacing import CHUNK, TokenBucket
 from provisioning.transports.base import FileChunks, Transport
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-
-
-# Installers from the client's image store are copied here by the offline step (through
-# the mounted installed system, provisioning/imaging/installers.py), then installed from the
-# laptop's own disk.
-WINDOWS_INSTALLER_DIR = "C:\\ProgramData\\Masterline\\Installers"
-LINUX_INSTALLER_DIR = "/var/cache/masterline/installers"
 
 
 @dataclass(frozen=True)
@@ -74,43 +73,6 @@ def offline_relative_path(app: AppPlan, family: OsFamily) -> str:
     if ".." in rel.split("/") or not re.fullmatch(r"[A-Za-z0-9_.+/-]+", rel):
         raise CommandFailed(f"app {app.name}: odd installer path {app.package!r}")
     return rel
-
-
-# Resolution, when the plan is built.
-def resolve_installers(session: Any, client_id: int, plan: ConfigPlan) -> ConfigPlan:
-    """``plan`` with each store installer resolved to its stored file (or to the reason
-    there is none: see ``StoreFile``)."""
-
-    def fix(app: AppPlan) -> AppPlan:
-        if app.installer is None:
-            return app
-        return replace(app, installer=_resolve(session, client_id, app.installer))
-
-    vpn = plan.vpn
-    if vpn is not None and vpn.client_app is not None:
-        vpn = replace(vpn, client_app=fix(vpn.client_app))
-    return replace(plan, apps=tuple(fix(a) for a in plan.apps), vpn=vpn)
-
-
-def _resolve(session: Any, client_id: int, ref: StoreFile) -> StoreFile:
-    from images import repository as image_repo
-    from images import store
-    from images.errors import StoredFileMissing
-    from images.models import ImageFormat
-
-    if ref.image_id is not None:
-        image = image_repo.get_image(session, ref.image_id)
-    else:
-        image = image_repo.available_by_sha(session, client_id, ref.sha256)
-    if image is None or image.client_id != client_id:
-        return replace(ref, problem=f"{ref.label} is not in the client's image store")
-    found = replace(ref, image_id=image.id, sha256=image.stored_sha256, size=image.stored_size)
-    if image.format == ImageFormat.RAW_ZSTD:
-        return replace(found, problem=f"{found.label} is a compressed disk image, not an installer")
-    try:
-        return replace(found, path=str(store.path_of(image)))
-    except StoredFileMissing as e:
-        return replace(found, problem=e.message)
 
 
 def store_apps(plan: ConfigPlan) -> list[AppPlan]:

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 from core.db import Database
 from core.timeutil import utcnow
-from provisioning.imaging.stream import TokenBucket
-from provisioning.runs import repository, service
+from provisioning.imaging.pacing import TokenBucket
+from provisioning.pipeline.scheduling import rerate
+from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun
 
 log = logging.getLogger("masterline.worker")
@@ -110,8 +111,10 @@ class SiteShares:
             live = repository.runs_in_steps_at_site(
                 s, site_id=site_id, step_names=SENDING_STEPS, now=now
             )
-            granted = {r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live}
-            fair = rate // max(1, len(live))
+            granted = {
+                r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live if r.id is not None
+            }
+            eligible: list[int] = []
             for run_id in sorted(mine):
                 run = own.get(run_id)
                 bucket = mine[run_id]
@@ -121,23 +124,23 @@ class SiteShares:
                 if run.abort_requested:
                     bucket.stop("aborted by a technician")  # even while held at rate 0
                     continue
-                if run_id not in granted:
-                    continue
-                old = granted[run_id]
-                others = sum(v for k, v in granted.items() if k != run_id)
-                new = max(0, min(fair, rate - others))
+                eligible.append(run_id)
+            shares = rerate(rate, granted, eligible)
+            current = dict(granted)
+            for run_id, new in shares.items():
+                run, bucket, old = own[run_id], mine[run_id], granted[run_id]
                 if new == old:
                     if bucket.rate != new:
                         raised.append((bucket, new))
                     continue
-                granted[run_id] = new
+                current[run_id] = new
                 if new < bucket.rate:
                     bucket.set_rate(new)
                 else:
                     raised.append((bucket, new))
                 run.context = {**run.context, SHARE_KEY: new}
                 s.add(run)
-                service.add_event(
+                lifecycle.add_event(
                     s,
                     run,
                     step=run.step_name or STREAM_STEP,
@@ -148,7 +151,7 @@ class SiteShares:
                         "share_bps": new,
                         "site_bps": rate,
                         "streams": len(live),
-                        "site_granted_bps": sum(granted.values()),
+                        "site_granted_bps": sum(current.values()),
                     },
                 )
         for bucket, new in raised:

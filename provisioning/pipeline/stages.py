@@ -1,8 +1,10 @@
 """The device side of a provisioning run: moving the laptop into each step's stage
 (QUEUED → IMAGING → CONFIGURING → VERIFYING, through ``inventory.lifecycle``, the one
-writer of device state), failing a working state held past its timeout, and keeping what
-the identify step learnt about the laptop. The engine (``engine.py``) decides when; this
-module says what happens to the device.
+writer of device state), READY when the last step is done, its failure when a step
+fails for good or a working state is held past its timeout, and keeping what the
+identify step learnt about the laptop. Each of these ends the run too when it should,
+through ``runs/lifecycle.py``, in the same transaction. The engine decides when; this
+module says what happens to the device and its run.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from inventory import lifecycle
 from inventory import repository as inventory_repo
 from inventory.models import Device
 from inventory.states import DeviceState, Event
-from provisioning.runs import repository, service
+from provisioning.errors import GateFailed, ProvisioningError
+from provisioning.runs import lifecycle as run_lifecycle
+from provisioning.runs import repository
 from provisioning.runs.models import ProvisioningRun
+from provisioning.runs.states import RunEvent
 
 _STAGE_ORDER = (
     DeviceState.QUEUED,
@@ -91,9 +96,67 @@ def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
                 details={"run_id": run.id if run else None, "step": step, "error": "StateTimedOut"},
             )
             if run is not None:
-                service.finish_failed(s, run, step=step, failed_step=run.step_name, reason=reason)
+                run_lifecycle.finish(
+                    s,
+                    run,
+                    RunEvent.FAIL,
+                    step=step,
+                    message=reason,
+                    error=reason,
+                    failed_step=run.step_name,
+                )
             failed += 1
     return failed
+
+
+def complete(s: Session, run: ProvisioningRun, *, step: str, checks: Any, actor: str) -> None:
+    """The last step is done: the device is READY (its gate checks in its history) and
+    the run succeeded."""
+    device = inventory_repo.get_device_for_update(s, run.device_id)
+    assert device is not None
+    lifecycle.apply(
+        s, device, Event.DONE, actor=actor, details={"run_id": run.id, "checks": checks}
+    )
+    run_lifecycle.finish(
+        s, run, RunEvent.SUCCEED, step=step, message="device READY", error=None, failed_step=None
+    )
+
+
+def fail(
+    s: Session, run: ProvisioningRun, *, step: str, error: ProvisioningError, actor: str
+) -> None:
+    """``step`` failed for good: the device goes to its stage's failure (from QUEUED,
+    through IMAGING first, so a failure at the first step is FAILED_IMAGING) and the run
+    fails, both with the same reason."""
+    reason = f"{step}: {error.message}"[:1000]
+    details: dict[str, Any] = {"run_id": run.id, "step": step, "error": type(error).__name__}
+    if isinstance(error, GateFailed):
+        details["failed_checks"] = error.failed
+    device = inventory_repo.get_device_for_update(s, run.device_id)
+    assert device is not None
+    if device.state == DeviceState.QUEUED:
+        lifecycle.apply(s, device, Event.IMAGE, actor=actor)
+    if device.state in DeviceState.working():
+        lifecycle.apply(s, device, Event.FAIL, actor=actor, reason=reason, details=details)
+    run_lifecycle.finish(
+        s,
+        run,
+        RunEvent.FAIL,
+        step=step,
+        message=reason,
+        error=reason,
+        failed_step=step,
+        details=details,
+    )
+
+
+def left_the_pipeline(s: Session, run: ProvisioningRun, device: Device, *, step: str) -> None:
+    """The device is no longer where the run can take it (moved by hand, quarantined...):
+    the run fails, the device stays where it is."""
+    reason = f"{step}: device left the pipeline ({device.state})"
+    run_lifecycle.finish(
+        s, run, RunEvent.FAIL, step=step, message=reason, error=reason, failed_step=step
+    )
 
 
 def _human(delta: timedelta) -> str:

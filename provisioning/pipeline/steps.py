@@ -9,91 +9,92 @@ That is what lets a killed worker simply re-run the step that was saved before i
 started.
 
 Which device state each step runs in is fixed here (``Step.stage``); the engine moves the
-device into that stage, through ``inventory.lifecycle``, before the step starts.
+device into that stage, through ``pipeline/stages.py``, before the step starts. What
+differs between kinds of laptops (how one reboots, where its OS answers) is its boot
+control's (``ctx.boot``); what differs between OS families is a table in ``configure/``.
+Steps never read the database: the engine hands them everything in the context.
+
+To add a step: write ``step_<name>(ctx) -> dict``, add its name to
+``runs/states.py::STEP_NAMES`` at its place, and a ``Step`` here (same order).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session
-
-from inventory.models import Device
-from inventory.service import normalize_code
+from inventory.codes import normalize_code
 from inventory.states import DeviceState
-from provisioning import labboot
+from provisioning.bootcontrol.base import BootControl, PeAccess
+from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
 from provisioning.errors import (
     Aborted,
     CommandFailed,
-    ConnectFailed,
+    ConfigureCancelled,
+    GateFailed,
     IdentityMismatch,
-    NotReadyToProvision,
-    ProvisioningError,
 )
-from provisioning.imaging import stream as imaging
+from provisioning.imaging.cache import CachedImage, ImageSource, ensure_cached
+from provisioning.imaging.identity import PE_ROOT, Disk, Identity, identify, pick_disk
+from provisioning.imaging.pacing import TokenBucket
+from provisioning.imaging.stream import stream_image, verify
+from provisioning.runs.states import STEP_NAMES
 from provisioning.transports.base import Transport
 
 if TYPE_CHECKING:
-    from provisioning.configure.linux import LinuxWaves
-    from provisioning.transports.ssh import SshEndpoint
+    # ansible-runner behind it: imported by the engine, which builds the waves.
+    from provisioning.pipeline.waves import LinuxWaves
+
+StepResult = dict[str, Any]
+"""What a step learnt, merged into the run's context (JSON values)."""
+PlanLoader = Callable[[], tuple[OsTarget, ConfigPlan]]
 
 
-def _ssh_transport(endpoint: SshEndpoint) -> Transport:
+def _ssh_transport(pe: PeAccess) -> Transport:
     # paramiko is imported when a step first connects, not when this module is: the API
-    # server imports it (to queue runs at scan-in) and must stay small in memory.
+    # process must stay small in memory.
     from provisioning.transports.ssh import SSHTransport
 
-    return SSHTransport(endpoint)
-
-
-class GateFailed(ProvisioningError):
-    """One or more of the client's checks failed (fatal: the laptop is not READY)."""
-
-    def __init__(self, failed: list[dict[str, Any]]) -> None:
-        names = ", ".join(f"{c['name']} ({c['detail']})" for c in failed)
-        super().__init__(f"checks failed: {names}"[:900])
-        self.failed = failed
+    return SSHTransport(pe.endpoint)
 
 
 @dataclass
 class StepContext:
-    """Everything a step may use. Built by the engine from committed rows; steps never
-    touch the database except through ``session_factory`` for planning."""
+    """Everything a step may use, built by the engine from committed rows
+    (``pipeline/context.py``)."""
 
     run_id: int
     serial: str
     os_family: str
-    endpoint: SshEndpoint
-    endpoint_options: dict[str, Any]
+    boot: BootControl
+    """How this laptop reboots and where its OS answers."""
+    pe_access: PeAccess
+    """Where its provisioning environment answers, and the host key to trust."""
     disk_rule: str
     site_code: str
     cache_dir: Path
-    image: imaging.ImageSource
+    image: ImageSource
     state: dict[str, Any]
     timeout: float
     progress: Callable[[int, int], None]
     """(sent, total); raises ``Aborted`` when the run was aborted."""
     on_event: Callable[[dict[str, Any]], None]
-    plan_loader: Callable[[], tuple[Any, Any]]
+    plan_loader: PlanLoader
     """Returns (OsTarget, ConfigPlan) from the client's configuration."""
     cancelled: Callable[[], bool] = lambda: False
     """True once the run was aborted (polled by long steps such as configure)."""
-    bucket: imaging.TokenBucket | None = None
+    bucket: TokenBucket | None = None
     waves: LinuxWaves | None = None
     """This worker's configure waves (Linux laptops configured in one Ansible run)."""
-    transport_factory: Callable[[SshEndpoint], Transport] = field(default=_ssh_transport)
+    transport_factory: Callable[[PeAccess], Transport] = field(default=_ssh_transport)
     _transport: Transport | None = None
 
     def pe(self) -> Transport:
         if self._transport is None:
-            self._transport = self.transport_factory(self.endpoint)
+            self._transport = self.transport_factory(self.pe_access)
         return self._transport
 
     def close(self) -> None:
@@ -102,8 +103,8 @@ class StepContext:
             self._transport = None
 
 
-def _check_serial(ctx: StepContext) -> imaging.Identity:
-    identity = imaging.identify(ctx.pe(), timeout=ctx.timeout)
+def _check_serial(ctx: StepContext) -> Identity:
+    identity = identify(ctx.pe(), timeout=ctx.timeout)
     seen = normalize_code(identity.serial)
     if seen != normalize_code(ctx.serial):
         raise IdentityMismatch(
@@ -113,33 +114,37 @@ def _check_serial(ctx: StepContext) -> imaging.Identity:
     return identity
 
 
-def step_identify(ctx: StepContext) -> dict[str, Any]:
+def step_identify(ctx: StepContext) -> StepResult:
     identity = _check_serial(ctx)
     return {"identity": identity.as_dict()}
 
 
-def step_pick_disk(ctx: StepContext) -> dict[str, Any]:
+def step_pick_disk(ctx: StepContext) -> StepResult:
     identity = _check_serial(ctx)
-    disk = imaging.pick_disk(identity, rule=ctx.disk_rule)
+    disk = pick_disk(identity, rule=ctx.disk_rule)
     return {"disk": {"name": disk.name, "size": disk.size_bytes, "removable": disk.removable}}
 
 
-def _disk(ctx: StepContext) -> imaging.Disk:
+def _disk(ctx: StepContext) -> Disk:
     d = ctx.state.get("disk")
     if not d:
         raise CommandFailed("no target disk chosen")
-    return imaging.Disk(str(d["name"]), int(d["size"]), bool(d["removable"]))
+    return Disk(str(d["name"]), int(d["size"]), bool(d["removable"]))
 
 
-def step_stream(ctx: StepContext) -> dict[str, Any]:
+def _cached(ctx: StepContext) -> CachedImage:
+    return ensure_cached(ctx.image, ctx.cache_dir)
+
+
+def step_stream(ctx: StepContext) -> StepResult:
     # Checked again right before writing: a retried or resumed run may face a laptop
     # swapped in the meantime, and the wrong laptop must never be written.
     _check_serial(ctx)
-    cached = imaging.ensure_cached(ctx.image, ctx.cache_dir)
+    cached = _cached(ctx)
     disk = _disk(ctx)
     total = cached.size
     ctx.progress(0, total)
-    written = imaging.stream_image(
+    written = stream_image(
         ctx.pe(),
         cached,
         disk,
@@ -156,71 +161,30 @@ def step_stream(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def step_verify(ctx: StepContext) -> dict[str, Any]:
-    cached = imaging.ensure_cached(ctx.image, ctx.cache_dir)
-    digest = imaging.verify(ctx.pe(), cached, _disk(ctx).name, timeout=ctx.timeout)
+def step_verify(ctx: StepContext) -> StepResult:
+    digest = verify(ctx.pe(), _cached(ctx), _disk(ctx).name, timeout=ctx.timeout)
     return {"readback_sha256": digest}
 
 
-SETUP_COMPLETE = (
-    "@echo off\r\n"
-    "rem Written by Masterline: enable WinRM over HTTPS once Windows Setup is done.\r\n"
-    "powershell.exe -NoProfile -ExecutionPolicy Bypass "
-    "-File C:\\masterline\\firstboot-winrm-https.ps1\r\n"
-)
-
-
-def unattend_xml(hostname: str) -> str:
-    """The answer file's specialize pass naming the computer."""
-    from xml.sax.saxutils import escape
-
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n'
-        '<unattend xmlns="urn:schemas-microsoft-com:unattend">\n'
-        '  <settings pass="specialize">\n'
-        '    <component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64" '
-        'publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS">\n'
-        f"      <ComputerName>{escape(hostname)}</ComputerName>\n"
-        "    </component>\n"
-        "  </settings>\n"
-        "</unattend>\n"
-    )
-
-
-def _write_files_script(root: str, files: dict[str, str]) -> bytes:
-    """A ``sh -s`` script writing each file under ``root`` (a shell expression) in one
-    round trip; the contents travel in quoted here-documents, never on a command line."""
-    lines = ["set -e"]
-    for i, (relative, text) in enumerate(files.items()):
-        path = f"{root}/{shlex.quote(relative)}"
-        folder = f"{root}/{shlex.quote(os.path.dirname(relative))}"
-        marker = f"MASTERLINE_FILE_{i}_END"
-        assert marker not in text
-        lines += [f"mkdir -p {folder}", f"cat > {path} <<'{marker}'", text.rstrip("\n"), marker]
-    return ("\n".join(lines) + "\n").encode()
-
-
-FIRSTBOOT_WINRM = r"""# Written by Masterline before the first boot: enable WinRM over HTTPS.
-$cert = New-SelfSignedCertificate -DnsName $env:COMPUTERNAME `
-    -CertStoreLocation Cert:\LocalMachine\My
-New-Item -Path WSMan:\LocalHost\Listener -Transport HTTPS -Address * `
-    -CertificateThumbPrint $cert.Thumbprint -Force
-New-NetFirewallRule -DisplayName "WinRM HTTPS" -Direction Inbound -LocalPort 5986 `
-    -Protocol TCP -Action Allow
-"""
-
-
 def _offline_root(ctx: StepContext) -> str:
-    """The mounted installed system, as a shell expression: the slot's ``offline_root``
-    option, by default ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE mounts it:
-    for Windows its C: drive)."""
-    root = ctx.endpoint_options.get("offline_root")
-    return shlex.quote(str(root)) if root else f"{imaging.PE_ROOT}/mnt/target"
+    """The mounted installed system, as a shell expression: the boot control's
+    ``offline_root``, by default ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE
+    mounts it: for Windows its C: drive)."""
+    root = ctx.pe_access.offline_root
+    return shlex.quote(root) if root else f"{PE_ROOT}/mnt/target"
 
 
-def step_installers(ctx: StepContext) -> dict[str, Any]:
+def _abort_check(ctx: StepContext) -> Callable[[], None]:
+    def check() -> None:
+        if ctx.cancelled():
+            raise Aborted("aborted by a technician")
+
+    return check
+
+
+def step_installers(ctx: StepContext) -> StepResult:
     """Copy the client's store installers the plan needs onto the installed system's
-    disk (``provisioning/imaging/installers.py``), paced by the site's bandwidth share like the
+    disk (``imaging/installers.py``), paced by the site's bandwidth share like the
     stream: installers can be hundreds of MB (an Office or Teams MSI), so they are bulk
     bytes the site's link must share, and a step of their own holds a share only while
     it copies. Installers already there with the right sha256 are skipped.
@@ -251,58 +215,34 @@ def step_installers(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def step_offline_and_reboot(ctx: StepContext) -> dict[str, Any]:
-    """Write the offline settings into the installed OS's files (hostname; for Windows
-    the answer file and the first-boot WinRM-over-HTTPS script), then reboot into it.
+def step_offline_and_reboot(ctx: StepContext) -> StepResult:
+    """Write the offline settings into the installed OS's files
+    (``configure/offline.py``: the hostname; for Windows the answer file and the
+    first-boot WinRM-over-HTTPS script), then reboot into it (the boot control's way).
 
-    The files go under the offline root (``_offline_root``) and are overwritten on a
-    re-run. A re-run after the laptop already rebooted (the worker was killed right
-    after) finds it in its OS and is done.
+    The files go under the offline root and are overwritten on a re-run. A re-run after
+    the laptop already rebooted (the worker was killed right after) finds it in its OS,
+    when its boot control can tell, and is done.
     """
-    options = ctx.endpoint_options
-    _, plan = ctx.plan_loader()
-    hostname = str(plan.hostname)
-    if labboot.is_lab(options) and labboot.in_os(options):
+    from provisioning.configure.offline import offline_files, write_files_script
+
+    target, plan = ctx.plan_loader()
+    hostname = plan.hostname
+    if ctx.boot.in_installed_os(ctx.pe_access):
         return {"hostname": hostname, "rebooted": True}
-    files = (
-        {"etc/hostname": hostname + "\n"}
-        if ctx.os_family != "windows"
-        else {
-            # Windows Setup names the computer in its specialize pass from the answer
-            # file, and runs SetupComplete.cmd as SYSTEM once setup is done: WinRM over
-            # HTTPS is up at the first boot, before anyone logs on.
-            "Windows/Panther/unattend.xml": unattend_xml(hostname),
-            "Windows/Setup/Scripts/SetupComplete.cmd": SETUP_COMPLETE,
-            "masterline/firstboot-winrm-https.ps1": FIRSTBOOT_WINRM,
-        }
-    )
-    script = _write_files_script(_offline_root(ctx), files)
+    files = offline_files(target.os_family, hostname)
+    script = write_files_script(_offline_root(ctx), files)
     res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
     ctx.close()
-    if labboot.is_lab(options):
-        labboot.reboot_into_os(options)
-    else:
-        reboot = str(options.get("reboot_command") or "reboot")
-        # The connection going away is what a reboot looks like.
-        with contextlib.suppress(ConnectFailed):
-            ctx.pe().run(f"{reboot} >/dev/null 2>&1 &", timeout=ctx.timeout)
-        ctx.close()
+    ctx.boot.reboot_into_os(ctx.pe_access, ctx.pe, timeout=ctx.timeout)
+    ctx.close()
     return {"hostname": hostname, "rebooted": True}
 
 
-def _abort_check(ctx: StepContext) -> Callable[[], None]:
-    def check() -> None:
-        if ctx.cancelled():
-            raise Aborted("aborted by a technician")
-
-    return check
-
-
-def step_configure(ctx: StepContext) -> dict[str, Any]:
-    from provisioning.configure.linux import ConfigureCancelled, configure_os
-    from provisioning.configure.plan import OsFamily
+def step_configure(ctx: StepContext) -> StepResult:
+    from provisioning.configure.apply import configure_os
 
     target, plan = ctx.plan_loader()
     try:
@@ -319,7 +259,7 @@ def step_configure(ctx: StepContext) -> dict[str, Any]:
     return {"configured": True}
 
 
-def step_gate(ctx: StepContext) -> dict[str, Any]:
+def step_gate(ctx: StepContext) -> StepResult:
     from provisioning.configure.gate import run_gate
 
     target, plan = ctx.plan_loader()
@@ -340,7 +280,7 @@ def step_gate(ctx: StepContext) -> dict[str, Any]:
 class Step:
     name: str
     stage: DeviceState
-    run: Callable[[StepContext], dict[str, Any]]
+    run: Callable[[StepContext], StepResult]
     timeout: float
     max_attempts: int = 4
 
@@ -355,80 +295,11 @@ STEPS: tuple[Step, ...] = (
     Step("configure", DeviceState.CONFIGURING, step_configure, timeout=1800, max_attempts=3),
     Step("gate", DeviceState.VERIFYING, step_gate, timeout=600, max_attempts=3),
 )
-STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
+if tuple(s.name for s in STEPS) != STEP_NAMES:  # pragma: no cover - a wiring mistake
+    raise RuntimeError("pipeline STEPS and runs.states.STEP_NAMES disagree")
+CONFIGURE_INDEX = STEP_NAMES.index("configure")
 
 
-def resolve_image(session: Session, device: Device, *, explain: bool = True) -> tuple[int, str]:
-    """(image id, OS family) of the image the device's client wants, if the client also
-    has an active configuration.
-
-    :raises NotReadyToProvision: no image or no configuration yet; with ``explain``, the
-        message names everything that is missing.
-    """
-    from images import service as image_service
-    from images.errors import NoImageForDevice, PinnedImageUnavailable
-
-    # The configuration first, read once: scan-in asks this for every laptop received
-    # (without ``explain``), and a client with no configuration yet then needs no image
-    # lookup at all.
-    config = (
-        image_service.active_config(session, device.client_id)
-        if device.client_id is not None
-        else None
-    )
-    missing: list[str] = []
-    if config is None:
-        missing.append(f"client of {device.serial} has no active configuration")
-        if not explain:
-            raise NotReadyToProvision(missing[0])
-    try:
-        image = image_service.resolve_with_config(session, device, config)
-    except (NoImageForDevice, PinnedImageUnavailable) as e:
-        raise NotReadyToProvision("; ".join([e.message, *missing])) from e
-    if missing:
-        raise NotReadyToProvision(missing[0])
-    assert image.id is not None
-    return int(image.id), str(image.os_family)
-
-
-def run_image(session: Session, image_id: int | None) -> Any:
-    """The image a run was queued with (not whatever resolves now: a newer version
-    published mid-run must not change what a resumed step writes or checks).
-
-    :raises CommandFailed: it is gone from the catalogue.
-    """
-    from images import repository as image_repo
-
-    image = image_repo.get_image(session, image_id) if image_id is not None else None
-    if image is None:
-        raise CommandFailed(f"image {image_id} of this run is no longer in the catalogue")
-    return image
-
-
-def image_source(image: Any) -> imaging.ImageSource:
-    """Adapt the images domain's row to what imaging needs."""
-    from images import store
-
-    fmt = str(getattr(image, "format", "raw"))
-    size = int(getattr(image, "stored_size", 0) or getattr(image, "size", 0))
-    raw_size = int(getattr(image, "raw_size", 0) or size)
-    stored_sha = str(getattr(image, "stored_sha256", "") or getattr(image, "sha256", ""))
-    raw_sha = str(getattr(image, "raw_sha256", "") or stored_sha)
-    return imaging.ImageSource(
-        image_id=int(image.id),
-        path=Path(store.path_of(image)),
-        format=fmt,
-        size=size,
-        sha256=stored_sha,
-        raw_size=raw_size,
-        raw_sha256=raw_sha,
-    )
-
-
-def sleep_backoff(attempt: int, *, base: float, cap: float, check: Callable[[], None]) -> None:
-    """Exponential backoff that still notices an abort every quarter second."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    end = time.monotonic() + delay
-    while time.monotonic() < end:
-        check()
-        time.sleep(min(0.25, max(0.0, end - time.monotonic())))
+def step_at(index: int) -> Step:
+    """The step a run's ``step_index`` points at (the last one past the end)."""
+    return STEPS[min(index, len(STEPS) - 1)]

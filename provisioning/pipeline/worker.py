@@ -1,5 +1,5 @@
-"""The worker process: ``masterline worker`` (jobs only) and ``masterline up`` (API and a
-worker in one process, the embedded default).
+"""The worker process: ``masterline worker`` (jobs only; ``masterline up``, the API and a
+worker in one process, is the command line's, above both).
 
 Worker id: like DBOS's executor id, a restarted worker with the same id takes its own
 interrupted runs back at once; other workers wait for the lease to expire. The default
@@ -23,7 +23,8 @@ from typing import IO, Any
 from core.db import Database, get_database
 from core.settings import get_settings
 from inventory.states import TIMEOUT_OF, DeviceState
-from provisioning.pipeline.engine import EngineConfig, JobEngine
+from provisioning.pipeline.config import EngineConfig
+from provisioning.pipeline.engine import JobEngine
 
 log = logging.getLogger("masterline.worker")
 _held_locks: list[IO[Any]] = []
@@ -88,21 +89,3 @@ def run_worker(db: Database | None = None, *, worker_id: str | None = None) -> N
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     engine.run_forever(stop)
-
-
-def run_up(*, host: str, port: int) -> None:
-    """The API and a worker in one process (the embedded default)."""
-    import uvicorn
-
-    from api.app import create_app
-
-    db = get_database()
-    stop = threading.Event()
-    engine = JobEngine(db, config_from_env())
-    thread = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
-    thread.start()
-    try:
-        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
-    finally:
-        stop.set()
-        thread.join(timeout=60)

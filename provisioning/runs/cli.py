@@ -1,6 +1,6 @@
 """Provisioning commands: ``masterline runs …`` and ``masterline watch`` talk to the API
-(a bench PC needs a URL and a token); ``masterline worker`` and ``masterline up`` run
-where the server runs."""
+(a bench PC needs a URL and a token). ``masterline worker`` and ``masterline up``, which
+run where the server runs, are in ``pipeline/cli.py``."""
 
 from __future__ import annotations
 
@@ -194,27 +194,3 @@ def watch(
                 live.update(fetch())
         except KeyboardInterrupt:
             pass
-
-
-def worker(
-    worker_id: Annotated[
-        str | None, typer.Option("--id", help="Worker id (default: host).")
-    ] = None,
-) -> None:
-    """Run provisioning jobs (where the server runs; SQLite or PostgreSQL)."""
-    import logging
-
-    from provisioning.pipeline.worker import run_worker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run_worker(worker_id=worker_id)
-
-
-def up(
-    host: Annotated[str, typer.Option(envvar="MASTERLINE_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="MASTERLINE_PORT")] = 8000,
-) -> None:
-    """Run the API and a worker in one process (the embedded default)."""
-    from provisioning.pipeline.worker import run_up
-
-    run_up(host=host, port=port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_
@@ -148,3 +148,22 @@ def get_endpoint(session: Session, bench_id: int, slot: int) -> SlotEndpoint | N
 def devices_in_states(session: Session, states: Sequence[str]) -> Sequence[Device]:
     stmt = select(Device).where(col(Device.state).in_(list(states)))
     return session.exec(stmt).all()
+
+
+def image_ids_of_active_runs(session: Session, image_ids: Collection[int]) -> set[int]:
+    """The ids among ``image_ids`` that a queued or running run writes (gc keeps them)."""
+    stmt = select(ProvisioningRun.image_id).where(
+        col(ProvisioningRun.image_id).in_(list(image_ids)),
+        col(ProvisioningRun.status).in_(list(RunStatus.active())),
+    )
+    return {i for i in session.exec(stmt).all() if i is not None}
+
+
+def live_run_ids_at_site(session: Session, *, site_id: int | None, now: datetime) -> set[int]:
+    """The runs running at ``site_id`` under a live lease, whichever worker runs them."""
+    stmt = select(ProvisioningRun.id).where(
+        ProvisioningRun.status == RunStatus.RUNNING,
+        ProvisioningRun.site_id == site_id,
+        col(ProvisioningRun.lease_until) >= now,
+    )
+    return {i for i in session.exec(stmt).all() if i is not None}

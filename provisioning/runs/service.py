@@ -2,29 +2,30 @@
 
 Services never commit. A run is "enqueued" by being committed in ``queued`` status:
 workers only ever see committed rows, so a job never starts before the transaction that
-created it has committed (and never starts at all if it rolled back).
+created it has committed (and never starts at all if it rolled back). A run's status
+changes only through ``runs/lifecycle.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session
 
 from core.principal import Principal
 from core.timeutil import utcnow
-from inventory import lifecycle
+from images.errors import NoImageForDevice, PinnedImageUnavailable
+from images.service import active_config, resolve_with_config
+from inventory import lifecycle as device_lifecycle
 from inventory import repository as inventory_repo
 from inventory.errors import DeviceNotFound
-from inventory.models import Bench, Device
+from inventory.models import Device
 from inventory.states import DeviceState, Event
 from provisioning.errors import NotReadyToProvision, RunConflict, RunNotFound
-from provisioning.pipeline.steps import STEP_NAMES, resolve_image
-from provisioning.runs import repository
+from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent, SlotEndpoint
 from provisioning.runs.schemas import EndpointCreate
+from provisioning.runs.states import STEP_NAMES, RunEvent, retry_index
 
 WORKER_ACTOR = "worker"
 
@@ -70,7 +71,7 @@ def _new_run(
     assert device.id is not None
     site_id = None
     if device.bench_id is not None:
-        bench = session.get(Bench, device.bench_id)
+        bench = inventory_repo.get_bench(session, device.bench_id)
         site_id = bench.site_id if bench else None
     run = ProvisioningRun(
         device_id=device.id,
@@ -83,10 +84,10 @@ def _new_run(
     session.add(run)
     session.flush()
     assert run.id is not None
-    lifecycle.apply(
+    device_lifecycle.apply(
         session, device, Event.QUEUE, actor=actor, details={"run_id": run.id, "image_id": image_id}
     )
-    add_event(session, run, step="queue", kind="queued", message=f"queued by {actor}")
+    lifecycle.add_event(session, run, step="queue", kind="queued", message=f"queued by {actor}")
     return run
 
 
@@ -104,34 +105,15 @@ def retry(session: Session, run_id: int, principal: Principal) -> ProvisioningRu
     assert device is not None
     if device.state not in DeviceState.failed():
         raise RunConflict(f"device {device.serial} is {device.state}, not failed")
-    index = run.step_index
-    if run.failed_step == "verify":
-        index = STEP_NAMES.index("stream")
-    lifecycle.apply(
+    index = retry_index(run.failed_step, run.step_index)
+    device_lifecycle.apply(
         session,
         device,
         Event.RETRY,
         actor=principal.actor,
         details={"run_id": run.id, "from_step": STEP_NAMES[index]},
     )
-    run.status = RunStatus.QUEUED
-    run.step_index = index
-    run.step_attempt = 0
-    run.run_attempt += 1
-    run.failed_step = None
-    run.abort_requested = False
-    run.worker_id = None
-    run.lease_until = None
-    run.finished_at = None
-    run.updated_at = utcnow()
-    session.add(run)
-    add_event(
-        session,
-        run,
-        step=STEP_NAMES[index],
-        kind="retry_requested",
-        message=f"retry from {STEP_NAMES[index]} by {principal.actor}",
-    )
+    lifecycle.requeue(session, run, step_index=index, actor=principal.actor)
     return run
 
 
@@ -156,15 +138,19 @@ def abort(
         run.abort_requested = True
         run.updated_at = now
         session.add(run)
-        add_event(session, run, step=run.step_name or "queue", kind="abort_requested", message=why)
+        lifecycle.add_event(
+            session, run, step=run.step_name or "queue", kind="abort_requested", message=why
+        )
     return run
 
 
 def finish_aborted(session: Session, run: ProvisioningRun, *, actor: str, reason: str) -> None:
+    """End ``run`` as aborted (by a technician, now or at its worker's next safe point),
+    and its device with it when it was queued or in a working state."""
     device = inventory_repo.get_device_for_update(session, run.device_id)
     assert device is not None
     if device.state in (DeviceState.QUEUED, *DeviceState.working()):
-        lifecycle.apply(
+        device_lifecycle.apply(
             session,
             device,
             Event.ABORT,
@@ -172,36 +158,43 @@ def finish_aborted(session: Session, run: ProvisioningRun, *, actor: str, reason
             reason=reason,
             details={"run_id": run.id, "step": run.step_name},
         )
-    run.status = RunStatus.ABORTED
-    run.last_error = f"{run.step_name or 'queue'}: {reason}"[:1000]
-    run.failed_step = run.step_name
-    run.abort_requested = False
-    run.worker_id = None
-    run.lease_until = None
-    run.finished_at = run.updated_at = utcnow()
-    session.add(run)
-    add_event(session, run, step=run.step_name or "queue", kind="aborted", message=reason)
+    step = run.step_name or "queue"
+    lifecycle.finish(
+        session,
+        run,
+        RunEvent.ABORT,
+        step=step,
+        message=reason,
+        error=f"{step}: {reason}",
+        failed_step=run.step_name,
+    )
 
 
-def finish_failed(
-    session: Session,
-    run: ProvisioningRun,
-    *,
-    step: str,
-    reason: str,
-    failed_step: str | None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """End ``run`` as failed at ``failed_step`` with ``reason`` (its device's failure is
-    the caller's: it differs with why the run failed), and log it under ``step``."""
-    run.status = RunStatus.FAILED
-    run.last_error = reason
-    run.failed_step = failed_step
-    run.worker_id = None
-    run.lease_until = None
-    run.finished_at = run.updated_at = utcnow()
-    session.add(run)
-    add_event(session, run, step=step, kind="failed", message=reason, details=details)
+# Which image a run writes.
+def resolve_image(session: Session, device: Device, *, explain: bool = True) -> tuple[int, str]:
+    """(image id, OS family) of the image the device's client wants, if the client also
+    has an active configuration.
+
+    :raises NotReadyToProvision: no image or no configuration yet; with ``explain``, the
+        message names everything that is missing.
+    """
+    # The configuration first, read once: scan-in asks this for every laptop received
+    # (without ``explain``), and a client with no configuration yet then needs no image
+    # lookup at all.
+    config = active_config(session, device.client_id) if device.client_id is not None else None
+    missing: list[str] = []
+    if config is None:
+        missing.append(f"client of {device.serial} has no active configuration")
+        if not explain:
+            raise NotReadyToProvision(missing[0])
+    try:
+        image = resolve_with_config(session, device, config)
+    except (NoImageForDevice, PinnedImageUnavailable) as e:
+        raise NotReadyToProvision("; ".join([e.message, *missing])) from e
+    if missing:
+        raise NotReadyToProvision(missing[0])
+    assert image.id is not None
+    return int(image.id), str(image.os_family)
 
 
 # Reads.
@@ -248,33 +241,6 @@ def _lock_visible(session: Session, run_id: int, principal: Principal) -> Provis
     if run is None or not principal.sees_client(run.client_id):
         raise RunNotFound(str(run_id))
     return run
-
-
-# Log.
-def add_event(
-    session: Session,
-    run: ProvisioningRun,
-    *,
-    step: str,
-    kind: str,
-    message: str,
-    details: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> RunStepEvent:
-    assert run.id is not None
-    row = RunStepEvent(
-        run_id=run.id,
-        seq=repository.next_event_seq(session, run.id),
-        step=step,
-        attempt=run.step_attempt,
-        kind=kind,
-        message=message[:1000],
-        details=details or {},
-        at=at or utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 # Slot endpoints (where a bench slot's laptop answers in its provisioning environment).

@@ -28,7 +28,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from provisioning.transports.base import (
     CommandResult,
     FileChunks,
     ProgressCallback,
+    SshEndpoint,
     StreamResult,
 )
 
@@ -57,23 +57,6 @@ signal without a ``preexec_fn`` (unsafe in a process with threads)."""
 # paramiko's sendall copies the rest of the buffer after every packet (quadratic):
 # keep control-channel writes at 256 KiB or less (physical-limits.md P1).
 _SEND_CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class SshEndpoint:
-    host: str
-    port: int
-    user: str
-    key_path: Path
-    known_hosts_path: Path
-
-    @property
-    def host_key_name(self) -> str:
-        """How known_hosts names this endpoint (``[host]:port`` off port 22)."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
 
 
 class SSHTransport:

@@ -25,8 +25,10 @@ from inventory import service as inventory
 from inventory.models import Device, DeviceEvent
 from inventory.schemas import ScanRequest
 from inventory.states import TIMEOUT_OF, DeviceState
+from lab.bootcontrol import slot_options
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.pipeline.engine import EngineConfig, JobEngine
+from provisioning.pipeline.config import EngineConfig
+from provisioning.pipeline.engine import JobEngine
 from provisioning.runs import service
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 from provisioning.runs.schemas import EndpointCreate
@@ -76,7 +78,7 @@ class Bench:
                     ssh_user=lp.ssh_user,
                     key_path=str(lp.client_key_path),
                     known_hosts_path=str(lp.known_hosts_path),
-                    options={"lab_root": str(self.lab.root), "lab_laptop": lp.name},
+                    options=slot_options(self.lab.root, lp.name),
                 ),
             )
         return lp

@@ -10,8 +10,8 @@ import pytest
 
 from lab.faults import Fault
 from lab.lab import Lab
+from provisioning.configure.apply import configure_os
 from provisioning.configure.gate import CheckResult, failure_reason, image_hash_check, run_gate
-from provisioning.configure.linux import configure_os
 from provisioning.configure.plan import ConfigPlan, OsTarget
 from provisioning.errors import ConnectFailed
 from tests.provisioning.configure.test_linux import booted, linux_target, wireguard_plan

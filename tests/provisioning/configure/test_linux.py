@@ -16,14 +16,16 @@ import pytest
 
 from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.configure.linux import (
-    ConfigureCancelled,
-    LinuxWaves,
-    configure_linux_batch,
-    configure_os,
-)
+from provisioning.configure.apply import configure_os
+from provisioning.configure.linux import configure_linux_batch
 from provisioning.configure.plan import ConfigPlan, OsTarget
-from provisioning.errors import CommandFailed, ConnectFailed, HostKeyMismatch
+from provisioning.errors import (
+    CommandFailed,
+    ConfigureCancelled,
+    ConnectFailed,
+    HostKeyMismatch,
+)
+from provisioning.pipeline.waves import LinuxWaves
 from tests.support.processes import live_processes
 
 WG_KEY = "wgPRIVATEkey-0123456789abcdefghijklmnopqrstu="

@@ -13,10 +13,10 @@ import pytest
 from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from lab.winrm.state import WindowsState
-from provisioning.configure.linux import configure_os
-from provisioning.configure.plan import ConfigPlan, InvalidPlan, OsTarget
+from provisioning.configure.apply import configure_os
+from provisioning.configure.plan import ConfigPlan, OsTarget
 from provisioning.configure.windows import ps_quote
-from provisioning.errors import AuthFailed, CommandFailed, CommandTimedOut
+from provisioning.errors import AuthFailed, CommandFailed, CommandTimedOut, InvalidPlan
 
 PROFILE_TOKEN = "vendor-Token-0f9e8d7c6b5a4"
 WG_KEY = "wgWINDOWSprivate-0123456789abcdefghijklmn="
@@ -177,7 +177,7 @@ def test_unanswered_commands_time_out_retryably(lab: Lab) -> None:
 def test_abort_interrupts_a_command_in_flight(lab: Lab) -> None:
     """The laptop never finishes the first script; an abort requested while it runs
     stops the call (long before the step's deadline) and closes the shell."""
-    from provisioning.configure.linux import ConfigureCancelled
+    from provisioning.errors import ConfigureCancelled
 
     laptop = boot_windows(lab, "WIN2006")
     lab.set_fault(laptop.name, Fault.WINRM_TIMEOUT)

@@ -18,8 +18,12 @@ from provisioning.errors import (
     DiskFull,
     HostKeyMismatch,
 )
-from provisioning.imaging import stream as imaging
-from provisioning.transports.ssh import SshEndpoint, SSHTransport
+from provisioning.imaging.cache import ImageSource, SentHashes, ensure_cached, file_key
+from provisioning.imaging.identity import identify, pick_disk
+from provisioning.imaging.pacing import TokenBucket
+from provisioning.imaging.stream import stream_image, verify
+from provisioning.transports.base import SshEndpoint
+from provisioning.transports.ssh import SSHTransport
 from tests.support.harness import ssh_clients_to
 from tests.support.images import MiB, make_image
 
@@ -30,14 +34,14 @@ def _endpoint(lp: LabLaptop, *, known_hosts: Path | None = None) -> SshEndpoint:
     )
 
 
-def _source(tmp_path: Path, *, fmt: str = "raw+zstd", mib: int = 4) -> imaging.ImageSource:
+def _source(tmp_path: Path, *, fmt: str = "raw+zstd", mib: int = 4) -> ImageSource:
     img = make_image(tmp_path / "store", mib=mib)
     path, size, sha = (
         (img.zst_path, img.zst_size, img.zst_sha256)
         if fmt == "raw+zstd"
         else (img.raw_path, img.raw_size, img.raw_sha256)
     )
-    return imaging.ImageSource(
+    return ImageSource(
         image_id=1,
         path=path,
         format=fmt,
@@ -52,14 +56,14 @@ def _source(tmp_path: Path, *, fmt: str = "raw+zstd", mib: int = 4) -> imaging.I
 def test_stream_and_readback(lab: Lab, tmp_path: Path, fmt: str) -> None:
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
     source = _source(tmp_path, fmt=fmt)
-    cached = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    cached = ensure_cached(source, tmp_path / "cache" / "PAR")
     transport = SSHTransport(_endpoint(lp))
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        disk = pick_disk(identify(transport, timeout=20))
         assert disk.name == "nvme0n1"  # the removable USB stick is never chosen
         seen: list[int] = []
-        written = imaging.stream_image(transport, cached, disk, timeout=60, progress=seen.append)
-        assert imaging.verify(transport, cached, disk.name, timeout=60) == source.raw_sha256
+        written = stream_image(transport, cached, disk, timeout=60, progress=seen.append)
+        assert verify(transport, cached, disk.name, timeout=60) == source.raw_sha256
     finally:
         transport.close()
     raw = source.path.read_bytes() if fmt == "raw" else None
@@ -79,34 +83,34 @@ def test_an_image_is_hashed_once_and_every_laptop_is_still_checked(
     hashing again; a changed file is hashed again and refused; and a file changed behind
     the memo's back (same inode, size and mtime) still never passes verify."""
     one, two = lab.up_n(2, disk_bytes=16 * MiB)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transports = [SSHTransport(_endpoint(lp)) for lp in (one, two)]
     try:
-        disks = [imaging.pick_disk(imaging.identify(t, timeout=20)) for t in transports]
+        disks = [pick_disk(identify(t, timeout=20)) for t in transports]
         for t, d in zip(transports, disks, strict=True):
-            written = imaging.stream_image(t, cached, d, timeout=60)
+            written = stream_image(t, cached, d, timeout=60)
             assert written.sent_sha256 == cached.sha256
-            imaging.verify(t, cached, d.name, timeout=60)
+            verify(t, cached, d.name, timeout=60)
 
         data = bytearray(cached.path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         with open(cached.path, "r+b") as f:  # in place: same inode and size
             f.write(data)
         with pytest.raises(ChecksumMismatch, match="bytes sent differ"):
-            imaging.stream_image(transports[0], cached, disks[0], timeout=60)
+            stream_image(transports[0], cached, disks[0], timeout=60)
 
         hidden = tmp_path / "cache2"
-        cached2 = imaging.ensure_cached(_source(tmp_path / "b"), hidden)
-        imaging.stream_image(transports[0], cached2, disks[0], timeout=60)
+        cached2 = ensure_cached(_source(tmp_path / "b"), hidden)
+        stream_image(transports[0], cached2, disks[0], timeout=60)
         st = cached2.path.stat()
         data = bytearray(cached2.path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         with open(cached2.path, "r+b") as f:
             f.write(data)
         os.utime(cached2.path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        imaging.stream_image(transports[1], cached2, disks[1], timeout=60)  # memo: no rehash
+        stream_image(transports[1], cached2, disks[1], timeout=60)  # memo: no rehash
         with pytest.raises(ChecksumMismatch, match="readback"):
-            imaging.verify(transports[1], cached2, disks[1].name, timeout=60)
+            verify(transports[1], cached2, disks[1].name, timeout=60)
     finally:
         for t in transports:
             t.close()
@@ -130,14 +134,14 @@ def test_a_file_system_that_cannot_splice_still_streams(
 
     monkeypatch.setattr(ssh.os, "splice", refuse)
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
-        bucket = imaging.TokenBucket(rate=float(1 << 40))  # paced, never held back
-        written = imaging.stream_image(transport, cached, disk, timeout=60, bucket=bucket)
+        disk = pick_disk(identify(transport, timeout=20))
+        bucket = TokenBucket(rate=float(1 << 40))  # paced, never held back
+        written = stream_image(transport, cached, disk, timeout=60, bucket=bucket)
         assert written.bytes_sent == cached.size
-        assert imaging.verify(transport, cached, disk.name, timeout=60) == cached.raw_sha256
+        assert verify(transport, cached, disk.name, timeout=60) == cached.raw_sha256
     finally:
         transport.close()
     assert refused == [1]  # tried once, then never again for this stream
@@ -153,7 +157,7 @@ def test_an_unpaced_stream_hands_ssh_the_file_and_stops_with_an_abort(
 
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
     lab.set_fault(lp.name, Fault.SLOW_LINK, bytes_per_second=256 * 1024)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))
     seen: list[int] = []
     stdin: list[str] = []
@@ -165,9 +169,9 @@ def test_an_unpaced_stream_hands_ssh_the_file_and_stops_with_an_abort(
             raise Aborted("aborted by a technician")
 
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        disk = pick_disk(identify(transport, timeout=20))
         with pytest.raises(Aborted):
-            imaging.stream_image(transport, cached, disk, timeout=60, progress=progress)
+            stream_image(transport, cached, disk, timeout=60, progress=progress)
     finally:
         transport.close()
     assert seen[0] == 0 and 0 < seen[-1] < cached.size
@@ -178,8 +182,8 @@ def test_an_unpaced_stream_hands_ssh_the_file_and_stops_with_an_abort(
 def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: Path) -> None:
     path = tmp_path / "image.zst"
     path.write_bytes(os.urandom(3 * MiB))
-    memo = imaging.SentHashes()
-    key = imaging._file_key(path)
+    memo = SentHashes()
+    key = file_key(path)
     assert memo.claim(key) and not memo.claim(key)  # the first stream hashes, not the next
     got: list[str] = []
     waiter = threading.Thread(target=lambda: got.append(memo.result(key, path, timeout=30)))
@@ -195,13 +199,13 @@ def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: P
 def test_flipped_byte_fails_readback(lab: Lab, tmp_path: Path) -> None:
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
     lab.set_fault(lp.name, Fault.FLIPPED_BYTE, offset=12345)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
-        imaging.stream_image(transport, cached, disk, timeout=60)
+        disk = pick_disk(identify(transport, timeout=20))
+        stream_image(transport, cached, disk, timeout=60)
         with pytest.raises(ChecksumMismatch):
-            imaging.verify(transport, cached, disk.name, timeout=60)
+            verify(transport, cached, disk.name, timeout=60)
     finally:
         transport.close()
 
@@ -209,12 +213,12 @@ def test_flipped_byte_fails_readback(lab: Lab, tmp_path: Path) -> None:
 def test_disk_full_is_fatal(lab: Lab, tmp_path: Path) -> None:
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
     lab.set_fault(lp.name, Fault.DISK_FULL, after_bytes=MiB)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        disk = pick_disk(identify(transport, timeout=20))
         with pytest.raises(DiskFull) as e:
-            imaging.stream_image(transport, cached, disk, timeout=60)
+            stream_image(transport, cached, disk, timeout=60)
         assert not e.value.retryable
     finally:
         transport.close()
@@ -222,12 +226,12 @@ def test_disk_full_is_fatal(lab: Lab, tmp_path: Path) -> None:
 
 def test_image_larger_than_disk_is_disk_full(lab: Lab, tmp_path: Path) -> None:
     (lp,) = lab.up_n(1, disk_bytes=2 * MiB)
-    cached = imaging.ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))
     try:
-        disk = imaging.pick_disk(imaging.identify(transport, timeout=20))
+        disk = pick_disk(identify(transport, timeout=20))
         with pytest.raises(DiskFull):
-            imaging.stream_image(transport, cached, disk, timeout=60)
+            stream_image(transport, cached, disk, timeout=60)
     finally:
         transport.close()
     assert lp.disk_path.read_bytes().count(0) == lp.disk_path.stat().st_size  # untouched
@@ -264,9 +268,9 @@ def test_refused_is_retryable(lab: Lab, tmp_path: Path) -> None:
 
 def test_site_cache_reads_the_central_store_once(tmp_path: Path) -> None:
     source = _source(tmp_path, fmt="raw")
-    first = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    first = ensure_cached(source, tmp_path / "cache" / "PAR")
     source.path.unlink()  # the central store is gone: the site serves from its cache
-    again = imaging.ensure_cached(source, tmp_path / "cache" / "PAR")
+    again = ensure_cached(source, tmp_path / "cache" / "PAR")
     assert again == first
     assert first.path.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
 
@@ -277,7 +281,7 @@ def test_corrupt_central_file_is_refused(tmp_path: Path) -> None:
         f.seek(100)
         f.write(b"\xff")
     with pytest.raises(ChecksumMismatch):
-        imaging.ensure_cached(source, tmp_path / "cache")
+        ensure_cached(source, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.zst"))
 
 
@@ -289,9 +293,7 @@ def test_token_bucket_paces_a_site_to_its_rate(monkeypatch: pytest.MonkeyPatch) 
         clock["now"] += seconds
         clock["slept"] += seconds
 
-    monkeypatch.setattr(imaging.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(imaging.time, "sleep", sleep)
-    bucket = imaging.TokenBucket(rate=float(MiB))
+    bucket = TokenBucket(rate=float(MiB), clock=lambda: clock["now"], sleep=sleep)
     for _ in range(10):
         bucket.take(MiB)
     assert 9.0 <= clock["slept"] <= 10.5
@@ -307,9 +309,7 @@ def test_a_rerated_bucket_follows_its_new_share(monkeypatch: pytest.MonkeyPatch)
         if clock["slept"] >= 5.0 and bucket.rate == 0:
             bucket.set_rate(2 * MiB)  # the engine grants a share while the stream waits
 
-    monkeypatch.setattr(imaging.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(imaging.time, "sleep", sleep)
-    bucket = imaging.TokenBucket(rate=0.0)
+    bucket = TokenBucket(rate=0.0, clock=lambda: clock["now"], sleep=sleep)
     bucket.take(MiB)  # held at rate 0 until the share arrives, then ~0.5 s at 2 MiB/s
     assert 5.0 <= clock["slept"] <= 6.0
     clock["now"] += 10.0  # idle: 4 MiB of burst saved up at 2 MiB/s

@@ -20,7 +20,8 @@ from provisioning.errors import ChecksumMismatch, CommandFailed
 from provisioning.imaging import installers
 from provisioning.imaging.installers import resolve_installers
 from provisioning.runs.models import RunStatus
-from provisioning.transports.ssh import SshEndpoint, SSHTransport
+from provisioning.transports.base import SshEndpoint
+from provisioning.transports.ssh import SSHTransport
 from tests.support.factories import World
 from tests.support.harness import (
     LINUX_CONFIG,

@@ -18,9 +18,9 @@ from core.principal import SYSTEM
 from inventory.models import Site
 from lab.lab import Lab, offline_root
 from provisioning.pipeline.bandwidth import SENDING_STEPS
-from provisioning.pipeline.steps import STEP_NAMES
 from provisioning.runs import service
 from provisioning.runs.models import ProvisioningRun, RunStatus
+from provisioning.runs.states import STEP_NAMES
 from tests.support.factories import World
 from tests.support.harness import (
     LINUX_CONFIG,

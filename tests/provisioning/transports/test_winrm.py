@@ -14,7 +14,7 @@ from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from lab.winrm.certs import ensure_lab_ca
 from provisioning.configure.plan import OsTarget
-from provisioning.configure.windows import script
+from provisioning.configure.windows import script, winrm_transport
 from provisioning.errors import AuthFailed, CommandTimedOut, ConnectFailed, HostKeyMismatch
 from provisioning.transports.base import Transport
 from provisioning.transports.winrm import (
@@ -84,7 +84,7 @@ def test_ntlm_over_https_from_a_target(windows: LabLaptop) -> None:
     )
     assert "password" not in repr(target) or windows.winrm_password not in repr(target)
     assert str(windows.winrm_password) not in repr(target)
-    with WinRMTransport.from_target(target) as t:
+    with winrm_transport(target) as t:
         assert t.endpoint.startswith("https://")
         assert t.run_ps(script("$env:COMPUTERNAME"), timeout=30).ok
 
