@@ -100,3 +100,15 @@ def app_client(db: Database) -> Iterator[TestClient]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# Fixtures that start real processes (lab laptops: sshd, the lab daemon, WinRM endpoints;
+# ansible-runner against them): a test that takes one, even through another fixture, is
+# marked ``lab`` and left out of ``make test-fast``.
+LAB_FIXTURES = frozenset({"lab"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)

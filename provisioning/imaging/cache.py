@@ -152,6 +152,7 @@ class SentHashes:
         self._lock = threading.Lock()
         self._known: dict[FileKey, str] = {}
         self._pending: dict[FileKey, threading.Event] = {}
+        self._waiting: dict[FileKey, int] = {}
 
     def claim(self, key: FileKey) -> bool:
         """True: the caller hashes while it sends and must call ``done``."""
@@ -174,8 +175,14 @@ class SentHashes:
         """The file's hash: published, or waited for, or else computed here."""
         with self._lock:
             event = self._pending.get(key)
+            if event is not None:
+                self._waiting[key] = self._waiting.get(key, 0) + 1
         if event is not None:
-            event.wait(timeout)
+            try:
+                event.wait(timeout)
+            finally:
+                with self._lock:
+                    self._waiting[key] -= 1
         with self._lock:
             known = self._known.get(key)
         if known is not None:
@@ -183,6 +190,11 @@ class SentHashes:
         digest = file_sha256(path)
         assert digest is not None  # nothing can stop it
         return digest
+
+    def waiting(self, key: FileKey) -> int:
+        """How many streams are parked waiting for the claimer's hash of ``key``."""
+        with self._lock:
+            return self._waiting.get(key, 0)
 
     def forget(self) -> None:
         with self._lock:

@@ -31,9 +31,15 @@ class TokenBucket:
     _tokens: float = 0.0
     _last: float | None = None
     _stopped: str | None = None
+    _held: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def held(self) -> bool:
+        """A stream is waiting in ``take`` with no share granted (rate 0)."""
+        return self._held
 
     def stop(self, reason: str) -> None:
         """Make the stream's next (or current, held) ``take`` raise ``Aborted``: how an
@@ -61,6 +67,8 @@ class TokenBucket:
                 self._refill(self.clock())
                 if self.rate > 0 and (self._tokens >= n or self._tokens >= self.burst):
                     self._tokens -= n
+                    self._held = False
                     return
                 wait = (n - self._tokens) / self.rate if self.rate > 0 else 0.25
+                self._held = self.rate <= 0
             self.sleep(min(max(wait, 0.001), 0.25))

@@ -75,6 +75,12 @@ class SiteShares:
         self._wake.set()
         return bucket
 
+    def bucket_of(self, run_id: int) -> TokenBucket | None:
+        """The bucket pacing ``run_id``'s stream in this worker, if it is sending."""
+        with self._lock:
+            entry = self._streams.get(run_id)
+        return entry[1] if entry is not None else None
+
     def unregister(self, run_id: int) -> None:
         with self._lock:
             self._streams.pop(run_id, None)

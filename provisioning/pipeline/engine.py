@@ -125,14 +125,16 @@ class JobEngine:
         if now - self._last_sweep >= self.config.sweep_seconds:
             self._last_sweep = now
             stages.sweep_timeouts(self.db, self.config.state_timeouts)
-        for run_id in self._claim():
+        for run_id in self.claim():
             self._pool.submit(self.executor.execute, run_id)
 
     def active(self) -> set[int]:
         return self.live.ids()
 
     # Claiming.
-    def _claim(self) -> list[int]:
+    def claim(self) -> list[int]:
+        """Claim the runs this worker may take now (``scheduling.admit``): committed
+        ``running`` under its lease before they are handed to a thread."""
         active = self.live.ids()
         free = self.config.max_parallel - len(active)
         if free <= 0:

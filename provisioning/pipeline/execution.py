@@ -95,7 +95,7 @@ class RunExecutor:
     def execute(self, run_id: int) -> None:
         try:
             while not self._stop.is_set():
-                begun = self._begin_step(run_id)
+                begun = self.begin_step(run_id)
                 if begun is None:
                     return
                 step, attempt, ctx, setup_error = begun
@@ -161,7 +161,9 @@ class RunExecutor:
             self.check_abort(run_id)
             self._sleep(min(0.25, max(0.0, end - self._clock())))
 
-    def _begin_step(self, run_id: int) -> Begun | None:
+    def begin_step(self, run_id: int) -> Begun | None:
+        """Save the step about to run on the run and move the device into its stage, in
+        one transaction; None when the run is not this worker's to run any more."""
         with self.db.session() as s:
             run = repository.get_run_for_update(s, run_id)
             if not owned_by(run, self.me):

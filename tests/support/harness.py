@@ -34,6 +34,7 @@ from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 from provisioning.runs.schemas import EndpointCreate
 from tests.support.factories import World
 from tests.support.images import GeneratedImage, MiB
+from tests.support.waiting import eventually
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ABORTED}
 
@@ -126,15 +127,19 @@ class Bench:
         """Poll (bounded) until the run reaches one of ``until`` (default: finished), or
         is running ``step``."""
         wanted = until or TERMINAL
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def reached() -> ProvisioningRun | None:
             run = self.run(run_id)
             if run.status in wanted and (step is None or run.step_name == step):
                 return run
-            if step is not None and run.status in TERMINAL:
-                return run
-            time.sleep(0.1)
-        raise AssertionError(f"run {run_id} still {self.run(run_id).status} after {timeout}s")
+            return run if step is not None and run.status in TERMINAL else None
+
+        return eventually(
+            reached,
+            timeout=timeout,
+            every=0.1,
+            message=lambda: f"run {run_id} still {self.run(run_id).status}",
+        )
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +12,7 @@ import uvicorn
 from api.app import create_app
 from core.db import Database
 from tests.support.postgres import free_port
+from tests.support.waiting import eventually
 
 
 @contextmanager
@@ -23,16 +23,19 @@ def running_server(db: Database) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             httpx.get(base + "/openapi.json", timeout=1)
-            break
         except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
+            return False
+        return True
+
+    try:
+        eventually(answers, timeout=60, message="test server did not start")
+    except AssertionError:
         server.should_exit = True
-        raise RuntimeError("test server did not start")
+        raise
     try:
         yield base
     finally:

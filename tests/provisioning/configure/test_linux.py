@@ -8,7 +8,6 @@ import logging
 import os
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from provisioning.errors import (
 )
 from provisioning.pipeline.waves import LinuxWaves
 from tests.support.processes import live_processes
+from tests.support.waiting import eventually
 
 WG_KEY = "wgPRIVATEkey-0123456789abcdefghijklmnopqrstu="
 OVPN_KEY = "-----BEGIN PRIVATE KEY-----\nMIIovpnSECRETline0123456789\n-----END PRIVATE KEY-----"
@@ -233,10 +233,7 @@ def test_cancel_stops_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) ->
             work_dir=tmp_path / "work",
         )
     # SIGKILL went to the whole process group; give the kernel a moment to reap it.
-    deadline = time.monotonic() + 15
-    while (leftovers := playbooks_running_in(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftovers == []
+    eventually(lambda: playbooks_running_in(tmp_path) == [], message="playbooks left running")
     assert not list(tmp_path.rglob("secrets-*.json"))
 
 
@@ -376,10 +373,11 @@ def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
         try:
             # Until it has exec'd, the child still shows pytest's command line.
             cmdline = Path(f"/proc/{proc.pid}/cmdline")
-            deadline = time.monotonic() + 10
-            while b"ansible-playbook" not in cmdline.read_bytes():
-                assert time.monotonic() < deadline, "the stand-in did not start"
-                time.sleep(0.01)
+            eventually(
+                lambda cmdline=cmdline: b"ansible-playbook" in cmdline.read_bytes(),
+                every=0.01,
+                message="the stand-in did not start",
+            )
             (pdd / "playbook.pid").write_text(f"{proc.pid}\n")
             _kill_stray(pdd)
             if killed:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from provisioning.transports.base import SshEndpoint
 from provisioning.transports.ssh import SSHTransport
 from tests.support.harness import ssh_clients_to
 from tests.support.images import MiB, make_image
+from tests.support.waiting import eventually
 
 
 def _endpoint(lp: LabLaptop, *, known_hosts: Path | None = None) -> SshEndpoint:
@@ -151,13 +151,21 @@ def test_an_unpaced_stream_hands_ssh_the_file_and_stops_with_an_abort(
     lab: Lab, tmp_path: Path
 ) -> None:
     """Unpaced, ``ssh`` reads the cached file itself: progress is its file offset, and an
-    abort raised by the progress callback kills it mid-stream."""
+    abort raised by the progress callback kills it mid-stream.
+
+    The image is far larger than what ``ssh`` reads ahead of the slow link: it takes
+    one SSH channel window (2 MiB) from its stdin at once, then only as the laptop
+    consumes. A 2 MiB image used to fit in that window but for 737 bytes, so its offset
+    reached the end ~0.15 s after the first read and a progress poll delayed by a busy
+    machine saw the whole file sent (the flake). At 12 MiB and 256 KiB/s, the offset
+    stays short of the end for ~40 s whatever the load."""
     from lab.faults import Fault
     from provisioning.errors import Aborted
 
-    (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
+    (lp,) = lab.up_n(1, disk_bytes=32 * MiB)
     lab.set_fault(lp.name, Fault.SLOW_LINK, bytes_per_second=256 * 1024)
-    cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
+    cached = ensure_cached(_source(tmp_path, mib=24), tmp_path / "cache")
+    assert cached.size > 4 * 2 * MiB  # several channel windows
     transport = SSHTransport(_endpoint(lp))
     seen: list[int] = []
     stdin: list[str] = []
@@ -188,8 +196,8 @@ def test_streams_waiting_on_a_failed_hasher_hash_the_file_themselves(tmp_path: P
     got: list[str] = []
     waiter = threading.Thread(target=lambda: got.append(memo.result(key, path, timeout=30)))
     waiter.start()
-    time.sleep(0.2)  # the waiter is parked on the claimer's stream
-    assert not got
+    eventually(lambda: memo.waiting(key) == 1, message="the waiter never parked")
+    assert not got  # parked on the claimer's stream, not hashing on its own
     memo.done(key, None)  # the claimer's stream broke before sending it all
     waiter.join(timeout=30)
     assert got == [hashlib.sha256(path.read_bytes()).hexdigest()]

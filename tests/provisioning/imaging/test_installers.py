@@ -14,11 +14,10 @@ from core.db import Database
 from core.settings import get_settings
 from inventory.states import DeviceState
 from lab.lab import Lab, offline_root
-from provisioning.configure.build import plan_document
+from provisioning.configure.build import plan_document, resolve_installers
 from provisioning.configure.plan import ConfigPlan, OsFamily
 from provisioning.errors import ChecksumMismatch, CommandFailed
 from provisioning.imaging import installers
-from provisioning.imaging.installers import resolve_installers
 from provisioning.runs.models import RunStatus
 from provisioning.transports.base import SshEndpoint
 from provisioning.transports.ssh import SSHTransport

@@ -6,7 +6,6 @@ timing."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.support.harness import (
     worker_process,
 )
 from tests.support.images import MiB, make_image
+from tests.support.waiting import eventually
 
 CAP = MiB  # bytes per second for the whole site
 STREAM_INDEX = STEP_NAMES.index("stream")
@@ -120,8 +120,8 @@ def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> 
             stack.enter_context(worker_process(bench.db, bench.tmp, worker_id=name, extra_env=env))
         # The streams are what this test is about: each run is stopped once past them.
         pending = set(ids)
-        deadline = time.monotonic() + 120
-        while pending and time.monotonic() < deadline:
+
+        def past_their_streams() -> bool:
             for run_id in sorted(pending):
                 run = bench.run(run_id)
                 if run.status in TERMINAL:
@@ -130,8 +130,9 @@ def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> 
                     with bench.db.session() as s:
                         service.abort(s, run_id, SYSTEM)
                     pending.discard(run_id)
-            time.sleep(0.05)
-        assert not pending, f"runs {pending} never got past their stream"
+            return not pending
+
+        eventually(past_their_streams, timeout=120, message=lambda: f"runs {pending} stuck")
         for run_id in ids:
             bench.wait(run_id, timeout=60)
 
@@ -171,12 +172,11 @@ def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: B
     assert run is not None and run.id is not None
     config = engine_config(bench.tmp, share_seconds=0.1)
     with running_engine(bench.db, config):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            current = bench.run(run.id)
-            if current.step_name == "stream" and current.progress_total > 0:
-                break  # the stream is ready to send: it only waits for a share
-            time.sleep(0.05)
+        # The stream is ready to send: it only waits for a share.
+        eventually(
+            lambda: (c := bench.run(run.id)).step_name == "stream" and c.progress_total > 0,
+            message="the stream never got ready",
+        )
         with bench.db.session() as s:
             service.abort(s, run.id, SYSTEM)
         done = bench.wait(run.id, timeout=60)
@@ -195,12 +195,11 @@ def test_store_installers_take_their_share_of_the_site_rate(bench: Bench) -> Non
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
     with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            current = bench.run(run.id)
-            if current.status in TERMINAL or current.step_index > INSTALLERS_INDEX:
-                break
-            time.sleep(0.05)
+        eventually(
+            lambda: (c := bench.run(run.id)).status in TERMINAL or c.step_index > INSTALLERS_INDEX,
+            timeout=120,
+            message="the installers step never ended",
+        )
         with bench.db.session() as s:
             service.abort(s, run.id, SYSTEM)  # configure is not what this test is about
         bench.wait(run.id, timeout=60)
@@ -235,18 +234,13 @@ def test_an_installer_copy_waits_for_bandwidth_held_elsewhere_and_can_be_aborted
         assert queued is not None
         queued.step_index = INSTALLERS_INDEX
         s.add(queued)
-    with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            current = bench.run(run.id)
-            if current.step_name == "installers":
-                break
-            time.sleep(0.05)
-        # Long enough for an unpaced 2 MiB copy to land many times over; a paced one
-        # sends nothing however long it waits.
-        settle = time.monotonic() + 3
-        while time.monotonic() < settle and bench.run(run.id).step_name == "installers":
-            time.sleep(0.1)
+    with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)) as engine:
+        # The copy reached its first chunk and is held there at rate 0 (not before it
+        # started, when nothing would be sent anyway): the abort comes while it waits.
+        eventually(
+            lambda: (b := engine.shares.bucket_of(run.id or 0)) is not None and b.held,
+            message="the installer copy never waited for a share",
+        )
         with bench.db.session() as s:
             service.abort(s, run.id, SYSTEM)
         done = bench.wait(run.id, timeout=60)

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from tests.support.harness import (
     worker_process,
 )
 from tests.support.images import make_image
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -182,13 +182,11 @@ def test_abort_stops_a_running_stream(bench: Bench) -> None:
     with running_engine(bench.db, engine_config(bench.tmp)):
         running = bench.wait(run.id, until={RunStatus.RUNNING}, step="stream")
         assert running.status == RunStatus.RUNNING
-        deadline = time.monotonic() + 60  # progress shows while the stream runs
-        while time.monotonic() < deadline:
-            running = bench.run(run.id)
-            if running.progress_bytes > 0 and running.rate_bps > 0:
-                break
-            time.sleep(0.1)
-        assert running.progress_bytes > 0 and running.rate_bps > 0
+        # Progress shows while the stream runs.
+        running = eventually(
+            lambda: (r := bench.run(run.id)).progress_bytes > 0 and r.rate_bps > 0 and r,
+            message="no progress reported",
+        )
         with bench.db.session() as s:
             service.abort(s, run.id, SYSTEM, reason="wrong laptop model on the bench")
         done = bench.wait(run.id)
@@ -258,18 +256,12 @@ def test_sigkill_mid_stream_then_restart_finishes_without_duplicate_events(
     assert run is not None and run.id is not None
     with worker_process(bench.db, bench.tmp, worker_id="w1") as proc:
         bench.wait(run.id, until={RunStatus.RUNNING}, step="stream")
-        for _ in range(200):
-            if bench.run(run.id).progress_bytes > 0:
-                break
-            bench.wait(run.id, until={RunStatus.RUNNING}, timeout=1)
+        eventually(lambda: bench.run(run.id).progress_bytes > 0, message="no byte streamed")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         # Its ssh stream died with it (parent-death signal), instead of writing on into
         # the disk at the slow link's pace while the next worker streams there too.
-        deadline = time.monotonic() + 2
-        while ssh_clients_to(lp.ssh_port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ssh_clients_to(lp.ssh_port) == []
+        eventually(lambda: ssh_clients_to(lp.ssh_port) == [], message="the ssh stream lived on")
     interrupted = bench.run(run.id)
     assert interrupted.status == RunStatus.RUNNING and interrupted.step_name == "stream"
     assert bench.device("ACME0001").state == DeviceState.IMAGING
@@ -292,8 +284,8 @@ def test_a_dead_workers_runs_fail_by_timeout_not_stuck(bench: Bench) -> None:
     bench.plug("ACME0001", slot=1)
     # A worker claimed the run, moved the laptop to IMAGING, then vanished for good.
     engine = JobEngine(bench.db, engine_config(bench.tmp, worker_id="gone"))
-    assert engine._claim() == [run.id]
-    assert engine._begin_step(run.id) is not None
+    assert engine.claim() == [run.id]
+    assert engine.executor.begin_step(run.id) is not None
     assert bench.device("ACME0001").state == DeviceState.IMAGING
     assert sweep_timeouts(bench.db, quick_timeouts(imaging=0)) == 1
     assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING

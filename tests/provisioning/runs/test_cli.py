@@ -23,6 +23,7 @@ from tests.support.harness import (
 from tests.support.images import make_image
 from tests.support.lab import lab
 from tests.support.server import running_server
+from tests.support.waiting import eventually
 
 __all__ = ["lab"]
 
@@ -90,7 +91,6 @@ def test_runs_cli_and_watch(
 def test_up_runs_the_api_and_a_worker_in_one_process(
     db: Database, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
 
     import httpx
 
@@ -123,27 +123,32 @@ def test_up_runs_the_api_and_a_worker_in_one_process(
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {world.token(Role.TECHNICIAN)}"}
-        run: dict[str, object] = {}
-        for _ in range(600):
+
+        def scanned() -> httpx.Response | None:
             try:
-                r = httpx.post(
+                return httpx.post(
                     f"{base}/scan",
                     headers=headers,
                     timeout=5,
                     json={"code": "ACME0001", "bench_id": world.bench.id},
                 )
-                break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                return None  # the server is still starting
+
+        r = eventually(scanned, message="the server never answered")
         assert r.status_code == 200, r.text
         # No PE address is wired for that slot: the in-process worker picks the run up and
         # fails it with a reason.
-        for _ in range(600):
-            run = httpx.get(f"{base}/runs", headers=headers, timeout=5).json()["items"][0]
-            if run["status"] == "failed":
-                break
-            time.sleep(0.1)
-        assert run["status"] == "failed"
+        run = eventually(
+            lambda: (
+                (r := httpx.get(f"{base}/runs", headers=headers, timeout=5).json())["items"][0][
+                    "status"
+                ]
+                == "failed"
+                and r["items"][0]
+            ),
+            message="the run never failed",
+        )
         assert "no provisioning-environment address" in str(run["last_error"])
         assert run["device_state"] == "failed_imaging"
     finally:
