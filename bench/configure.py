@@ -44,11 +44,11 @@ from typing import Any
 
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from provisioning.configure.ansible import (
-    _envvars,
-    _stop_control_masters,
     default_forks,
+    envvars,
     host_alias,
     inventory_host,
+    stop_control_masters,
 )
 from provisioning.configure.apply import configure_os
 from provisioning.configure.linux import (
@@ -114,7 +114,7 @@ def run_baseline(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
         json.dump({"masterline_secrets": {host_alias(t): linux_secrets(p) for t, p in pairs}}, fh)
     cp_dir = Path(tempfile.mkdtemp(prefix="ml-cpb-"))
     (work / "ansible.cfg").touch()
-    env = {**os.environ, **_envvars(work, cp_dir)}
+    env = {**os.environ, **envvars(work, cp_dir)}
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",
@@ -130,7 +130,7 @@ def run_baseline(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     finally:
         elapsed = time.perf_counter() - start
-        _stop_control_masters(cp_dir)
+        stop_control_masters(cp_dir)
     if proc.returncode != 0:
         raise SystemExit(f"baseline ansible-playbook failed: {proc.stdout[-2000:]}")
     return elapsed

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from api.kit import Page
 from images.models import ImageFormat, ImageStatus, OsFamily
 
 Sha256 = Annotated[
@@ -118,9 +119,8 @@ class ImageRead(BaseModel):
     )
 
 
-class ImagePage(BaseModel):
-    items: list[ImageRead]
-    next_cursor: int | None
+class ImagePage(Page[ImageRead]):
+    pass
 
 
 class GcReport(BaseModel):

@@ -110,10 +110,7 @@ def declare(session: Session, body: ImageDeclare, principal: Principal) -> Image
 
 def get_image(session: Session, image_id: int, principal: Principal) -> Image:
     """:raises ImageNotFound: unknown, or another company's for a dsi caller."""
-    row = repository.get_image(session, image_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise ImageNotFound(image_id)
-    return row
+    return principal.visible(repository.get_image(session, image_id), ImageNotFound(image_id))
 
 
 def list_images(

@@ -162,10 +162,9 @@ def _client_for_write(session: Session, client_code: str | None, principal: Prin
 
 def get_delivery(session: Session, delivery_id: int, principal: Principal) -> Delivery:
     """:raises DeliveryNotFound: unknown or not visible to the caller."""
-    row = repository.get_delivery(session, delivery_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise DeliveryNotFound(str(delivery_id))
-    return row
+    return principal.visible(
+        repository.get_delivery(session, delivery_id), DeliveryNotFound(str(delivery_id))
+    )
 
 
 def list_deliveries(
@@ -179,10 +178,9 @@ def list_deliveries(
 # Devices.
 def get_device(session: Session, device_id: int, principal: Principal) -> Device:
     """:raises DeviceNotFound: unknown or not visible to the caller."""
-    row = repository.get_device(session, device_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise DeviceNotFound(str(device_id))
-    return row
+    return principal.visible(
+        repository.get_device(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 def history(session: Session, device: Device) -> Sequence[DeviceEvent]:
@@ -260,10 +258,9 @@ def attach(session: Session, device_id: int, delivery_id: int, principal: Princi
 
 
 def _lock_visible(session: Session, device_id: int, principal: Principal) -> Device:
-    device = repository.get_device_for_update(session, device_id)
-    if device is None or not principal.sees_client(device.client_id):
-        raise DeviceNotFound(str(device_id))
-    return device
+    return principal.visible(
+        repository.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 # Bench scan-in.

@@ -7,99 +7,64 @@ exactly what was planned. Secrets (the WinRM password, VPN keys) are ``SecretStr
 kept out of ``repr`` so that a plan or a target can be logged or put in an exception
 without leaking them.
 
-Every value that ends up in a file path, a PowerShell literal or an Ansible variable is
-validated here, once: names are restricted to a safe alphabet, free text may not contain
-control characters. Bad configuration is a fatal ``InvalidPlan`` with one line.
+Every value is checked on its way in (``configure/values.py``: safe names, single-line
+values, hostnames); bad configuration is a fatal ``InvalidPlan`` with one line. The
+plan's vocabulary (``OsFamily``, ``VpnKind``...) is defined there and re-exported here.
 """
 
 from __future__ import annotations
 
 import re
-import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import SecretStr
 
+from provisioning.configure.values import (
+    ALL_CHECKS as ALL_CHECKS,
+)
+from provisioning.configure.values import (
+    LINUX_INSTALLER_DIR as LINUX_INSTALLER_DIR,
+)
+from provisioning.configure.values import (
+    WINDOWS_INSTALLER_DIR as WINDOWS_INSTALLER_DIR,
+)
+from provisioning.configure.values import (
+    AppSource as AppSource,
+)
+from provisioning.configure.values import (
+    Check as Check,
+)
+from provisioning.configure.values import (
+    OsFamily as OsFamily,
+)
+from provisioning.configure.values import (
+    VpnKind as VpnKind,
+)
+from provisioning.configure.values import (
+    as_list,
+    as_mapping,
+    free_text,
+    is_free_text,
+    single_line,
+    valid_name,
+)
+from provisioning.configure.values import (
+    parse_enum as parse_enum,
+)
+from provisioning.configure.values import (
+    render_hostname as render_hostname,
+)
+from provisioning.configure.values import (
+    slug as slug,
+)
+from provisioning.configure.values import (
+    validate_hostname as validate_hostname,
+)
 from provisioning.errors import InvalidPlan
 from provisioning.transports.base import WinRMTransportKind
-
-
-class OsFamily(StrEnum):
-    LINUX = "linux"
-    WINDOWS = "windows"
-
-
-class VpnKind(StrEnum):
-    WIREGUARD = "wireguard"
-    OPENVPN = "openvpn"
-    IKEV2 = "ikev2"
-    # A vendor client (e.g. a corporate SSL VPN): install its app, write its profile.
-    VENDOR = "vendor"
-
-
-class AppSource(StrEnum):
-    """Where an app comes from. ``package``: the distribution's package manager on Linux
-    (apt) or winget on Windows; ``msi`` (Windows) / ``deb`` (Linux): an installer file
-    already on the laptop, at ``package`` (the client's store installers are copied there
-    by the offline step, in the provisioning environment, not pushed through WinRM)."""
-
-    PACKAGE = "package"
-    MSI = "msi"
-    DEB = "deb"
-
-
-class Check(StrEnum):
-    """The gate's checks, as named in a client's configuration."""
-
-    IMAGE_HASH = "image_hash"
-    HOSTNAME = "hostname"
-    VPN_PROFILE = "vpn_profile"
-    APPS = "apps"
-
-
-ALL_CHECKS: tuple[Check, ...] = tuple(Check)
-
-# Installers from the client's image store are copied here by the offline step (through
-# the mounted installed system, ``imaging/installers.py``), then installed from the
-# laptop's own disk.
-WINDOWS_INSTALLER_DIR = "C:\\ProgramData\\Masterline\\Installers"
-LINUX_INSTALLER_DIR = "/var/cache/masterline/installers"
-_E = TypeVar("_E", bound=StrEnum)
-
-# Names that become file names (VPN profile, app marker) or PowerShell literals.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-# RFC 1123 label; Windows adds the 15-character NetBIOS limit.
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_WINDOWS_HOSTNAME_MAX = 15
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_TEXT = 64 * 1024
-
-
-def _name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidPlan(f"{what} {value!r} is not a valid name (letters, digits, _.+-)")
-    return value
-
-
-def _line(value: Any, what: str, *, max_len: int = 1024) -> str:
-    """A single-line value (server, package id, path, setting)."""
-    text = str(value)
-    if len(text) > max_len or _CONTROL_OR_NEWLINE.search(text):
-        raise InvalidPlan(f"{what} must be a single line of at most {max_len} characters")
-    return text
-
-
-def _text(value: Any, what: str) -> str:
-    """A multi-line value (a PEM block, a profile body): newlines and tabs allowed."""
-    text = str(value)
-    if len(text) > _MAX_TEXT or _CONTROL.search(text):
-        raise InvalidPlan(f"{what} must be text of at most {_MAX_TEXT} characters")
-    return text
 
 
 @dataclass(frozen=True)
@@ -239,10 +204,6 @@ class AppPlan:
         return arg if arg else self.package
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.") or "app"
-
-
 @dataclass(frozen=True)
 class VpnPlan:
     """The VPN the client's configuration asks for, with this laptop's secrets.
@@ -321,7 +282,7 @@ class ConfigPlan:
         hostname = validate_hostname(hostname, family)
         vpn_data = data.get("vpn")
         vpn = _vpn(vpn_data, family, secrets or {}) if vpn_data else None
-        apps = tuple(_app(a, family) for a in _seq(data.get("apps") or (), "apps"))
+        apps = tuple(_app(a, family) for a in as_list(data.get("apps") or (), "apps"))
         every = [*apps, *([vpn.client_app] if vpn and vpn.client_app else [])]
         names = [a.key.lower() for a in every]
         if len(set(names)) != len(names):
@@ -330,77 +291,20 @@ class ConfigPlan:
         checks = (
             ALL_CHECKS
             if raw_checks is None
-            else tuple(parse_enum(Check, c, "check") for c in _seq(raw_checks, "checks"))
+            else tuple(parse_enum(Check, c, "check") for c in as_list(raw_checks, "checks"))
         )
         return cls(os_family=family, hostname=hostname, vpn=vpn, apps=apps, checks=checks)
 
 
-def render_hostname(pattern: str, fields: Mapping[str, str]) -> str:
-    """Render a client's hostname pattern such as ``ACME-{serial}``.
-
-    Only ``{name}`` placeholders of known fields are allowed (no attribute access or
-    format specs: the pattern comes from a client's DSI).
-
-    :raises InvalidPlan: empty pattern, unknown or malformed placeholder.
-    """
-    if not pattern:
-        raise InvalidPlan("the configuration has no hostname pattern")
-    out: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(pattern))
-    except ValueError as e:
-        raise InvalidPlan(f"hostname pattern {pattern!r} is malformed") from e
-    for literal, name, spec, conversion in parsed:
-        out.append(literal)
-        if name is None:
-            continue
-        if spec or conversion or name not in fields:
-            known = ", ".join(sorted(fields)) or "none"
-            raise InvalidPlan(f"hostname pattern field {{{name}}} is unknown (known: {known})")
-        out.append(re.sub(r"[^A-Za-z0-9-]", "-", str(fields[name])))
-    return "".join(out)
-
-
-def validate_hostname(hostname: str, family: OsFamily) -> str:
-    """:raises InvalidPlan: not an RFC 1123 label, or longer than 15 on Windows."""
-    if not _HOSTNAME.match(hostname):
-        raise InvalidPlan(f"hostname {hostname!r} is not a valid host name")
-    if family is OsFamily.WINDOWS and len(hostname) > _WINDOWS_HOSTNAME_MAX:
-        raise InvalidPlan(
-            f"hostname {hostname!r} is longer than Windows' {_WINDOWS_HOSTNAME_MAX} characters"
-        )
-    return hostname
-
-
-def parse_enum(kind: type[_E], value: Any, what: str) -> _E:
-    try:
-        return kind(str(value).lower())
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise InvalidPlan(f"{what} {value!r} is not one of: {allowed}") from None
-
-
-def _seq(value: Any, what: str) -> Sequence[Any]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidPlan(f"{what} must be a list")
-    if len(value) > 64:
-        raise InvalidPlan(f"{what} has more than 64 entries")
-    return value
-
-
-def _map(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InvalidPlan(f"{what} must be a mapping")
-    return value
-
-
 def _app(raw: Any, family: OsFamily) -> AppPlan:
-    data = _map(raw, "app")
-    name = _line(data.get("name") or "", "app name", max_len=100).strip()
+    data = as_mapping(raw, "app")
+    name = single_line(data.get("name") or "", "app name", max_len=100).strip()
     if not name:
         raise InvalidPlan("an app has no name")
     source = parse_enum(AppSource, data.get("source") or "package", f"app {name} source")
-    package = _line(data.get("package") or data.get("package_id") or "", f"app {name} package")
+    package = single_line(
+        data.get("package") or data.get("package_id") or "", f"app {name} package"
+    )
     if not package:
         raise InvalidPlan(f"app {name} has no package")
     if source is AppSource.MSI and family is not OsFamily.WINDOWS:
@@ -408,9 +312,10 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
     if source is AppSource.DEB and family is not OsFamily.LINUX:
         raise InvalidPlan(f"app {name}: .deb installers are for Linux")
     args = tuple(
-        _line(a, f"app {name} silent argument") for a in _seq(data.get("silent_args") or (), "args")
+        single_line(a, f"app {name} silent argument")
+        for a in as_list(data.get("silent_args") or (), "args")
     )
-    verify = _line(data.get("verify") or "package", f"app {name} verify")
+    verify = single_line(data.get("verify") or "package", f"app {name} verify")
     if source is not AppSource.PACKAGE and verify == "package":
         # An installer file has no package id of its own; the package manager lists it
         # under its product name, taken to be the file's stem unless configured.
@@ -438,7 +343,7 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
 def _store_file(raw: Any, name: str) -> StoreFile | None:
     if not raw:
         return None
-    data = _map(raw, f"app {name} store reference")
+    data = as_mapping(raw, f"app {name} store reference")
     image_id = data.get("image_id")
     sha = str(data.get("sha256") or "")
     if image_id is None and not sha:
@@ -461,10 +366,10 @@ VPN_SECRET_KEYS = {
 
 
 def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> VpnPlan:
-    data = _map(raw, "vpn")
+    data = as_mapping(raw, "vpn")
     kind = parse_enum(VpnKind, data.get("kind", ""), "VPN kind")
-    name = _name(str(data.get("name") or "masterline"), "VPN name")
-    server = _line(data.get("server") or "", "VPN server", max_len=253)
+    name = valid_name(str(data.get("name") or "masterline"), "VPN name")
+    server = single_line(data.get("server") or "", "VPN server", max_len=253)
     if not server:
         raise InvalidPlan("the VPN has no server")
     port_raw = data.get("port")
@@ -477,8 +382,8 @@ def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> 
         if not 1 <= port <= 65535:
             raise InvalidPlan("VPN port must be between 1 and 65535")
     settings = {
-        _name(str(k), "VPN setting"): _text(v, f"VPN setting {k}")
-        for k, v in _map(data.get("settings") or {}, "VPN settings").items()
+        valid_name(str(k), "VPN setting"): free_text(v, f"VPN setting {k}")
+        for k, v in as_mapping(data.get("settings") or {}, "VPN settings").items()
     }
     allowed = VPN_SECRET_KEYS[kind]
     clean: dict[str, SecretStr] = {}
@@ -487,7 +392,7 @@ def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> 
             # The key name is not secret; its value is never echoed.
             raise InvalidPlan(f"VPN secret {key!r} does not apply to {kind.value}")
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        if len(text) > _MAX_TEXT or _CONTROL.search(text):
+        if not is_free_text(text):
             raise InvalidPlan(f"VPN secret {key!r} contains control characters or is too long")
         clean[key] = SecretStr(text)
     client_raw = data.get("client_app")

@@ -124,4 +124,4 @@ def after_failure(*, retryable: bool, attempt: int, max_attempts: int) -> AfterF
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Seconds to wait before the next attempt: exponential from ``base``, capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+    return min(cap, base * 2.0 ** max(0, attempt - 1))

@@ -109,7 +109,7 @@ def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
     return failed
 
 
-def complete(s: Session, run: ProvisioningRun, *, step: str, checks: Any, actor: str) -> None:
+def complete(s: Session, run: ProvisioningRun, *, step: str, checks: object, actor: str) -> None:
     """The last step is done: the device is READY (its gate checks in its history) and
     the run succeeded."""
     device = inventory_repo.get_device_for_update(s, run.device_id)

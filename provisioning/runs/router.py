@@ -61,7 +61,7 @@ def list_runs(
         RunRead.of(r, serial=d.serial, bench_id=d.bench_id, slot=d.slot, device_state=str(d.state))
         for r, d in rows
     ]
-    return RunPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return RunPage.of(items, limit)
 
 
 @router.get("/{run_id}", response_model=RunDetail)

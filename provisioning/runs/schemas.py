@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.kit import Page
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 
 
@@ -123,9 +124,8 @@ class RunDetail(RunRead):
     events: list[RunEventRead]
 
 
-class RunPage(BaseModel):
-    items: list[RunRead]
-    next_cursor: int | None
+class RunPage(Page[RunRead]):
+    pass
 
 
 class EndpointRead(BaseModel):

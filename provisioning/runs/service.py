@@ -50,9 +50,9 @@ def start(session: Session, device_id: int, principal: Principal) -> Provisionin
     :raises RunConflict: the device already has an active run, or is not RECEIVED.
     :raises NotReadyToProvision: its client has no image or configuration.
     """
-    device = inventory_repo.get_device_for_update(session, device_id)
-    if device is None or not principal.sees_client(device.client_id):
-        raise DeviceNotFound(str(device_id))
+    device = principal.visible(
+        inventory_repo.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
+    )
     assert device.id is not None
     if repository.active_run_of_device(session, device.id) is not None:
         raise RunConflict(f"device {device.serial} already has an active run")
@@ -200,10 +200,7 @@ def resolve_image(session: Session, device: Device, *, explain: bool = True) -> 
 # Reads.
 def get_run(session: Session, run_id: int, principal: Principal) -> ProvisioningRun:
     """:raises RunNotFound: unknown, or another company's for a client-bound caller."""
-    run = repository.get_run(session, run_id)
-    if run is None or not principal.sees_client(run.client_id):
-        raise RunNotFound(str(run_id))
-    return run
+    return principal.visible(repository.get_run(session, run_id), RunNotFound(str(run_id)))
 
 
 def list_runs(
@@ -237,10 +234,9 @@ def events(session: Session, run: ProvisioningRun) -> Sequence[RunStepEvent]:
 
 
 def _lock_visible(session: Session, run_id: int, principal: Principal) -> ProvisioningRun:
-    run = repository.get_run_for_update(session, run_id)
-    if run is None or not principal.sees_client(run.client_id):
-        raise RunNotFound(str(run_id))
-    return run
+    return principal.visible(
+        repository.get_run_for_update(session, run_id), RunNotFound(str(run_id))
+    )
 
 
 # Slot endpoints (where a bench slot's laptop answers in its provisioning environment).

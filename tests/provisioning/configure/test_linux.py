@@ -361,7 +361,7 @@ def test_laptops_reaching_configure_together_share_one_run_and_one_abort_spares_
 def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
     """A killed worker's ansible-playbook is killed by the next run in its directory;
     a recycled PID (a process not naming the directory) is left alone."""
-    from provisioning.configure.ansible import _kill_stray
+    from provisioning.configure.ansible_procs import kill_stray
 
     pdd = tmp_path / "pdd"
     pdd.mkdir()
@@ -379,7 +379,7 @@ def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
                 message="the stand-in did not start",
             )
             (pdd / "playbook.pid").write_text(f"{proc.pid}\n")
-            _kill_stray(pdd)
+            kill_stray(pdd)
             if killed:
                 assert proc.wait(timeout=10) != 0
             else:
@@ -395,7 +395,7 @@ def test_a_stray_wave_holding_this_laptop_is_found(tmp_path: Path) -> None:
     """A laptop configured in a wave before its worker was killed may be configured
     alone (or in another wave) after: the stray run is found by the laptops its
     private dir lists, not only by the directory's name."""
-    from provisioning.configure.ansible import _dirs_sharing_hosts
+    from provisioning.configure.ansible_procs import dirs_sharing_hosts
 
     root = tmp_path / "ansible"
     wave, alone, done = root / "batch-0123456789ab", root / "127.0.0.1_2201", root / "batch-x"
@@ -404,14 +404,14 @@ def test_a_stray_wave_holding_this_laptop_is_found(tmp_path: Path) -> None:
     (wave / "hosts").write_text("127.0.0.1_2201\n127.0.0.1_2202\n")
     (wave / "playbook.pid").write_text("1\n")
     (done / "hosts").write_text("127.0.0.1_2201\n")  # finished: no pid file
-    assert _dirs_sharing_hosts(alone, {"127.0.0.1_2201"}) == [wave]
-    assert _dirs_sharing_hosts(alone, {"127.0.0.1_2203"}) == []
+    assert dirs_sharing_hosts(alone, {"127.0.0.1_2201"}) == [wave]
+    assert dirs_sharing_hosts(alone, {"127.0.0.1_2203"}) == []
     (alone / "playbook.pid").write_text("1\n")  # a laptop's own dir, by its name
-    assert _dirs_sharing_hosts(root / "batch-y", {"127.0.0.1_2201"}) == [alone, wave]
+    assert dirs_sharing_hosts(root / "batch-y", {"127.0.0.1_2201"}) == [alone, wave]
 
 
 def test_process_env_is_restricted_for_ansible(monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisioning.configure.ansible import _restrict_env
+    from provisioning.configure.ansible_procs import restrict_env
 
     monkeypatch.setenv("MASTERLINE_DATABASE_URL", "postgresql://u:pw@db/x")
     monkeypatch.setenv("ANSIBLE_FORCE_COLOR", "0")
@@ -420,7 +420,7 @@ def test_process_env_is_restricted_for_ansible(monkeypatch: pytest.MonkeyPatch) 
         env = {**os.environ, "PATH": "/venv/bin:/usr/bin", "AWX_ISOLATED_DATA_DIR": "/x"}
 
     config = Config()
-    _restrict_env(config)
+    restrict_env(config)
     assert "MASTERLINE_DATABASE_URL" not in config.env
     assert config.env["PATH"] == "/venv/bin:/usr/bin"  # set for the run: kept
     assert "AWX_ISOLATED_DATA_DIR" in config.env and "ANSIBLE_FORCE_COLOR" in config.env
