@@ -26,6 +26,7 @@ from inventory.models import Device, DeviceEvent
 from inventory.schemas import ScanRequest
 from inventory.states import TIMEOUT_OF, DeviceState
 from lab.bootcontrol import slot_options
+from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from provisioning.pipeline.config import EngineConfig
 from provisioning.pipeline.engine import JobEngine
@@ -369,3 +370,23 @@ def ssh_clients_to(port: int) -> list[int]:
             if i + 1 < len(argv) and argv[i + 1] == str(port).encode():
                 pids.append(pid)
     return pids
+
+
+def disk_untouched(path: Path) -> bool:
+    data = path.read_bytes()
+    return data.count(0) == len(data)
+
+
+def transitions(bench: Bench, serial: str) -> list[tuple[str | None, str, str]]:
+    return [(e.from_state, e.to_state, e.event) for e in bench.device_events(serial)]
+
+
+def run_with_fault(bench: Bench, fault: Fault, **params: int) -> ProvisioningRun:
+    """Plug ACME0001 into slot 1 with ``fault`` set, scan it in, and run the engine until
+    its run has finished."""
+    lp = bench.plug("ACME0001", slot=1)
+    bench.lab.set_fault(lp.name, fault, **params)
+    run = bench.scan("ACME0001", slot=1)
+    assert run is not None and run.id is not None
+    with running_engine(bench.db, engine_config(bench.tmp)):
+        return bench.wait(run.id)

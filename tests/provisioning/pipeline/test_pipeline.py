@@ -7,7 +7,6 @@ import base64
 import hashlib
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,12 @@ from lab.lab import Lab
 from provisioning.pipeline.engine import JobEngine
 from provisioning.pipeline.stages import sweep_timeouts
 from provisioning.runs import service
-from provisioning.runs.models import ProvisioningRun, RunStatus
+from provisioning.runs.models import RunStatus
 from tests.support.factories import World
 from tests.support.harness import (
     LINUX_CONFIG,
     Bench,
-    activate_config,
     engine_config,
-    local_store,
     publish_image,
     publish_installer,
     quick_timeouts,
@@ -37,42 +34,11 @@ from tests.support.harness import (
     set_config,
     ssh_clients_to,
     store_app,
+    transitions,
     worker_process,
 )
 from tests.support.images import make_image
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-def bench(
-    db: Database, world: World, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Bench]:
-    with local_store(tmp_path, monkeypatch):
-        image = make_image(tmp_path / "img", mib=4)
-        assert world.acme.id is not None
-        publish_image(db, client_id=world.acme.id, image=image, os_family="linux")
-        activate_config(db, client_id=world.acme.id, body=LINUX_CONFIG)
-        yield Bench(db=db, world=world, lab=lab, tmp=tmp_path)
-
-
-def _disk_untouched(path: Path) -> bool:
-    data = path.read_bytes()
-    return data.count(0) == len(data)
-
-
-def _transitions(bench: Bench, serial: str) -> list[tuple[str | None, str, str]]:
-    return [(e.from_state, e.to_state, e.event) for e in bench.device_events(serial)]
-
-
-def _run_with_fault(bench: Bench, fault: Fault, **params: int) -> ProvisioningRun:
-    """Plug ACME0001 into slot 1 with ``fault`` set, scan it in, and run the engine until
-    its run has finished."""
-    lp = bench.plug("ACME0001", slot=1)
-    bench.lab.set_fault(lp.name, fault, **params)
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        return bench.wait(run.id)
 
 
 def test_scan_queues_a_run_only_when_the_client_has_image_and_configuration(
@@ -84,73 +50,6 @@ def test_scan_queues_a_run_only_when_the_client_has_image_and_configuration(
     # GLOBEX has neither: its laptop waits RECEIVED.
     assert bench.scan("GLBX0001", slot=2) is None
     assert bench.device("GLBX0001").state == DeviceState.RECEIVED
-
-
-def test_identity_mismatch_fails_before_a_byte_is_written(bench: Bench) -> None:
-    lp = bench.plug("ACME0001", slot=1, answering_serial="LAB9999")
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
-    assert done.status == RunStatus.FAILED
-    assert done.failed_step == "identify"
-    assert done.last_error is not None and "identity mismatch" in done.last_error
-    device = bench.device("ACME0001")
-    assert device.state == DeviceState.FAILED_IMAGING
-    last = bench.device_events("ACME0001")[-1]
-    assert last.reason is not None and last.reason.startswith("identify: identity mismatch")
-    assert _disk_untouched(lp.disk_path)
-
-
-def test_flipped_byte_fails_verify_and_never_reaches_ready(bench: Bench) -> None:
-    done = _run_with_fault(bench, Fault.FLIPPED_BYTE, offset=4096)
-    assert done.status == RunStatus.FAILED and done.failed_step == "verify"
-    assert done.last_error == "verify: readback of nvme0n1 does not match the image sha256"
-    assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
-    assert all(t[1] != DeviceState.READY for t in _transitions(bench, "ACME0001"))
-
-
-def test_a_failed_flush_fails_verify_at_once(bench: Bench) -> None:
-    done = _run_with_fault(bench, Fault.FLUSH_ERROR)
-    assert done.status == RunStatus.FAILED and done.failed_step == "verify"
-    assert done.last_error is not None
-    assert done.last_error.startswith("verify: flush of nvme0n1 failed: ")
-    assert "Input/output error" in done.last_error
-    assert done.last_error.endswith("the disk did not take the image")
-    assert done.step_attempt == 1  # fatal: not retried
-    assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
-
-
-def test_refused_ssh_is_retried_then_fails_with_its_reason(bench: Bench) -> None:
-    done = _run_with_fault(bench, Fault.SSH_REFUSED)
-    assert done.status == RunStatus.FAILED and done.failed_step == "identify"
-    retries = [e for e in bench.run_events(done.id or 0) if e.kind == "retry"]
-    assert len(retries) == 3  # 4 attempts in all, then the failure
-    assert done.last_error is not None
-    assert done.last_error.startswith("identify: ") and "connect" in done.last_error
-    assert bench.device("ACME0001").state == DeviceState.FAILED_IMAGING
-
-
-def test_disk_full_is_fatal_at_once(bench: Bench) -> None:
-    done = _run_with_fault(bench, Fault.DISK_FULL, after_bytes=1024 * 1024)
-    assert done.status == RunStatus.FAILED and done.failed_step == "stream"
-    assert done.last_error == "stream: disk nvme0n1 ran out of space while writing"
-    assert not [e for e in bench.run_events(done.id or 0) if e.kind == "retry"]
-
-
-def test_host_key_mismatch_is_fatal(bench: Bench, tmp_path: Path) -> None:
-    lp = bench.plug("ACME0001", slot=1)
-    other = bench.plug("ACME0002", slot=2)
-    key = other.known_hosts_path.read_text().split(" ", 1)[1]
-    lp.known_hosts_path.write_text(f"[{lp.host}]:{lp.ssh_port} {key}")
-    run = bench.scan("ACME0001", slot=1)
-    assert run is not None and run.id is not None
-    with running_engine(bench.db, engine_config(bench.tmp)):
-        done = bench.wait(run.id)
-    assert done.status == RunStatus.FAILED and done.failed_step == "identify"
-    assert done.last_error is not None and "differs from the pinned one" in done.last_error
-    assert not [e for e in bench.run_events(run.id) if e.kind == "retry"]
-    assert _disk_untouched(lp.disk_path)
 
 
 def test_retry_resumes_at_the_failed_step(bench: Bench) -> None:
@@ -273,7 +172,7 @@ def test_sigkill_mid_stream_then_restart_finishes_without_duplicate_events(
     assert ("stream", "resumed") in kinds
     assert [k for k in kinds if k == ("verify", "step_done")] == [("verify", "step_done")]
     # The device went QUEUED -> IMAGING exactly once: the resumed step did not re-apply it.
-    image_moves = [t for t in _transitions(bench, "ACME0001") if t[2] == "image"]
+    image_moves = [t for t in transitions(bench, "ACME0001") if t[2] == "image"]
     assert image_moves == [("queued", "imaging", "image")]
     assert len({e.seq for e in events}) == len(events)
 
@@ -315,7 +214,7 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
         done = bench.wait(run.id, timeout=300)
     assert done.status == RunStatus.SUCCEEDED, done.last_error
     assert bench.device("ACME0001").state == DeviceState.READY
-    path = [t[1] for t in _transitions(bench, "ACME0001")]
+    path = [t[1] for t in transitions(bench, "ACME0001")]
     assert path[-5:] == ["queued", "imaging", "configuring", "verifying", "ready"]
     assert (lp.os_root / "etc" / "hostname").read_text().strip() == "ACME-ACME0001"
     device = bench.device("ACME0001")
