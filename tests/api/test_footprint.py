@@ -25,6 +25,8 @@ HEAVY = (
 PROBE = """
 import json, sys
 from api.app import create_app
+
+pytestmark = pytest.mark.slow  # starts fresh interpreters
 create_app()
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))
 """

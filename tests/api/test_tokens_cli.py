@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.db import Database
@@ -16,6 +17,8 @@ from core.settings import get_settings
 from tests.conftest import auth
 from tests.support.factories import World
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow  # runs the masterline command as a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -189,6 +189,7 @@ def _run(args: list[str], base: str, token: str) -> tuple[int, str]:
     return code, out
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_upload_resumes_after_a_network_cut(
     db: Database, world: World, upload_file: Path
 ) -> None:
@@ -219,6 +220,7 @@ def test_cli_upload_resumes_after_a_network_cut(
     assert images[0]["sha256"] == hashlib.sha256(upload_file.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_upload_rerun_resumes_from_state_file(
     db: Database, world: World, upload_file: Path, image_settings: Path
 ) -> None:
@@ -243,6 +245,7 @@ def test_cli_upload_rerun_resumes_from_state_file(
         assert code == 0 and "already uploaded" in out
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_listing_retire_and_configs(
     db: Database, world: World, upload_file: Path, tmp_path: Path
 ) -> None:

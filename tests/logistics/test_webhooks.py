@@ -191,6 +191,7 @@ def _wait_for(predicate: Any, *, limit: float = 90.0) -> bool:
     return bool(eventually(predicate, timeout=limit))
 
 
+@pytest.mark.slow  # kills and restarts a sender process
 def test_nothing_is_lost_when_the_sender_is_killed(
     app_client: TestClient, world: World, receiver: Receiver, db: Database, tmp_path: Path
 ) -> None:

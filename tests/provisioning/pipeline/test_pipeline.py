@@ -141,8 +141,8 @@ def test_site_stream_limit_caps_claims(bench: Bench) -> None:
     second = bench.scan("ACME0002", slot=2)
     assert first is not None and second is not None
     engine = JobEngine(bench.db, engine_config(bench.tmp))
-    assert engine._claim() == [first.id]
-    assert engine._claim() == []  # the site's one stream is taken
+    assert engine.claim() == [first.id]
+    assert engine.claim() == []  # the site's one stream is taken
     assert bench.run(second.id or 0).status == RunStatus.QUEUED
 
 

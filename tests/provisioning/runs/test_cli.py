@@ -25,6 +25,8 @@ from tests.support.lab import lab
 from tests.support.server import running_server
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # runs the masterline command and a server
+
 __all__ = ["lab"]
 
 
