@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts fresh interpreters
+
 # Each of these costs several MB of resident memory in every server process.
 HEAVY = (
     "paramiko",
@@ -25,8 +29,6 @@ HEAVY = (
 PROBE = """
 import json, sys
 from api.app import create_app
-
-pytestmark = pytest.mark.slow  # starts fresh interpreters
 create_app()
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))
 """
