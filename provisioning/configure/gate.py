@@ -16,7 +16,7 @@ import binascii
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.settings import get_settings
 from provisioning.configure.ansible import HostRun, private_dir_for, run_playbook
@@ -63,10 +63,8 @@ def run_gate(
     if not os_checks:
         return results
     events = on_event or (lambda _e: None)
-    if target.os_family is OsFamily.LINUX:
-        observed = _observe_linux(target, plan, on_event=events, timeout=timeout, work_dir=work_dir)
-    else:
-        observed = _observe_windows(target, plan, on_event=events, timeout=timeout)
+    observe = _OBSERVERS[target.os_family]
+    observed = observe(target, plan, on_event=events, timeout=timeout, work_dir=work_dir)
     for check in os_checks:
         results.extend(_evaluate(check, plan, observed))
     return results
@@ -195,7 +193,12 @@ def _item_name(res: Mapping[str, Any]) -> str | None:
 
 
 def _observe_windows(
-    target: OsTarget, plan: ConfigPlan, *, on_event: EventCallback, timeout: float
+    target: OsTarget,
+    plan: ConfigPlan,
+    *,
+    on_event: EventCallback,
+    timeout: float,
+    work_dir: Path | None,
 ) -> _Observed:
     from provisioning.configure.vpn import profile_path
     from provisioning.configure.windows import WindowsConfigurator, winrm_transport
@@ -216,6 +219,25 @@ def _observe_windows(
         {"kind": "task", "host": target.label, "task": "Verify", "status": "ok", "changed": False}
     )
     return _Observed(hostname=hostname, vpn_present=vpn_present, apps=apps)
+
+
+class _Observer(Protocol):
+    def __call__(
+        self,
+        target: OsTarget,
+        plan: ConfigPlan,
+        *,
+        on_event: EventCallback,
+        timeout: float,
+        work_dir: Path | None,
+    ) -> _Observed: ...
+
+
+# How each OS family's laptop is read back (one table, as configure/apply.py's).
+_OBSERVERS: dict[OsFamily, _Observer] = {
+    OsFamily.LINUX: _observe_linux,
+    OsFamily.WINDOWS: _observe_windows,
+}
 
 
 def _ps(statement: str) -> str:
