@@ -33,7 +33,7 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from logistics import service as logistics
-        from provisioning import overview
+        from provisioning.runs import overview
 
         with self.db.session(write=False) as session:
             gauges = overview.pipeline_gauges(session)
@@ -93,39 +93,3 @@ def prometheus(request: Request, _: Monitoring) -> Response:
     """Metrics for Prometheus (`Authorization: Bearer <monitoring token>`; see
     docs/console.md)."""
     return Response(exposition(get_db(request)), media_type=CONTENT_TYPE_LATEST)
-
-
-def serve_for_worker(db: Database, *, host: str, port: int) -> object:
-    """``/metrics`` of a worker process (its step histograms and streamed bytes live
-    there), on its own small HTTP server with the same bearer-token rule as the API's.
-    Returns the server (``shutdown()`` stops it)."""
-    import threading
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    from api.errors import BadToken
-    from api.service import authenticate
-
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
-        header = str(environ.get("HTTP_AUTHORIZATION", ""))
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        allowed = False
-        if token and environ.get("PATH_INFO") == "/metrics":
-            try:
-                with db.session(write=False) as session:
-                    principal = authenticate(session, token)
-                allowed = principal.role in (Role.ADMIN, Role.MONITORING)
-            except BadToken:
-                allowed = False
-        if not allowed:
-            start_response("401 Unauthorized", [("Content-Type", "text/plain")])  # type: ignore[operator]
-            return [b"a monitoring or admin bearer token is required\n"]
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])  # type: ignore[operator]
-        return [generate_latest(metrics.REGISTRY)]
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = make_server(host, port, app, handler_class=Quiet)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server

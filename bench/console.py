@@ -40,7 +40,7 @@ from core.db import Database
 from core.migrate import upgrade
 from core.timeutil import utcnow
 from inventory.models import Bench, Device, DeviceEvent
-from provisioning.models import ProvisioningRun, RunStepEvent
+from provisioning.runs.models import ProvisioningRun, RunStepEvent
 
 PAGE_P95_TARGET_MS = 100.0
 FANOUT_TARGET_MS = 1000.0

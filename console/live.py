@@ -29,8 +29,8 @@ import anyio
 from console import service
 from core.db import Database
 from core.principal import SYSTEM
-from provisioning import overview, repository
-from provisioning.overview import BoardView
+from provisioning.runs import overview
+from provisioning.runs.overview import BoardView
 
 log = logging.getLogger("masterline.console.live")
 
@@ -163,16 +163,11 @@ class Hub:
 
     def _read_marks(self) -> tuple[int, int, Any]:
         with self.db.session(write=False) as session:
-            return repository.change_marks(session)
+            return overview.change_marks(session)
 
     def _changed_benches(self, previous: tuple[int, int, Any]) -> set[int]:
         with self.db.session(write=False) as session:
-            return repository.benches_changed_since(
-                session,
-                device_event_id=previous[0],
-                run_event_id=previous[1],
-                run_update=previous[2],
-            )
+            return overview.benches_changed_since(session, previous)
 
     def load_board(self, bench_id: int) -> BoardView:
         with self.db.session(write=False) as session:

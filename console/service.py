@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from api import service as tokens
+from api import auth as tokens
 from api.errors import BadToken
 from console import repository
 from console.errors import SessionEnded

@@ -10,10 +10,11 @@ carry it. ``/metrics`` serves both.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
 SCANS = Counter(
     "masterline_scans",
@@ -31,7 +32,16 @@ STEP_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 
-__all__ = ["IMAGE_BYTES", "REGISTRY", "SCANS", "STEP_SECONDS", "scanned", "step_timer", "streamed"]
+__all__ = [
+    "IMAGE_BYTES",
+    "REGISTRY",
+    "SCANS",
+    "STEP_SECONDS",
+    "scanned",
+    "serve",
+    "step_timer",
+    "streamed",
+]
 
 _ABORTED = frozenset({"Aborted", "StepLost", "ConfigureCancelled"})
 
@@ -57,3 +67,28 @@ def step_timer(step: str) -> Iterator[None]:
         raise
     finally:
         STEP_SECONDS.labels(step, outcome).observe(time.monotonic() - started)
+
+
+def serve(*, host: str, port: int, authorized: Callable[[str], bool]) -> Any:
+    """This process's counters and histograms at ``http://host:port/metrics``, on a
+    small server of their own (a worker: no API there), for a bearer token that
+    ``authorized`` accepts. Returns the server (``shutdown()`` stops it)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        header = str(environ.get("HTTP_AUTHORIZATION", ""))
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if environ.get("PATH_INFO") != "/metrics" or not token or not authorized(token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+            return [b"a monitoring or admin bearer token is required\n"]
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+        return [generate_latest(REGISTRY)]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = make_server(host, port, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

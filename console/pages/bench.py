@@ -20,9 +20,9 @@ from core import metrics
 from inventory import service as inventory
 from inventory.schemas import ScanRequest
 from inventory.states import DeviceState, Event, next_state
-from provisioning import overview
-from provisioning import service as runs
-from provisioning.overview import BoardView, SlotView
+from provisioning.runs import overview
+from provisioning.runs import service as runs
+from provisioning.runs.overview import BoardView, SlotView
 
 router = page_router()
 NAV = register(NavItem("bench", N_("Bench"), "/console/benches", frozenset(STAFF), 10))

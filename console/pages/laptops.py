@@ -17,8 +17,8 @@ from core.principal import Role
 from inventory import service as inventory
 from inventory.states import DeviceState, Event, allowed_events
 from logistics import service as logistics
-from provisioning import overview
-from provisioning import service as runs
+from provisioning.runs import overview
+from provisioning.runs import service as runs
 
 router = page_router()
 NAV = register(NavItem("laptops", N_("Laptops"), "/console/laptops", frozenset(EVERYONE), 30))

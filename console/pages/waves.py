@@ -16,8 +16,8 @@ from console.live import WAVES_TOPIC, Stale, sse, stream
 from console.nav import NavItem, register
 from console.pages._kit import EVERYONE, hub_of, page, page_router
 from inventory import service as inventory
-from provisioning import overview
-from provisioning.overview import WaveFilter
+from provisioning.runs import overview
+from provisioning.runs.overview import WaveFilter
 
 router = page_router()
 NAV = register(NavItem("waves", N_("Waves"), "/console/waves", frozenset(EVERYONE), 20))

@@ -21,8 +21,8 @@ from core.timeutil import utcnow
 from inventory import lifecycle
 from inventory.models import Device, DeviceEvent
 from inventory.states import DeviceState, Event
-from provisioning import service as runs
-from provisioning.models import ProvisioningRun, RunStatus
+from provisioning.runs import lifecycle as runs
+from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.support.factories import build_world, create_devices
 from tests.support.server import running_server
 

@@ -18,7 +18,7 @@ from images.models import Image, ImageFormat, ImageStatus, OsFamily
 from inventory.models import Device
 from inventory.states import DeviceState, Event
 from logistics.models import WebhookSubscription
-from provisioning.models import ProvisioningRun, RunStatus
+from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.support.factories import World, create_devices
 
 _fresh = itertools.count(1)
@@ -76,9 +76,9 @@ def failed_device(session: Session, world: World, *, client: str) -> tuple[Devic
         reason="stream: checksum differs",
         details={"run_id": run.id, "error": "ChecksumMismatch"},
     )
-    from provisioning import service
+    from provisioning.runs import lifecycle as run_log
 
-    service.add_event(
+    run_log.add_event(
         session,
         run,
         step="stream",

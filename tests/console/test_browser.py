@@ -9,8 +9,7 @@ import hashlib
 import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,12 @@ from core.settings import get_settings
 from lab.faults import Fault
 from lab.lab import Lab
 from tests.console.browser import browser, context, sign_in
-from tests.provisioning.harness import Bench, local_store, publish_image, worker_process
-from tests.provisioning.images import make_image
 from tests.support.factories import World
+from tests.support.harness import Bench, local_store, publish_image, worker_process
+from tests.support.images import make_image
 from tests.support.lab import lab
 from tests.support.server import running_server
+from tests.support.waiting import eventually
 
 __all__ = ["browser", "context", "lab"]  # fixtures
 
@@ -184,7 +184,7 @@ def test_a_browser_upload_resumes_after_a_reload(
         page.get_by_label("Format").select_option("file")
         page.get_by_label("Fichier", exact=True).set_input_files(str(installer))
         page.get_by_role("button", name="Envoyer", exact=True).click()
-        _eventually(lambda: _upload_offset(db, "agent") == 2 * chunk)
+        eventually(lambda: _upload_offset(db, "agent") == 2 * chunk, timeout=120)
         page.reload()  # the page is gone; the browser keeps nothing of the upload
         gate.open = True
         row = page.locator("tr", has_text="agent")
@@ -210,14 +210,6 @@ def _upload_offset(db: Database, name: str) -> int:
     with db.session(write=False) as s:
         row = s.exec(select(Image).where(Image.name == name)).first()
         return row.upload_offset if row is not None else -1
-
-
-def _eventually(condition: Callable[[], bool], *, timeout: float = 120.0) -> None:
-    """Wait (bounded: only a hang reaches the bound) until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met within the bound"
-        time.sleep(0.05)
 
 
 class UploadGate:

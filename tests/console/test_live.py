@@ -15,8 +15,8 @@ from sqlalchemy import event
 from console.live import Hub, bench_topic
 from core.db import Database
 from core.principal import SYSTEM, Role
-from provisioning import service as runs
-from provisioning.overview import BoardView
+from provisioning.runs import service as runs
+from provisioning.runs.overview import BoardView
 from tests.console.support import failed_device
 from tests.support.factories import World
 from tests.support.server import running_server
