@@ -135,46 +135,55 @@ def _move(
     from sqlmodel import Session
 
     assert isinstance(s, Session)
-    run: ProvisioningRun | None = None
     for event in PATHS[state]:
-        if event is Event.QUEUE:
-            run = ProvisioningRun(device_id=device.id or 0, client_id=device.client_id)
-            s.add(run)
-            s.flush()
         if event is Event.FAIL:
             lifecycle.apply(s, device, event, actor="worker", details={"error": error})
         elif event is Event.DISPATCH:
             lifecycle.apply(s, device, event, actor="logistics:demo")
         else:
             lifecycle.apply(s, device, event, actor="worker")
-    if run is None:
+    if Event.QUEUE not in PATHS[state]:
         return
+    # The run as a worker would have left it (a picture: written whole, not replayed).
     names = ["identify", "pick_disk", "stream", "verify", "installers", "reboot", "configure"]
-    run.step_name = step
-    run.step_index = names.index(step) if step in names else 7
-    if state in DeviceState.failed():
-        run.status, run.failed_step = RunStatus.FAILED, step
-        run.last_error = f"{step}: {error}"
+    failed = state in DeviceState.failed()
+    done = state in (DeviceState.READY, DeviceState.DISPATCHED)
+    status = (
+        RunStatus.FAILED
+        if failed
+        else RunStatus.SUCCEEDED
+        if done
+        else RunStatus.QUEUED
+        if state is DeviceState.QUEUED
+        else RunStatus.RUNNING
+    )
+    total = 40 * 1024 * MiB if pct is not None else 0
+    rate = float(95 * MiB + (pct or 0) * MiB) if pct is not None else 0.0
+    sent = total * (pct or 0) // 100
+    run = ProvisioningRun(
+        device_id=device.id or 0,
+        client_id=device.client_id,
+        status=status,
+        step_name=None if done else step,
+        step_index=names.index(step) if step in names else 7,
+        failed_step=step if failed else None,
+        last_error=f"{step}: {error}" if failed else None,
+        progress_total=total,
+        progress_bytes=sent,
+        rate_bps=rate,
+        eta_seconds=(total - sent) / rate if rate else None,
+    )
+    s.add(run)
+    s.flush()
+    if failed:
         runs.add_event(
             s,
             run,
             step=step or "",
             kind="failed",
-            message=run.last_error,
+            message=run.last_error or "",
             details={"error": error, "failed_checks": checks or []},
         )
-    elif state in (DeviceState.READY, DeviceState.DISPATCHED):
-        run.status, run.step_name = RunStatus.SUCCEEDED, None
-    elif state is DeviceState.QUEUED:
-        run.status = RunStatus.QUEUED
-    else:
-        run.status = RunStatus.RUNNING
-    if pct is not None:
-        run.progress_total = 40 * 1024 * MiB
-        run.progress_bytes = run.progress_total * pct // 100
-        run.rate_bps = 95 * MiB + pct * MiB
-        run.eta_seconds = (run.progress_total - run.progress_bytes) / run.rate_bps
-    s.add(run)
 
 
 def main(argv: list[str]) -> int:
