@@ -15,6 +15,7 @@ import typer
 from api.cli import app as tokens_app
 from core.console import err_console
 from core.errors import MasterlineError
+from helpdesk.cli import app as helpdesk_app
 from images.cli import app as images_app
 from images.cli import configs_app
 from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app, scan
@@ -50,6 +51,7 @@ app.add_typer(logistics_app, name="logistics")
 app.command("dispatch")(dispatch)
 app.add_typer(labels_app, name="labels")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(helpdesk_app, name="helpdesk")
 deliveries_app.command("status")(deliveries_status)
 app.add_typer(provisioning_app, name="runs")
 app.command("worker")(provisioning_worker)

@@ -24,7 +24,8 @@ Masterline tracks laptops from a vendor's ship notice to a teleworker's door.
 
 **Authentication.** Every route needs `Authorization: Bearer <token>`. Tokens have a role:
 `admin`, `technician` (any client), `dsi` or `logistics` (bound to one client company;
-another company's objects answer 404).
+another company's objects answer 404), `helpdesk` (bound to one client when its token
+names one, else every client).
 
 **Errors** are `application/problem+json`: `type`, `title`, `status`, `detail`, and extra
 fields such as `current_state` and `allowed_events` on an illegal lifecycle move.
@@ -53,6 +54,11 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "images", "description": "The DSI image catalogue (see docs/images.md)."},
             {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
             {"name": "configs", "description": "Client configurations; secrets write-only."},
+            {
+                "name": "helpdesk",
+                "description": "After dispatch: look-up, phone routing, articles, welcome "
+                "sheets, contacts, satisfaction (see docs/helpdesk.md).",
+            },
         ],
     )
     app.state.db = db or get_database()
@@ -94,6 +100,7 @@ def create_app(db: Database | None = None) -> FastAPI:
         return _problem(500, "Internal error", "internal error; see the server log")
 
     from api.router import router as tokens_router
+    from helpdesk.router import router as helpdesk_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
@@ -104,4 +111,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(helpdesk_router)
     return app

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     # Logistics: teleworkers' personal data is erased this long after their last delivery.
     teleworker_retention_days: int = Field(default=90, ge=0)
+    # Help desk: where teleworkers' phones reach the help pages a welcome sheet's QR code
+    # links to (``/help/…``); empty: ``api_url``.
+    help_public_url: str = ""
 
     @property
     def resolved_database_url(self) -> str:

@@ -59,6 +59,7 @@ def dispatch(
     carrier: Annotated[str | None, typer.Option()] = None,
     tracking: Annotated[str | None, typer.Option()] = None,
     vendor: Annotated[str | None, typer.Option(help="When a serial exists twice.")] = None,
+    language: Annotated[str, typer.Option(help="Welcome sheet language: fr or en.")] = "fr",
     csv_file: Annotated[
         Path | None, typer.Option("--csv", exists=True, dir_okay=False, help="Bulk file.")
     ] = None,
@@ -112,7 +113,13 @@ def dispatch(
             "vendor": vendor,
             "carrier": carrier,
             "tracking": tracking,
-            "teleworker": {"name": name, "email": email, "phone": phone, "address": address},
+            "teleworker": {
+                "name": name,
+                "email": email,
+                "phone": phone,
+                "address": address,
+                "language": language,
+            },
         }
         result = client.post("/dispatch", json=body)
     if as_json:
@@ -378,9 +385,11 @@ def purge(
     from logistics.service import purge_personal_data
 
     retention = days if days is not None else get_settings().teleworker_retention_days
+    report: dict[str, int] = {}
     with get_database().session() as session:
-        erased = purge_personal_data(session, retention_days=retention)
-    console.print(f"{erased} teleworker(s) erased (retention {retention} days)")
+        erased = purge_personal_data(session, retention_days=retention, report=report)
+    extra = "".join(f", {n} {what}" for what, n in report.items())
+    console.print(f"{erased} teleworker(s) erased{extra} (retention {retention} days)")
 
 
 # Labels.

@@ -48,6 +48,7 @@ DISPATCH_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
     "address": (500, True, ("address", "deliveryaddress", "shippingaddress")),
     "carrier": (64, True, ("carrier",)),
     "tracking": (128, True, ("tracking", "trackingnumber", "trackingno")),
+    "language": (8, False, ("language", "lang", "langue")),
 }
 CARRIER_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
     "tracking": (128, True, ("tracking", "trackingnumber", "trackingno")),
@@ -57,6 +58,7 @@ CARRIER_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
 }
 # Whose values are personal: an error says what is wrong with them, never what they were.
 _PERSONAL = frozenset({"name", "email", "phone", "address"})
+_FIELD_PROBLEM = {"email": "not a valid e-mail address", "language": "fr or en"}
 
 
 def _key(name: str) -> str:
@@ -240,14 +242,13 @@ def _person(sheet: Sheet, line: int, values: dict[str, str]) -> TeleworkerIn | N
             email=values["email"],
             phone=values.get("phone") or None,
             address=values["address"],
+            language=(values.get("language") or "fr").strip().lower(),
         )
     except ValueError as e:
         # Pydantic's message may quote the input; say which field only.
         for err in getattr(e, "errors", list)():
             where = str(err.get("loc", ("?",))[0])
-            sheet.error(
-                line, where, "not a valid e-mail address" if where == "email" else "invalid value"
-            )
+            sheet.error(line, where, _FIELD_PROBLEM.get(where, "invalid value"))
         return None
 
 

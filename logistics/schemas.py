@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from inventory.states import DeviceState
+from logistics.models import Language
 
 _EMAIL_MAX = 254
 
@@ -33,6 +34,9 @@ class TeleworkerIn(BaseModel):
     email: Email
     phone: str | None = Field(default=None, max_length=40)
     address: str = Field(min_length=1, max_length=500, description="Full delivery address.")
+    language: Language = Field(
+        default=Language.FR, description="Language of the welcome sheet in the box."
+    )
 
 
 class TeleworkerRead(BaseModel):
@@ -43,6 +47,7 @@ class TeleworkerRead(BaseModel):
     email: str
     phone: str | None
     address: str
+    language: str
     erased_at: datetime | None
 
 
