@@ -114,7 +114,7 @@ def help_url(device_id: int, language: str) -> str:
 
 def parse_help_link(token: str) -> tuple[int, str] | None:
     """(device id, language) of a genuine link; None for anything else."""
-    parts = token.split("-")
+    parts = token.split("-", 2)  # the signature itself may hold "-" (base64url)
     if len(parts) != 3 or parts[1] not in TEXT:
         return None
     code, language, signature = parts
@@ -326,7 +326,11 @@ def serials_of_dispatch_file(data: bytes) -> list[str]:
     from core.errors import FileRejected
     from logistics.imports import DISPATCH_COLUMNS, read_sheet
 
-    spec: dict[str, Any] = {"serial": DISPATCH_COLUMNS["serial"]}
+    # Every dispatch column is known (so none is "unknown"); only the serial is needed.
+    spec: dict[str, Any] = {
+        name: (limit, name == "serial", aliases)
+        for name, (limit, _, aliases) in DISPATCH_COLUMNS.items()
+    }
     sheet = read_sheet(data, spec)
     if sheet.errors:
         raise FileRejected([e.model_dump() for e in sheet.errors])
