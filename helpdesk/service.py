@@ -80,21 +80,13 @@ def list_queues(session: Session, principal: Principal) -> list[QueueRead]:
 def route_number(session: Session, number: str, principal: Principal) -> RouteAnswer:
     """The queue for the number a caller typed. Never raises for a bad number: anything
     that is not the help code of a laptop this caller may see goes to the default
-    queue. One indexed query for a known laptop with a queue; two otherwise."""
+    queue. One indexed query (``repository.route``)."""
     device_id = helpcode.decode(number) if len(number) <= MAX_NUMBER else None
-    if device_id is not None:
-        found = repository.route(session, device_id)
-        if found is not None and principal.sees_client(found[0]):
-            queue = found[1]
-            if queue is not None:
-                return RouteAnswer(queue=queue, known=True)
-            return RouteAnswer(queue=_default_name(session), known=True)
-    return RouteAnswer(queue=_default_name(session), known=False)
-
-
-def _default_name(session: Session) -> str:
-    row = repository.get_queue(session, None)
-    return row.name if row is not None else DEFAULT_QUEUE
+    client_id, queue, default = repository.route(session, device_id or 0)
+    fallback = default or DEFAULT_QUEUE
+    if device_id is None or client_id is None or not principal.sees_client(client_id):
+        return RouteAnswer(queue=fallback, known=False)
+    return RouteAnswer(queue=queue or fallback, known=True)
 
 
 # Contacts.
