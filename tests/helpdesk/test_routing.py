@@ -44,7 +44,14 @@ def test_the_check_digit_catches_every_single_typo_and_adjacent_swap() -> None:
             if code[i] != code[i + 1]:
                 swapped = code[:i] + code[i + 1] + code[i] + code[i + 2 :]
                 assert helpcode.decode(swapped) is None, (code, swapped)
-    for junk in ("", "1234567", "123456789", "abcdefgh", "１２３４５６７８", "12345678901"):
+    for junk in (
+        "",
+        "1234567",
+        "123456789",
+        "abcdefgh",
+        "\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18",
+        "12345678901",
+    ):
         assert helpcode.decode(junk) is None
 
 

@@ -94,7 +94,11 @@ def test_sheets_are_in_each_teleworkers_language_and_print_by_delivery_or_file(
     assert "Connecting the WireGuard VPN" not in text  # an article title is not repeated…
     assert "Open WireGuard, then activate the acme tunnel" in text  # …its English text is there
     assert "Call 01 23 45 67 89" in text and "ACMEH003" not in text
-    csv = b"Serial;Name;Email;Address;Carrier;Tracking\r\nACMEH002;x;x@acme.example;a;DHL;1\r\nacmeh001;y;y@acme.example;b;DHL;2\r\n"
+    csv = (
+        b"Serial;Name;Email;Address;Carrier;Tracking\r\n"
+        b"ACMEH002;x;x@acme.example;a;DHL;1\r\n"
+        b"acmeh001;y;y@acme.example;b;DHL;2\r\n"
+    )
     r = app_client.post(
         "/helpdesk/welcome/dispatch-file", content=csv, headers=token | {"content-type": "text/csv"}
     )
