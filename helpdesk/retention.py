@@ -15,15 +15,15 @@ from datetime import datetime
 from sqlmodel import Session
 
 from core.registry import register_hook
-from helpdesk import repository
+from helpdesk import repository_survey as survey_sql
 
 
 def purge(session: Session, *, before: datetime, now: datetime) -> dict[str, int]:
     """Anonymise what is older than ``before``; returns counts by kind."""
     counts = {
-        "contact(s) anonymised": repository.anonymise_contacts(session, before=before, now=now),
-        "survey call(s) anonymised": repository.anonymise_calls(session, before=before, now=now),
-        "survey comment(s) blanked": repository.blank_comments(
+        "contact(s) anonymised": survey_sql.anonymise_contacts(session, before=before, now=now),
+        "survey call(s) anonymised": survey_sql.anonymise_calls(session, before=before, now=now),
+        "survey comment(s) blanked": survey_sql.blank_comments(
             session, before=before.date(), now=now
         ),
     }

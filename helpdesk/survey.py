@@ -41,6 +41,7 @@ from sqlmodel import Session
 from core.principal import Principal
 from core.timeutil import utcnow
 from helpdesk import repository
+from helpdesk import repository_survey as survey_sql
 from helpdesk.errors import CallClosed, CallNotFound, SurveyExists, SurveyNotFound
 from helpdesk.models import (
     QUESTIONS,
@@ -106,9 +107,9 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
 def frame(session: Session, month: str) -> dict[int, list[int]]:
     """Client id -> the ids of the month's recipients and callers who may be called."""
     since, until = month_bounds(month)
-    people = dict(repository.recipients(session, since, until))
-    people.update(repository.callers(session, since, until))
-    excluded = repository.excluded_people(session, people)
+    people = dict(survey_sql.recipients(session, since, until))
+    people.update(survey_sql.callers(session, since, until))
+    excluded = survey_sql.excluded_people(session, people)
     out: dict[int, list[int]] = {}
     for person, client in people.items():
         if person not in excluded:
@@ -122,7 +123,7 @@ def create(session: Session, body: SurveyCreate, principal: Principal) -> Survey
 
     :raises SurveyExists: that month is already drawn (409).
     """
-    if repository.survey_by_month(session, body.month) is not None:
+    if survey_sql.survey_by_month(session, body.month) is not None:
         raise SurveyExists(body.month)
     seed = body.seed or secrets.token_hex(8)
     strata_frame = frame(session, body.month)
@@ -174,14 +175,14 @@ def create(session: Session, body: SurveyCreate, principal: Principal) -> Survey
 
 def get(session: Session, month: str) -> Survey:
     """:raises SurveyNotFound:"""
-    survey = repository.survey_by_month(session, month)
+    survey = survey_sql.survey_by_month(session, month)
     if survey is None:
         raise SurveyNotFound(month)
     return survey
 
 
 def _call(session: Session, call_id: int, principal: Principal) -> SurveyCall:
-    call = repository.get_call_for_update(session, call_id)
+    call = survey_sql.get_call_for_update(session, call_id)
     if call is None or not principal.sees_client(call.client_id):
         raise CallNotFound(str(call_id))
     return call
@@ -228,7 +229,7 @@ def set_status(
     call.attempts += 1
     call.updated_at = utcnow()
     if status is CallStatus.OPTED_OUT and call.teleworker_id is not None:
-        repository.opt_out(session, call.teleworker_id)
+        survey_sql.opt_out(session, call.teleworker_id)
     session.add(call)
     session.flush()
     return call
@@ -242,7 +243,7 @@ def opt_out(session: Session, teleworker_id: int, principal: Principal) -> None:
     from logistics import service as logistics
 
     logistics.get_teleworker(session, teleworker_id, principal)
-    repository.opt_out(session, teleworker_id)
+    survey_sql.opt_out(session, teleworker_id)
     session.flush()
 
 
@@ -257,7 +258,7 @@ def read(session: Session, survey: Survey, principal: Principal) -> SurveyRead:
             target=s.target,
             drawn=s.drawn,
         )
-        for s in repository.strata(session, survey.id)
+        for s in survey_sql.strata(session, survey.id)
         if principal.sees_client(s.client_id)
     ]
     return SurveyRead(
@@ -275,7 +276,7 @@ def read(session: Session, survey: Survey, principal: Principal) -> SurveyRead:
 
 
 def list_all(session: Session, principal: Principal) -> list[SurveyRead]:
-    return [read(session, s, principal) for s in repository.list_surveys(session)]
+    return [read(session, s, principal) for s in survey_sql.list_surveys(session)]
 
 
 def call_list(
@@ -290,7 +291,7 @@ def call_list(
     phone and language (not the address, not the e-mail)."""
     assert survey.id is not None
     scope = principal.client_scope if principal.bound else client_id
-    rows = repository.calls(session, survey.id, client_id=scope, status=status)
+    rows = survey_sql.calls(session, survey.id, client_id=scope, status=status)
     people = repository.teleworkers(session, {r.teleworker_id for r in rows if r.teleworker_id})
     codes = {c.id: c.code for c in repository.clients(session).values()}
     out = []
@@ -357,10 +358,10 @@ def results(session: Session, survey: Survey, principal: Principal) -> list[Clie
     assert survey.id is not None
     codes = {c.id: c.code for c in repository.clients(session).values()}
     out = []
-    for stratum in repository.strata(session, survey.id):
+    for stratum in survey_sql.strata(session, survey.id):
         if not principal.sees_client(stratum.client_id):
             continue
-        rows = repository.answers(session, [survey.id], stratum.client_id)
+        rows = survey_sql.answers(session, [survey.id], stratum.client_id)
         n, conf = stratum.population, survey.confidence
         questions = [
             mean_ci(
@@ -387,14 +388,14 @@ def results(session: Session, survey: Survey, principal: Principal) -> list[Clie
 
 def trend(session: Session, principal: Principal, *, months: int = 12) -> list[ClientTrend]:
     """Per client, the overall score of each of the last ``months`` surveys."""
-    surveys = list(repository.list_surveys(session))[-months:]
+    surveys = list(survey_sql.list_surveys(session))[-months:]
     points: dict[int, list[TrendPoint]] = {}
     for survey in surveys:
         assert survey.id is not None
-        for stratum in repository.strata(session, survey.id):
+        for stratum in survey_sql.strata(session, survey.id):
             if not principal.sees_client(stratum.client_id):
                 continue
-            rows = repository.answers(session, [survey.id], stratum.client_id)
+            rows = survey_sql.answers(session, [survey.id], stratum.client_id)
             overall = [x for x in (_overall(r) for r in rows) if x is not None]
             r = mean_ci(
                 overall,
