@@ -10,7 +10,7 @@ points at it, and its signature is the access check (``helpdesk.welcome``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -24,6 +24,7 @@ from helpdesk import kb, lookup, reports, service, survey, welcome
 from helpdesk.errors import NothingFound
 from helpdesk.models import CallStatus
 from helpdesk.schemas import (
+    MONTH_PATTERN,
     AnswerIn,
     ArticleBrief,
     ArticleCreate,
@@ -59,7 +60,7 @@ Printers = Annotated[Principal, Depends(Allow(Role.ADMIN, Role.LOGISTICS))]
 Admin = Annotated[Principal, Depends(Allow(Role.ADMIN))]
 OptOut = Annotated[Principal, Depends(Allow(Role.ADMIN, Role.HELPDESK, Role.LOGISTICS))]
 ClientCode = Annotated[str | None, Query(max_length=32, alias="client")]
-Month = Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])]
+Month = Annotated[str, Path(pattern=MONTH_PATTERN, examples=["2026-11"])]
 Format = Annotated[Literal["json", "csv"], Query(description="`csv` for a spreadsheet.")]
 
 
@@ -213,7 +214,12 @@ def list_contacts(
     format: Format = "json",
 ) -> list[ContactRead] | Response:
     rows = service.list_contacts(
-        session, principal, since=since, until=until, cursor=cursor, limit=limit
+        session,
+        principal,
+        since=_utc(since) if since else None,
+        until=_utc(until) if until else None,
+        cursor=cursor,
+        limit=limit,
     )
     items = [ContactRead.model_validate(r) for r in rows]
     if format == "csv":
@@ -231,8 +237,9 @@ def reason_report(
 ) -> list[ReasonRow] | Response:
     """Contacts per week, client, model, reason and configuration item (default: the
     last 12 weeks)."""
-    end = until or utcnow()
-    rows = reports.reasons(session, principal, since=since or end - timedelta(weeks=12), until=end)
+    end = _utc(until) if until is not None else utcnow()
+    start = _utc(since) if since is not None else max(end, _FLOOR) - _WEEKS
+    rows = reports.reasons(session, principal, since=start, until=end)
     if format == "csv":
         return csv_response([r.model_dump(mode="json") for r in rows], filename="reasons.csv")
     return rows
@@ -251,6 +258,15 @@ def wave_report(
     if format == "csv":
         return csv_response([r.model_dump(mode="json") for r in rows], filename="waves.csv")
     return rows
+
+
+_WEEKS = timedelta(weeks=12)
+_FLOOR = datetime.min.replace(tzinfo=UTC) + _WEEKS
+
+
+def _utc(at: datetime) -> datetime:
+    """A query's time without a zone is UTC (every stored time is)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 # Welcome sheets.

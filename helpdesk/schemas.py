@@ -12,12 +12,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.values import INT64_MAX, Int64
 from helpdesk.models import CallStatus, Channel, Reason, WelcomeSection
 from logistics.models import Language
 
 Slug = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 TagValue = Annotated[str, Field(min_length=1, max_length=100)]
-Month = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])]
+MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
+"""A month of this millennium: YYYY-MM."""
+Month = Annotated[str, Field(pattern=MONTH_PATTERN, examples=["2026-11"])]
 Score = Annotated[int, Field(ge=1, le=5)]
 
 
@@ -197,7 +200,9 @@ class ArticleCreate(BaseModel):
 
 
 class ArticleEdit(BaseModel):
-    based_on: int = Field(ge=1, description="The version this edit starts from (409 if stale).")
+    based_on: int = Field(
+        ge=1, le=INT64_MAX, description="The version this edit starts from (409 if stale)."
+    )
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=100_000)
     tags: ArticleTags = Field(default_factory=ArticleTags)
@@ -235,7 +240,7 @@ class SearchHit(ArticleBrief):
 
 # Contacts.
 class ContactCreate(BaseModel):
-    device_id: int | None = Field(default=None, description="The caller's laptop, if known.")
+    device_id: Int64 | None = Field(default=None, description="The caller's laptop, if known.")
     client_code: str | None = Field(
         default=None,
         max_length=32,
@@ -251,7 +256,7 @@ class ContactCreate(BaseModel):
         examples=["tool:Microsoft Teams"],
     )
     resolved_first_contact: bool = False
-    article_id: int | None = Field(default=None, description="The article that helped.")
+    article_id: Int64 | None = Field(default=None, description="The article that helped.")
     note: str | None = Field(default=None, max_length=1000)
     at: datetime | None = Field(default=None, description="Default: now.")
 

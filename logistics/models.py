@@ -46,7 +46,7 @@ class Teleworker(SQLModel, table=True):
     phone: str | None = Field(default=None, max_length=40)
     address: str = Field(max_length=500)
     # The welcome sheet's language (not erased by the purge: it identifies nobody).
-    language: Language = Field(default=Language.FR, sa_type=String(8))
+    language: str = Field(default=Language.FR.value, sa_type=String(8))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
