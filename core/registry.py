@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
@@ -13,7 +11,7 @@ MODEL_MODULES = (
     "inventory.models",
     "api.models",
     "images.models",
-    "provisioning.models",
+    "provisioning.runs.models",
     "logistics.models",
     "helpdesk.models",
 )
@@ -23,23 +21,3 @@ def load_all_models() -> MetaData:
     for name in MODEL_MODULES:
         importlib.import_module(name)
     return SQLModel.metadata
-
-
-# Hooks: a domain lower in the dependency order (logistics) runs steps that a domain
-# above it (helpdesk) adds, without importing it.
-Hook = Callable[..., Any]
-HOOK_MODULES = ("helpdesk.retention",)
-"""Modules that register hooks when imported (``register_hook``)."""
-_hooks: dict[str, dict[str, Hook]] = {}
-
-
-def register_hook(event: str, name: str, fn: Hook) -> None:
-    """Add (or replace, by ``name``) a step run on ``event``."""
-    _hooks.setdefault(event, {})[name] = fn
-
-
-def hooks(event: str) -> list[tuple[str, Hook]]:
-    """The steps registered for ``event``, by name, every hook module loaded first."""
-    for name in HOOK_MODULES:
-        importlib.import_module(name)
-    return sorted(_hooks.get(event, {}).items())

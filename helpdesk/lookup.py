@@ -35,7 +35,7 @@ from helpdesk.schemas import (
 from images.models import ClientConfig, Image
 from inventory.models import ClientCompany, Device, HardwareModel
 from logistics.models import Shipment, Teleworker
-from provisioning.models import ProvisioningRun
+from provisioning.runs.models import ProvisioningRun
 
 MAX_CARDS = 20
 EVENTS = 10

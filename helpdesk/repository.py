@@ -21,7 +21,7 @@ from helpdesk.models import (
 from images.models import ClientConfig, Image
 from inventory.models import ClientCompany, Delivery, Device, DeviceEvent, HardwareModel
 from logistics.models import Shipment, Teleworker
-from provisioning.models import ProvisioningRun, RunStatus
+from provisioning.runs.models import ProvisioningRun, RunStatus
 
 _CHUNK = 500
 

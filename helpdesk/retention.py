@@ -1,6 +1,6 @@
 """The help desk's part of the personal-data retention purge (``masterline logistics
-purge``), registered as a ``purge`` hook so that logistics runs it without importing the
-help desk.
+purge``), registered in ``logistics.hooks`` at start (``wiring.wire``) so that logistics
+runs it without importing the help desk.
 
 Past the retention period (and at once for a person the purge erased), a contact loses
 its link to the person and its free-text note, a survey call its link to the person, a
@@ -14,11 +14,11 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from core.registry import register_hook
+from logistics import hooks
 from helpdesk import repository_survey as survey_sql
 
 
-def purge(session: Session, *, before: datetime, now: datetime) -> dict[str, int]:
+def purge(session: Session, before: datetime, now: datetime) -> dict[str, int]:
     """Anonymise what is older than ``before``; returns counts by kind."""
     counts = {
         "contact(s) anonymised": survey_sql.anonymise_contacts(session, before=before, now=now),
@@ -31,4 +31,5 @@ def purge(session: Session, *, before: datetime, now: datetime) -> dict[str, int
     return counts
 
 
-register_hook("purge", "helpdesk", purge)
+def register() -> None:
+    hooks.register_purge(purge)

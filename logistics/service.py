@@ -24,9 +24,17 @@ from inventory import service as inventory
 from inventory.errors import DeliveryNotFound, DeviceNotFound, InvalidTransition
 from inventory.models import Device
 from inventory.states import DeviceState, Event, next_state
-from logistics import repository
+from logistics import hooks, repository
 from logistics.errors import ShipmentNotFound, TeleworkerNotFound, WrongClient
-from logistics.models import Shipment, ShipmentStatus, Teleworker
+from logistics.models import (
+    DeliveryStatus,
+    Shipment,
+    ShipmentStatus,
+    Teleworker,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from logistics.schemas import (
     DeviceStatus,
     DispatchRequest,
@@ -68,10 +76,9 @@ def find_device(
 
 def lock_device(session: Session, device_id: int, principal: Principal) -> Device:
     """:raises DeviceNotFound: unknown or not visible."""
-    device = inventory_repo.get_device_for_update(session, device_id)
-    if device is None or not principal.sees_client(device.client_id):
-        raise DeviceNotFound(str(device_id))
-    return device
+    return principal.visible(
+        inventory_repo.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 def _require_move(device: Device, event: Event) -> None:
@@ -373,10 +380,9 @@ def teleworkers_by_email(
 
 def get_teleworker(session: Session, teleworker_id: int, principal: Principal) -> Teleworker:
     """:raises TeleworkerNotFound: unknown or another company's."""
-    person = repository.get_teleworker(session, teleworker_id)
-    if person is None or not principal.sees_client(person.client_id):
-        raise TeleworkerNotFound(str(teleworker_id))
-    return person
+    return principal.visible(
+        repository.get_teleworker(session, teleworker_id), TeleworkerNotFound(str(teleworker_id))
+    )
 
 
 # Retention.
@@ -393,7 +399,7 @@ def purge_personal_data(
     row, its shipments and every device event stay, so the history still says that
     laptop X went to teleworker #N by carrier C on day D. Returns how many were erased.
 
-    Then, in the same transaction, every ``purge`` hook (``core.registry``) applies the
+    Then, in the same transaction, every purge step (``logistics.hooks``) applies the
     same retention to what other domains keep about people (the help desk's contacts,
     survey calls and answers); each adds its counts to ``report``.
 
@@ -416,11 +422,27 @@ def purge_personal_data(
         session.add(person)
         erased += 1
     session.flush()
-    from core.registry import hooks
-
     cutoff = at - timedelta(days=retention_days)
-    for _, step in hooks("purge"):
-        counts = step(session, before=cutoff, now=at)
+    for step in hooks.ON_PURGE:
+        counts = step(session, cutoff, at)
         if report is not None:
             report.update(counts)
     return erased
+
+
+# Webhook delivery log.
+def delivery_log(
+    session: Session,
+    subscription: WebhookSubscription,
+    *,
+    status: DeliveryStatus | None,
+    cursor: int | None,
+    limit: int,
+) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+    """A subscription's deliveries (one page, by id) with every attempt of each."""
+    assert subscription.id is not None
+    rows = repository.deliveries_of(
+        session, subscription.id, status=status, cursor=cursor, limit=limit
+    )
+    attempts = repository.attempts_of(session, [r.id for r in rows if r.id is not None])
+    return [(r, attempts.get(r.id or 0, [])) for r in rows]
