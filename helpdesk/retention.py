@@ -14,8 +14,8 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from logistics import hooks
 from helpdesk import repository_survey as survey_sql
+from logistics import hooks
 
 
 def purge(session: Session, before: datetime, now: datetime) -> dict[str, int]:

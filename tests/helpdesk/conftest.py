@@ -27,9 +27,9 @@ from images.schemas import ClientConfigBody
 from logistics import service as logistics
 from logistics.models import Teleworker
 from logistics.schemas import TeleworkerIn
-from provisioning.runs.models import ProvisioningRun, RunStatus
 from provisioning.configure.plan import ConfigPlan
 from provisioning.pipeline.steps import staged_summary
+from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.logistics.conftest import make_ready
 from tests.support.factories import World
 
