@@ -9,12 +9,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from core.timeutil import utcnow
 from core.types import UTCDateTime
-from inventory.states import STATE_COLUMN_LENGTH, DeviceState
+from inventory.states import SLOT_HOLDING, STATE_COLUMN_LENGTH, DeviceState
+
+# The predicate of the one-laptop-per-slot index (same text on both backends; the
+# migration inventory_0001 writes it out literally).
+SLOT_HELD_WHERE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(SLOT_HOLDING)))
 
 
 def _ts(**kw: Any) -> Any:
@@ -90,6 +94,15 @@ class Device(SQLModel, table=True):
         Index("ix_device_delivery", "delivery_id"),
         # A bench's occupied slots, read under the bench lock by every scan-in.
         Index("ix_device_bench_slot", "bench_id", "slot"),
+        # A slot holds at most one laptop, whatever the code above does.
+        Index(
+            "uq_device_bench_slot_held",
+            "bench_id",
+            "slot",
+            unique=True,
+            sqlite_where=text(SLOT_HELD_WHERE),
+            postgresql_where=text(SLOT_HELD_WHERE),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     serial: str = Field(max_length=64, index=True)
