@@ -25,7 +25,9 @@ deliveries_app = typer.Typer(help="Deliveries: ship-notice import, reconciliatio
 admin_app = typer.Typer(help="Clients, sites, benches, hardware models (admin, API).")
 lifecycle_app = typer.Typer(help="The device lifecycle table.")
 
-MAX_SCAN_LENGTH = 64
+# Longer than a code (64) so that a scanner's prefix and suffix reach the server, whose
+# rule (inventory.codes) decides; anything longer is a misread.
+MAX_SCAN_LENGTH = 128
 _STYLE = {
     "received": ("green", "✔"),
     "already": ("yellow", "•"),

@@ -146,7 +146,10 @@ class AttachRequest(BaseModel):
 
 class ScanRequest(BaseModel):
     code: str = Field(
-        min_length=1, max_length=64, description="Serial number or asset tag, as scanned."
+        min_length=1,
+        max_length=128,
+        description="Serial number or asset tag, as scanned (a scanner's prefix and "
+        "suffix allowed); see docs/intake.md for what a scannable code is.",
     )
     bench_id: int
     slot: int | None = Field(default=None, ge=1, description="Free slot chosen when omitted.")

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
-from inventory import lifecycle, repository
+from inventory import codes, lifecycle, repository
 from inventory.errors import (
     BenchFull,
     BenchNotFound,
@@ -53,8 +53,9 @@ MANUAL_EVENTS = frozenset(
 
 
 def normalize_code(code: str) -> str:
-    """Serials and asset tags compare upper-case, without surrounding blanks."""
-    return code.strip().upper()
+    """Serials and asset tags compare in their normalised form (``inventory.codes``):
+    upper-case, without surrounding blanks or a scanner's symbology prefix."""
+    return codes.normalize(code)
 
 
 # Clients, sites, benches, hardware models (admin).
@@ -326,12 +327,13 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
     lock, so concurrent scans at one bench never share a slot; the database's unique
     index on held slots backs this.
 
+    :raises InvalidCode: not a scannable code (``inventory.codes``); nothing written.
     :raises BenchNotFound: unknown bench.
     :raises InvalidInput: slot outside the bench.
     :raises SlotTaken: the slot asked for holds another laptop.
     :raises BenchFull: no free slot left.
     """
-    code = normalize_code(body.code)
+    code = codes.scannable(body.code)
     bench = repository.lock_bench(session, body.bench_id)
     if bench is None or bench.id is None:
         raise BenchNotFound(str(body.bench_id))

@@ -191,7 +191,12 @@ def test_every_row_error_is_reported_with_line_and_column_and_nothing_is_written
             "model",
             "serial ACME0001 is already expected in this delivery as Latitude 5440, not XPS 13",
         ),
-        (10, "serial", "serial 'BAD SERIAL' may hold only letters, digits and . _ / -"),
+        (
+            10,
+            "serial",
+            "serial 'BAD SERIAL' contains a space: a serial is 2 to 64 of A-Z, 0-9 and "
+            ". _ / -, starting with A-Z or 0-9",
+        ),
         (11, "model", "model is empty"),
         (13, "asset_tag", "asset tag AT-1 appears twice (first on line 12)"),
         (14, "model", "contains control characters"),
@@ -378,8 +383,8 @@ def test_parse_helpers() -> None:
     assert intake.normalize_mac("aa:bb-cc:dd:ee:ff") is None
     assert intake.normalize_mac("gg:bb:cc:dd:ee:ff") is None
     assert intake.decode("é".encode("utf-16")) == "é"
-    parsed = intake.parse(b"SERIAL\tMODEL\nA\tB\n")
-    assert [(r.serial, r.model) for r in parsed.rows] == [("A", "B")]
+    parsed = intake.parse(b"SERIAL\tMODEL\nA1\tB\n")
+    assert [(r.serial, r.model) for r in parsed.rows] == [("A1", "B")]
     assert intake.error_lines(
         [
             {"line": 3, "column": "macs", "message": "bad"},
