@@ -21,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from core.errors import DatabaseBusy, DatabaseFull, MasterlineError
+
 READ_ONLY_OPTION = "masterline_read_only"
 _HOLDS_WRITE_LOCK = "masterline_holds_write_lock"
 
@@ -105,6 +107,31 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# PostgreSQL's disk_full condition (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk under the database is full: SQLite's
+    ``SQLITE_FULL`` (also what ``PRAGMA max_page_count`` gives) or PostgreSQL's
+    SQLSTATE 53100."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+
+
+def database_error(exc: OperationalError) -> MasterlineError:
+    """What to tell a user about a failed database call: the disk is full (507), or
+    busy / unreachable (503), never a traceback."""
+    if is_disk_full(exc):
+        return DatabaseFull(
+            "the disk under the database is full; nothing was written. "
+            "Free space on it, then retry"
+        )
+    return DatabaseBusy("database busy or unreachable; retry")
 
 
 _default: Database | None = None
