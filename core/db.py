@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from core.errors import DatabaseBusy, DatabaseFull, MasterlineError
+from core.files import secure_local_state, secure_sqlite_file, sqlite_path
 
 READ_ONLY_OPTION = "masterline_read_only"
 _HOLDS_WRITE_LOCK = "masterline_holds_write_lock"
@@ -75,6 +76,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            db_file = sqlite_path(url)
+            if db_file is not None:
+                # Created 0600 before SQLite opens it: its WAL and SHM take its mode.
+                secure_sqlite_file(db_file)
             engine = create_engine(
                 url,
                 echo=echo,
@@ -128,8 +133,7 @@ def database_error(exc: OperationalError) -> MasterlineError:
     busy / unreachable (503), never a traceback."""
     if is_disk_full(exc):
         return DatabaseFull(
-            "the disk under the database is full; nothing was written. "
-            "Free space on it, then retry"
+            "the disk under the database is full; nothing was written. Free space on it, then retry"
         )
     return DatabaseBusy("database busy or unreachable; retry")
 
@@ -144,8 +148,8 @@ def get_database() -> Database:
         from core.settings import get_settings
 
         settings = get_settings()
-        if settings.resolved_database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Every server-side process starts here: local state private, fixed if wider.
+        secure_local_state(settings)
         _default = Database(
             settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )
