@@ -15,16 +15,15 @@ never hardware hashes or assigned users: those are the teleworker's data.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from core import csvfile
 from core.errors import Conflict, TooLarge
 from core.principal import Principal
 from core.timeutil import utcnow
@@ -107,31 +106,12 @@ class Parsed:
 
 
 # Phase 1: parsing.
-def decode(data: bytes) -> str:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252.
-
-    Windows-1252 is tried last because any byte string that is valid UTF-8 is what the
-    sender meant; the reverse is not true.
-
-    :raises UnicodeDecodeError: none of them fits (cp1252 leaves five bytes undefined).
-    """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252")
+decode = csvfile.decode  # kept under this name: other importers and tests use it
 
 
 def _header_key(name: str) -> str:
     """``Order_Reference``, ``order reference`` and ``ORDER-REFERENCE`` are one column."""
     return re.sub(r"[\s_\-.]+", "", name.strip().lower())
-
-
-def _delimiter(first_line: str) -> str:
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
 
 
 def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
@@ -144,21 +124,11 @@ def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
     if len(data) > MAX_BYTES:
         raise TooLarge(f"file is {len(data)} bytes; the limit is {MAX_BYTES} (split it)")
     parsed = Parsed(format=fmt or IntakeFormat.GENERIC)
-    try:
-        text = decode(data)
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        parsed.error(line, None, "not UTF-8 or Windows-1252 text (is this a spreadsheet?)")
-        return parsed
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first:
-        parsed.error(1, None, "the file is empty")
-        return parsed
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first))
-    records = _records(reader, parsed)
+    records = csvfile.read_records(data, lambda line, msg: parsed.error(line, None, msg))
     header = next(records, None)
     if header is None:
-        parsed.error(1, None, "the file has no header line")
+        if not parsed.errors:
+            parsed.error(1, None, "the file has no header line")
         return parsed
     line, names = header
     columns = _read_header(parsed, line, names, fmt)
@@ -174,23 +144,6 @@ def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
         if row is not None:
             parsed.rows.append(row)
     return parsed
-
-
-def _records(reader: Any, parsed: Parsed) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the physical line each starts on (quoted fields may
-    span lines)."""
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            # The csv module cannot resynchronise after this; stop here.
-            parsed.error(reader.line_num or start, None, f"unreadable CSV: {e}")
-            return
-        if any(c.strip() for c in cells):
-            yield start, cells
 
 
 def _read_header(

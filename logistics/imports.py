@@ -1,16 +1,13 @@
 """Bulk files: dispatch assignments and carrier status reports.
 
 Same rules as the ship-notice intake (docs/intake.md): every error with its line and
-column, all or nothing, ``dry_run`` checks without writing. Decoding (UTF-8 with or
-without BOM, UTF-16 with BOM, else Windows-1252) is the intake's ``decode``; the
-delimiter is detected the same way. Error messages name the column, never the value of
-a personal field.
+column, all or nothing, ``dry_run`` checks without writing. Records are read by the
+product's one CSV reader (``core.csvfile.read_records``: encodings, separator, line
+numbers). Error messages name the column, never the value of a personal field.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +15,9 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
+from core import csvfile
 from core.errors import TooLarge
 from core.principal import Principal
-from inventory import intake
 from inventory import repository as inventory_repo
 from inventory import service as inventory
 from inventory.models import Device
@@ -85,32 +82,10 @@ def read_sheet(data: bytes, spec: dict[str, tuple[int, bool, tuple[str, ...]]]) 
     sheet = Sheet()
     if len(data) > MAX_BYTES:
         raise TooLarge(f"file is {len(data)} bytes; the limit is {MAX_BYTES} (split it)")
-    try:
-        text = intake.decode(data)
-    except UnicodeDecodeError as e:
-        sheet.error(data[: e.start].count(b"\n") + 1, None, "not UTF-8 or Windows-1252 text")
-        return sheet
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first:
-        sheet.error(1, None, "the file is empty")
-        return sheet
-    counts = {d: first.count(d) for d in (",", ";", "\t")}
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     by_alias = {a: canon for canon, (_, _, aliases) in spec.items() for a in aliases}
     names: list[str] | None = None
     columns: list[str | None] = []
-    while True:
-        line = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            sheet.error(reader.line_num or line, None, f"unreadable CSV: {e}")
-            break
-        if not any(c.strip() for c in cells):
-            continue
+    for line, cells in csvfile.read_records(data, lambda ln, msg: sheet.error(ln, None, msg)):
         if names is None:
             names = _header(sheet, line, cells, spec, by_alias, columns)
             if sheet.errors:
@@ -137,7 +112,7 @@ def read_sheet(data: bytes, spec: dict[str, tuple[int, bool, tuple[str, ...]]]) 
             else:
                 values[canon] = value
         sheet.rows.append((line, values))
-    if names is None:
+    if names is None and not sheet.errors:
         sheet.error(1, None, "the file has no header line")
     return sheet
 

@@ -8,8 +8,6 @@ reads the status of its own company. Client-bound callers get 404 for other comp
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -17,6 +15,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from api.deps import EVERYONE, STAFF, Allow, SessionDep, get_db, new_router
+from core import csvfile
 from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
 from inventory import repository as inventory_repo
@@ -104,12 +103,6 @@ def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = "" if value is None else value
 
 
-def _cell(value: Any) -> str:
-    text = str(value)
-    # Spreadsheets run cells that start like a formula (CSV injection): neutralise them.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def csv_response(
     rows: Iterable[dict[str, Any]], *, filename: str, next_cursor: int | None = None
 ) -> Response:
@@ -121,15 +114,12 @@ def csv_response(
     columns: list[str] = []
     for row in flat:
         columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in flat:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
+    # The product's one escaping writer: names, addresses and models are free text.
+    text = csvfile.write_csv(columns, ([row.get(c, "") for c in columns] for row in flat))
     headers = {"content-disposition": f'attachment; filename="{filename}"'}
     if next_cursor is not None:
         headers["x-next-cursor"] = str(next_cursor)
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 def _dumps(items: Sequence[Any]) -> list[dict[str, Any]]:
