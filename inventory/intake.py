@@ -315,7 +315,14 @@ class Plan:
         return sorted(f"{v} {m}" for (v, m), row in self.models.items() if row is None)
 
 
-def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
+def plan(
+    session: Session,
+    delivery: Delivery,
+    parsed: Parsed,
+    *,
+    principal: Principal,
+    allow_other_vendor: bool = False,
+) -> Plan:
     """Decide what each row does, reading in bulk; writes nothing."""
     result = Plan(delivery=delivery, parsed=parsed)
     catalogue = repository.hardware_models_by_key(session)
@@ -328,8 +335,10 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
     model_spelling = {(v.casefold(), _fold(m)): m for v, m in catalogue}
     rows = parsed.rows
     existing: dict[tuple[str, str], Device] = {}
+    by_serial: dict[str, list[Device]] = {}
     for d in repository.devices_by_serials(session, sorted({r.serial for r in rows})):
         existing[(d.vendor.casefold(), d.serial)] = d
+        by_serial.setdefault(d.serial, []).append(d)
     tags = sorted({r.asset_tag for r in rows if r.asset_tag})
     by_tag = {d.asset_tag: d for d in repository.devices_by_asset_tags(session, tags)}
     seen: dict[tuple[str, str], int] = {}
@@ -347,6 +356,13 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
             )
             continue
         seen[key] = row.line
+        if row.vendor is None and not allow_other_vendor:
+            other = _under_another_vendor(by_serial.get(row.serial, []), vendor)
+            if other is not None:
+                parsed.error(
+                    row.line, serial_col, _other_vendor_message(row, other, result, principal)
+                )
+                continue
         if row.asset_tag and row.asset_tag in seen_tags:
             parsed.error(
                 row.line,
@@ -416,6 +432,36 @@ def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
     return result
 
 
+def _under_another_vendor(known: list[Device], vendor: str) -> Device | None:
+    """A device with this serial under a vendor other than ``vendor`` (scanned-first
+    laptops, whose vendor is not known yet, do not count)."""
+    for d in known:
+        if d.vendor.casefold() not in (vendor.casefold(), service.UNKNOWN_VENDOR):
+            return d
+    return None
+
+
+def _other_vendor_message(row: Row, other: Device, result: Plan, principal: Principal) -> str:
+    """Why a line without a vendor is refused when its serial exists under another
+    vendor: it would become a second laptop that the bench cannot tell from the first
+    ("matches devices of several vendors"). Names the other delivery only to a caller
+    who may see it."""
+    delivery = result.delivery
+    if principal.sees_client(other.client_id):
+        known = f"a {other.vendor} laptop" + (
+            f" (order {other.order_reference})" if other.order_reference else ""
+        )
+    else:
+        known = "a laptop of another vendor"
+    kind = "an Autopilot file" if result.parsed.format is IntakeFormat.AUTOPILOT else "this line"
+    return (
+        f"serial {row.serial} is already {known}; {kind} names no vendor, so it would "
+        f"become a second laptop under this delivery's vendor ({delivery.vendor}) that "
+        "the bench cannot tell apart. Import it into the delivery that lists this "
+        "serial, or, if it really is another laptop, retry with allow_other_vendor"
+    )
+
+
 def _fold(name: str) -> str:
     return " ".join(name.split()).casefold()
 
@@ -457,6 +503,7 @@ def import_ship_notice(
     *,
     fmt: IntakeFormat | None = None,
     dry_run: bool = False,
+    allow_other_vendor: bool = False,
 ) -> ImportSummary:
     """Import a ship notice into a delivery as EXPECTED devices, all or nothing.
 
@@ -472,20 +519,26 @@ def import_ship_notice(
     parsed = parse(data, fmt)
     # Rows with errors were left out of parsed.rows; the rest are still checked against
     # the database so that one round trip reports every error in the file.
-    result = plan(session, delivery, parsed)
+    result = plan(
+        session, delivery, parsed, principal=principal, allow_other_vendor=allow_other_vendor
+    )
     errors = sorted(parsed.errors, key=lambda e: e.line or 0)[:MAX_LISTED_ERRORS]
     if errors and not dry_run:
         raise ImportRejected([e.model_dump() for e in errors])
+    # A file with errors would be refused whole: a dry run says so and counts nothing
+    # (saying "2 created" beside "would be rejected" told two things at once).
+    ok = not errors
     summary = ImportSummary(
         delivery_id=delivery_id,
         format=parsed.format,
         dry_run=dry_run,
         rows=parsed.data_rows,
-        created=len(result.creates),
-        updated=len(result.updates),
-        unchanged=result.unchanged,
-        attached=len(result.attaches),
-        new_hardware_models=result.new_models(),
+        rejected=not ok,
+        created=len(result.creates) if ok else 0,
+        updated=len(result.updates) if ok else 0,
+        unchanged=result.unchanged if ok else 0,
+        attached=len(result.attaches) if ok else 0,
+        new_hardware_models=result.new_models() if ok else [],
         errors=errors,
     )
     if dry_run:

@@ -181,12 +181,27 @@ def import_ship_notice(
         IntakeFormat | None, Query(description="Detected from the header when omitted.")
     ] = None,
     dry_run: Annotated[bool, Query(description="Check and count; write nothing.")] = False,
+    allow_other_vendor: Annotated[
+        bool,
+        Query(
+            description="Lines that name no vendor (every Autopilot line) take the "
+            "delivery's; by default one whose serial is already known under another "
+            "vendor is an error (the bench could not tell the two apart). Set this only "
+            "when it really is another laptop."
+        ),
+    ] = False,
 ) -> ImportSummary:
     """Import a vendor ship notice (generic CSV or Autopilot hardware-hash CSV) as
     EXPECTED devices, all or nothing; re-importing the same file changes nothing.
     See docs/intake.md for the formats."""
     return intake.import_ship_notice(
-        session, delivery_id, data, principal, fmt=format, dry_run=dry_run
+        session,
+        delivery_id,
+        data,
+        principal,
+        fmt=format,
+        dry_run=dry_run,
+        allow_other_vendor=allow_other_vendor,
     )
 
 

@@ -216,6 +216,11 @@ class ImportSummary(BaseModel):
     format: IntakeFormat
     dry_run: bool
     rows: int = Field(description="Data rows read (blank lines skipped).")
+    rejected: bool = Field(
+        default=False,
+        description="Dry run only: the file has errors and would be refused whole; the "
+        "counts below are then 0 (nothing would be written).",
+    )
     created: int = Field(description="New EXPECTED devices.")
     updated: int = Field(description="Same device already known; details filled in or changed.")
     unchanged: int = Field(description="Same device already known with the same details.")

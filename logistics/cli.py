@@ -85,11 +85,15 @@ def dispatch(
                 return
             for err in summary.get("errors", []):
                 err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-            verb = "would dispatch" if dry_run else "dispatched"
-            count = summary["rows"] if dry_run else summary["dispatched"]
-            console.print(
-                f"{summary['rows']} row(s); {verb} {count}; {len(summary['errors'])} error(s)"
-            )
+            if summary["errors"]:
+                console.print(
+                    f"{summary['rows']} row(s); rejected whole, nothing would be dispatched; "
+                    f"{len(summary['errors'])} error(s)"
+                )
+            else:
+                verb = "would dispatch" if dry_run else "dispatched"
+                count = summary["would_dispatch"] if dry_run else summary["dispatched"]
+                console.print(f"{summary['rows']} row(s); {verb} {count}")
             if summary["errors"]:
                 raise typer.Exit(2)
             return
@@ -311,10 +315,13 @@ def carrier_import(
         return
     for err in s["errors"]:
         err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-    console.print(
-        f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
-        f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
-    )
+    if s["errors"]:
+        console.print(f"{s['rows']} row(s): rejected whole, nothing would change (dry run)")
+    else:
+        console.print(
+            f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
+            f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
+        )
     if s["errors"]:
         raise typer.Exit(2)
 

@@ -172,7 +172,12 @@ def import_dispatch(
             )
             dispatched += 1
     return DispatchImportSummary(
-        dry_run=dry_run, rows=len(sheet.rows), dispatched=dispatched, errors=sheet.errors
+        dry_run=dry_run,
+        rows=len(sheet.rows),
+        rejected=bool(sheet.errors),
+        dispatched=dispatched,
+        would_dispatch=len(planned) if dry_run and not sheet.errors else 0,
+        errors=sheet.errors,
     )
 
 
@@ -264,13 +269,16 @@ def import_carrier_status(
     sheet = read_sheet(data, CARRIER_COLUMNS)
     actions, unchanged = _plan_carrier(session, sheet, principal)
     _reject_or_summarise(sheet, dry_run)
+    if sheet.errors:  # a dry run of a file that would be refused whole: nothing counts
+        actions, unchanged = [], 0
     delivered = sum(1 for _, kind in actions if kind == "delivered")
-    if not dry_run and not sheet.errors:
+    if not dry_run:
         for run, _ in actions:
             run()
     return CarrierImportSummary(
         dry_run=dry_run,
         rows=len(sheet.rows),
+        rejected=bool(sheet.errors),
         delivered=delivered,
         returned=len(actions) - delivered,
         unchanged=unchanged,
