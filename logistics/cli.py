@@ -592,13 +592,20 @@ def webhooks_send(
     backoff: Annotated[float, typer.Option(help="First retry delay, seconds.")] = 5.0,
     max_attempts: Annotated[int, typer.Option(min=1)] = 12,
     lease: Annotated[float, typer.Option(help="Seconds before a claimed send is retried.")] = 60.0,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout, seconds.")] = 10.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Deadline of a whole HTTP call (not per read), seconds "
+            "(default: MASTERLINE_WEBHOOK_DEADLINE_SECONDS, 10)."
+        ),
+    ] = None,
 ) -> None:
     """Run the webhook sender (server side). Safe to run several; safe to kill."""
+    import dataclasses
     import logging
 
     from core.db import get_database
-    from logistics.webhooks import SenderPolicy, run_sender
+    from logistics.sender import SenderPolicy, run_sender
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = {"now": False}
@@ -607,12 +614,9 @@ def webhooks_send(
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, _stop)
-    policy = SenderPolicy(
-        backoff_seconds=backoff,
-        max_attempts=max_attempts,
-        lease_seconds=lease,
-        timeout_seconds=timeout,
-    )
+    policy = SenderPolicy(backoff_seconds=backoff, max_attempts=max_attempts, lease_seconds=lease)
+    if timeout is not None:
+        policy = dataclasses.replace(policy, timeout_seconds=timeout)
     run_sender(
         get_database(), policy=policy, interval=interval, once=once, should_stop=lambda: stop["now"]
     )
