@@ -11,6 +11,7 @@ Services never commit: ``Database.session()`` is the boundary that does.
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,43 @@ from core.files import secure_local_state, secure_sqlite_file, sqlite_path
 
 READ_ONLY_OPTION = "masterline_read_only"
 _HOLDS_WRITE_LOCK = "masterline_holds_write_lock"
+
+
+class FairLock:
+    """A lock handed to its waiters in arrival order.
+
+    ``threading.Lock`` is not fair: a thread that releases it and asks again at once
+    (a large import publishing chunk after chunk) usually gets it back before a waiter
+    wakes up, and scans would wait for the whole import. Here ``release`` hands the
+    lock to the oldest waiter directly.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._mutex:
+            if turn.is_set():  # handed over just as the wait timed out
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()  # still held: now by that waiter
+            else:
+                self._held = False
 
 
 def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -45,7 +83,8 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     # sleeps growing to 100 ms, so 50 concurrent scans waiting on BEGIN IMMEDIATE turned
     # a 13 ms scan into a p99 above a second (bench/core.py). The busy timeout still
     # arbitrates between processes (an API and a worker on one file).
-    write_lock = threading.Lock()
+    # (Fair: handed over in arrival order, see FairLock.)
+    write_lock = FairLock()
     timeout_s = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "begin")

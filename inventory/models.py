@@ -153,3 +153,40 @@ class DeviceEvent(SQLModel, table=True):
     at: datetime = _ts()
     reason: str | None = Field(default=None, max_length=1000)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class IntakeJob(SQLModel, table=True):
+    """A large ship-notice import in progress (``inventory.intake_jobs``): its planned
+    rows are staged first (invisible), then published in short transactions. At most
+    one is live at a time (``lane``'s unique index over live jobs)."""
+
+    __tablename__ = "intake_job"
+    __table_args__ = (
+        Index(
+            "uq_intake_job_live",
+            "lane",
+            unique=True,
+            sqlite_where=text("status IN ('staging', 'publishing')"),
+            postgresql_where=text("status IN ('staging', 'publishing')"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    lane: str = Field(default="ship-notice", max_length=16)
+    delivery_id: int = Field(foreign_key="delivery.id", ondelete="RESTRICT")
+    actor: str = Field(max_length=128)
+    format: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # staging | publishing
+    rows: int = Field(default=0)
+    published: int = Field(default=0)  # rows published so far, in staged order
+    lease_until: datetime = _ts()
+    created_at: datetime = _ts()
+
+
+class IntakeJobChunk(SQLModel, table=True):
+    """Planned rows of a job, in order; deleted as they are published."""
+
+    __tablename__ = "intake_job_chunk"
+    job_id: int = Field(foreign_key="intake_job.id", primary_key=True, ondelete="CASCADE")
+    n: int = Field(primary_key=True)
+    first_row: int
+    payload: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))

@@ -14,12 +14,13 @@ from api.deps import (
     AnyRole,
     SessionDep,
     Staff,
+    get_db,
     in_transaction,
     new_router,
 )
 from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
-from inventory import intake, reconcile, service
+from inventory import intake, intake_publish, reconcile, service
 from inventory.schemas import (
     AttachRequest,
     BenchCreate,
@@ -174,7 +175,7 @@ _RAW_CSV_BODY = {
 )
 def import_ship_notice(
     delivery_id: int,
-    session: SessionDep,
+    request: Request,
     principal: StaffOrLogistics,
     data: Annotated[bytes, Depends(ship_notice_body)],
     format: Annotated[
@@ -194,8 +195,10 @@ def import_ship_notice(
     """Import a vendor ship notice (generic CSV or Autopilot hardware-hash CSV) as
     EXPECTED devices, all or nothing; re-importing the same file changes nothing.
     See docs/intake.md for the formats."""
-    return intake.import_ship_notice(
-        session,
+    # No request session: the import runs its own short transactions, so that a large
+    # file never holds the write lock that scan-in needs (see inventory/intake_publish.py).
+    return intake_publish.import_ship_notice(
+        get_db(request),
         delivery_id,
         data,
         principal,
