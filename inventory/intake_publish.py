@@ -23,10 +23,12 @@ import job is live at a time; another import meanwhile answers 409.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -95,6 +97,46 @@ def import_ship_notice(
     :raises Conflict: another import is being written, or wrote the same serials at the
         same moment.
     """
+    with _short_gil_slices():
+        return _import(
+            db, delivery_id, data, principal, fmt, dry_run, allow_other_vendor, on_progress
+        )
+
+
+@contextlib.contextmanager
+def _short_gil_slices() -> Iterator[None]:
+    """While an import's Python work runs in the API process, hand the interpreter
+    lock to other threads every 0.5 ms instead of every 5 ms: a scan waiting for it
+    after each database call would otherwise wait up to 5 ms each time (process-wide,
+    restored after; a slightly higher switching cost only while importing)."""
+    with _SLICE_LOCK:
+        _IMPORTS[0] += 1
+        if _IMPORTS[0] == 1:
+            _IMPORTS[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_IMPORTS[1], 0.0005))
+    try:
+        yield
+    finally:
+        with _SLICE_LOCK:
+            _IMPORTS[0] -= 1
+            if _IMPORTS[0] == 0:
+                sys.setswitchinterval(_IMPORTS[1])
+
+
+_SLICE_LOCK = threading.Lock()
+_IMPORTS: list[Any] = [0, 0.005]  # imports running, the interval to restore
+
+
+def _import(
+    db: Database,
+    delivery_id: int,
+    data: bytes,
+    principal: Principal,
+    fmt: IntakeFormat | None,
+    dry_run: bool,
+    allow_other_vendor: bool,
+    on_progress: Progress | None,
+) -> ImportSummary:
     parsed = parse(data, fmt)
     small = len(parsed.rows) <= SMALL_IMPORT and not dry_run
     if not small:
@@ -272,8 +314,9 @@ def resume_interrupted(db: Database, *, wait: bool = False) -> int:
         until = job.lease_until if job is not None else None
     if until is None:
         return 0
-    if wait:
-        time.sleep(max(0.0, (until - utcnow()).total_seconds()) + 1)
+    if wait:  # (a lease is renewed every batch: never longer than LEASE ahead)
+        left = min((until - utcnow()).total_seconds(), LEASE.total_seconds())
+        time.sleep(max(0.0, left) + 1)
     with db.session() as session:
         job = _live_job(session)
         if job is None or job.lease_until > utcnow():
