@@ -110,7 +110,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
 
-    from inventory.intake_publish import resume_in_background
+    from inventory.intake_jobs import resume_in_background
 
     # A large import that a crash interrupted is finished (or dropped, if it had not
     # begun to publish) once its lease runs out.

@@ -87,7 +87,7 @@ def _count(db: Database) -> int:
 def test_sqlite_disk_full_is_507_and_writes_nothing(
     sqlite_template: Path, tmp_path: Path, how: str
 ) -> None:
-    with small_filesystem(tmp_path / "small", 4096 if how == "tmpfs" else 0) as mounted:
+    with small_filesystem(tmp_path / "small", 16384 if how == "tmpfs" else 0) as mounted:
         if how == "tmpfs" and not mounted:
             pytest.skip("mounting a tmpfs needs root (the max_page_count case still runs)")
         path = tmp_path / "small" / "masterline.db"

@@ -21,7 +21,7 @@ from api.app import create_app
 from core.db import Database
 from core.principal import Role
 from core.timeutil import utcnow
-from inventory import intake_publish
+from inventory import intake_jobs
 from inventory.models import Device, DeviceEvent, IntakeJob, IntakeJobChunk
 from tests.conftest import auth
 from tests.inventory.test_intake_bulk import ship_notice
@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 # at a chosen point: after `at` rows of phase `phase` are committed.
 _CRASHING_IMPORT = """
 import os, sys
-from api.app import create_app
 from core.db import Database
 from core.principal import SYSTEM
 from inventory import intake_publish
@@ -105,7 +104,7 @@ def test_a_crash_while_staging_leaves_nothing_visible(
         assert s.exec(select(func.count()).select_from(IntakeJobChunk)).one() >= 1
     assert _bulk_counts(db) == (0, 0)
     _expire_leases(db)
-    assert intake_publish.resume_interrupted(db) == 1
+    assert intake_jobs.resume_interrupted(db) == 1
     with db.session(write=False) as s:
         assert s.exec(select(IntakeJob)).all() == []
         assert s.exec(select(func.count()).select_from(IntakeJobChunk)).one() == 0
@@ -122,9 +121,9 @@ def test_a_crash_while_publishing_is_finished_exactly_once(
     partial = _bulk_counts(db)
     assert partial[0] == job.published and partial[1] == job.published
     # The importer is dead but its lease runs: nothing is resumed under a live lease.
-    assert intake_publish.resume_interrupted(db) == 0
+    assert intake_jobs.resume_interrupted(db) == 0
     _expire_leases(db)
-    assert intake_publish.resume_interrupted(db) == 1
+    assert intake_jobs.resume_interrupted(db) == 1
     assert _bulk_counts(db) == (4500, 4500)
     with db.session(write=False) as s:
         assert s.exec(select(IntakeJob)).all() == []
