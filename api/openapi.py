@@ -5,8 +5,8 @@ never send. Every error the API sends is ``application/problem+json``
 (``core.errors.MasterlineError.to_problem``, ``api.app``'s handlers), and most of them
 come from the same few places for every route: authentication (401), roles (403),
 "visible or 404", validation (422), body caps (413), conflicts of a write (409), a busy
-database (503), a full disk under the database (507, writes). They are added here, once, after FastAPI built the document, instead of
-by hand on a hundred routes:
+database (503), a full disk under the database (507, writes). They are added here,
+once, after FastAPI built the document, instead of by hand on a hundred routes:
 
 - every error response a route declares gets the problem+json content;
 - every operation that needs a token gets 401 and 403; every operation 404, 422 and 503;
