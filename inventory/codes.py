@@ -44,6 +44,11 @@ def normalize(raw: str) -> str:
     return text.upper() if text.isascii() else text
 
 
+def normalize_code(code: str) -> str:
+    """The normal form serials and asset tags compare in (``normalize``)."""
+    return normalize(code)
+
+
 def problem(raw: str, *, label: str = "code") -> str | None:
     """Why ``raw`` is not a scannable code, or ``None`` when it is."""
     value = normalize(raw)

@@ -83,6 +83,7 @@ def _count(db: Database) -> int:
         return int(s.exec(select(func.count()).select_from(Device)).one())
 
 
+@pytest.mark.slow  # fills a disk, imports thousands of rows
 @pytest.mark.parametrize("how", ["tmpfs", "max_page_count"])
 def test_sqlite_disk_full_is_507_and_writes_nothing(
     sqlite_template: Path, tmp_path: Path, how: str

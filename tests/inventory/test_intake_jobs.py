@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import col, func, select
@@ -29,6 +30,7 @@ from tests.support.factories import World, create_devices
 from tests.support.server import running_server
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # imports thousands of rows, in subprocesses
 
 # Runs the import in a process of its own and ends that process, without any cleanup,
 # at a chosen point: after `at` rows of phase `phase` are committed.

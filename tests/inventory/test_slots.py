@@ -86,6 +86,7 @@ def _held_slots(db: Database, bench_id: int) -> list[int]:
     return [int(r) for r in rows if r is not None]
 
 
+@pytest.mark.slow  # 50 and 200 concurrent clients
 @pytest.mark.parametrize("n", [50, 200])
 def test_concurrent_scans_on_one_bench_get_distinct_slots(
     db: Database, world: World, n: int
@@ -106,6 +107,7 @@ def test_concurrent_scans_on_one_bench_get_distinct_slots(
     assert sorted(held) == list(range(1, n + 1))
 
 
+@pytest.mark.slow  # thirty concurrent clients
 def test_a_full_bench_answers_409_bench_full_for_the_rest(db: Database, world: World) -> None:
     bench_id = _bench(db, "SMALL", 8)
     codes = _expected(db, world, "SM", 30)

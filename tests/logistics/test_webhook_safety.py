@@ -106,6 +106,7 @@ def test_secrets_have_the_standard_webhooks_form(app_client: TestClient, world: 
     assert len(base64.b64decode(generated.removeprefix("whsec_"), validate=True)) >= 24
 
 
+@pytest.mark.slow  # waits out a 3 s deadline
 def test_scans_go_on_while_a_receiver_trickles_and_test_pings_are_capped(
     db: Database, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
