@@ -55,6 +55,7 @@ def _start(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # runs masterline in a subprocess
 def test_a_new_installation_is_private(
     tmp_path: Path, open_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +99,7 @@ def test_the_wal_and_shm_files_are_private_too(tmp_path: Path, open_umask: None)
         db.dispose()
 
 
+@pytest.mark.slow  # runs masterline in a subprocess
 def test_wider_modes_found_at_start_are_narrowed(tmp_path: Path, open_umask: None) -> None:
     data = tmp_path / "var"
     assert _start(data, "db", "upgrade").returncode == 0
