@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import docs, openapi
 from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
-from core.db import Database, get_database
+from core.db import Database, database_error, get_database
 from core.errors import MasterlineError
 
 log = logging.getLogger("masterline.api")
@@ -137,15 +137,20 @@ def create_app(db: Database | None = None) -> FastAPI:
         )
 
     @app.exception_handler(OperationalError)
-    async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
-        # Lock timeouts and lost connections: the caller can retry; never a traceback.
+    async def _db_error(request: Request, exc: OperationalError) -> JSONResponse:
+        # Lock timeouts and lost connections (503: retry), or a full disk (507: free
+        # space first); never a traceback.
+        problem = database_error(exc)
         log.warning(
-            "database unavailable on %s %s: %s",
+            "database error on %s %s: %s (%s)",
             request.method,
             request.url.path,
+            problem.title,
             type(exc.orig).__name__,
         )
-        return _problem(503, "Database busy", "database busy or unreachable; retry")
+        return JSONResponse(
+            problem.to_problem(), status_code=problem.status_code, media_type=PROBLEM
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -167,4 +172,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(helpdesk_router)
     openapi.install(app)
     docs.install(app)
+
+    from inventory.intake_jobs import resume_in_background
+
+    # A large import that a crash interrupted is finished (or dropped, if it had not
+    # begun to publish) once its lease runs out.
+    resume_in_background(app.state.db)
     return app

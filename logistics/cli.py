@@ -86,11 +86,15 @@ def dispatch(
                 return
             for err in summary.get("errors", []):
                 err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-            verb = "would dispatch" if dry_run else "dispatched"
-            count = summary["rows"] if dry_run else summary["dispatched"]
-            console.print(
-                f"{summary['rows']} row(s); {verb} {count}; {len(summary['errors'])} error(s)"
-            )
+            if summary["errors"]:
+                console.print(
+                    f"{summary['rows']} row(s); rejected whole, nothing would be dispatched; "
+                    f"{len(summary['errors'])} error(s)"
+                )
+            else:
+                verb = "would dispatch" if dry_run else "dispatched"
+                count = summary["would_dispatch"] if dry_run else summary["dispatched"]
+                console.print(f"{summary['rows']} row(s); {verb} {count}")
             if summary["errors"]:
                 raise typer.Exit(2)
             return
@@ -318,10 +322,13 @@ def carrier_import(
         return
     for err in s["errors"]:
         err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-    console.print(
-        f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
-        f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
-    )
+    if s["errors"]:
+        console.print(f"{s['rows']} row(s): rejected whole, nothing would change (dry run)")
+    else:
+        console.print(
+            f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
+            f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
+        )
     if s["errors"]:
         raise typer.Exit(2)
 
@@ -594,13 +601,20 @@ def webhooks_send(
     backoff: Annotated[float, typer.Option(help="First retry delay, seconds.")] = 5.0,
     max_attempts: Annotated[int, typer.Option(min=1)] = 12,
     lease: Annotated[float, typer.Option(help="Seconds before a claimed send is retried.")] = 60.0,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout, seconds.")] = 10.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Deadline of a whole HTTP call (not per read), seconds "
+            "(default: MASTERLINE_WEBHOOK_DEADLINE_SECONDS, 10)."
+        ),
+    ] = None,
 ) -> None:
     """Run the webhook sender (server side). Safe to run several; safe to kill."""
+    import dataclasses
     import logging
 
     from core.db import get_database
-    from logistics.webhooks import SenderPolicy, run_sender
+    from logistics.sender import SenderPolicy, run_sender
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = {"now": False}
@@ -609,12 +623,9 @@ def webhooks_send(
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, _stop)
-    policy = SenderPolicy(
-        backoff_seconds=backoff,
-        max_attempts=max_attempts,
-        lease_seconds=lease,
-        timeout_seconds=timeout,
-    )
+    policy = SenderPolicy(backoff_seconds=backoff, max_attempts=max_attempts, lease_seconds=lease)
+    if timeout is not None:
+        policy = dataclasses.replace(policy, timeout_seconds=timeout)
     run_sender(
         get_database(), policy=policy, interval=interval, once=once, should_stop=lambda: stop["now"]
     )

@@ -146,16 +146,28 @@ class ImportLine(BaseModel):
     message: str
 
 
+_REJECTED = Field(
+    default=False,
+    description="Dry run only: the file has errors and would be refused whole; the "
+    "counts are then 0.",
+)
+
+
 class DispatchImportSummary(BaseModel):
     dry_run: bool
     rows: int
+    rejected: bool = _REJECTED
     dispatched: int = Field(description="Laptops dispatched (0 on a dry run).")
+    would_dispatch: int = Field(
+        default=0, description="Dry run: laptops a real import would dispatch (0 if rejected)."
+    )
     errors: list[ImportLine] = Field(description="Empty unless dry_run (else 422).")
 
 
 class CarrierImportSummary(BaseModel):
     dry_run: bool
     rows: int
+    rejected: bool = _REJECTED
     delivered: int
     returned: int
     unchanged: int = Field(description="Already in the reported state.")
