@@ -9,6 +9,7 @@ command line (``cli.main``), the demo, the test suite.
 
 from __future__ import annotations
 
+from helpdesk import retention as helpdesk_retention
 from lab import bootcontrol as lab_bootcontrol
 from provisioning import hooks as provisioning_hooks
 
@@ -17,3 +18,4 @@ def wire() -> None:
     """Register every hook (idempotent)."""
     provisioning_hooks.register()
     lab_bootcontrol.register()
+    helpdesk_retention.register()

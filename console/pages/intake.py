@@ -16,10 +16,10 @@ from console import render
 from console.deps import BodyLimit, PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import page, page_router
+from console.pages._kit import get_db, page, page_router
 from core.errors import FileRejected, InvalidInput
 from core.principal import Role
-from inventory import intake, reconcile
+from inventory import intake, intake_publish, reconcile
 from inventory import service as inventory
 from inventory.schemas import DeliveryCreate, ImportSummary, IntakeError
 from logistics import service as logistics
@@ -133,15 +133,18 @@ def _preview(
 
 
 @router.post("/console/deliveries/{delivery_id}/import", dependencies=[ShipNoticeLimit])
-async def import_file(
-    delivery_id: int, request: Request, session: SessionDep, viewer: IntakeViewer
-) -> Response:
+async def import_file(delivery_id: int, request: Request, viewer: IntakeViewer) -> Response:
     """``mode=preview`` (a dry run: what would happen, every error on its line) or
-    ``mode=import`` (all or nothing)."""
-    # Another company's delivery is "not found" before anything of the body is read.
-    await anyio.to_thread.run_sync(
-        lambda: inventory.get_delivery(session, delivery_id, viewer.principal)
-    )
+    ``mode=import`` (all or nothing). The import runs its own short transactions
+    (``inventory.intake_publish``), so a large file never holds scan-in's write lock."""
+    db = get_db(request)
+
+    def visible() -> None:
+        # Another company's delivery is "not found" before anything of the body is read.
+        with db.session(write=False) as session:
+            inventory.get_delivery(session, delivery_id, viewer.principal)
+
+    await anyio.to_thread.run_sync(visible)
     form = await request.form(max_files=1, max_fields=10)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -151,14 +154,12 @@ async def import_file(
 
     def work() -> HTMLResponse:
         try:
-            summary = intake.import_ship_notice(
-                session, delivery_id, data, viewer.principal, dry_run=not real
+            summary = intake_publish.import_ship_notice(
+                db, delivery_id, data, viewer.principal, dry_run=not real
             )
         except FileRejected as e:
             errors = [IntakeError(**x) for x in e.extra.get("errors", [])]
             return _preview(viewer, data, None, errors, imported=False, delivery_id=delivery_id)
-        if real:
-            session.commit()
         return _preview(
             viewer, data, summary, list(summary.errors), imported=real, delivery_id=delivery_id
         )
