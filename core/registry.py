@@ -13,6 +13,7 @@ MODEL_MODULES = (
     "images.models",
     "provisioning.runs.models",
     "logistics.models",
+    "forecast.models",
 )
 
 

@@ -210,7 +210,13 @@ def step_installers(ctx: StepContext) -> StepResult:
     )
     return {
         "installers": [
-            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
+            {
+                "app": p.app,
+                "store": p.label,
+                "sha256": p.sha256,
+                "size": p.size,
+                "written": p.relative in written,
+            }
             for p in placements
         ]
     }
