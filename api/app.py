@@ -85,6 +85,7 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "images", "description": "The DSI image catalogue (see docs/images.md)."},
             {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
             {"name": "configs", "description": "Client configurations; secrets write-only."},
+            {"name": "forecast", "description": "Wave planning: dates, bottleneck, what-if."},
         ],
     )
     # Outermost of ours: sees every response, including those of the error handlers.
@@ -147,6 +148,7 @@ def create_app(db: Database | None = None) -> FastAPI:
         return _problem(500, "Internal error", "internal error; see the server log")
 
     from api.router import router as tokens_router
+    from forecast.router import router as forecast_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
@@ -157,6 +159,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(forecast_router)
     openapi.install(app)
     docs.install(app)
     return app

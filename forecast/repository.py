@@ -248,6 +248,10 @@ def profile_key(model_id: int | None, os_family: str) -> str:
     return f"{model_id or 0}/{os_family}"
 
 
+def site(session: Session, site_id: int) -> Site | None:
+    return session.get(Site, site_id)
+
+
 # The forecast's own tables.
 def site_settings(session: Session, site_id: int) -> ForecastSite | None:
     return session.get(ForecastSite, site_id)

@@ -7,6 +7,7 @@ write to store), the routes and commands own theirs.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from core.db import Database
 from core.principal import Principal
 from core.timeutil import utcnow
 from forecast import answers, inputs, montecarlo, repository
-from forecast.errors import DeliveryNotFound, NothingToForecast
-from forecast.models import ForecastDelivery, ForecastNotice, ForecastSnapshot
+from forecast.errors import DeliveryNotFound, NothingToForecast, SiteNotFound
+from forecast.models import ForecastDelivery, ForecastNotice, ForecastSite, ForecastSnapshot
 from forecast.world import Status, World
 from inventory import repository as inventory_repo
 
@@ -275,3 +276,68 @@ def check_commitments(
 
 def notices(session: Session, principal: Principal) -> list[ForecastNotice]:
     return list(repository.notices(session, client_id=principal.client_scope))
+
+
+# Site settings.
+def site_settings(session: Session, site_id: int) -> ForecastSite:
+    """The site's settings (defaults until set).
+
+    :raises SiteNotFound: no such site.
+    """
+    if repository.site(session, site_id) is None:
+        raise SiteNotFound(site_id)
+    return repository.site_settings(session, site_id) or ForecastSite(site_id=site_id)
+
+
+def set_site_settings(session: Session, site_id: int, values: dict[str, Any]) -> ForecastSite:
+    """:raises SiteNotFound: no such site."""
+    row = site_settings(session, site_id)
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.updated_at = utcnow()
+    session.add(row)
+    session.flush()
+    repository.mark_changed(session, "site settings")
+    return row
+
+
+# What-if and capacity.
+def what_if(
+    session: Session, changes: answers.Changes, *, now: datetime | None = None, runs: int = RUNS
+) -> tuple[Computed, Computed]:
+    """The forecast as it stands and with ``changes``, from the same draws.
+
+    :raises NothingToForecast: no site or no laptop.
+    :raises BadQuestion: a change that does not apply.
+    """
+    now = now or utcnow()
+    world, index = inputs.build(session, now=now)
+    base_out = montecarlo.simulate(world, runs=runs, seed=SEED)
+    changed, settings = answers.apply(world, index, changes)
+    new_index = copy.copy(index)
+    new_index.sites = settings
+    new_out = montecarlo.simulate(changed, runs=runs, seed=SEED)
+    return (
+        _figures(world, index, base_out),
+        _figures(changed, new_index, new_out),
+    )
+
+
+def _figures(world: World, index: inputs.Index, out: montecarlo.Outcome) -> Computed:
+    base = (world, index, out)
+    fleet = world.fleet
+    figures: dict[tuple[str, int], dict[str, Any]] = {
+        ("wave", 0): figures_of(base, np.arange(len(fleet)))
+    }
+    for k, site in enumerate(index.sites):
+        members = np.flatnonzero(fleet.site == k)
+        figures[("site", site.site_id)] = {**figures_of(base, members), "name": site.name}
+    for i, delivery_id in enumerate(index.delivery_ids):
+        members = np.flatnonzero(fleet.delivery == i)
+        if len(members):
+            figures[("delivery", delivery_id)] = figures_of(base, members)
+    return Computed(world, index, out, figures)
+
+
+def has_forecast(session: Session) -> bool:
+    return repository.snapshot(session, "wave", 0) is not None

@@ -9,6 +9,7 @@ command line (``cli.main``), the demo, the test suite.
 
 from __future__ import annotations
 
+from forecast import hooks as forecast_hooks
 from lab import bootcontrol as lab_bootcontrol
 from provisioning import hooks as provisioning_hooks
 
@@ -16,4 +17,5 @@ from provisioning import hooks as provisioning_hooks
 def wire() -> None:
     """Register every hook (idempotent)."""
     provisioning_hooks.register()
+    forecast_hooks.register()
     lab_bootcontrol.register()

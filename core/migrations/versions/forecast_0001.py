@@ -8,11 +8,10 @@ Create Date: 2026-12-02 06:53:49.560654
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes.AutoString)
+import sqlmodel
 from alembic import op
 
-import core.types  # noqa: F401
-
+import core.types
 
 revision: str = "forecast_0001"
 down_revision: str | Sequence[str] | None = "0001_core"
