@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from forecast import calendar, montecarlo, rules, scenario
+from forecast import calendar, defaults, montecarlo, rules, scenario
 from forecast.errors import BadQuestion
 from forecast.inputs import Index, SiteSettings
 from forecast.world import Fleet, Lateness, Status, World
@@ -320,12 +320,11 @@ def capacity(q: CapacityQuestion, *, simulate: bool = True) -> CapacityAnswer:
         raise BadQuestion(f"no carrier collection within {q.days} day(s) with these hours")
     # The daily window: from opening to the day's collection, on an open day.
     window = _window_hours(q.hours)
-    profile = scenario.default_profile(os_family=q.os_family, raw_bytes=q.image_bytes)
-    medians = {
-        name: float(np.median(d.samples))
-        for name, d in zip(rules.STEP_NAMES, profile.steps, strict=True)
-    }
-    timed = {k: v for k, v in medians.items() if k not in rules.SENDING_STEPS}
+    # The stated medians of the defaults (defaults.py), not a draw.
+    family = q.os_family if q.os_family in ("linux", "windows") else "windows"
+    medians = {name: float(by_os[family]) for name, by_os in defaults.SECONDS.items()}
+    medians["verify"] = max(5.0, q.image_bytes / defaults.READBACK_BPS)
+    timed = {k: medians[k] for k in rules.STEP_NAMES if k in medians}
     stream_s = q.image_bytes / LINK_BPS
     other_s = sum(timed.values())
     per_laptop_s = other_s + stream_s
