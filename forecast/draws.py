@@ -124,7 +124,8 @@ def arrivals(
     how late it already is)."""
     n = len(fleet)
     out = np.full((runs, n), -np.inf)
-    expected = np.flatnonzero(fleet.status == Status.EXPECTED)
+    expected = np.flatnonzero((fleet.status == Status.EXPECTED) & ~fleet.here)
+    out[:, (fleet.status == Status.EXPECTED) & fleet.here] = 0.0
     if not len(expected):
         return out
     pmf = np.asarray(lateness.pmf, dtype=np.float64)
@@ -160,8 +161,10 @@ def draw(
     runs: int,
 ) -> Draws:
     n = len(fleet)
-    steps = np.empty((runs, n, N_STEPS))
-    ceiling = np.full((runs, n, N_PHASES), np.inf)
+    # Single precision for the bulk arrays (a hundredth of a second in a day, a
+    # kilobyte in 14 GB): half the memory traffic, which is most of a draw's time.
+    steps = np.empty((runs, n, N_STEPS), dtype=np.float32)
+    ceiling = np.full((runs, n, N_PHASES), np.inf, dtype=np.float32)
     first_fail = np.full((runs, n), N_STEPS, dtype=np.int64)
     fail_cost = np.zeros((runs, n))
     carried: np.ndarray | float = 0.0

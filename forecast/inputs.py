@@ -234,6 +234,8 @@ def build(
         _place(fleet, i, d, state, run, started, ready, gone, t0s, cal, deliveries, now)
         if fleet.status[i] == Status.FAILED:
             fleet.retry_at[i] += sites[fleet.site[i]].tech_delay
+        if fleet.status[i] == Status.EXPECTED and d.delivery_id in scanned_at:
+            fleet.here[i] = True  # its delivery is in: it waits for a slot
     records = repository.step_records(session, since=since, bench_site=benches)
     learned = learn.profiles(records, wanted)
     fleet.sent_bytes[:, INSTALLERS] = repository.installer_bytes(records)

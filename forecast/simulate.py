@@ -32,6 +32,10 @@ from forecast.draws import CONFIGURE_PHASE, N_PHASES, PHASE_OF, RESTART, SENDING
 from forecast.world import Fleet, Site, Status
 
 
+RETRY_BATCH = 8
+"""Laptops walked between two walks of the technicians' retries."""
+
+
 @dataclass
 class SiteRun:
     ready: np.ndarray
@@ -58,8 +62,13 @@ class _Walk:
         self.stream_end = np.full((runs, width), -np.inf)
         self.slot_free = np.full((runs, max(1, site.slots)), -np.inf if site.slots else np.inf)
         self.held = 0
-        self.queued = np.zeros(runs, dtype=np.int64)
-        """Laptops still to claim after the one being walked (per run)."""
+        self.pending: list[tuple[np.ndarray, ...]] = []
+        self.walked = 0
+        """How many of the queue the walk has taken (the rest are still to claim)."""
+        self.queue_flat: np.ndarray | None = None
+        """When each of the queue comes, run after run (sorted within a run), offset
+        by run so that one search finds any run's count."""
+        self.queue_width = 0
         self.backlog = np.full(runs, -np.inf)
         """When the site will have sent every byte of the streams started so far."""
         self.ready = np.full((runs, n), np.inf)
@@ -112,15 +121,21 @@ class _Walk:
         place: np.ndarray,
         claim: np.ndarray,
         amounts: np.ndarray,
+        *,
+        in_order: bool = True,
     ) -> np.ndarray:
         """When the runs, in rows ``r``, of laptops ``lap`` claimed at ``claim`` in
         ``place`` end, ``amounts[:, p]`` of each phase to do (0: skipped); the place is
-        freed then."""
+        freed then. ``in_order``: the walk reaches this run in the order its streams
+        start (a technician's retry is walked when it fails, before laptops whose
+        streams start earlier than it: it neither waits for their bytes nor delays
+        them)."""
         t = claim
         for p in range(N_PHASES):
             todo = amounts[:, p]
             if SENDING[p]:
-                t = self._send(r, t, todo, self.d.ceiling[r, lap, p], place)
+                ceiling = self.d.ceiling[r, lap, p]
+                t = self._send(r, t, todo, ceiling, place, in_order=in_order)
             else:
                 t = t + todo + self._wave(p, r, lap, t, todo)
         self.place_free[r, place] = t
@@ -174,6 +189,8 @@ class _Walk:
         size: np.ndarray,
         ceiling: np.ndarray,
         place: np.ndarray,
+        *,
+        in_order: bool = True,
     ) -> np.ndarray:
         if not size.any():
             return start
@@ -186,9 +203,13 @@ class _Walk:
         # their first steps: count them, as the engine's shares will (this is what
         # keeps laptops started together streaming together, as under ``rerate``).
         soon = (self.place_free[r] <= start[:, None]).sum(axis=1) - 1
-        coming = np.clip(np.minimum(soon, self.queued[r]), 0, None)
+        coming = np.clip(np.minimum(soon, self._ready_to_claim(r, start)), 0, None)
         n = np.minimum(sending + coming + 1, len(self.shares) - 1)
         own = start + size / np.minimum(ceiling, self.shares[n])
+        if not in_order:
+            self.stream_start[r, place] = start
+            self.stream_end[r, place] = own
+            return own
         queue = np.maximum(self.backlog[r], start) + size / self.totals[n]
         queue = np.where(size > 0, queue, -np.inf)
         end = np.maximum(own, queue)
@@ -196,6 +217,15 @@ class _Walk:
         self.stream_start[r, place] = start
         self.stream_end[r, place] = end
         return end
+
+    def _ready_to_claim(self, r: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Laptops after the one being walked that are at the site by ``at`` (the
+        queue's arrival times are sorted per run: one search, not a scan)."""
+        if self.queue_flat is None:
+            return np.zeros(len(r), dtype=np.int64)
+        width = self.queue_width
+        found = np.searchsorted(self.queue_flat, np.clip(at, -1e11, 1e11) + r * 1e12, "right")
+        return np.maximum(0, found - r * width - self.walked)
 
     def finish(
         self,
@@ -211,12 +241,15 @@ class _Walk:
         leave = self.cal.next_cutoff(end)
         if failed.any():
             f = np.flatnonzero(failed)
-            leave[f] = self._retry(f, lap[f], end[f])
+            leave[f] = self._retry(f, lap[f], end[f], None if slot is None else slot[f])
         if slot is not None:
             self.slot_free[rows, slot] = leave
 
-    def _retry(self, r: np.ndarray, lap: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Rows ``r`` whose run failed at ``end``: when each laptop leaves its slot."""
+    def _retry(
+        self, r: np.ndarray, lap: np.ndarray, end: np.ndarray, slot: np.ndarray | None
+    ) -> np.ndarray:
+        """Rows ``r`` whose run failed at ``end``: when each laptop leaves its slot (a
+        retried one holds it until its retry is walked: ``flush_retries``)."""
         d = self.d
         self.tries[r, lap] += 1
         back_at = self.cal.next_open(end + self.site.tech_delay)
@@ -226,8 +259,27 @@ class _Walk:
         again = ~aside
         if again.any():
             g = np.flatnonzero(again)
-            leave[g] = self.retry_from(r[g], lap[g], d.restart_step[r[g], lap[g]], back_at[g])
+            leave[g] = np.inf
+            held = np.full(len(g), -1) if slot is None else slot[g]
+            self.pending.append((r[g], lap[g], d.restart_step[r[g], lap[g]], back_at[g], held))
         return leave
+
+    def flush_retries(self) -> None:
+        """Walk the technicians' retries waiting (a few laptops' worth at once: each
+        walk turn costs the same whatever the number of runs in it); a run retried
+        twice in the batch is walked in a second round."""
+        if not self.pending:
+            return
+        r, lap, step, at, slot = (np.concatenate(x) for x in zip(*self.pending, strict=True))
+        self.pending = []
+        while len(r):
+            _, first = np.unique(r, return_index=True)
+            leave = self.retry_from(r[first], lap[first], step[first], at[first])
+            held = slot[first] >= 0
+            self.slot_free[r[first][held], slot[first][held]] = leave[held]
+            rest = np.ones(len(r), dtype=bool)
+            rest[first] = False
+            r, lap, step, at, slot = r[rest], lap[rest], step[rest], at[rest], slot[rest]
 
     def retry_from(
         self, r: np.ndarray, lap: np.ndarray, step: np.ndarray, at: np.ndarray
@@ -238,7 +290,7 @@ class _Walk:
         step = np.minimum(step, len(PHASE_OF) - 1)
         left = self.d.rest_of_phase(r, lap, step)
         amounts, _ = self.amounts(r, lap, fail=False, start=PHASE_OF[step], left=left)
-        end = self.run(r, lap, place, claim, amounts)
+        end = self.run(r, lap, place, claim, amounts, in_order=False)
         self.claimed[r, lap] = claim
         self.ready[r, lap] = end
         return self.cal.next_cutoff(end)
@@ -288,6 +340,7 @@ def run_site(
         end = w.run(rows, lap, place, claim, amounts)
         w.claimed[:, j] = claim
         w.finish(lap, slot, end, failed)
+    w.flush_retries()
     # Failed runs a technician will retry (older than anything queued: they go first).
     for j in by_order(Status.FAILED):
         lap = np.full(runs, j)
@@ -309,9 +362,11 @@ def run_site(
         [np.full((runs, len(waiting)), -np.inf), np.take_along_axis(arrive, order, 1)], axis=1
     )
     zero = np.zeros(runs)
+    w.queue_width = at.shape[1]
+    w.queue_flat = (np.clip(at, -1e11, 1e11) + (np.arange(runs) * 1e12)[:, None]).ravel()
     for k in range(queue.shape[1]):
         lap = queue[:, k]
-        w.queued[:] = queue.shape[1] - k - 1
+        w.walked = k + 1
         if k < len(waiting):
             slot = w.hold_slot()
             scan, after = np.full(runs, -np.inf), zero
@@ -324,5 +379,8 @@ def run_site(
         amounts, failed = w.amounts(rows, lap, fail=True)
         end = w.run(rows, lap, place, claim, amounts)
         w.finish(lap, slot, end, failed)
+        if k % RETRY_BATCH == RETRY_BATCH - 1:
+            w.flush_retries()
+    w.flush_retries()
     w.ready[w.ready > horizon] = np.inf
     return SiteRun(ready=w.ready, aside=w.aside, scanned=w.scanned, claimed=w.claimed)

@@ -103,6 +103,9 @@ class Fleet:
     """EXPECTED: the local day (0: t0's) its delivery is due."""
     late_at_least: np.ndarray
     """EXPECTED: days late it already is (it has not come yet)."""
+    here: np.ndarray
+    """EXPECTED, but its delivery is at the site (others of it were scanned in): it
+    waits for a slot, not for a carrier."""
     delivery: np.ndarray
     """An index into the caller's deliveries (-1: none); laptops of one delivery arrive
     together."""
@@ -125,6 +128,7 @@ class Fleet:
             progress=z.copy(),
             due_day=np.zeros(n, dtype=np.int64),
             late_at_least=np.zeros(n, dtype=np.int64),
+            here=np.zeros(n, dtype=bool),
             delivery=np.full(n, -1, dtype=np.int64),
             retry_at=z.copy(),
             ready_at=np.full(n, np.inf),

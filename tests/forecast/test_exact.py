@@ -21,8 +21,8 @@ def test_uncapped_laptops_go_in_rounds_of_the_stream_limit() -> None:
     # 10 laptops, 4 live runs: rounds of 4, 4 and 2, each 495.909 s, from 09:00.
     world, _ = fixed(laptops=10, stream_limit=4)
     by_hand = ARRIVAL + 3 * ONE_LAPTOP  # 8687.727 s
-    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=1e-6)
-    assert float(exact.truth(world, seed=1).ready.max()) == pytest.approx(by_hand, abs=1e-6)
+    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=0.01)
+    assert float(exact.truth(world, seed=1).ready.max()) == pytest.approx(by_hand, abs=0.01)
 
 
 def test_a_capped_site_shares_its_rate_between_the_streams_sending() -> None:
@@ -31,7 +31,7 @@ def test_a_capped_site_shares_its_rate_between_the_streams_sending() -> None:
     # 565 s. Two such rounds, then 2 laptops: 125 MB/s each, above 110, so 495.909 s.
     world, _ = fixed(laptops=10, stream_limit=4, bandwidth=250_000_000)
     by_hand = ARRIVAL + 2 * 565 + ONE_LAPTOP  # 8825.909 s
-    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=1e-6)
+    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=0.01)
     # Event by event, a new stream gets its share at the workers' next bandwidth loop
     # (once a second): up to a second later per round.
     assert float(exact.truth(world, seed=1).ready.max()) == pytest.approx(by_hand, abs=4)
@@ -42,7 +42,7 @@ def test_laptops_started_together_stream_together_under_the_cap() -> None:
     # stream, 15 + 320 + 390 = 725 s a round, 5 rounds.
     world, _ = fixed(laptops=40, stream_limit=8, bandwidth=250_000_000)
     by_hand = ARRIVAL + 5 * 725  # 10825 s
-    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=1e-6)
+    assert _last_ready_mc(world) == pytest.approx(by_hand, abs=0.01)
     assert float(exact.truth(world, seed=1).ready.max()) == pytest.approx(by_hand, abs=6)
 
 
@@ -52,11 +52,11 @@ def test_slots_are_held_until_the_carrier_collects() -> None:
     # ready at 17:00 + 495.909 s, collected the next day at 17:00 (t0 + 34 h).
     world, _ = fixed(laptops=6, stream_limit=8, slots=3, hours=calendar.Hours())
     out = montecarlo.simulate(world, runs=2, seed=1)
-    assert float(out.ready.max()) == pytest.approx(10 * 3600 + ONE_LAPTOP, abs=1e-6)
-    assert float(out.dispatched.max()) == pytest.approx(34 * 3600, abs=1e-6)
+    assert float(out.ready.max()) == pytest.approx(10 * 3600 + ONE_LAPTOP, abs=0.01)
+    assert float(out.dispatched.max()) == pytest.approx(34 * 3600, abs=0.01)
     truth = exact.truth(world, seed=1)
-    assert float(truth.ready.max()) == pytest.approx(10 * 3600 + ONE_LAPTOP, abs=1e-6)
-    assert float(truth.dispatched.max()) == pytest.approx(34 * 3600, abs=1e-6)
+    assert float(truth.ready.max()) == pytest.approx(10 * 3600 + ONE_LAPTOP, abs=0.01)
+    assert float(truth.dispatched.max()) == pytest.approx(34 * 3600, abs=0.01)
 
 
 @pytest.mark.slow
