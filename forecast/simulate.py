@@ -31,7 +31,6 @@ import numpy as np
 from forecast.draws import CONFIGURE_PHASE, N_PHASES, PHASE_OF, RESTART, SENDING, Draws
 from forecast.world import Fleet, Site, Status
 
-
 RETRY_BATCH = 8
 """Laptops walked between two walks of the technicians' retries."""
 
