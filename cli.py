@@ -61,7 +61,10 @@ LAZY: dict[str, Lazy] = {
     ),
     "lab": Lazy("lab.cli:app", "The device lab: lab laptops for tests and rehearsal."),
     "logistics": Lazy(
-        "logistics.cli:app", "Dispatch, status, change feed, Autopilot export, retention purge."
+        "logistics.cli:app",
+        "Dispatch, status, change feed, Autopilot export, retention purge.",
+        # The purge runs the help desk's purge step, registered by wire().
+        wired=True,
     ),
     "dispatch": Lazy(
         "logistics.cli:dispatch",
@@ -91,6 +94,10 @@ LAZY: dict[str, Lazy] = {
     "watch": Lazy(
         "provisioning.runs.cli:watch",
         "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
+    ),
+    "helpdesk": Lazy(
+        "helpdesk.cli:app",
+        "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
