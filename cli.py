@@ -87,6 +87,10 @@ LAZY: dict[str, Lazy] = {
     "up": Lazy(
         "cli:up", "Run the API and a worker in one process (the embedded default).", wired=True
     ),
+    "forecast": Lazy(
+        "forecast.cli:app",
+        "Wave planning: when every laptop will be ready and dispatched, what-if, capacity.",
+    ),
     "watch": Lazy(
         "provisioning.runs.cli:watch",
         "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
@@ -250,13 +254,14 @@ def up(
     from api.app import create_app
     from core.db import get_database
     from provisioning.pipeline.engine import JobEngine
-    from provisioning.pipeline.worker import config_from_env
+    from provisioning.pipeline.worker import config_from_env, start_companions
 
     db = get_database()
     stop = threading.Event()
     engine = JobEngine(db, config_from_env())
     thread = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
     thread.start()
+    start_companions(db, stop)
     try:
         uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
     finally:

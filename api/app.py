@@ -87,6 +87,7 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "images", "description": "The DSI image catalogue (see docs/images.md)."},
             {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
             {"name": "configs", "description": "Client configurations; secrets write-only."},
+            {"name": "forecast", "description": "Wave planning: dates, bottleneck, what-if."},
             {
                 "name": "helpdesk",
                 "description": "After dispatch: look-up, phone routing, articles, welcome "
@@ -163,6 +164,7 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     from api.metrics import router as metrics_router
     from api.router import router as tokens_router
+    from forecast.router import router as forecast_router
     from helpdesk.router import router as helpdesk_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
@@ -174,6 +176,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(forecast_router)
     app.include_router(helpdesk_router)
     app.include_router(metrics_router)
 

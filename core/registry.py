@@ -14,6 +14,7 @@ MODEL_MODULES = (
     "provisioning.runs.models",
     "logistics.models",
     "console.models",
+    "forecast.models",
     "helpdesk.models",
 )
 

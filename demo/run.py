@@ -66,7 +66,7 @@ def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
     from lab.faults import Fault
     from lab.lab import Lab
     from provisioning.pipeline.engine import JobEngine
-    from provisioning.pipeline.worker import config_from_env
+    from provisioning.pipeline.worker import config_from_env, start_companions
     from provisioning.runs.cli import runs_table
 
     # SIGTERM, SIGHUP and Ctrl-C stop everything below (see demo/end.py).
@@ -113,6 +113,7 @@ def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
         )
         worker.start()
         cleanup.callback(worker.join, 60)
+        start_companions(db, stop)  # the forecast's refresher
         cleanup.callback(stop.set)
         base = f"http://{host}:{port}"
         http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)

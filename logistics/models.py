@@ -134,7 +134,8 @@ class WebhookDelivery(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     subscription_id: int = Field(foreign_key="webhook_subscription.id", ondelete="RESTRICT")
-    event_id: int = Field(foreign_key="device_event.id", ondelete="RESTRICT")
+    # None for an event that is not a device's (``webhooks.enqueue``: the forecast's).
+    event_id: int | None = Field(default=None, foreign_key="device_event.id", ondelete="RESTRICT")
     seq: int
     # The Standard Webhooks ``webhook-id``: the same on every attempt and replay.
     message_id: str = Field(max_length=64)

@@ -183,7 +183,7 @@ def existing_deliveries(
                 col(WebhookDelivery.event_id).in_(chunk),
             )
         ).all()
-        out.update({r.event_id: r for r in rows})
+        out.update({r.event_id: r for r in rows if r.event_id is not None})
     return out
 
 

@@ -51,6 +51,9 @@ log = logging.getLogger("masterline.webhooks")
 
 FANOUT_COUNTER = "webhook_fanout"
 EVENT_TYPES = frozenset(f"device.{s.value}" for s in DeviceState)
+OTHER_EVENT_TYPES: set[str] = set()
+"""Event types of domains above logistics (the forecast's ``forecast.at_risk``),
+registered at start (``wiring.wire``); their messages are queued by ``enqueue``."""
 USER_AGENT = "Masterline-Webhooks/1"
 
 
@@ -69,7 +72,7 @@ def check_destination(url: str) -> egress.Destination:
 def _validate_types(types: Sequence[str]) -> list[str]:
     out = []
     for t in types:
-        if t != "*" and t not in EVENT_TYPES:
+        if t != "*" and t not in EVENT_TYPES and t not in OTHER_EVENT_TYPES:
             raise InvalidInput(f"unknown event type {t[:64]!r} (use '*' or device.<state>)")
         out.append(t)
     if not out:
@@ -213,6 +216,42 @@ def _delivery(sub: WebhookSubscription, change: Change, now: datetime) -> Webhoo
         payload=payload(change),
         next_attempt_at=now,
     )
+
+
+def enqueue(
+    session: Session,
+    *,
+    client_id: int,
+    event_type: str,
+    key: str,
+    at: datetime,
+    data: dict[str, Any],
+) -> int:
+    """Queue an event that is not a device's (``OTHER_EVENT_TYPES``) to every active
+    subscription of ``client_id`` that wants it: the same deliveries, sender, signature,
+    retries and log as device events, in the caller's transaction. ``key`` makes the
+    ``webhook-id`` (``msg_<key>``). Returns how many deliveries were queued."""
+    body = {"type": event_type, "timestamp": at.isoformat(), "data": data}
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    queued = 0
+    for sub in repository.active_subscriptions(session):
+        wanted = "*" in sub.event_types or event_type in sub.event_types
+        if sub.client_id != client_id or not wanted or sub.id is None:
+            continue
+        session.add(
+            WebhookDelivery(
+                subscription_id=sub.id,
+                event_id=None,
+                seq=0,
+                message_id=f"msg_{key}"[:64],
+                event_type=event_type,
+                payload=raw,
+                next_attempt_at=utcnow(),
+            )
+        )
+        queued += 1
+    session.flush()
+    return queued
 
 
 # Replay and the log.

@@ -9,6 +9,7 @@ command line (``cli.main``), the demo, the test suite.
 
 from __future__ import annotations
 
+from forecast import hooks as forecast_hooks
 from helpdesk import retention as helpdesk_retention
 from lab import bootcontrol as lab_bootcontrol
 from provisioning import hooks as provisioning_hooks
@@ -17,5 +18,6 @@ from provisioning import hooks as provisioning_hooks
 def wire() -> None:
     """Register every hook (idempotent)."""
     provisioning_hooks.register()
+    forecast_hooks.register()
     lab_bootcontrol.register()
     helpdesk_retention.register()

@@ -23,15 +23,14 @@ from collections.abc import Callable
 from core.db import Database
 from core.timeutil import utcnow
 from provisioning.imaging.pacing import TokenBucket
-from provisioning.pipeline.scheduling import rerate
+from provisioning.pipeline.scheduling import SENDING_STEPS, STREAM_STEP, rerate
 from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun
 
 log = logging.getLogger("masterline.worker")
 
-STREAM_STEP = "stream"
-SENDING_STEPS: tuple[str, ...] = (STREAM_STEP, "installers")
-"""The steps that send bulk bytes to the laptop, each paced by the run's share."""
+__all__ = ["SENDING_STEPS", "SHARE_KEY", "SiteShares", "drop_share"]
+
 SHARE_KEY = "stream_share_bps"
 """The run context key holding the bytes per second its stream is granted."""
 

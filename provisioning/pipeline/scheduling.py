@@ -2,7 +2,9 @@
 
 Which queued runs a worker takes (a site's stream limit), how a site's bytes-per-second
 cap is split between the streams sending there (bandwidth shares), when a configure wave
-starts (``pipeline/waves.py``), whether a failed step is tried again and after how long.
+starts (``pipeline/waves.py``), whether a failed step is tried again and after how long,
+and each step's timeout, attempts and whether it sends bulk bytes (``STEP_RULES``,
+``SENDING_STEPS``: ``pipeline/steps.py`` builds its step table from them).
 The engine calls these with what it read from the database and the time it read; a
 simulator (the forecast) calls the very same functions with simulated rows and simulated
 time, so the forecast and the engine cannot drift apart.
@@ -15,6 +17,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+STREAM_STEP = "stream"
+SENDING_STEPS: tuple[str, ...] = (STREAM_STEP, "installers")
+"""The steps that send bulk bytes to the laptop: each holds a share of its site's
+bytes-per-second cap while it runs (``pipeline/bandwidth.py``)."""
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """How the engine runs one step: its timeout and how many attempts it gets."""
+
+    timeout: float
+    max_attempts: int = 4
+
+
+STEP_RULES: Mapping[str, StepRule] = {
+    "identify": StepRule(timeout=60),
+    "pick_disk": StepRule(timeout=60),
+    "stream": StepRule(timeout=3600, max_attempts=3),
+    "verify": StepRule(timeout=1800),
+    "installers": StepRule(timeout=1800, max_attempts=3),
+    "reboot": StepRule(timeout=300),
+    "configure": StepRule(timeout=1800, max_attempts=3),
+    "gate": StepRule(timeout=600, max_attempts=3),
+}
+"""By step name (the order is ``runs/states.py::STEP_NAMES``)."""
 
 SiteKey = int | None
 """A site's id; None for a run whose bench has no site (limited by the worker only)."""

@@ -41,6 +41,7 @@ from provisioning.imaging.cache import CachedImage, ImageSource, ensure_cached
 from provisioning.imaging.identity import PE_ROOT, Disk, Identity, identify, pick_disk
 from provisioning.imaging.pacing import TokenBucket
 from provisioning.imaging.stream import stream_image, verify
+from provisioning.pipeline.scheduling import STEP_RULES
 from provisioning.runs.states import STEP_NAMES
 from provisioning.transports.base import Transport
 
@@ -209,7 +210,13 @@ def step_installers(ctx: StepContext) -> StepResult:
     )
     return {
         "installers": [
-            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
+            {
+                "app": p.app,
+                "store": p.label,
+                "sha256": p.sha256,
+                "size": p.size,
+                "written": p.relative in written,
+            }
             for p in placements
         ]
     }
@@ -309,15 +316,22 @@ class Step:
     max_attempts: int = 4
 
 
+def _step(name: str, stage: DeviceState, run: Callable[[StepContext], StepResult]) -> Step:
+    # Timeout and attempts come from the scheduling rules, which the forecast's
+    # simulator reads too: one copy.
+    rule = STEP_RULES[name]
+    return Step(name, stage, run, timeout=rule.timeout, max_attempts=rule.max_attempts)
+
+
 STEPS: tuple[Step, ...] = (
-    Step("identify", DeviceState.IMAGING, step_identify, timeout=60),
-    Step("pick_disk", DeviceState.IMAGING, step_pick_disk, timeout=60),
-    Step("stream", DeviceState.IMAGING, step_stream, timeout=3600, max_attempts=3),
-    Step("verify", DeviceState.IMAGING, step_verify, timeout=1800),
-    Step("installers", DeviceState.IMAGING, step_installers, timeout=1800, max_attempts=3),
-    Step("reboot", DeviceState.IMAGING, step_offline_and_reboot, timeout=300),
-    Step("configure", DeviceState.CONFIGURING, step_configure, timeout=1800, max_attempts=3),
-    Step("gate", DeviceState.VERIFYING, step_gate, timeout=600, max_attempts=3),
+    _step("identify", DeviceState.IMAGING, step_identify),
+    _step("pick_disk", DeviceState.IMAGING, step_pick_disk),
+    _step("stream", DeviceState.IMAGING, step_stream),
+    _step("verify", DeviceState.IMAGING, step_verify),
+    _step("installers", DeviceState.IMAGING, step_installers),
+    _step("reboot", DeviceState.IMAGING, step_offline_and_reboot),
+    _step("configure", DeviceState.CONFIGURING, step_configure),
+    _step("gate", DeviceState.VERIFYING, step_gate),
 )
 if tuple(s.name for s in STEPS) != STEP_NAMES:  # pragma: no cover - a wiring mistake
     raise RuntimeError("pipeline STEPS and runs.states.STEP_NAMES disagree")

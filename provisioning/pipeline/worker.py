@@ -31,6 +31,22 @@ from provisioning.pipeline.engine import JobEngine
 log = logging.getLogger("masterline.worker")
 _held_locks: list[IO[Any]] = []
 
+Companion = Callable[[Database, threading.Event], None]
+COMPANIONS: list[Companion] = []
+"""Loops of the domains above that run beside the engine wherever it runs (the
+forecast's refresher), registered at start (``wiring.wire``): each gets a daemon thread
+and the process's stop event."""
+
+
+def start_companions(db: Database, stop: threading.Event) -> list[threading.Thread]:
+    threads = []
+    for loop in COMPANIONS:
+        name = getattr(loop, "__qualname__", "companion")
+        thread = threading.Thread(target=loop, args=(db, stop), name=name, daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
 
 def _pairs(raw: str) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -100,7 +116,9 @@ def _monitoring(db: Database) -> Callable[[str], bool]:
 def run_worker(db: Database | None = None, *, worker_id: str | None = None) -> None:
     """Run jobs until SIGTERM/SIGINT; finishes the steps in flight first."""
     stop = threading.Event()
-    engine = JobEngine(db or get_database(), config_from_env(worker_id=worker_id))
+    db = db or get_database()
+    engine = JobEngine(db, config_from_env(worker_id=worker_id))
+    start_companions(db, stop)
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping after the steps in flight", signum)

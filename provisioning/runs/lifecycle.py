@@ -9,6 +9,7 @@ services, nothing here commits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,12 @@ from core.timeutil import utcnow
 from provisioning.runs import repository
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 from provisioning.runs.states import STEP_NAMES, TERMINAL, RunEvent, next_status
+
+FinishedHook = Callable[[Session, ProvisioningRun], None]
+ON_FINISHED: list[FinishedHook] = []
+"""Called when a run ends (succeeded, failed, aborted), inside its transaction, by the
+domains above that react (the forecast marks itself out of date); registered at start
+by ``wiring.wire``. A hook must not commit."""
 
 _FINISHED_KIND = {RunEvent.SUCCEED: "succeeded", RunEvent.FAIL: "failed", RunEvent.ABORT: "aborted"}
 
@@ -82,6 +89,8 @@ def finish(
     run.finished_at = now
     session.add(run)
     add_event(session, run, step=step, kind=_FINISHED_KIND[event], message=message, details=details)
+    for hook in ON_FINISHED:
+        hook(session, run)
 
 
 def requeue(session: Session, run: ProvisioningRun, *, step_index: int, actor: str) -> None:

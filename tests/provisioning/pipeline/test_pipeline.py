@@ -233,6 +233,7 @@ def test_linux_laptop_goes_to_ready(bench: Bench) -> None:
             "app": "Zoom",
             "store": f"image {zoom}",
             "sha256": hashlib.sha256(deb).hexdigest(),
+            "size": len(deb),
             "written": True,
         }
     ]
