@@ -53,6 +53,11 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "images", "description": "The DSI image catalogue (see docs/images.md)."},
             {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
             {"name": "configs", "description": "Client configurations; secrets write-only."},
+            {
+                "name": "boot",
+                "description": "PE self-registration, enrollment credentials, PE boots, "
+                "hardware health policy (see docs/boot.md).",
+            },
         ],
     )
     app.state.db = db or get_database()
@@ -60,7 +65,9 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @app.exception_handler(MasterlineError)
     async def _masterline_error(_: Request, exc: MasterlineError) -> JSONResponse:
-        return JSONResponse(exc.to_problem(), status_code=exc.status_code, media_type=PROBLEM)
+        return JSONResponse(
+            exc.to_problem(), status_code=exc.status_code, media_type=PROBLEM, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,6 +101,7 @@ def create_app(db: Database | None = None) -> FastAPI:
         return _problem(500, "Internal error", "internal error; see the server log")
 
     from api.router import router as tokens_router
+    from boot.router import router as boot_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
@@ -104,4 +112,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(boot_router)
     return app

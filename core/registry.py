@@ -13,6 +13,8 @@ MODEL_MODULES = (
     "images.models",
     "provisioning.models",
     "logistics.models",
+    "boot.registration.models",
+    "boot.hardware.models",
 )
 
 
