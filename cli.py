@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from api.cli import app as tokens_app
+from boot.cli import app as boot_app
+from boot.hardware.cli import deliveries_doa, deliveries_hardware, devices_hardware
 from core.console import err_console
 from core.errors import MasterlineError
 from images.cli import app as images_app
@@ -55,6 +57,10 @@ app.add_typer(provisioning_app, name="runs")
 app.command("worker")(provisioning_worker)
 app.command("up")(provisioning_up)
 app.command("watch")(provisioning_watch)
+app.add_typer(boot_app, name="boot")
+devices_app.command("hardware")(devices_hardware)
+deliveries_app.command("hardware")(deliveries_hardware)
+deliveries_app.command("doa")(deliveries_doa)
 
 
 @db_app.command("upgrade")

@@ -22,10 +22,18 @@ if TYPE_CHECKING:
 class BootRateLimits:
     """The limits of one API process (``app.state.boot_rate_limits``)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        per_address: str | None = None,
+        per_credential: str | None = None,
+        heartbeat_per_address: str | None = None,
+    ) -> None:
+        """Rates in ``limits`` notation; None takes the setting (``MASTERLINE_BOOT_*``)."""
         self._lock = threading.Lock()
         self._limiter: RateLimiter | None = None
         self._items: dict[str, Any] = {}
+        self._rates = (per_address, per_credential, heartbeat_per_address)
 
     def _ready(self) -> RateLimiter:
         with self._lock:
@@ -35,10 +43,11 @@ class BootRateLimits:
                 from limits.strategies import FixedWindowRateLimiter
 
                 settings = get_boot_settings()
+                address, credential, heartbeat = self._rates
                 self._items = {
-                    "address": parse(settings.rate_per_address),
-                    "credential": parse(settings.rate_per_credential),
-                    "heartbeat": parse(settings.rate_heartbeat_per_address),
+                    "address": parse(address or settings.rate_per_address),
+                    "credential": parse(credential or settings.rate_per_credential),
+                    "heartbeat": parse(heartbeat or settings.rate_heartbeat_per_address),
                 }
                 self._limiter = FixedWindowRateLimiter(
                     storage_from_string(settings.rate_limit_storage)

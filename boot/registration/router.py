@@ -190,7 +190,8 @@ def boot_read(row: PeBoot, *, silence_seconds: int, now: datetime) -> PeBootRead
         row.status == BootStatus.REGISTERED
         and (now - row.last_seen_at).total_seconds() <= silence_seconds
     )
-    return PeBootRead.model_validate({**row.model_dump(), "alive": alive})
+    fields = {name: getattr(row, name) for name in PeBootRead.model_fields if name != "alive"}
+    return PeBootRead.model_validate({**fields, "alive": alive})
 
 
 @router.get("/pes", response_model=Page[PeBootRead])
