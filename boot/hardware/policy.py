@@ -94,7 +94,7 @@ def evaluate(
         out.append(
             Finding(
                 code="battery_worn",
-                message=f"battery at {s.battery_health_pct:.0f}% of its design capacity "
+                message=f"battery at {s.battery_health_pct:.1f}% of its design capacity "
                 f"(policy: ≥ {policy.min_battery_health_pct}%)",
             )
         )
@@ -106,8 +106,9 @@ def evaluate(
                 f"(policy: ≤ {policy.max_battery_cycles})",
             )
         )
-    tpm_needed = policy.require_tpm2 is TpmRequirement.ALWAYS or (
-        policy.require_tpm2 is TpmRequirement.WINDOWS and os_family == "windows"
+    # Compared by value: a policy read back from the database holds plain strings.
+    tpm_needed = policy.require_tpm2 == TpmRequirement.ALWAYS or (
+        policy.require_tpm2 == TpmRequirement.WINDOWS and os_family == "windows"
     )
     if tpm_needed and s.tpm_version != "2.0":
         have = f"TPM {s.tpm_version}" if s.tpm_version else "no TPM"

@@ -31,6 +31,7 @@ from sqlmodel import Session, select
 from api import service as tokens
 from api.app import create_app
 from api.deps import Allow, AnyRole, SessionDep, Staff, new_router
+from boot.registration.auth import DeviceAuth
 from core.db import Database
 from core.principal import Role
 from inventory import repository
@@ -224,6 +225,19 @@ def _allows(dependant: Dependant) -> Iterator[Allow]:
         yield from _allows(dep)
 
 
+def device_auth(route: WalkedRoute) -> DeviceAuth | None:
+    """The PE secret (enrollment credential, agent token) a route takes instead of an
+    API token, if it is such a route."""
+
+    def walk(dependant: Dependant) -> Iterator[DeviceAuth]:
+        for dep in dependant.dependencies:
+            if isinstance(dep.call, DeviceAuth):
+                yield dep.call
+            yield from walk(dep)
+
+    return next(walk(route.dependant), None)
+
+
 def allowed_roles(route: WalkedRoute) -> frozenset[Role] | None:
     """The roles every ``Allow`` on the route admits, or None when it declares none."""
     found = list(_allows(route.dependant))
@@ -237,7 +251,9 @@ def allowed_roles(route: WalkedRoute) -> frozenset[Role] | None:
 
 def test_every_route_declares_its_roles() -> None:
     missing = [
-        f"{','.join(sorted(r.methods))} {r.path}" for r in ROUTES if allowed_roles(r) is None
+        f"{','.join(sorted(r.methods))} {r.path}"
+        for r in ROUTES
+        if allowed_roles(r) is None and device_auth(r) is None
     ]
     assert not missing, "routes without an Allow(...) dependency:\n  " + "\n  ".join(missing)
 
@@ -431,6 +447,8 @@ def check_route(
 ) -> list[str]:
     """Every access rule this route breaks, one line each (empty when it is sound)."""
     where = f"{method} {route.path}"
+    if device_auth(route) is not None:
+        return _check_device_route(route, method, world=world, client=client)
     roles = allowed_roles(route)
     if roles is None:
         return [f"{where}: declares no roles (no Allow(...) dependency)"]
@@ -501,6 +519,24 @@ def check_route(
             if role.client_bound and plan.other is None and route.dependant.path_params:
                 # 422: the placeholder id is not even of the right shape; leaks nothing.
                 expect(got in (404, 422), f"[{role}] id nobody owns", got, "404")
+    return violations
+
+
+def _check_device_route(
+    route: WalkedRoute, method: str, *, world: World, client: TestClient
+) -> list[str]:
+    """A route a PE calls with its own secret: no API token of any role opens it."""
+    where = f"{method} {route.path}"
+    call = Call(route.path, {}, confident=False)
+    violations = []
+    for label, headers in [
+        ("no token", {}),
+        ("bad token", auth("mlt_not-a-real-token")),
+        *[(f"[{role}] API token", auth(_token_for(world, role))) for role in Role],
+    ]:
+        got = _status(client, method, call, headers)
+        if got != 401:
+            violations.append(f"{where}: {label} -> {got} (want 401)")
     return violations
 
 
