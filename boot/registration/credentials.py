@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from boot.registration import repository
-from boot.registration.errors import BadEnrollmentCredential, CredentialNotFound
+from boot.registration.errors import BadEnrollmentCredential, CredentialNotFound, SiteNotFound
 from boot.registration.models import EnrollmentCredential, RegistrationAttempt
 from boot.registration.schemas import CredentialCreate, CredentialRead
 from core.errors import InvalidInput
@@ -126,12 +126,12 @@ def to_read(row: EnrollmentCredential) -> CredentialRead:
 def list_credentials(
     session: Session, *, site_code: str | None, include_revoked: bool
 ) -> Sequence[EnrollmentCredential]:
-    """:raises InvalidInput: unknown site."""
+    """:raises SiteNotFound: unknown site."""
     site_id = None
     if site_code is not None:
         site = inventory_repo.get_site_by_code(session, site_code)
         if site is None:
-            raise InvalidInput(f"site {site_code} not found")
+            raise SiteNotFound(site_code)
         site_id = site.id
     return repository.list_credentials(session, site_id=site_id, include_revoked=include_revoked)
 
