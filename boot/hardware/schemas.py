@@ -129,6 +129,22 @@ class DeviceHardware(BaseModel):
 
 
 class PolicyFields(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "min_battery_health_pct": 80,
+                    "max_battery_cycles": 800,
+                    "fail_on_failing_disk": True,
+                    "max_disk_wear_pct": 80,
+                    "require_tpm2": "windows",
+                    "require_secure_boot": True,
+                    "min_ram_gib": 8,
+                    "min_disk_gib": 238,
+                }
+            ]
+        }
+    )
     min_battery_health_pct: int | None = Field(default=None, ge=1, le=100)
     max_battery_cycles: int | None = Field(default=None, ge=1, le=100_000)
     fail_on_failing_disk: bool = True

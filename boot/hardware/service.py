@@ -53,6 +53,7 @@ def record(
     *,
     boot_id: int | None,
     site_id: int,
+    os_family: str | None,
 ) -> HardwareReport:
     """Store one boot's inventory (once per boot: a PE that retries while waiting does
     not add rows) with the site policy's findings at this moment."""
@@ -61,9 +62,7 @@ def record(
         existing = repository.report_of_boot(session, boot_id)
         if existing is not None:
             return existing
-    findings = rules.evaluate(
-        policy_of(session, site_id), inv, os_family=target_os_family(session, device)
-    )
+    findings = rules.evaluate(policy_of(session, site_id), inv, os_family=os_family)
     s = rules.summarize(inv)
     row = HardwareReport(
         device_id=device.id,
@@ -131,6 +130,7 @@ def gate(
     os_family: str | None,
     actor: str,
     boot_id: int | None = None,
+    report: HardwareReport | None = None,
 ) -> GateResult:
     """The site's policy against the device's latest report, before anything is
     written to the laptop. A failure quarantines the device (when its state allows)
@@ -140,7 +140,7 @@ def gate(
     Windows-only TPM rule cannot be decided earlier.
     """
     assert device.id is not None
-    report = repository.latest_report(session, device.id)
+    report = report or repository.latest_report(session, device.id)
     if report is None:
         return GateResult(findings=[])
     inv = HardwareInventory.model_validate(report.inventory)

@@ -39,16 +39,22 @@ router = new_router(prefix="/boot", tags=["boot"])
 _PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
 
 
-def _schema_of(model: Any) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-_REGISTER_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _schema_of(RegisterRequest)}},
+def _body_doc(model: Any, path: str, *, required: bool = True) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself (after
+    authentication, with a cap), so FastAPI does not document it: the model's schema
+    inline, its nested models under its own ``$defs`` (JSON pointers to there)."""
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    where = f"#/paths/{escaped}/post/requestBody/content/application~1json/schema/$defs/"
+    schema = model.model_json_schema(ref_template=where + "{model}")
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
     }
-}
+
+
+_REGISTER_DOC = _body_doc(RegisterRequest, "/boot/register")
 
 
 @router.post(
@@ -107,12 +113,7 @@ async def register(request: Request, session: SessionDep, enrollment: Enrollment
 @router.post(
     "/heartbeat",
     response_model=HeartbeatAnswer,
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": _schema_of(HeartbeatRequest)}},
-        }
-    },
+    openapi_extra=_body_doc(HeartbeatRequest, "/boot/heartbeat", required=False),
     responses={
         401: {
             "description": "Token unknown, expired, or superseded by a newer boot: register again.",

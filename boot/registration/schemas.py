@@ -163,6 +163,21 @@ class RegisterRequest(BaseModel):
 
 
 class RegisterGo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "go",
+                    "boot_id": 812,
+                    "device_id": 4411,
+                    "agent_token": "mla_3q2-7cVv0Yb1nQ…",
+                    "token_expires_at": "2026-11-24T08:12:00Z",
+                    "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA… worker@par"],
+                    "heartbeat_seconds": 15,
+                }
+            ]
+        }
+    )
     status: Literal["go"] = "go"
     boot_id: int
     device_id: int
@@ -179,6 +194,20 @@ class WaitReason(StrEnum):
 
 
 class RegisterWait(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "wait",
+                    "boot_id": 813,
+                    "device_id": 4412,
+                    "reason": "booted, not scanned",
+                    "message": "5CG1234XYZ booted before it was scanned in: scan it at the bench",
+                    "retry_seconds": 15,
+                }
+            ]
+        }
+    )
     status: Literal["wait"] = "wait"
     boot_id: int
     device_id: int

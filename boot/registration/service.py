@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from boot.hardware import service as hardware
+from boot.hardware.models import HardwareReport
 from boot.registration import matching, repository
 from boot.registration.config import get_boot_settings
 from boot.registration.credentials import (
@@ -196,7 +197,7 @@ def _register(
             else f"{serial} is UNEXPECTED: attach it to a delivery (or reject it)"
         )
         boot = _boot(session, device, enrollment, body, address, peer, fingerprint, now)
-        _record_inventory(session, device, body, boot, enrollment)
+        _record_inventory(session, device, body, boot, enrollment, os_family=None)
         return _wait(boot, device, reason, message)
     if state not in GO_STATES:
         raise NotImageable(
@@ -206,7 +207,8 @@ def _register(
         )
     keys = site.worker_public_keys
     boot = _boot(session, device, enrollment, body, address, peer, fingerprint, now)
-    _record_inventory(session, device, body, boot, enrollment)
+    os_family = hardware.target_os_family(session, device)
+    report = _record_inventory(session, device, body, boot, enrollment, os_family=os_family)
     if not keys:
         return _wait(
             boot,
@@ -219,9 +221,10 @@ def _register(
         session,
         device,
         site_id=enrollment.site_id,
-        os_family=hardware.target_os_family(session, device),
+        os_family=os_family,
         actor=_actor(enrollment),
         boot_id=boot.id,
+        report=report,
     )
     if gate.blocks:
         _end(boot, now, "quarantined by the health policy" if gate.quarantined else "policy")
@@ -412,12 +415,24 @@ def _wait(boot: PeBoot, device: Device, reason: WaitReason, message: str) -> Out
 
 
 def _record_inventory(
-    session: Session, device: Device, body: RegisterRequest, boot: PeBoot, enrollment: Enrollment
-) -> None:
-    if body.inventory is not None:
-        hardware.record(
-            session, device, body.inventory, boot_id=boot.id, site_id=enrollment.site_id
-        )
+    session: Session,
+    device: Device,
+    body: RegisterRequest,
+    boot: PeBoot,
+    enrollment: Enrollment,
+    *,
+    os_family: str | None,
+) -> HardwareReport | None:
+    if body.inventory is None:
+        return None
+    return hardware.record(
+        session,
+        device,
+        body.inventory,
+        boot_id=boot.id,
+        site_id=enrollment.site_id,
+        os_family=os_family,
+    )
 
 
 def _fill_identity(
