@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import httpx
@@ -52,8 +53,9 @@ def test_credentials_policy_and_reports_from_the_command_line(boot: Boot, tmp_pa
         assert code == 0, out
         secret = out.strip().splitlines()[-1]
         assert secret.startswith("mle_")
-        code, out = masterline(url, admin, "boot", "credentials", "list", "--site", "PAR")
-        assert code == 0 and "wave 5" in out and secret[:12] in out and secret not in out
+        code, out = masterline(url, admin, "boot", "credentials", "list", "--site", "PAR", "--json")
+        listed = {c["name"]: c for c in json.loads(out)}
+        assert code == 0 and listed["wave 5"]["prefix"] == secret[:12] and secret not in out
         code, out = masterline(url, admin, "boot", "credentials", "list", "--site", "NOPE")
         assert code == 4 and "site NOPE not found" in out
 
@@ -102,8 +104,8 @@ def test_credentials_policy_and_reports_from_the_command_line(boot: Boot, tmp_pa
 
         code, out = masterline(url, tech, "devices", "hardware", str(device_id))
         assert code == 0 and "FAIL" in out and "battery at 60.0%" in out
-        code, out = masterline(url, tech, "boot", "attempts")
-        assert code == 0 and "health_policy" in out
+        code, out = masterline(url, tech, "boot", "attempts", "--json")
+        assert code == 0 and [a["reason"] for a in json.loads(out)["items"]] == ["health_policy"]
         delivery = str(boot.world.acme_delivery.id)
         code, out = masterline(url, tech, "deliveries", "doa", delivery)
         assert code == 0
@@ -111,14 +113,12 @@ def test_credentials_policy_and_reports_from_the_command_line(boot: Boot, tmp_pa
         target = tmp_path / "hw.csv"
         code, out = masterline(url, tech, "deliveries", "hardware", delivery, "-o", str(target))
         assert code == 0 and "ACME0002" in target.read_text()
-        code, out = masterline(url, tech, "boot", "pes", "--site", "PAR", "--status", "ended")
-        assert code == 0 and "ACME0001" in out
-
-        cred_id = next(
-            line.split()[1]
-            for line in masterline(url, admin, "boot", "credentials", "list")[1].splitlines()
-            if "wave 5" in line
+        code, out = masterline(
+            url, tech, "boot", "pes", "--site", "PAR", "--status", "ended", "--json"
         )
+        assert code == 0 and [p["serial"] for p in json.loads(out)["items"]] == ["ACME0001"]
+
+        cred_id = str(listed["wave 5"]["id"])
         code, out = masterline(url, admin, "boot", "credentials", "revoke", cred_id)
         assert code == 0 and "revoked" in out
         code, out = masterline(url, tech, "boot", "credentials", "list")
