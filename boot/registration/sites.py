@@ -24,6 +24,11 @@ from inventory.models import Site
 MAX_KEY_FILE = 16 * 1024
 
 
+def settings_of(session: Session, site_id: int) -> BootSiteSettings:
+    """The site's registration settings (the defaults for a site that set none)."""
+    return repository.site_settings(session, site_id) or BootSiteSettings(site_id=site_id)
+
+
 def site_by_code(session: Session, code: str) -> Site:
     """:raises SiteNotFound: no such site."""
     site = inventory_repo.get_site_by_code(session, code)
@@ -35,8 +40,7 @@ def site_by_code(session: Session, code: str) -> Site:
 def read_settings(session: Session, site_code: str) -> SiteSettingsRead:
     site = site_by_code(session, site_code)
     assert site.id is not None
-    row = repository.site_settings(session, site.id) or BootSiteSettings(site_id=site.id)
-    return _read(site, row)
+    return _read(site, settings_of(session, site.id))
 
 
 def _read(site: Site, row: BootSiteSettings) -> SiteSettingsRead:
