@@ -19,6 +19,8 @@ from tests.boot.conftest import Boot, pe_body
 from tests.conftest import BACKENDS, auth
 from tests.support.server import running_server
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -24,7 +25,7 @@ from tests.boot.conftest import (
     pe_client,
     register,
 )
-from tests.conftest import auth
+from tests.conftest import BACKENDS, auth
 from tests.support.factories import create_devices
 
 
@@ -201,6 +202,8 @@ def test_identity_is_cross_checked_with_uuid_and_vendor(client: TestClient, boot
     assert register(client, boot.credential, "ACME0001", vendor="DELL").status_code == 200
 
 
+# Decided before any database rule (validation, in-memory limits): one backend.
+@pytest.mark.parametrize("backend", BACKENDS[:1])
 def test_a_placeholder_serial_is_refused(client: TestClient, boot: Boot) -> None:
     r = register(client, boot.credential, "To Be Filled By O.E.M.")
     assert (r.status_code, r.json()["reason"]) == (422, "invalid")
@@ -374,6 +377,8 @@ def test_a_serial_shared_by_two_vendors_is_told_apart_by_vendor(
     assert (ambiguous.status_code, ambiguous.json()["reason"]) == (409, "ambiguous_serial")
 
 
+# Decided before any database rule (validation, in-memory limits): one backend.
+@pytest.mark.parametrize("backend", BACKENDS[:1])
 def test_bad_bodies_get_one_clear_error_and_echo_nothing(client: TestClient, boot: Boot) -> None:
     secretish = "hunter2-do-not-echo"
     r = client.post(
@@ -395,6 +400,8 @@ def test_bad_bodies_get_one_clear_error_and_echo_nothing(client: TestClient, boo
     assert attempts(boot) == []  # nothing half-written
 
 
+# Decided before any database rule (validation, in-memory limits): one backend.
+@pytest.mark.parametrize("backend", BACKENDS[:1])
 def test_the_peer_address_limit_answers_429_with_retry_after(boot: Boot) -> None:
     with pe_client(boot.db, per_address="2/minute") as limited:
         codes = [register(limited, boot.credential, "NOSUCH01").status_code for _ in range(3)]
@@ -408,6 +415,8 @@ def test_the_peer_address_limit_answers_429_with_retry_after(boot: Boot) -> None
         assert register(limited, "mle_guess", "NOSUCH01").status_code == 429
 
 
+# Decided before any database rule (validation, in-memory limits): one backend.
+@pytest.mark.parametrize("backend", BACKENDS[:1])
 def test_the_credential_limit_spans_addresses(boot: Boot) -> None:
     app_limits = {"per_credential": "2/minute"}
     with pe_client(boot.db, **app_limits) as first:
