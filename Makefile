@@ -3,18 +3,35 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+LOCK := requirements/lock.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint typecheck system-deps venv clean bench
+.PHONY: run test lint typecheck system-deps venv clean bench lock audit
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every installed package comes from the lock, pinned and checked against its sha256
+# (pip refuses anything unhashed); the project itself is installed on top, without
+# resolving anything again and with the locked setuptools as its build backend.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Re-resolve pyproject.toml's pins (and what they pull in) into the lock, with hashes.
+# Needs the network to PyPI; commit the result.
+lock:
+	test -x $(BIN)/pip-compile || $(MAKE) venv
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
+		-o $(LOCK) pyproject.toml
+
+# Known vulnerabilities in the locked packages (PyPI's advisory database: needs the
+# network, so it is not part of `make test`).
+audit: venv
+	$(BIN)/pip-audit --requirement $(LOCK) --require-hashes --disable-pip --progress-spinner off
 
 # Debian packages the lab and the tests need; installed only when missing.
 system-deps:
@@ -22,7 +39,7 @@ system-deps:
 
 run: venv system-deps
 	$(BIN)/masterline db upgrade
-	$(BIN)/masterline demo run
+	$(BIN)/masterline demo run --stop-with-parent
 
 lint: venv
 	$(BIN)/ruff check .

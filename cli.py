@@ -7,60 +7,157 @@ Every domain error ends here as one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
+from typer import _click as click  # typer vendors click; the PyPI one is another copy
+from typer.core import TyperCommand, TyperGroup
 
-from api.cli import app as tokens_app
-from boot.cli import app as boot_app
-from boot.hardware.cli import deliveries_doa, deliveries_hardware, devices_hardware
-from core.console import err_console
 from core.errors import MasterlineError
-from images.cli import app as images_app
-from images.cli import configs_app
-from inventory.cli import admin_app, deliveries_app, devices_app, lifecycle_app, scan
-from lab.cli import app as lab_app
-from logistics.cli import app as logistics_app
-from logistics.cli import deliveries_status, dispatch, labels_app, webhooks_app
-from provisioning.cli import app as provisioning_app
-from provisioning.cli import up as provisioning_up
-from provisioning.cli import watch as provisioning_watch
-from provisioning.cli import worker as provisioning_worker
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A command or sub-app imported only when it runs (or its own help is asked for).
+
+    ``target`` is ``module:attribute`` (a Typer app or a command function); ``extra``
+    are ``(command name, module:function)`` commands added to that sub-app.
+    """
+
+    target: str
+    help: str
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+LAZY: dict[str, Lazy] = {
+    "scan": Lazy(
+        "inventory.cli:scan",
+        "Scan loop for keyboard-wedge barcode scanners: one line per scan, one result line",
+    ),
+    "devices": Lazy(
+        "inventory.cli:devices_app",
+        "List and inspect devices (through the API).",
+        extra=(("hardware", "boot.hardware.cli:devices_hardware"),),
+    ),
+    "deliveries": Lazy(
+        "inventory.cli:deliveries_app",
+        "Deliveries: ship-notice import, reconciliation (API).",
+        extra=(
+            ("status", "logistics.cli:deliveries_status"),
+            ("hardware", "boot.hardware.cli:deliveries_hardware"),
+            ("doa", "boot.hardware.cli:deliveries_doa"),
+        ),
+    ),
+    "admin": Lazy(
+        "inventory.cli:admin_app", "Clients, sites, benches, hardware models (admin, API)."
+    ),
+    "lifecycle": Lazy("inventory.cli:lifecycle_app", "The device lifecycle table."),
+    "tokens": Lazy(
+        "api.cli:app", "Create, list and revoke API tokens (run where the server runs)."
+    ),
+    "images": Lazy("images.cli:app", "Master images: upload (resumable), list, retire, gc."),
+    "configs": Lazy(
+        "images.cli:configs_app", "Client configurations (hostname, VPN, apps, checks)."
+    ),
+    "lab": Lazy("lab.cli:app", "The device lab: lab laptops for tests and rehearsal."),
+    "logistics": Lazy(
+        "logistics.cli:app", "Dispatch, status, change feed, Autopilot export, retention purge."
+    ),
+    "dispatch": Lazy(
+        "logistics.cli:dispatch",
+        "Dispatch one READY laptop to a teleworker, or every line of a CSV (all or none).",
+    ),
+    "labels": Lazy(
+        "logistics.cli:labels_app", "Asset-tag and shipping labels (ZPL to a printer, or PDF)."
+    ),
+    "webhooks": Lazy(
+        "logistics.cli:webhooks_app", "Webhook subscriptions, the sender, the delivery log."
+    ),
+    "runs": Lazy("provisioning.cli:app", "Provisioning runs: start, retry, abort, list, show."),
+    "worker": Lazy(
+        "provisioning.cli:worker",
+        "Run provisioning jobs (where the server runs; SQLite or PostgreSQL).",
+    ),
+    "up": Lazy(
+        "provisioning.cli:up", "Run the API and a worker in one process (the embedded default)."
+    ),
+    "watch": Lazy(
+        "provisioning.cli:watch",
+        "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
+    ),
+    "boot": Lazy(
+        "boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."
+    ),
+}
+"""Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
+server's stack, paramiko…) took 1.0-1.5 s before any command ran; a bench-side command
+now imports its own module only (docs/benchmarks.md). The help texts are repeated here
+so that ``masterline --help`` imports nothing; a test checks they match."""
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load(name: str) -> click.Command:
+    """The click command of a lazy entry (imports its module)."""
+    entry = LAZY[name]
+    target = _resolve(entry.target)
+    command: click.Command
+    if isinstance(target, typer.Typer):
+        for sub, ref in entry.extra:
+            target.command(sub)(_resolve(ref))
+        command = typer.main.get_group(target)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: imports a domain's commands when they are used."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY:
+            return command
+        if self._listing:
+            # The top-level help only needs the one-line help: import nothing.
+            return TyperCommand(name=cmd_name, help=LAZY[cmd_name].help)
+        command = load(cmd_name)
+        self.commands[cmd_name] = command
+        return command
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="masterline",
     help="Masterline: laptop staging from ship notice to teleworker.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
 db_app = typer.Typer(help="Database schema (run where the server runs).")
 demo_app = typer.Typer(help="Demo data and the embedded all-in-one run.")
-
-app.command("scan")(scan)
-app.add_typer(devices_app, name="devices")
-app.add_typer(deliveries_app, name="deliveries")
-app.add_typer(admin_app, name="admin")
-app.add_typer(lifecycle_app, name="lifecycle")
-app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
-app.add_typer(images_app, name="images")
-app.add_typer(configs_app, name="configs")
-app.add_typer(lab_app, name="lab")
-app.add_typer(logistics_app, name="logistics")
-app.command("dispatch")(dispatch)
-app.add_typer(labels_app, name="labels")
-app.add_typer(webhooks_app, name="webhooks")
-deliveries_app.command("status")(deliveries_status)
-app.add_typer(provisioning_app, name="runs")
-app.command("worker")(provisioning_worker)
-app.command("up")(provisioning_up)
-app.command("watch")(provisioning_watch)
-app.add_typer(boot_app, name="boot")
-devices_app.command("hardware")(devices_hardware)
-deliveries_app.command("hardware")(deliveries_hardware)
-deliveries_app.command("doa")(deliveries_doa)
 
 
 @db_app.command("upgrade")
@@ -68,6 +165,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "heads",
 ) -> None:
     """Create or upgrade the schema (SQLite file by default, or MASTERLINE_DATABASE_URL)."""
+    from core.console import err_console
     from core.db import get_database
     from core.migrate import upgrade
 
@@ -108,21 +206,28 @@ def demo_seed() -> None:
 def demo_run(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    stop_with_parent: Annotated[
+        bool, typer.Option(help="Stop when the parent process dies (what `make run` uses).")
+    ] = False,
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
     scan-in, bench view (what ``make run`` does)."""
     from core.demo import run
 
-    run(host=host, port=port)
+    run(host=host, port=port, stop_with_parent=stop_with_parent)
 
 
 def main() -> None:
     try:
         app()
     except MasterlineError as e:
+        from core.console import err_console
+
         err_console.print(f"[red]error:[/red] {e.message}")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
+        from core.console import err_console
+
         err_console.print("interrupted")
         sys.exit(130)
 

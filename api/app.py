@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import docs, openapi
+from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
 from core.db import Database, get_database
 from core.errors import MasterlineError
@@ -39,8 +44,32 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def _recover_uploads(db: Database) -> None:
+    """Images a killed server left half-published are settled before serving (see
+    ``images.publish``); a failure here is logged, never fatal to the start."""
+    from images.publish import recover_interrupted
+    from images.store import get_store
+
+    try:
+        settled = recover_interrupted(db, get_store())
+    except Exception as e:  # e.g. a database not migrated yet: serve, and say why
+        log.warning("could not check for interrupted uploads: %s", type(e).__name__)
+        return
+    if settled:
+        log.warning("settled %d upload(s) interrupted by a server crash", len(settled))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
+    yield
+
+
 def create_app(db: Database | None = None) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
+        docs_url=None,  # served by api.docs, with local assets
+        redoc_url=None,
         title="Masterline",
         version="0.1.0",
         description=DESCRIPTION,
@@ -60,6 +89,8 @@ def create_app(db: Database | None = None) -> FastAPI:
             },
         ],
     )
+    # Outermost of ours: sees every response, including those of the error handlers.
+    app.add_middleware(CloseUnreadBody)
     app.state.db = db or get_database()
     app.state.principal_cache = PrincipalCache()
 
@@ -83,6 +114,25 @@ def create_app(db: Database | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
+        # A value the column cannot hold (ids are 32-bit on PostgreSQL, so 2^31 passes
+        # the 64-bit check at the edge): the caller's input, not our failure.
+        log.info("data error on %s %s: %s", request.method, request.url.path, type(exc.orig))
+        return _problem(422, "Invalid input", "a value is out of range or malformed")
+
+    @app.exception_handler(IntegrityError)
+    async def _constraint(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A duplicate or a reference to nothing that a route did not check first: the
+        # database refused the write, nothing was written; say so instead of a 500.
+        log.warning("integrity error on %s %s", request.method, request.url.path)
+        return _problem(
+            409,
+            "Conflict",
+            "conflicts with existing data (a duplicate, or a reference "
+            "to something that does not exist); nothing was written",
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
@@ -113,4 +163,6 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
     app.include_router(boot_router)
+    openapi.install(app)
+    docs.install(app)
     return app

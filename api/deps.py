@@ -6,23 +6,29 @@ fails on one that does not.
 
 from __future__ import annotations
 
+import email.message
 import functools
 import inspect
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response, params
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from api.body import declared_length, read_capped
 from api.errors import MissingToken, RoleNotAllowed
 from api.service import authenticate, hash_token
 from core.db import Database
 from core.principal import Principal, Role
 from core.settings import get_settings
+from core.values import bounded_ints
 
 T = TypeVar("T")
 
@@ -107,19 +113,123 @@ def _commit_after(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class TransactionalRoute(APIRoute):
-    """Commits the request's session in the endpoint's thread, as the endpoint returns.
+    """Commits the request's session in the endpoint's thread, as the endpoint returns;
+    checks the caller before any body is read; reads a JSON body with a cap.
 
-    Why not in the dependency's teardown: FastAPI serialises a sync endpoint's response
-    in the thread pool *before* that teardown, so the transaction (SQLite's write lock,
-    PostgreSQL's row locks) would be held while waiting for a pool thread — and under 50
-    concurrent scans every pool thread is a handler waiting for that very lock
-    (measured: a deadlock broken only by the busy timeout). Committing here releases the
-    locks before the response is built, and a failed commit still reaches the client
-    as an error.
+    Why commit here rather than in the dependency's teardown: FastAPI serialises a sync
+    endpoint's response in the thread pool *before* that teardown, so the transaction
+    (SQLite's write lock, PostgreSQL's row locks) would be held while waiting for a pool
+    thread — and under 50 concurrent scans every pool thread is a handler waiting for
+    that very lock (measured: a deadlock broken only by the busy timeout). Committing
+    here releases the locks before the response is built, and a failed commit still
+    reaches the client as an error.
+
+    Why check the caller here: FastAPI reads and parses the whole body before it solves
+    any dependency, so without this a request with no token had its 200 MiB of JSON read
+    and parsed (1.2 GiB of server memory, the event loop stalled for seconds) before it
+    got its 401. The token and the route's roles (its ``Allow``) are checked first; the
+    ``Allow`` dependency then finds the principal already there.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, _commit_after(endpoint), **kwargs)
+        super().__init__(path, _bounded(endpoint, _commit_after(endpoint)), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        needs_token, allows = _guards(self.dependant)
+        field = self.body_field
+        json_body = field is not None and not isinstance(field.field_info, params.Form)
+        if not needs_token and not json_body:
+            return handler
+
+        async def guarded(request: Request) -> Response:
+            if needs_token:
+                principal = await principal_of(request)
+                for allow in allows:
+                    allow.check(principal)
+            if json_body:
+                await read_json_body(request)
+            return await handler(request)
+
+        return guarded
+
+
+def _bounded(endpoint: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``wrapper`` the endpoint's signature with every integer parameter (path and
+    query: ids, cursors) bounded to 64 bits, so that 2^63 is a 422 on every route, old
+    and new, without each one having to say so (``core.values``)."""
+    try:
+        signature = inspect.signature(endpoint, eval_str=True)
+    except NameError:  # an annotation only known to type checkers: leave it as it is
+        return wrapper
+    params_ = [
+        p.replace(annotation=bounded_ints(p.annotation)) for p in signature.parameters.values()
+    ]
+    wrapper.__signature__ = signature.replace(parameters=params_)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _guards(dependant: Dependant) -> tuple[bool, list[Allow]]:
+    """Whether a route needs a token, and the role checks it declares."""
+    needs_token = False
+    allows: list[Allow] = []
+    stack = [dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call is get_principal:
+            needs_token = True
+        elif isinstance(dep.call, Allow):
+            allows.append(dep.call)
+        stack.extend(dep.dependencies)
+    return needs_token, allows
+
+
+PARSE_ON_LOOP_MAX = 64 * 1024
+"""A JSON body up to this size is parsed on the event loop (microseconds); a larger one
+in a worker thread, so that one big request does not stall every other."""
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def read_json_body(request: Request) -> None:
+    """Read the body with the ``max_json_body`` cap and parse a large one off the event
+    loop; FastAPI then finds both cached on the request.
+
+    :raises TooLarge: over the cap (nothing more is read).
+    :raises RequestValidationError: not JSON.
+    """
+    body = await read_capped(
+        request.stream(),
+        limit=get_settings().max_json_body,
+        declared=declared_length(request.headers),
+        what="the JSON body",
+    )
+    request._body = body
+    if len(body) <= PARSE_ON_LOOP_MAX or not _is_json(request.headers.get("content-type")):
+        return
+    try:
+        request._json = await anyio.to_thread.run_sync(json.loads, body)
+    except json.JSONDecodeError as e:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", e.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": e.msg},
+                }
+            ]
+        ) from e
 
 
 def new_router(**kwargs: Any) -> APIRouter:
@@ -177,20 +287,42 @@ def _authenticate(db: Database, token: str) -> Principal:
         return authenticate(session, token)
 
 
-async def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or not credentials.credentials:
+_PRINCIPAL_KEY = "masterline.principal"
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise MissingToken()
-    token = credentials.credentials
+    return token
+
+
+async def principal_of(request: Request) -> Principal:
+    """The caller, from its bearer token (checked once per request).
+
+    :raises MissingToken, BadToken: 401.
+    """
+    known: Principal | None = request.scope.get(_PRINCIPAL_KEY)
+    if known is not None:
+        return known
+    token = _bearer_token(request)
     cache = principal_cache(request)
     key = hash_token(token)
     principal = cache.get(key)
     if principal is None:
         principal = await anyio.to_thread.run_sync(_authenticate, get_db(request), token)
         cache.put(key, principal, get_settings().auth_cache_seconds)
+    request.scope[_PRINCIPAL_KEY] = principal
     return principal
+
+
+async def get_principal(
+    request: Request,
+    # Declared for the OpenAPI security scheme; the header is read by ``principal_of``.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await principal_of(request)
 
 
 class Allow:
@@ -201,9 +333,13 @@ class Allow:
 
     # async: a pure check needs no trip through the thread pool.
     async def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        self.check(principal)
+        return principal
+
+    def check(self, principal: Principal) -> None:
+        """:raises RoleNotAllowed: 403."""
         if principal.role not in self.roles:
             raise RoleNotAllowed(principal.role.value, sorted(r.value for r in self.roles))
-        return principal
 
 
 EVERYONE = (Role.ADMIN, Role.TECHNICIAN, Role.DSI, Role.LOGISTICS)

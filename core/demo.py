@@ -57,11 +57,11 @@ def seed() -> str:
     return clear
 
 
-def run(*, host: str, port: int) -> None:
+def run(*, host: str, port: int, stop_with_parent: bool = False) -> None:
     """The whole main job: lab, API, worker, images, delivery, scan-in (``make run``)."""
     from provisioning.demo import run_demo
 
-    run_demo(host=host, port=port)
+    run_demo(host=host, port=port, stop_with_parent=stop_with_parent)
 
 
 def run_api_only(*, host: str, port: int) -> None:

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         "A token revoked through the API stops at once in that process; revoked from "
         "the CLI or another process, within this many seconds.",
     )
+    max_json_body: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body accepted (bytes); larger ones get 413 "
+        "before they are read. Raw uploads have their own limits.",
+    )
     image_store_dir: Path | None = None
     max_image_size: int = Field(
         default=256 * 1024**3, ge=1, description="Largest image (stored bytes) accepted."

@@ -8,18 +8,15 @@ upload publishes a file that gc is about to delete (see ``images.store``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from core.db import Database
 from core.timeutil import utcnow
 from images import repository, service
-from images.models import ImageStatus
+from images.publish import recover_interrupted
 from images.schemas import GcReport
 from images.store import Store, get_store
 from images.upload import discard_partial
-
-STUCK_VERIFYING = timedelta(hours=1)
-"""Publishing takes seconds; an image ``verifying`` for this long lost its server."""
 
 
 def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = None) -> GcReport:
@@ -29,7 +26,8 @@ def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = N
     kept: list[int] = []
     discarded: list[int] = []
     stale_upload_ids: list[str | None] = []
-    repaired: list[int] = []
+    # Before the exclusive lock: settling takes the shared one (see images.publish).
+    repaired = recover_interrupted(db, store)
     with store.exclusive_lock():
         with db.session() as session:
             retired = list(repository.retired_unpurged(session))
@@ -42,18 +40,6 @@ def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = N
                 row.purged_at = now
                 session.add(row)
                 reclaimed.append(row.id)
-            for row in repository.stuck_verifying(session, now - STUCK_VERIFYING):
-                # Its server died between the rename and the commit: the file tells.
-                if store.has(row.stored_sha256):
-                    row.status = ImageStatus.AVAILABLE
-                    row.published_at = now
-                else:
-                    row.status = ImageStatus.UPLOADING
-                    row.upload_offset = 0
-                row.upload_id = None
-                row.upload_touched_at = now
-                session.add(row)
-                repaired.append(row.id or 0)
             for row in repository.stale_uploads(session, now - service.upload_expiry()):
                 assert row.id is not None
                 discarded.append(row.id)

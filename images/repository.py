@@ -160,12 +160,12 @@ def available_by_sha(session: Session, client_id: int, sha256: str) -> Image | N
     ).first()
 
 
-def stuck_verifying(session: Session, before: datetime) -> Sequence[Image]:
-    """Images left ``verifying`` by a server that died while publishing them."""
-    touched = func.coalesce(Image.upload_touched_at, Image.created_at)
-    return session.exec(
-        select(Image).where(Image.status == ImageStatus.VERIFYING, touched < before)
-    ).all()
+def verifying_ids(session: Session, image_id: int | None = None) -> list[int]:
+    """Images being published, or left ``verifying`` by a server that died publishing."""
+    q = select(Image.id).where(Image.status == ImageStatus.VERIFYING)
+    if image_id is not None:
+        q = q.where(Image.id == image_id)
+    return [i for i in session.exec(q).all() if i is not None]
 
 
 def retired_unpurged(session: Session) -> Sequence[Image]:

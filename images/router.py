@@ -8,11 +8,13 @@ open short sessions of their own (see ``images.upload``).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse, Response
+from starlette.requests import ClientDisconnect
 
 from api.deps import Allow, SessionDep, get_db, new_router
 from core.principal import Principal, Role
@@ -29,6 +31,7 @@ from images.schemas import (
     ImageRead,
 )
 from images.store import path_of
+from images.stream import ClientGone
 
 router = new_router()
 
@@ -41,6 +44,15 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 _NOT_VISIBLE: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown, or another company's (for a dsi token)."}
 }
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    """The request body for ``images.upload``, Starlette's disconnect made ours."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect as e:
+        raise ClientGone() from e
 
 
 def _read(session: Any, row: Any) -> ImageRead:
@@ -144,7 +156,7 @@ async def put_content(image_id: int, request: Request, principal: Writer) -> Ima
     `curl -T image.raw -H "Authorization: Bearer $TOKEN" $API/images/7/content`.
     Verified against the declaration, then published; not resumable (use tus)."""
     db = get_db(request)
-    row = await upload.put_content(request, db, image_id, principal)
+    row = await upload.put_content(request.headers, _body(request), db, image_id, principal)
     return await anyio.to_thread.run_sync(lambda: _read_fresh(request, row.id))
 
 
@@ -190,7 +202,7 @@ async def tus_create(request: Request, principal: Writer) -> Response:
     """tus creation (protocol 1.0.0): headers `Tus-Resumable: 1.0.0`, `Upload-Length`
     (the declared size) and `Upload-Metadata: image_id <base64 id>`. A new upload for an
     image replaces an abandoned one."""
-    upload_id, _ = await upload.tus_create(request, get_db(request), principal)
+    upload_id, _ = await upload.tus_create(request.headers, get_db(request), principal)
     location = str(request.url_for("tus_head", upload_id=upload_id))
     return Response(
         status_code=201, headers=_tus_headers(Location=location, **{"Upload-Offset": "0"})
@@ -234,7 +246,9 @@ async def tus_head(upload_id: str, request: Request, principal: Writer) -> Respo
 async def tus_patch(upload_id: str, request: Request, principal: Writer) -> Response:
     """Append bytes at `Upload-Offset` (`Content-Type: application/offset+octet-stream`).
     The last byte verifies size and sha256 and publishes the image."""
-    offset, _ = await upload.tus_patch(request, get_db(request), upload_id, principal)
+    offset, _ = await upload.tus_patch(
+        request.headers, _body(request), get_db(request), upload_id, principal
+    )
     return Response(status_code=204, headers=_tus_headers(**{"Upload-Offset": str(offset)}))
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from core.values import Int64, ModelName, VendorName
 from images.models import ImageFormat, ImageStatus, OsFamily
 
 Sha256 = Annotated[
@@ -33,8 +34,8 @@ ShortText = Annotated[str, Field(min_length=1, max_length=512)]
 
 # Images.
 class HardwareModelRef(BaseModel):
-    vendor: str = Field(min_length=1, max_length=64, examples=["Dell"])
-    model: str = Field(min_length=1, max_length=128, examples=["Latitude 5440"])
+    vendor: VendorName = Field(examples=["Dell"])
+    model: ModelName = Field(examples=["Latitude 5440"])
 
 
 class ImageDeclare(BaseModel):
@@ -66,9 +67,9 @@ class ImageDeclare(BaseModel):
     version: Version = Field(description="Immutable once published.")
     os_family: OsFamily
     format: ImageFormat = ImageFormat.RAW
-    size: int = Field(ge=1, description="Bytes of the file that will be uploaded.")
+    size: Int64 = Field(ge=1, description="Bytes of the file that will be uploaded.")
     sha256: Sha256 = Field(description="SHA-256 of the file that will be uploaded.")
-    raw_size: int | None = Field(
+    raw_size: Int64 | None = Field(
         default=None, ge=1, description="raw+zstd only: bytes once decompressed."
     )
     raw_sha256: Sha256 | None = Field(
@@ -156,7 +157,7 @@ class StoreRef(BaseModel):
     image of this client."""
 
     kind: Literal["store"] = "store"
-    image_id: int | None = Field(default=None, ge=1)
+    image_id: Int64 | None = Field(default=None, ge=1)
     sha256: Sha256 | None = None
 
     @model_validator(mode="after")
@@ -182,7 +183,7 @@ class VerifyFile(BaseModel):
     path: str = Field(min_length=1, max_length=1024)
 
 
-SettingValue = Annotated[str, Field(max_length=4096)] | int | bool
+SettingValue = Annotated[str, Field(max_length=4096)] | Int64 | bool
 
 VPN_SECRET_NAMES: dict[VpnKind, tuple[str, ...]] = {
     VpnKind.WIREGUARD: ("private_key", "preshared_key"),

@@ -17,15 +17,13 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import zstandard
-from fastapi import Request
-from starlette.requests import ClientDisconnect
 
 from images.errors import UploadTooLarge
 from images.models import ImageFormat
@@ -172,6 +170,11 @@ class PartWriter:
             self._file.close()
 
 
+class ClientGone(Exception):
+    """Raised by a body iterator when the client went away before the body ended (the
+    web layer translates its own disconnect signal into this)."""
+
+
 @dataclass
 class Received:
     complete: bool
@@ -180,13 +183,13 @@ class Received:
 
 
 async def receive(
-    request: Request,
+    body: AsyncIterable[bytes],
     writer: PartWriter,
     *,
     limit: int,
     checkpoint: Callable[[], None] | None = None,
 ) -> Received:
-    """Stream the request body into ``writer`` (see the module docstring).
+    """Stream ``body`` into ``writer`` (see the module docstring).
 
     :raises UploadTooLarge: more than ``limit`` bytes arrived; what came before stays.
     :raises OSError: from the writer (disk full…); what was written before stays.
@@ -198,7 +201,7 @@ async def receive(
     complete = True
     checkpointed = writer.digests.offset
     try:
-        async for chunk in request.stream():
+        async for chunk in body:
             if not chunk:
                 continue
             received += len(chunk)
@@ -216,7 +219,7 @@ async def receive(
                     checkpointed = writer.digests.offset
                 pending = loop.run_in_executor(_EXECUTOR, writer.write, buf)
                 buf = bytearray()
-    except ClientDisconnect:
+    except ClientGone:
         complete = False
     finally:
         if pending is not None:

@@ -18,28 +18,30 @@ continues from bytes the disk does not hold. The last byte triggers verification
 against the declaration from the running hashes (no second read), then an fsync and an
 atomic rename into the content-addressed store (``images.store``); a mismatch deletes
 the file and publishes nothing.
+
+Nothing here knows the web framework: the router hands over the request's headers (a
+case-insensitive mapping, read with lower-case names) and its body as an async iterator
+of chunks that raises ``images.stream.ClientGone`` when the client goes away.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import fcntl
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import anyio
-from fastapi import Request
 
 from core.db import Database
 from core.errors import InvalidInput, MasterlineError
 from core.principal import Principal
 from core.timeutil import utcnow
+from core.values import ascii_int
 from images import repository
 from images.errors import (
     ImageConflict,
@@ -50,7 +52,8 @@ from images.errors import (
     UploadMismatch,
     UploadNotFound,
 )
-from images.models import Image, ImageFormat, ImageStatus
+from images.models import Image, ImageStatus
+from images.publish import Target, publish, recover_interrupted, reset_upload
 from images.store import Store, get_store, is_disk_full
 from images.stream import Digests, PartWriter, live_drop, live_get, live_put, receive
 
@@ -62,9 +65,26 @@ TUS_EXTENSIONS = "creation,termination"
 T = TypeVar("T")
 
 
+Headers = Mapping[str, str]
+"""Request headers, looked up by lower-case name (Starlette's ``Headers`` is one)."""
+Body = AsyncIterable[bytes]
+
+MAX_METADATA = 4096
+"""Longest ``Upload-Metadata`` header accepted (ours carries one small integer)."""
+
+
 class TusVersionUnsupported(MasterlineError):
     status_code = 412
+    exit_code = 2
     title = "Precondition failed"
+
+
+class TusHeaderInvalid(MasterlineError):
+    """A tus header that does not parse: 400, as the protocol asks."""
+
+    status_code = 400
+    exit_code = 2
+    title = "Bad request"
 
 
 class WrongContentType(MasterlineError):
@@ -76,138 +96,49 @@ async def _thread(fn: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(fn)
 
 
-# Looking up and publishing.
-@dataclass(frozen=True)
-class Target:
-    """What an upload is checked against (a snapshot of the declared image)."""
-
-    image_id: int
-    format: ImageFormat
-    stored_size: int
-    stored_sha256: str
-    raw_size: int
-    raw_sha256: str
-    upload_id: str | None
-    upload_offset: int
-
-    @classmethod
-    def of(cls, row: Image) -> Target:
-        assert row.id is not None
-        return cls(
-            row.id,
-            ImageFormat(row.format),
-            row.stored_size,
-            row.stored_sha256,
-            row.raw_size,
-            row.raw_sha256,
-            row.upload_id,
-            row.upload_offset,
-        )
-
-
+# Looking up.
 def _uploading_image(db: Database, image_id: int, principal: Principal) -> Target:
-    with db.session(write=False) as s:
-        row = repository.get_image(s, image_id)
-        if row is None or not principal.sees_client(row.client_id):
-            raise ImageNotFound(image_id)
-        if row.status != ImageStatus.UPLOADING:
-            raise ImageConflict(
-                f"image {image_id} is {row.status}; its bytes can no longer be sent"
-            )
-        return Target.of(row)
+    for first in (True, False):
+        with db.session(write=False) as s:
+            row = repository.get_image(s, image_id)
+            if row is None or not principal.sees_client(row.client_id):
+                raise ImageNotFound(image_id)
+            status, target = row.status, Target.of(row)
+        if first and _settled(db, status, image_id):
+            continue  # its publisher had died: look again
+        if status != ImageStatus.UPLOADING:
+            raise ImageConflict(f"image {image_id} is {status}; its bytes can no longer be sent")
+        break
+    return target
 
 
 def _upload_target(db: Database, upload_id: str, principal: Principal) -> Target:
-    with db.session(write=False) as s:
-        row = repository.get_image_by_upload(s, upload_id)
-        if (
-            row is None
-            or not principal.sees_client(row.client_id)
-            or row.status != ImageStatus.UPLOADING
-        ):
+    for first in (True, False):
+        with db.session(write=False) as s:
+            row = repository.get_image_by_upload(s, upload_id)
+            if row is None or not principal.sees_client(row.client_id):
+                raise UploadNotFound()
+            status, target = row.status, Target.of(row)
+        if first and _settled(db, status, target.image_id):
+            continue
+        if status != ImageStatus.UPLOADING:
             raise UploadNotFound()
-        return Target.of(row)
+        break
+    return target
 
 
-def _mismatch(target: Target, digests: Digests) -> str | None:
-    if digests.offset != target.stored_size:
-        return f"received {digests.offset} bytes, {target.stored_size} were declared"
-    got = digests.stored.hexdigest()
-    if got != target.stored_sha256:
-        return f"sha256 of the received bytes is {got}, {target.stored_sha256} was declared"
-    if digests.corrupt:
-        return digests.corrupt
-    raw_size, raw_sha = digests.raw_result()
-    if raw_size != target.raw_size:
-        return f"decompressed to {raw_size} bytes, {target.raw_size} were declared"
-    if raw_sha != target.raw_sha256:
-        return f"sha256 of the decompressed bytes is {raw_sha}, {target.raw_sha256} declared"
-    return None
-
-
-def _reset_upload(db: Database, target: Target) -> None:
-    with db.session() as s:
-        row = repository.get_image_for_update(s, target.image_id)
-        if row is not None and row.upload_id == target.upload_id:
-            row.upload_id = None
-            row.upload_offset = 0
-            row.upload_touched_at = utcnow()
-            s.add(row)
-
-
-def publish(db: Database, store: Store, target: Target, temp: Path, digests: Digests) -> Image:
-    """Verify a complete upload against its declaration and publish it.
-
-    The temporary file must already be fsynced. On any failure it is deleted (for a
-    tus upload, the upload is reset so that a new one can start) and nothing is
-    published.
-
-    :raises UploadMismatch: size, sha256 or (raw+zstd) decompressed size/hash differ.
-    :raises ImageConflict: the image was published or cancelled meanwhile.
-    :raises StorageFull: the rename could not be done.
-    """
-    problem = _mismatch(target, digests)
-    if problem:
-        temp.unlink(missing_ok=True)
-        if target.upload_id:
-            live_drop(target.upload_id)
-            _reset_upload(db, target)
-        raise UploadMismatch(f"{problem}; nothing was published, upload it again")
-    with db.session() as s:
-        row = repository.get_image_for_update(s, target.image_id)
-        if row is None or row.status != ImageStatus.UPLOADING:
-            temp.unlink(missing_ok=True)
-            raise ImageConflict(f"image {target.image_id} was published or cancelled meanwhile")
-        row.status = ImageStatus.VERIFYING
-        row.upload_touched_at = utcnow()
-        s.add(row)
-    try:
-        with store.shared_lock():
-            store.publish(temp, target.stored_sha256)
-            with db.session() as s:
-                row = repository.get_image_for_update(s, target.image_id)
-                assert row is not None
-                row.status = ImageStatus.AVAILABLE
-                row.published_at = utcnow()
-                row.upload_id = None
-                row.upload_offset = target.stored_size
-                row.upload_touched_at = row.published_at
-                s.add(row)
-    except BaseException:
-        with db.session() as s:
-            row = repository.get_image_for_update(s, target.image_id)
-            if row is not None and row.status == ImageStatus.VERIFYING:
-                row.status = ImageStatus.UPLOADING
-                s.add(row)
-        temp.unlink(missing_ok=True)
-        raise
-    if target.upload_id:
-        live_drop(target.upload_id)
-    return row
+def _settled(db: Database, status: str, image_id: int) -> bool:
+    """An image found ``verifying``: settle it if its publisher is dead (see
+    ``images.publish``); True if that changed it."""
+    return status == ImageStatus.VERIFYING and bool(
+        recover_interrupted(db, get_store(), image_id=image_id)
+    )
 
 
 # Plain single-request upload.
-async def put_content(request: Request, db: Database, image_id: int, principal: Principal) -> Image:
+async def put_content(
+    headers: Headers, body: Body, db: Database, image_id: int, principal: Principal
+) -> Image:
     """Receive the whole file in one request body and publish it.
 
     Not resumable: an interrupted or mismatched upload leaves nothing behind, and the
@@ -223,8 +154,11 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
     # This upload is not the image's tus upload (if it has one): leave that one alone
     # unless this one publishes the image.
     target = dataclasses.replace(found, upload_id=None)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) != target.stored_size:
+    raw_length = headers.get("content-length")
+    declared = ascii_int(raw_length.strip()) if raw_length is not None else None
+    if raw_length is not None and declared is None:
+        raise InvalidInput("Content-Length must be a non-negative integer below 2^63")
+    if declared is not None and declared != target.stored_size:
         raise UploadMismatch(
             f"Content-Length is {declared}, the image was declared with {target.stored_size} bytes"
         )
@@ -233,7 +167,7 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
     writer = await _thread(lambda: PartWriter(temp, Digests(target.format), create=True))
     try:
         try:
-            got = await receive(request, writer, limit=target.stored_size)
+            got = await receive(body, writer, limit=target.stored_size)
             await _thread(writer.sync)
         except OSError as e:
             if is_disk_full(e):
@@ -254,34 +188,45 @@ async def put_content(request: Request, db: Database, image_id: int, principal: 
 
 
 # tus.
-def parse_metadata(header: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64value`` pairs.
+_METADATA_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
-    :raises InvalidInput: malformed.
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (tus 1.0.0): keys
+    ASCII without spaces or commas and each given once, values strict base64 of UTF-8.
+
+    :raises TusHeaderInvalid: malformed.
     """
+    if len(header) > MAX_METADATA:
+        raise TusHeaderInvalid(f"Upload-Metadata is longer than {MAX_METADATA} characters")
     out: dict[str, str] = {}
     for item in header.split(","):
         item = item.strip()
         if not item:
             continue
         key, _, value = item.partition(" ")
+        if not set(key) <= _METADATA_KEY or " " in value.strip():
+            raise TusHeaderInvalid("Upload-Metadata: keys are ASCII words, values base64")
+        if key in out:
+            raise TusHeaderInvalid(f"Upload-Metadata: key '{key}' given twice")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
-        except (binascii.Error, UnicodeDecodeError) as e:
-            raise InvalidInput(f"Upload-Metadata: value of '{key}' is not base64") from e
+        except (ValueError, UnicodeDecodeError) as e:  # binascii.Error is a ValueError
+            raise TusHeaderInvalid(f"Upload-Metadata: value of '{key}' is not base64") from e
     return out
 
 
-def _check_tus_version(request: Request) -> None:
-    if request.headers.get("tus-resumable") != TUS_VERSION:
+def _check_tus_version(headers: Headers) -> None:
+    if headers.get("tus-resumable") != TUS_VERSION:
         raise TusVersionUnsupported(f"send Tus-Resumable: {TUS_VERSION}")
 
 
-def _int_header(request: Request, name: str) -> int:
-    value = request.headers.get(name, "")
-    if not value.isdigit():
-        raise InvalidInput(f"{name} header missing or not a non-negative integer")
-    return int(value)
+def _int_header(headers: Headers, name: str) -> int:
+    """:raises TusHeaderInvalid: missing, or not ASCII digits below 2^63."""
+    value = ascii_int(headers.get(name.lower(), "").strip())
+    if value is None:
+        raise TusHeaderInvalid(f"{name} header missing or not a non-negative integer below 2^63")
+    return value
 
 
 class _PartLock:
@@ -347,22 +292,23 @@ def _create_upload(db: Database, store: Store, target: Target, length: int) -> s
     return upload_id
 
 
-async def tus_create(request: Request, db: Database, principal: Principal) -> tuple[str, Image]:
+async def tus_create(headers: Headers, db: Database, principal: Principal) -> tuple[str, Image]:
     """tus creation: ``Upload-Length`` and ``Upload-Metadata`` naming ``image_id``.
 
-    :raises TusVersionUnsupported, InvalidInput: protocol errors.
+    :raises TusVersionUnsupported, TusHeaderInvalid: protocol errors.
+    :raises InvalidInput: the metadata names no image.
     :raises ImageNotFound: the image is not the caller's to upload.
     :raises UploadMismatch: Upload-Length differs from the declared size.
     """
-    _check_tus_version(request)
-    if "upload-defer-length" in request.headers:
-        raise InvalidInput("Upload-Defer-Length is not supported: declare the size")
-    length = _int_header(request, "upload-length")
-    meta = parse_metadata(request.headers.get("upload-metadata", ""))
-    raw_id = meta.get("image_id", "")
-    if not raw_id.isdigit():
+    _check_tus_version(headers)
+    if "upload-defer-length" in headers:
+        raise TusHeaderInvalid("Upload-Defer-Length is not supported: declare the size")
+    length = _int_header(headers, "Upload-Length")
+    meta = parse_metadata(headers.get("upload-metadata", ""))
+    image_id = ascii_int(meta.get("image_id", ""))
+    if image_id is None:
         raise InvalidInput("Upload-Metadata must carry image_id (declare the image first)")
-    target = await _thread(lambda: _uploading_image(db, int(raw_id), principal))
+    target = await _thread(lambda: _uploading_image(db, image_id, principal))
     store = get_store()
     upload_id = await _thread(lambda: _create_upload(db, store, target, length))
     row = await _thread(lambda: _load(db, target.image_id))
@@ -430,13 +376,13 @@ def _record_quietly(db: Database, target: Target, writer: PartWriter) -> None:
 
 
 async def tus_patch(
-    request: Request, db: Database, upload_id: str, principal: Principal
+    headers: Headers, body: Body, db: Database, upload_id: str, principal: Principal
 ) -> tuple[int, Image | None]:
     """Append the body at ``Upload-Offset``; returns the new offset, and the published
     image when this PATCH completed the upload.
 
     :raises UploadNotFound: unknown, finished, cancelled, or not the caller's.
-    :raises TusVersionUnsupported, WrongContentType, InvalidInput: protocol errors.
+    :raises TusVersionUnsupported, WrongContentType, TusHeaderInvalid: protocol errors.
     :raises UploadLocked: another request is writing it.
     :raises OffsetMismatch: ``Upload-Offset`` is not the server's offset.
     :raises UploadTooLarge: past the declared length (what came before is kept).
@@ -444,11 +390,11 @@ async def tus_patch(
     :raises UploadMismatch: complete, but not what was declared (upload discarded).
     """
     target = await _thread(lambda: _upload_target(db, upload_id, principal))
-    _check_tus_version(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    _check_tus_version(headers)
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/offset+octet-stream":
         raise WrongContentType("Content-Type must be application/offset+octet-stream")
-    offset = _int_header(request, "upload-offset")
+    offset = _int_header(headers, "Upload-Offset")
     store = get_store()
     lock, writer = await _thread(lambda: _open_part(db, store, target))
     try:
@@ -460,9 +406,7 @@ async def tus_patch(
             )
         limit = target.stored_size - offset
         try:
-            await receive(
-                request, writer, limit=limit, checkpoint=lambda: _record(db, target, writer)
-            )
+            await receive(body, writer, limit=limit, checkpoint=lambda: _record(db, target, writer))
         except OSError as e:
             if is_disk_full(e):
                 raise StorageFull(
@@ -495,7 +439,7 @@ def _terminate(db: Database, store: Store, target: Target) -> None:
     finally:
         lock.release()
     live_drop(target.upload_id)
-    _reset_upload(db, target)
+    reset_upload(db, target)
 
 
 async def tus_terminate(db: Database, upload_id: str, principal: Principal) -> None:

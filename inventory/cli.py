@@ -16,7 +16,6 @@ from rich.table import Table
 from core.client import ApiClient, ApiError
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, err_console, print_json
 from core.errors import InvalidInput, MasterlineError
-from inventory import intake
 from inventory.schemas import IntakeFormat
 from inventory.states import to_dot, to_mermaid
 
@@ -448,6 +447,8 @@ def deliveries_import(
     All or nothing: on any error every error is printed as `line N, column C: message`
     and the command exits 2 with nothing written. Re-importing a file changes nothing."""
     size = file.stat().st_size
+    from inventory import intake  # the server's stack: only when importing a file
+
     if size > intake.MAX_BYTES:
         raise InvalidInput(f"{file} is {size} bytes; the limit is {intake.MAX_BYTES} (split it)")
     params: dict[str, Any] = {"dry_run": dry_run}
@@ -495,6 +496,8 @@ def deliveries_import(
 
 
 def _print_intake_errors(errors: list[dict[str, Any]], headline: str) -> None:
+    from inventory import intake
+
     # Plain echo, not rich: one unwrapped line per error, easy to grep and to read.
     typer.echo(f"{headline}: {len(errors)} error(s)", err=True)
     for text in intake.error_lines(errors):

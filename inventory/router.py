@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
+from api.body import raw_file_body
 from api.deps import (
     STAFF,
     AdminOnly,
@@ -17,7 +18,6 @@ from api.deps import (
     in_transaction,
     new_router,
 )
-from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
 from inventory import intake, reconcile, service
 from inventory.schemas import (
@@ -123,31 +123,13 @@ def get_delivery(delivery_id: int, session: SessionDep, principal: AnyRole) -> D
     return DeliveryRead.model_validate(service.get_delivery(session, delivery_id, principal))
 
 
-async def ship_notice_body(request: Request) -> bytes:
-    """The raw request body, read with a cap: a 2 GB upload is refused at 20 MB, not
-    after it has filled the server's memory.
-
-    :raises TooLarge: over ``intake.MAX_BYTES``.
-    :raises InvalidInput: a form upload (curl -F / -d) instead of the raw file.
-    """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        # curl -d also strips newlines, which would turn the file into one line.
-        raise InvalidInput(
-            "send the file as the raw request body (curl --data-binary @file.csv "
-            "-H 'Content-Type: text/csv'), not as a form"
-        )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > intake.MAX_BYTES:
-        raise TooLarge(f"file is {declared} bytes; the limit is {intake.MAX_BYTES} (split it)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > intake.MAX_BYTES:
-            raise TooLarge(f"file is over {intake.MAX_BYTES} bytes (split it)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+ship_notice_body = raw_file_body(
+    limit=intake.MAX_BYTES,
+    what="the ship notice",
+    hint="curl --data-binary @file.csv -H 'Content-Type: text/csv'",
+)
+"""The raw ship notice, capped: a 2 GB upload is refused at 20 MB, not after it has
+filled the server's memory."""
 
 
 _RAW_CSV_BODY = {

@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.values import Int64, ModelName, VendorName
 from inventory.states import DeviceState, Event
 
 Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -38,7 +39,7 @@ class SiteCreate(BaseModel):
     code: str = Code
     name: str = Field(min_length=1, max_length=200)
     max_imaging_streams: int = Field(default=8, ge=1, le=1000)
-    max_bytes_per_second: int | None = Field(default=None, ge=1)
+    max_bytes_per_second: Int64 | None = Field(default=None, ge=1)
 
 
 class SiteRead(SiteCreate):
@@ -61,8 +62,8 @@ class BenchRead(BaseModel):
 
 
 class HardwareModelCreate(BaseModel):
-    vendor: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=128)
+    vendor: VendorName
+    model: ModelName
     disk_rule: str = Field(default="largest", min_length=1, max_length=64)
 
 
@@ -75,7 +76,7 @@ class DeliveryCreate(BaseModel):
     client_code: str | None = Field(
         default=None, max_length=32, description="Required for staff; implied for logistics."
     )
-    vendor: str = Field(min_length=1, max_length=64)
+    vendor: VendorName
     order_reference: str = Field(min_length=1, max_length=64)
     carrier: str | None = Field(default=None, max_length=64)
     tracking: str | None = Field(default=None, max_length=128)
@@ -141,15 +142,15 @@ class TransitionRequest(BaseModel):
 
 
 class AttachRequest(BaseModel):
-    delivery_id: int
+    delivery_id: Int64
 
 
 class ScanRequest(BaseModel):
     code: str = Field(
         min_length=1, max_length=64, description="Serial number or asset tag, as scanned."
     )
-    bench_id: int
-    slot: int | None = Field(default=None, ge=1, description="Free slot chosen when omitted.")
+    bench_id: Int64
+    slot: Int64 | None = Field(default=None, ge=1, description="Free slot chosen when omitted.")
     damaged: bool = False
     reason: str | None = Field(default=None, max_length=500)
     model: str | None = Field(default=None, max_length=128, description="Model as seen.")

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
+from core.values import check_name
 from inventory import lifecycle, repository
 from inventory.errors import (
     BenchNotFound,
@@ -122,6 +123,15 @@ def create_hardware_model(session: Session, body: HardwareModelCreate) -> Hardwa
 
 
 def get_or_create_hardware_model(session: Session, vendor: str, model: str) -> HardwareModel:
+    """The catalogue row of ``vendor``/``model``, added if new.
+
+    :raises InvalidInput: a blank or invisible-character name (``core.values``): the
+        catalogue is shared by every client, whatever path a name comes in by.
+    """
+    try:
+        vendor, model = check_name(vendor), check_name(model)
+    except ValueError as e:
+        raise InvalidInput(f"hardware model {vendor!r} {model!r}: {e}") from e
     row = repository.get_hardware_model(session, vendor, model)
     if row is None:
         row = HardwareModel(vendor=vendor, model=model)

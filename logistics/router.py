@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
+from api.body import raw_file_body
 from api.deps import EVERYONE, STAFF, Allow, SessionDep, get_db, new_router
-from core.errors import InvalidInput, TooLarge
 from core.principal import Principal, Role
 from inventory import repository as inventory_repo
 from inventory import service as inventory
@@ -70,23 +70,9 @@ _RAW_CSV_BODY = {
 }
 
 
-async def csv_body(request: Request) -> bytes:
-    """The raw request body, capped.
-
-    :raises TooLarge: over ``imports.MAX_BYTES``.
-    :raises InvalidInput: a form upload instead of the raw file.
-    """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise InvalidInput("send the file as the raw body (--data-binary @file.csv), not a form")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > imports.MAX_BYTES:
-            raise TooLarge(f"file is over {imports.MAX_BYTES} bytes (split it)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+csv_body = raw_file_body(
+    limit=imports.MAX_BYTES, what="the CSV file", hint="curl --data-binary @file.csv"
+)
 
 
 RawCsv = Annotated[bytes, Depends(csv_body)]

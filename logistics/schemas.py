@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.values import Int64
 from inventory.states import DeviceState
 
 _EMAIL_MAX = 254
@@ -54,7 +55,7 @@ class DispatchRequest(BaseModel):
     teleworker: TeleworkerIn | None = Field(
         default=None, description="Who receives it (created or updated by e-mail)."
     )
-    teleworker_id: int | None = Field(default=None, description="Or an existing teleworker.")
+    teleworker_id: Int64 | None = Field(default=None, description="Or an existing teleworker.")
     carrier: str = Field(min_length=1, max_length=64)
     tracking: str = Field(min_length=1, max_length=128)
 
@@ -238,8 +239,8 @@ class DeliveryLogPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    since_seq: int | None = Field(default=None, ge=0, description="Re-send every event after.")
-    delivery_ids: list[int] | None = Field(default=None, max_length=1000)
+    since_seq: Int64 | None = Field(default=None, ge=0, description="Re-send every event after.")
+    delivery_ids: list[Int64] | None = Field(default=None, max_length=1000)
     failed_only: bool = Field(default=False, description="Only deliveries that gave up.")
 
 

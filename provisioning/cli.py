@@ -8,9 +8,11 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from core.client import ApiClient
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, print_json
@@ -175,14 +177,37 @@ def watch(
     """Live bench view: slot, serial, state, step, progress, rate, ETA, last error."""
     client = ApiClient(api_url, token)
 
-    def fetch() -> Table:
-        page = client.get("/runs", params={"active": not all_runs, "limit": 500})
+    def latest(active: bool) -> list[dict[str, Any]]:
+        page = client.get("/runs", params={"active": active, "limit": 500})
         # The latest run per device only: a retried laptop shows once.
-        latest: dict[int, dict[str, Any]] = {}
+        by_device: dict[int, dict[str, Any]] = {}
         for r in page["items"]:
-            latest[r["device_id"]] = r
-        rows = sorted(latest.values(), key=lambda r: (r.get("bench_id") or 0, r.get("slot") or 0))
-        return runs_table(rows, title=f"Masterline bench view — {time.strftime('%H:%M:%S')}")
+            by_device[r["device_id"]] = r
+        return sorted(
+            by_device.values(), key=lambda r: (r.get("bench_id") or 0, r.get("slot") or 0)
+        )
+
+    def fetch() -> RenderableType:
+        stamp = time.strftime("%H:%M:%S")
+        rows = latest(active=not all_runs)
+        if rows or all_runs:
+            return runs_table(rows, title=f"Masterline bench view — {stamp}")
+        # Nothing in flight: an empty table says nothing; show how the last runs ended.
+        finished = latest(active=False)
+        hint = Text(
+            "Nothing in flight"
+            + (
+                f"; the latest run of each of {len(finished)} laptop(s) above. "
+                if finished
+                else "; no run yet. "
+            )
+            + "This view refreshes when a run starts; `masterline watch --all` shows "
+            "finished runs too, `masterline runs show ID` one run's steps and errors."
+        )
+        if not finished:
+            return hint
+        table = runs_table(finished, title=f"Masterline bench view — {stamp} — finished runs")
+        return Group(table, hint)
 
     if once:
         console.print(fetch())

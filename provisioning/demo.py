@@ -11,11 +11,11 @@ reason. The bench view prints until every run is finished; the server keeps runn
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import secrets
-import signal
 import string
 import threading
 import time
@@ -55,21 +55,22 @@ def _ok(r: httpx.Response) -> Any:
     return r.json() if r.content else None
 
 
-def run_demo(*, host: str, port: int) -> None:
+def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
     import uvicorn
 
     from api.app import create_app
     from core.demo import DEMO_CLIENT, seed
     from lab.faults import Fault
     from lab.lab import Lab
+    from provisioning import demo_end
     from provisioning.cli import runs_table
     from provisioning.engine import JobEngine
     from provisioning.worker import config_from_env
 
-    def _terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt  # so that the lab and the worker stop cleanly
-
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM, SIGHUP and Ctrl-C stop everything below (see provisioning/demo_end.py).
+    demo_end.install_stop_signals()
+    if stop_with_parent:
+        demo_end.stop_with_parent()
     n_linux = int(os.environ.get("MASTERLINE_DEMO_LINUX", "4"))
     n_windows = int(os.environ.get("MASTERLINE_DEMO_WINDOWS", "4"))
     settings = get_settings()
@@ -77,30 +78,42 @@ def run_demo(*, host: str, port: int) -> None:
     db = get_database()
     # A fresh serial prefix per run: the demo database keeps earlier runs' laptops.
     stamp = "".join(secrets.choice(string.ascii_uppercase) for _ in range(4))
-    lab = Lab(settings.data_dir / "demo-lab", keep_running=True)
-    lab.reset()
-    console.print(f"starting the lab: {n_linux} Linux + {n_windows} Windows laptops…")
-    laptops = lab.up_n(n_linux, disk_bytes=64 * MiB, model=LINUX_MODEL, serial_prefix=f"L{stamp}")
-    if n_windows:
-        laptops += lab.up_n(
-            0,
-            windows=n_windows,
-            disk_bytes=64 * MiB,
-            model=WINDOWS_MODEL,
-            serial_prefix=f"W{stamp}",
-        )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
-    )
-    api = threading.Thread(target=server.run, name="api", daemon=True)
-    api.start()
-    stop = threading.Event()
-    engine = JobEngine(db, config_from_env())
-    worker = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
-    worker.start()
-    base = f"http://{host}:{port}"
-    http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    # Owned by this process: if it is killed outright, the lab stops by itself.
+    lab = Lab(settings.data_dir / "demo-lab", keep_running=False)
+    cleanup = contextlib.ExitStack()  # what was started, stopped in reverse order
     try:
+        lab.reset()
+        cleanup.callback(lab.down)
+        console.print(f"starting the lab: {n_linux} Linux + {n_windows} Windows laptops…")
+        laptops = lab.up_n(
+            n_linux, disk_bytes=64 * MiB, model=LINUX_MODEL, serial_prefix=f"L{stamp}"
+        )
+        if n_windows:
+            laptops += lab.up_n(
+                0,
+                windows=n_windows,
+                disk_bytes=64 * MiB,
+                model=WINDOWS_MODEL,
+                serial_prefix=f"W{stamp}",
+            )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
+        )
+        api = threading.Thread(target=server.run, name="api", daemon=True)
+        api.start()
+        cleanup.callback(api.join, 30)
+        cleanup.callback(setattr, server, "should_exit", True)
+        stop = threading.Event()
+        engine = JobEngine(db, config_from_env())
+        worker = threading.Thread(
+            target=engine.run_forever, args=(stop,), name="worker", daemon=True
+        )
+        worker.start()
+        cleanup.callback(worker.join, 60)
+        cleanup.callback(stop.set)
+        base = f"http://{host}:{port}"
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        cleanup.callback(http.close)
         for _ in range(200):
             try:
                 http.get("/openapi.json")
@@ -116,9 +129,8 @@ def run_demo(*, host: str, port: int) -> None:
         _scan_all(http, laptops, bench_id=bench_id)
         console.print(f"[bold green]Masterline is up[/bold green] at {base} (docs: {base}/docs)")
         console.print(f"  admin token: {token}")
-        console.print(f"  bench view:  MASTERLINE_TOKEN={token} .venv/bin/masterline watch")
-        console.print(f"  runs:        MASTERLINE_TOKEN={token} .venv/bin/masterline runs list")
         serials = {lp.serial for lp in laptops}
+        rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             page = _ok(http.get("/runs", params={"limit": 500}))
@@ -130,19 +142,15 @@ def run_demo(*, host: str, port: int) -> None:
             if rows and all(r["status"] in ("succeeded", "failed", "aborted") for r in rows):
                 break
             time.sleep(1.0)
-        ready = sum(1 for r in rows if r["device_state"] == "ready")
-        console.print(f"{ready}/{len(rows)} laptops READY; failures show their step and cause.")
-        console.print(f"Server still running at {base}; Ctrl-C stops it and the lab.")
+        console.print(demo_end.final_summary(rows, base=base, token=token))
         while api.is_alive():
             api.join(timeout=1.0)
     except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            console.print("stopping the server, the worker and the lab…")
     finally:
-        server.should_exit = True
-        stop.set()
-        worker.join(timeout=60)
-        http.close()
-        lab.down()
+        with demo_end.signals_ignored():
+            cleanup.close()
 
 
 def _stage(

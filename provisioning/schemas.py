@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core.values import Int64
 from provisioning.models import ProvisioningRun, RunStatus, RunStepEvent
 
 
 class EndpointCreate(BaseModel):
-    bench_id: int = Field(ge=1)
+    bench_id: Int64 = Field(ge=1)
     slot: int = Field(ge=1, le=10_000)
     host: str = Field(min_length=1, max_length=255)
     ssh_port: int = Field(default=22, ge=1, le=65535)
@@ -22,7 +23,7 @@ class EndpointCreate(BaseModel):
 
 
 class RunStart(BaseModel):
-    device_id: int = Field(ge=1)
+    device_id: Int64 = Field(ge=1)
 
 
 class RunAbort(BaseModel):

@@ -81,6 +81,11 @@ def test_runs_cli_and_watch(
             assert out.exit_code == 0 and "aborted" in out.output
             out = invoke(["runs", "list", "--json"], env=env)
             assert out.exit_code == 0 and '"status": "aborted"' in out.output
+            # Nothing in flight any more: watch says so and shows how the runs ended.
+            out = invoke(["watch", "--once"], env=env)
+            assert out.exit_code == 0, out.output
+            assert "Nothing in flight" in out.output
+            assert "ACME0001" in out.output and "aborted" in out.output
             out = invoke(["runs", "show", "999"], env=env)
             assert out.exit_code == 4
     finally:

@@ -1,11 +1,16 @@
-"""A real uvicorn server on 127.0.0.1 in a background thread, stopped when done."""
+"""A real uvicorn server on 127.0.0.1 (in a background thread, or a process of its own),
+stopped when done."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -13,6 +18,8 @@ import uvicorn
 from api.app import create_app
 from core.db import Database
 from tests.support.postgres import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -38,3 +45,40 @@ def running_server(db: Database) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@contextmanager
+def server_process(
+    database_url: str, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The API in a process of its own (``tests/support/serve.py``) on 127.0.0.1;
+    yields its base URL and process, and stops it (SIGKILL if it must) when done."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.serve", database_url, str(port), *extra],
+        cwd=str(REPO_ROOT),
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"test server exited with {proc.returncode}")
+            try:
+                httpx.get(base + "/openapi.json", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("test server did not start") from None
+                time.sleep(0.05)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=20)
