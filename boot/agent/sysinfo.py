@@ -53,9 +53,11 @@ class Root:
 
 
 def clean(value: str | None, limit: int = 128) -> str | None:
+    """A firmware string as people read it: printable characters only (DMI fields are
+    sometimes padded with NULs or garbage), blanks collapsed, placeholders dropped."""
     if value is None:
         return None
-    text = " ".join(value.split())
+    text = " ".join("".join(ch for ch in value if ch.isprintable() or ch.isspace()).split())
     if text.casefold() in _PLACEHOLDERS:
         return None
     return text[:limit] or None

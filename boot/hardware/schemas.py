@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from boot.hardware.models import DiskHealth, TpmRequirement, Verdict
+from core.values import INT64_MAX
 
 Short = Field(default=None, max_length=128)
 
@@ -41,10 +42,10 @@ class DiskInfo(BaseModel):
     smart_passed: bool | None = None
     wear_pct: int | None = Field(default=None, ge=0, le=255, description="NVMe percentage used.")
     available_spare_pct: int | None = Field(default=None, ge=0, le=255)
-    media_errors: int | None = Field(default=None, ge=0)
-    reallocated_sectors: int | None = Field(default=None, ge=0)
-    pending_sectors: int | None = Field(default=None, ge=0)
-    power_on_hours: int | None = Field(default=None, ge=0)
+    media_errors: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    reallocated_sectors: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    pending_sectors: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    power_on_hours: int | None = Field(default=None, ge=0, le=INT64_MAX)
     temperature_c: int | None = Field(default=None, ge=-100, le=300)
     source: str | None = Field(default=None, max_length=16, examples=["smartctl", "nvme"])
     note: str | None = Field(default=None, max_length=200)
@@ -55,10 +56,12 @@ class BatteryInfo(BaseModel):
     manufacturer: str | None = Field(default=None, max_length=64)
     model: str | None = Field(default=None, max_length=64)
     technology: str | None = Field(default=None, max_length=32)
-    design_capacity: int | None = Field(default=None, ge=0, description="µWh or µAh, as sysfs.")
-    full_capacity: int | None = Field(default=None, ge=0)
+    design_capacity: int | None = Field(
+        default=None, ge=0, le=INT64_MAX, description="µWh or µAh, as sysfs."
+    )
+    full_capacity: int | None = Field(default=None, ge=0, le=INT64_MAX)
     health_pct: float | None = Field(default=None, ge=0, le=200)
-    cycles: int | None = Field(default=None, ge=0)
+    cycles: int | None = Field(default=None, ge=0, le=INT64_MAX)
     status: str | None = Field(default=None, max_length=32)
 
 

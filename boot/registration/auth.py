@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
+from api.body import declared_length, read_capped
 from api.deps import get_db
 from boot.registration import credentials, service
 from boot.registration.config import get_boot_settings
@@ -26,7 +27,7 @@ from boot.registration.errors import BadAgentToken, BadEnrollmentCredential
 from boot.registration.ratelimit import limits_of
 from boot.registration.service import AgentBoot
 from core.db import Database
-from core.errors import InvalidInput, TooLarge
+from core.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -124,18 +125,12 @@ async def json_body(request: Request, model: type[M], *, required: bool = True) 
 
     :raises TooLarge: over the cap. :raises InvalidInput: not JSON, or invalid.
     """
-    cap = get_boot_settings().register_max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise TooLarge(f"body is {declared} bytes; the limit is {cap}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise TooLarge(f"body is over {cap} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_capped(
+        request.stream(),
+        limit=get_boot_settings().register_max_bytes,
+        declared=declared_length(request.headers),
+        what="body",
+    )
     if not raw.strip():
         if required:
             raise InvalidInput("a JSON body is required")

@@ -39,22 +39,34 @@ router = new_router(prefix="/boot", tags=["boot"])
 _PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
 
 
-def _body_doc(model: Any, path: str, *, required: bool = True) -> dict[str, Any]:
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with every ``$ref`` to one of ``defs`` replaced by its definition (the
+    PE's models nest without recursion)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _body_doc(model: Any, *, required: bool = True) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its body itself (after
-    authentication, with a cap), so FastAPI does not document it: the model's schema
-    inline, its nested models under its own ``$defs`` (JSON pointers to there)."""
-    escaped = path.replace("~", "~0").replace("/", "~1")
-    where = f"#/paths/{escaped}/post/requestBody/content/application~1json/schema/$defs/"
-    schema = model.model_json_schema(ref_template=where + "{model}")
+    authentication, with a cap), so FastAPI does not document it: the model's schema,
+    self-contained."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
     return {
         "requestBody": {
             "required": required,
-            "content": {"application/json": {"schema": schema}},
+            "content": {"application/json": {"schema": _inline(schema, defs)}},
         }
     }
 
 
-_REGISTER_DOC = _body_doc(RegisterRequest, "/boot/register")
+_REGISTER_DOC = _body_doc(RegisterRequest)
 
 
 @router.post(
@@ -113,7 +125,7 @@ async def register(request: Request, session: SessionDep, enrollment: Enrollment
 @router.post(
     "/heartbeat",
     response_model=HeartbeatAnswer,
-    openapi_extra=_body_doc(HeartbeatRequest, "/boot/heartbeat", required=False),
+    openapi_extra=_body_doc(HeartbeatRequest, required=False),
     responses={
         401: {
             "description": "Token unknown, expired, or superseded by a newer boot: register again.",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boot.hardware.schemas import HardwareInventory
 from boot.registration.models import BootStatus
+from core.values import ModelName, VendorName
 
 Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
@@ -147,8 +148,8 @@ class RegisterRequest(BaseModel):
     )
     serial: str = Field(min_length=1, max_length=64, description="SMBIOS system serial.")
     smbios_uuid: str | None = Field(default=None, max_length=64)
-    vendor: str | None = Field(default=None, max_length=64)
-    model: str | None = Field(default=None, max_length=128)
+    vendor: VendorName | None = None
+    model: ModelName | None = None
     interfaces: list[NetInterface] = Field(default_factory=list, max_length=32)
     address: str = Field(
         min_length=2, max_length=64, description="The PE's own address, as it sees it."
