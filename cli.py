@@ -88,9 +88,7 @@ LAZY: dict[str, Lazy] = {
         "provisioning.cli:watch",
         "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
     ),
-    "boot": Lazy(
-        "boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."
-    ),
+    "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
 server's stack, paramiko…) took 1.0-1.5 s before any command ran; a bench-side command
