@@ -1,4 +1,6 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
+# The daily loop: `make test-fast` (SQLite, no lab, well under a minute), `make fmt`,
+# `make migration NAME="what changed" BRANCH=<domain>`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +9,7 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint typecheck system-deps venv clean bench lock audit
+.PHONY: run test test-fast lint fmt imports typecheck migration system-deps venv clean bench lock audit
 
 venv: $(STAMP)
 
@@ -41,15 +43,32 @@ run: venv system-deps
 	$(BIN)/masterline db upgrade
 	$(BIN)/masterline demo run --stop-with-parent
 
-lint: venv
+lint: venv imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The allowed import directions ([tool.importlinter] in pyproject.toml).
+imports: venv
+	$(BIN)/lint-imports --no-cache
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 typecheck: venv
 	$(BIN)/mypy
 
 test: venv system-deps lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The inner loop: SQLite only, no lab laptops, no slow tests (markers in pyproject.toml).
+test-fast: venv
+	MASTERLINE_TEST_BACKENDS=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not lab and not slow" -q
+
+migration: venv
+	@test -n "$(NAME)" -a -n "$(BRANCH)" || { echo 'usage: make migration NAME="what changed" BRANCH=<domain>'; exit 2; }
+	$(BIN)/python scripts/new_migration.py --name "$(NAME)" --branch "$(BRANCH)"
+	$(BIN)/ruff format -q core/migrations/versions
 
 bench: venv system-deps
 	$(BIN)/python -m bench

@@ -30,6 +30,9 @@ class Lazy:
     target: str
     help: str
     extra: tuple[tuple[str, str], ...] = ()
+    wired: bool = False
+    """A server-side command: the domains' hooks are registered (``wiring.wire``) before
+    it runs (the image gc asks provisioning which images runs still need...)."""
 
 
 LAZY: dict[str, Lazy] = {
@@ -58,7 +61,9 @@ LAZY: dict[str, Lazy] = {
     "tokens": Lazy(
         "api.cli:app", "Create, list and revoke API tokens (run where the server runs)."
     ),
-    "images": Lazy("images.cli:app", "Master images: upload (resumable), list, retire, gc."),
+    "images": Lazy(
+        "images.cli:app", "Master images: upload (resumable), list, retire, gc.", wired=True
+    ),
     "configs": Lazy(
         "images.cli:configs_app", "Client configurations (hostname, VPN, apps, checks)."
     ),
@@ -76,16 +81,19 @@ LAZY: dict[str, Lazy] = {
     "webhooks": Lazy(
         "logistics.cli:webhooks_app", "Webhook subscriptions, the sender, the delivery log."
     ),
-    "runs": Lazy("provisioning.cli:app", "Provisioning runs: start, retry, abort, list, show."),
+    "runs": Lazy(
+        "provisioning.runs.cli:app", "Provisioning runs: start, retry, abort, list, show."
+    ),
     "worker": Lazy(
-        "provisioning.cli:worker",
+        "provisioning.pipeline.cli:worker",
         "Run provisioning jobs (where the server runs; SQLite or PostgreSQL).",
+        wired=True,
     ),
     "up": Lazy(
-        "provisioning.cli:up", "Run the API and a worker in one process (the embedded default)."
+        "cli:up", "Run the API and a worker in one process (the embedded default).", wired=True
     ),
     "watch": Lazy(
-        "provisioning.cli:watch",
+        "provisioning.runs.cli:watch",
         "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
     ),
     "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
@@ -104,6 +112,12 @@ def _resolve(ref: str) -> Any:
 def load(name: str) -> click.Command:
     """The click command of a lazy entry (imports its module)."""
     entry = LAZY[name]
+    if entry.wired:
+        from wiring import wire
+
+        wire()
+    if name == "scan":
+        _print_labels_through_logistics()
     target = _resolve(entry.target)
     command: click.Command
     if isinstance(target, typer.Typer):
@@ -116,6 +130,22 @@ def load(name: str) -> click.Command:
         command = typer.main.get_command(single)
     command.name = name
     return command
+
+
+def _print_labels_through_logistics() -> None:
+    """``scan --print``: inventory's scan loop prints a received laptop's label through
+    logistics, which it may not import (it sits above); the command line connects them.
+    logistics' CLI is imported only when a label is printed."""
+    from inventory.cli import LABEL_PRINTERS
+
+    if _print_asset_label not in LABEL_PRINTERS:
+        LABEL_PRINTERS.append(_print_asset_label)
+
+
+def _print_asset_label(client: Any, device_id: int, printer: str) -> None:
+    from logistics.cli import print_asset_label
+
+    print_asset_label(client, device_id, printer)
 
 
 class LazyGroup(TyperGroup):
@@ -191,10 +221,36 @@ def serve(
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
+def up(
+    host: Annotated[str, typer.Option(envvar="MASTERLINE_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MASTERLINE_PORT")] = 8000,
+) -> None:
+    """Run the API and a worker in one process (the embedded default)."""
+    import threading
+
+    import uvicorn
+
+    from api.app import create_app
+    from core.db import get_database
+    from provisioning.pipeline.engine import JobEngine
+    from provisioning.pipeline.worker import config_from_env
+
+    db = get_database()
+    stop = threading.Event()
+    engine = JobEngine(db, config_from_env())
+    thread = threading.Thread(target=engine.run_forever, args=(stop,), name="worker", daemon=True)
+    thread.start()
+    try:
+        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
 @demo_app.command("seed")
 def demo_seed() -> None:
     """Load the small demo data set (idempotent) and print an admin token."""
-    from core.demo import seed
+    from demo.seed import seed
 
     token = seed()
     typer.echo(token)
@@ -210,9 +266,9 @@ def demo_run(
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
     scan-in, bench view (what ``make run`` does)."""
-    from core.demo import run
+    from demo.run import run_demo
 
-    run(host=host, port=port, stop_with_parent=stop_with_parent)
+    run_demo(host=host, port=port, stop_with_parent=stop_with_parent)
 
 
 def main() -> None:

@@ -66,6 +66,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(db: Database | None = None) -> FastAPI:
+    from wiring import wire  # the composition root: above every domain, as this app is
+
+    wire()
     app = FastAPI(
         lifespan=_lifespan,
         docs_url=None,  # served by api.docs, with local assets
@@ -155,7 +158,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
-    from provisioning.router import router as provisioning_router
+    from provisioning.runs.router import router as provisioning_router
 
     app.include_router(inventory_router)
     app.include_router(tokens_router)

@@ -22,9 +22,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from api.auth import authenticate, hash_token
 from api.body import declared_length, read_capped
 from api.errors import MissingToken, RoleNotAllowed
-from api.service import authenticate, hash_token
 from core.db import Database
 from core.principal import Principal, Role
 from core.settings import get_settings

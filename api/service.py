@@ -1,4 +1,4 @@
-"""Tokens: creation, lookup, revocation.
+"""Tokens: creation, listing, revocation (checking a request's token is ``api/auth.py``).
 
 Tokens are 256-bit random strings, so a plain SHA-256 is the right stored form: a slow
 password hash would protect nothing more and would cost every request.
@@ -6,25 +6,19 @@ password hash would protect nothing more and would cost every request.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 
 from sqlmodel import Session
 
 from api import repository
-from api.errors import BadToken, ClientRequired, TokenNotFound
+from api.auth import TOKEN_PREFIX, hash_token
+from api.errors import ClientRequired, TokenNotFound
 from api.models import ApiToken
-from core.principal import Principal, Role
+from core.principal import Role
 from core.timeutil import utcnow
 from inventory import repository as inventory_repo
 from inventory.errors import ClientNotFound
-
-TOKEN_PREFIX = "mlt_"  # noqa: S105  (a prefix, not a secret)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_token(
@@ -54,14 +48,6 @@ def create_token(
     session.add(row)
     session.flush()
     return row, clear
-
-
-def authenticate(session: Session, token: str) -> Principal:
-    """:raises BadToken: unknown or revoked."""
-    row = repository.get_by_hash(session, hash_token(token))
-    if row is None or row.revoked_at is not None or row.id is None:
-        raise BadToken()
-    return Principal(token_id=row.id, name=row.name, role=Role(row.role), client_id=row.client_id)
 
 
 def list_tokens(session: Session) -> Sequence[ApiToken]:

@@ -9,7 +9,7 @@ do: hostname, WireGuard profile, app markers):
 - **baseline**: ``ansible-playbook -i inventory.json -f N -e @secrets.json
   playbooks/linux/configure.yml`` with the environment Masterline gives it (pipelining,
   ControlPersist, pinned host keys), ControlPersist masters closed afterwards;
-- **batched**: ``provisioning.configure.configure_linux_batch``: one ansible-runner run
+- **batched**: ``provisioning.configure.linux.configure_linux_batch``: one ansible-runner run
   for the N laptops, per-laptop results from the events (what a worker configuring a
   wave uses);
 - **waves**: N threads each calling ``LinuxWaves.configure`` for one laptop, what the
@@ -43,23 +43,23 @@ from pathlib import Path
 from typing import Any
 
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.ansible import (
-    _envvars,
-    _stop_control_masters,
+from provisioning.configure.ansible import (
     default_forks,
+    envvars,
     host_alias,
     inventory_host,
+    stop_control_masters,
 )
-from provisioning.configure import (
+from provisioning.configure.apply import configure_os
+from provisioning.configure.linux import (
     CONFIGURE_PLAYBOOK,
-    LinuxWaves,
     configure_linux_batch,
-    configure_os,
     linux_hostvars,
     linux_secrets,
     playbook_path,
 )
-from provisioning.plan import ConfigPlan, OsTarget
+from provisioning.configure.plan import ConfigPlan, OsTarget
+from provisioning.pipeline.waves import LinuxWaves
 
 TARGET_RATIO = 1.1
 
@@ -114,7 +114,7 @@ def run_baseline(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
         json.dump({"masterline_secrets": {host_alias(t): linux_secrets(p) for t, p in pairs}}, fh)
     cp_dir = Path(tempfile.mkdtemp(prefix="ml-cpb-"))
     (work / "ansible.cfg").touch()
-    env = {**os.environ, **_envvars(work, cp_dir)}
+    env = {**os.environ, **envvars(work, cp_dir)}
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",
@@ -130,7 +130,7 @@ def run_baseline(pairs: list[tuple[OsTarget, ConfigPlan]], work: Path) -> float:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     finally:
         elapsed = time.perf_counter() - start
-        _stop_control_masters(cp_dir)
+        stop_control_masters(cp_dir)
     if proc.returncode != 0:
         raise SystemExit(f"baseline ansible-playbook failed: {proc.stdout[-2000:]}")
     return elapsed

@@ -80,7 +80,7 @@ def _openssh(laptop: object, src: Path, *, same_sink: bool = False) -> float:
 def _endpoint(laptop: object) -> object:
     """The laptop's own sshd port, not the lab's fault-injecting TCP proxy (a Python
     relay that would cap both sides alike), with the same host key pinned for it."""
-    from provisioning.transports.ssh import SshEndpoint
+    from provisioning.transports.base import SshEndpoint
 
     lp: Any = laptop
     pinned = Path(lp.dir) / "bench_known_hosts"
@@ -91,13 +91,14 @@ def _endpoint(laptop: object) -> object:
 
 
 def _masterline(laptop: object, cached: object, result: dict[str, int] | None = None) -> float:
-    from provisioning import imaging
+    from provisioning.imaging.identity import Disk
+    from provisioning.imaging.stream import stream_image
     from provisioning.transports.ssh import SSHTransport
 
     transport = SSHTransport(_endpoint(laptop))  # type: ignore[arg-type]
-    disk = imaging.Disk("nvme0n1", laptop.disk_bytes, False)  # type: ignore[attr-defined]
+    disk = Disk("nvme0n1", laptop.disk_bytes, False)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    written = imaging.stream_image(transport, cached, disk, timeout=3600)  # type: ignore[arg-type]
+    written = stream_image(transport, cached, disk, timeout=3600)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - t0
     transport.close()
     if result is not None:
@@ -106,12 +107,12 @@ def _masterline(laptop: object, cached: object, result: dict[str, int] | None = 
 
 
 def _verify(laptop: object, cached: object) -> float:
-    from provisioning import imaging
+    from provisioning.imaging.stream import verify
     from provisioning.transports.ssh import SSHTransport
 
     transport = SSHTransport(_endpoint(laptop))  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    imaging.verify(transport, cached, "nvme0n1", timeout=3600)  # type: ignore[arg-type]
+    verify(transport, cached, "nvme0n1", timeout=3600)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - t0
     transport.close()
     return elapsed
@@ -153,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lab.lab import Lab
-    from provisioning import imaging
+    from provisioning.imaging.cache import SENT_HASHES, ImageSource, ensure_cached
 
     work = Path(tempfile.mkdtemp(prefix="ml-bench-imaging-"))
     raw = work / "image.raw"
     _make_image(raw, args.mib)
     data_sha = hashlib.sha256(raw.read_bytes()).hexdigest()
-    source = imaging.ImageSource(
+    source = ImageSource(
         image_id=1,
         path=raw,
         format="raw",
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_size=raw.stat().st_size,
         raw_sha256=data_sha,
     )
-    cached = imaging.ensure_cached(source, work / "cache")
+    cached = ensure_cached(source, work / "cache")
     lab = Lab(work / "lab", keep_running=True)
     try:
         laptops = lab.up_n(args.parallel, disk_bytes=(args.mib + 16) * MiB)
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             single_s.append(_openssh(one, cached.path, same_sink=True))
             os.sync()
             # Each timed run is a worker's first stream of this image, which hashes it
-            # while sending (provisioning.imaging.SentHashes): the costlier case.
-            imaging.SENT_HASHES.forget()
+            # while sending (provisioning.imaging.stream.SentHashes): the costlier case.
+            SENT_HASHES.forget()
             single_m.append(_masterline(one, cached, sent))
         # What the verify step adds after a stream: flush the disk, read it back, hash.
         verify_s = _verify(one, cached)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 _parallel(lambda lp: _openssh(lp, cached.path, same_sink=True), list(laptops))
             )
             os.sync()
-            imaging.SENT_HASHES.forget()
+            SENT_HASHES.forget()
             par_m.append(_parallel(lambda lp: _masterline(lp, cached), list(laptops)))
         # The last Masterline run wrote every disk: check one really holds the image.
         transport_ok = (

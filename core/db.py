@@ -1,6 +1,6 @@
 """Engines and sessions for SQLite (embedded default) and PostgreSQL (scale-out).
 
-SQLite is tuned as ../shared/research/engineering-choices.md §6 measured: WAL, a busy
+SQLite is tuned as measured when this was written: WAL, a busy
 timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for write transactions, because
 Python's default deferred BEGIN either loses updates or fails at once with "database is
 locked" under concurrent writers. Read-only sessions use a plain ``BEGIN`` so that reads

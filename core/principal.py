@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, TypeVar
+
+
+class Owned(Protocol):
+    """A row that belongs to one client company (or to none)."""
+
+    @property
+    def client_id(self) -> int | None: ...
+
+
+_Row = TypeVar("_Row", bound=Owned)
 
 
 class Role(StrEnum):
@@ -45,6 +56,13 @@ class Principal:
         if not self.role.client_bound:
             return True
         return client_id is not None and client_id == self.client_id
+
+    def visible(self, row: _Row | None, missing: Exception) -> _Row:
+        """``row`` if it exists and this caller may see it; else raise ``missing`` (a
+        not-found error: another company's object must look exactly like no object)."""
+        if row is None or not self.sees_client(row.client_id):
+            raise missing
+        return row
 
 
 SYSTEM = Principal(token_id=0, name="system", role=Role.ADMIN, client_id=None)

@@ -11,7 +11,7 @@ MODEL_MODULES = (
     "inventory.models",
     "api.models",
     "images.models",
-    "provisioning.models",
+    "provisioning.runs.models",
     "logistics.models",
     "boot.registration.models",
     "boot.hardware.models",

@@ -17,8 +17,8 @@ from fastapi.responses import FileResponse, Response
 from starlette.requests import ClientDisconnect
 
 from api.deps import Allow, SessionDep, get_db, new_router
-from core.principal import Principal, Role
-from images import configs, repository, service, upload
+from core.principal import SYSTEM, Principal, Role
+from images import configs, service, upload
 from images.models import ImageStatus
 from images.schemas import (
     ClientConfigBody,
@@ -100,7 +100,7 @@ def list_images(
         limit=limit,
     )
     items = service.to_read(session, rows)
-    return ImagePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return ImagePage.of(items, limit)
 
 
 @router.get("/images/{image_id}", response_model=ImageRead, tags=["images"], responses=_NOT_VISIBLE)
@@ -162,9 +162,7 @@ async def put_content(image_id: int, request: Request, principal: Writer) -> Ima
 
 def _read_fresh(request: Request, image_id: int | None) -> ImageRead:
     with get_db(request).session(write=False) as session:
-        row = repository.get_image(session, int(image_id or 0))
-        assert row is not None
-        return _read(session, row)
+        return _read(session, service.get_image(session, int(image_id or 0), SYSTEM))
 
 
 def _tus_headers(**extra: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from api.kit import Page
 from core.values import Int64, ModelName, VendorName
 from images.models import ImageFormat, ImageStatus, OsFamily
 
@@ -119,9 +120,8 @@ class ImageRead(BaseModel):
     )
 
 
-class ImagePage(BaseModel):
-    items: list[ImageRead]
-    next_cursor: int | None
+class ImagePage(Page[ImageRead]):
+    pass
 
 
 class GcReport(BaseModel):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from core.errors import InvalidInput
 from core.principal import Principal
@@ -110,10 +110,7 @@ def declare(session: Session, body: ImageDeclare, principal: Principal) -> Image
 
 def get_image(session: Session, image_id: int, principal: Principal) -> Image:
     """:raises ImageNotFound: unknown, or another company's for a dsi caller."""
-    row = repository.get_image(session, image_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise ImageNotFound(image_id)
-    return row
+    return principal.visible(repository.get_image(session, image_id), ImageNotFound(image_id))
 
 
 def list_images(
@@ -295,20 +292,8 @@ def resolve_with_config(session: Session, device: Device, config: ClientConfig |
 NeededHook = Callable[[Session, Collection[int]], set[int]]
 STILL_NEEDED: list[NeededHook] = []
 """Functions ``(session, retired_image_ids) -> ids still needed``; gc keeps the storage
-of any id one of them returns. The pipeline may append its own."""
-
-
-def _needed_by_active_runs(session: Session, image_ids: Collection[int]) -> set[int]:
-    from provisioning.models import ProvisioningRun, RunStatus
-
-    q = select(ProvisioningRun.image_id).where(
-        col(ProvisioningRun.image_id).in_(list(image_ids)),
-        col(ProvisioningRun.status).in_(list(RunStatus.active())),
-    )
-    return {i for i in session.exec(q).all() if i is not None}
-
-
-STILL_NEEDED.append(_needed_by_active_runs)
+of any id one of them returns. Provisioning appends its own at start (``wiring.wire``):
+the images of its active runs."""
 
 
 def still_needed(session: Session, image_ids: Collection[int]) -> set[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,13 @@ _STYLE = {
     "unexpected": ("bold red", "✖"),
     "quarantined": ("magenta", "⚠"),
 }
+
+
+AssetLabelPrinter = Callable[[ApiClient, int, str], None]
+"""``(client, device id, printer URI)``: print a received laptop's asset label."""
+LABEL_PRINTERS: list[AssetLabelPrinter] = []
+"""Who prints labels for ``scan --print``: logistics, registered at start
+(``wiring.wire``); inventory sits below it and does not import it."""
 
 
 def scan(
@@ -112,10 +120,9 @@ def _scan_one(
     style, mark = _STYLE.get(outcome, ("red", "?"))
     _result(style, f"{mark} {message}", bell=attention)
     if printer and outcome == "received":
-        from logistics.cli import print_asset_label
-
         try:
-            print_asset_label(client, int(result["device"]["id"]), printer)
+            for print_label in LABEL_PRINTERS:
+                print_label(client, int(result["device"]["id"]), printer)
         except MasterlineError as e:
             _result("bold red", f"✖ {code}: label not printed: {e.message}", bell=True)
 

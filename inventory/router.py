@@ -18,6 +18,7 @@ from api.deps import (
     in_transaction,
     new_router,
 )
+from api.kit import Page
 from core.principal import Principal, Role
 from inventory import intake, reconcile, service
 from inventory.schemas import (
@@ -35,7 +36,6 @@ from inventory.schemas import (
     HardwareModelRead,
     ImportSummary,
     IntakeFormat,
-    Page,
     Reconciliation,
     ScanRequest,
     ScanResult,
@@ -115,7 +115,7 @@ def list_deliveries(
 ) -> Page[DeliveryRead]:
     rows = service.list_deliveries(session, principal, cursor=cursor, limit=limit)
     items = [DeliveryRead.model_validate(r) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return Page.of(items, limit)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryRead, tags=["deliveries"])
@@ -225,7 +225,7 @@ def list_devices(
         limit=limit,
     )
     items = [DeviceRead.model_validate(r) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return Page.of(items, limit)
 
 
 @router.get("/devices/{device_id}", response_model=DeviceDetail, tags=["devices"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,15 +12,6 @@ from core.values import Int64, ModelName, VendorName
 from inventory.states import DeviceState, Event
 
 Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-T = TypeVar("T")
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: int | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page."
-    )
 
 
 class ClientCreate(BaseModel):

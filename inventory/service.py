@@ -16,7 +16,8 @@ from sqlmodel import Session
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
 from core.values import check_name
-from inventory import lifecycle, repository
+from inventory import hooks, lifecycle, repository
+from inventory.codes import normalize_code as normalize_code
 from inventory.errors import (
     BenchNotFound,
     ClientNotFound,
@@ -49,11 +50,6 @@ UNKNOWN_VENDOR = "unknown"
 MANUAL_EVENTS = frozenset(
     {Event.QUARANTINE, Event.RELEASE, Event.RETIRE, Event.REJECT, Event.RESTAGE, Event.RETURN}
 )
-
-
-def normalize_code(code: str) -> str:
-    """Serials and asset tags compare upper-case, without surrounding blanks."""
-    return code.strip().upper()
 
 
 # Clients, sites, benches, hardware models (admin).
@@ -176,10 +172,9 @@ def _client_for_write(session: Session, client_code: str | None, principal: Prin
 
 def get_delivery(session: Session, delivery_id: int, principal: Principal) -> Delivery:
     """:raises DeliveryNotFound: unknown or not visible to the caller."""
-    row = repository.get_delivery(session, delivery_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise DeliveryNotFound(str(delivery_id))
-    return row
+    return principal.visible(
+        repository.get_delivery(session, delivery_id), DeliveryNotFound(str(delivery_id))
+    )
 
 
 def list_deliveries(
@@ -193,10 +188,9 @@ def list_deliveries(
 # Devices.
 def get_device(session: Session, device_id: int, principal: Principal) -> Device:
     """:raises DeviceNotFound: unknown or not visible to the caller."""
-    row = repository.get_device(session, device_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise DeviceNotFound(str(device_id))
-    return row
+    return principal.visible(
+        repository.get_device(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 def history(session: Session, device: Device) -> Sequence[DeviceEvent]:
@@ -274,10 +268,9 @@ def attach(session: Session, device_id: int, delivery_id: int, principal: Princi
 
 
 def _lock_visible(session: Session, device_id: int, principal: Principal) -> Device:
-    device = repository.get_device_for_update(session, device_id)
-    if device is None or not principal.sees_client(device.client_id):
-        raise DeviceNotFound(str(device_id))
-    return device
+    return principal.visible(
+        repository.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 # Bench scan-in.
@@ -343,11 +336,9 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
             actor=principal.actor,
             details={"bench_id": bench.id, "slot": slot},
         )
-        # Queues its provisioning run when the client has an image and a configuration;
-        # the worker sees it only once this transaction commits.
-        from provisioning.service import maybe_queue
-
-        maybe_queue(session, device, actor=principal.actor)
+        # Provisioning queues its run here when the client has an image and a
+        # configuration (its hook); the worker sees it only once this transaction commits.
+        hooks.received(session, device, actor=principal.actor)
         return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
     if body.damaged and state is not DeviceState.QUARANTINED:
         device.quarantine_reason = body.reason or "damaged at scan-in"

@@ -22,7 +22,7 @@ from core.principal import Principal, Role
 from inventory import repository as inventory_repo
 from inventory import service as inventory
 from inventory.states import Event
-from logistics import autopilot, feed, imports, labels, repository, service, webhooks
+from logistics import autopilot, feed, imports, labels, service, webhooks
 from logistics.models import DeliveryStatus
 from logistics.schemas import (
     AttemptRead,
@@ -233,10 +233,10 @@ def status(
     null unless the caller is logistics or admin."""
     query = service.StatusQuery(serial, asset_tag, order_reference, delivery_id, teleworker_id)
     items = service.status(session, query, principal, cursor=cursor, limit=limit)
-    next_cursor = items[-1].device_id if len(items) == limit else None
+    page = StatusPage.of(items, limit, key=lambda i: i.device_id)
     if format == "csv":
-        return csv_response(_dumps(items), filename="status.csv", next_cursor=next_cursor)
-    return StatusPage(items=items, next_cursor=next_cursor)
+        return csv_response(_dumps(items), filename="status.csv", next_cursor=page.next_cursor)
+    return page
 
 
 @router.get(
@@ -473,16 +473,16 @@ def delivery_log(
 ) -> DeliveryLogPage | Response:
     """The delivery log: each event's delivery state and every attempt."""
     sub = webhooks.get_subscription(session, sub_id, principal)
-    assert sub.id is not None
-    rows = repository.deliveries_of(session, sub.id, status=status, cursor=cursor, limit=limit)
-    attempts = repository.attempts_of(session, [r.id for r in rows if r.id is not None])
+    rows = service.delivery_log(session, sub, status=status, cursor=cursor, limit=limit)
     items = []
-    for r in rows:
+    for r, attempts in rows:
         item = DeliveryLogRead.model_validate(r)
-        item.log = [AttemptRead.model_validate(a) for a in attempts.get(r.id or 0, [])]
+        item.log = [AttemptRead.model_validate(a) for a in attempts]
         items.append(item)
-    next_cursor = items[-1].id if len(items) == limit else None
+    page = DeliveryLogPage.of(items, limit)
     if format == "csv":
         flat = [i.model_dump(mode="json", exclude={"log"}) for i in items]
-        return csv_response(flat, filename=f"webhook-{sub_id}-log.csv", next_cursor=next_cursor)
-    return DeliveryLogPage(items=items, next_cursor=next_cursor)
+        return csv_response(
+            flat, filename=f"webhook-{sub_id}-log.csv", next_cursor=page.next_cursor
+        )
+    return page

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from api.kit import Page
 from core.values import Int64
 from inventory.states import DeviceState
 
@@ -99,9 +100,8 @@ class DeviceStatus(BaseModel):
     teleworker: TeleworkerRead | None
 
 
-class StatusPage(BaseModel):
-    items: list[DeviceStatus]
-    next_cursor: int | None = Field(description="Pass as `cursor`; null on the last page.")
+class StatusPage(Page[DeviceStatus]):
+    pass
 
 
 class StateCounts(BaseModel):
@@ -233,9 +233,8 @@ class DeliveryLogRead(BaseModel):
     log: list[AttemptRead] = Field(default_factory=list)
 
 
-class DeliveryLogPage(BaseModel):
-    items: list[DeliveryLogRead]
-    next_cursor: int | None
+class DeliveryLogPage(Page[DeliveryLogRead]):
+    pass
 
 
 class ReplayRequest(BaseModel):

@@ -26,7 +26,15 @@ from inventory.models import Device
 from inventory.states import DeviceState, Event, next_state
 from logistics import repository
 from logistics.errors import ShipmentNotFound, TeleworkerNotFound, WrongClient
-from logistics.models import Shipment, ShipmentStatus, Teleworker
+from logistics.models import (
+    DeliveryStatus,
+    Shipment,
+    ShipmentStatus,
+    Teleworker,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from logistics.schemas import (
     DeviceStatus,
     DispatchRequest,
@@ -68,10 +76,9 @@ def find_device(
 
 def lock_device(session: Session, device_id: int, principal: Principal) -> Device:
     """:raises DeviceNotFound: unknown or not visible."""
-    device = inventory_repo.get_device_for_update(session, device_id)
-    if device is None or not principal.sees_client(device.client_id):
-        raise DeviceNotFound(str(device_id))
-    return device
+    return principal.visible(
+        inventory_repo.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
+    )
 
 
 def _require_move(device: Device, event: Event) -> None:
@@ -372,10 +379,9 @@ def teleworkers_by_email(
 
 def get_teleworker(session: Session, teleworker_id: int, principal: Principal) -> Teleworker:
     """:raises TeleworkerNotFound: unknown or another company's."""
-    person = repository.get_teleworker(session, teleworker_id)
-    if person is None or not principal.sees_client(person.client_id):
-        raise TeleworkerNotFound(str(teleworker_id))
-    return person
+    return principal.visible(
+        repository.get_teleworker(session, teleworker_id), TeleworkerNotFound(str(teleworker_id))
+    )
 
 
 # Retention.
@@ -408,3 +414,21 @@ def purge_personal_data(
         erased += 1
     session.flush()
     return erased
+
+
+# Webhook delivery log.
+def delivery_log(
+    session: Session,
+    subscription: WebhookSubscription,
+    *,
+    status: DeliveryStatus | None,
+    cursor: int | None,
+    limit: int,
+) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+    """A subscription's deliveries (one page, by id) with every attempt of each."""
+    assert subscription.id is not None
+    rows = repository.deliveries_of(
+        session, subscription.id, status=status, cursor=cursor, limit=limit
+    )
+    attempts = repository.attempts_of(session, [r.id for r in rows if r.id is not None])
+    return [(r, attempts.get(r.id or 0, [])) for r in rows]

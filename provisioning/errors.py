@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.errors import Conflict, MasterlineError, NotFound, Unavailable
 
 
@@ -77,3 +79,24 @@ class StepTimedOut(ProvisioningError):
     """A step ran past its own timeout (retryable: the next attempt starts afresh)."""
 
     retryable = True
+
+
+class InvalidPlan(ProvisioningError):
+    """The client's configuration cannot be applied to this laptop (fatal: a retry
+    would plan the same thing)."""
+
+    status_code = 422
+    title = "Invalid configuration plan"
+
+
+class ConfigureCancelled(ProvisioningError):
+    """The run was aborted while the configuration was being applied."""
+
+
+class GateFailed(ProvisioningError):
+    """One or more of the client's checks failed (fatal: the laptop is not READY)."""
+
+    def __init__(self, failed: list[dict[str, Any]]) -> None:
+        names = ", ".join(f"{c['name']} ({c['detail']})" for c in failed)
+        super().__init__(f"checks failed: {names}"[:900])
+        self.failed = failed

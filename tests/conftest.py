@@ -23,6 +23,9 @@ from core.migrate import upgrade
 from core.registry import load_all_models
 from tests.support.factories import World, build_world
 from tests.support.postgres import PostgresCluster, start_cluster
+from wiring import wire
+
+wire()  # the hooks every process registers at start (scan-in queues runs...)
 
 _WANTED = os.environ.get("MASTERLINE_TEST_BACKENDS", "sqlite,postgres")
 BACKENDS = [b.strip() for b in _WANTED.split(",") if b.strip()]
@@ -97,3 +100,15 @@ def app_client(db: Database) -> Iterator[TestClient]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# Fixtures that start real processes (lab laptops: sshd, the lab daemon, WinRM endpoints;
+# ansible-runner against them): a test that takes one, even through another fixture, is
+# marked ``lab`` and left out of ``make test-fast``.
+LAB_FIXTURES = frozenset({"lab"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)

@@ -18,7 +18,6 @@ from the laptop's fault file at each request.
 from __future__ import annotations
 
 import base64
-import contextlib
 import ssl
 import struct
 import threading
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import spnego
 import spnego.channel_bindings
@@ -38,26 +36,26 @@ from lab.faults import Fault, FaultFile
 from lab.winrm import powershell
 from lab.winrm.auth import PROTOCOL, Credentials, decrypt, encrypt, ntlm_type
 from lab.winrm.certs import certificate_hash, ensure_lab_ca
+from lab.winrm.soap import (
+    A_COMMAND,
+    A_CREATE,
+    A_DELETE,
+    A_RECEIVE,
+    A_SEND,
+    A_SIGNAL,
+    CODE_INTERNAL,
+    CODE_OPERATION_TIMEOUT,
+    CODE_SHELL_NOT_FOUND,
+    NS,
+    SHELL_URI,
+    WsmanFault,
+    element_text,
+    envelope,
+    fault_envelope,
+    parse_timeout,
+)
 from lab.winrm.state import WindowsState
 
-NS = {
-    "s": "http://www.w3.org/2003/05/soap-envelope",
-    "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
-    "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
-    "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
-    "x": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
-    "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
-}
-SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-A_CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
-A_DELETE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
-A_COMMAND = f"{SHELL_URI}/Command"
-A_SEND = f"{SHELL_URI}/Send"
-A_RECEIVE = f"{SHELL_URI}/Receive"
-A_SIGNAL = f"{SHELL_URI}/Signal"
-CODE_OPERATION_TIMEOUT = 2150858793
-CODE_SHELL_NOT_FOUND = 2150858843
-CODE_INTERNAL = 2147943418
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -73,15 +71,6 @@ class _Command:
 @dataclass
 class _Shell:
     commands: dict[str, _Command] = field(default_factory=dict)
-
-
-class _Fault(Exception):
-    def __init__(self, status: int, code: int, subcode: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.code = code
-        self.subcode = subcode
-        self.reason = reason
 
 
 class WinrmLaptop:
@@ -104,28 +93,28 @@ class WinrmLaptop:
     # --- WS-Management ---------------------------------------------------------------
 
     def handle(self, body: bytes) -> bytes:
-        """One SOAP request → one SOAP response. Raises _Fault."""
+        """One SOAP request → one SOAP response. Raises WsmanFault."""
         if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
             # WS-Management never carries a DTD; refusing one rules out entity expansion.
-            raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "DTDs are not accepted.")
+            raise WsmanFault(500, CODE_INTERNAL, "w:InvalidMessage", "DTDs are not accepted.")
         try:
             root = ET.fromstring(body)  # noqa: S314 - no DTD (checked above)
         except ET.ParseError:
-            raise _Fault(
+            raise WsmanFault(
                 500, CODE_INTERNAL, "w:InvalidMessage", "The request is not XML."
             ) from None
         header = root.find("s:Header", NS)
         body_el = root.find("s:Body", NS)
         if header is None or body_el is None:
-            raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "No SOAP header or body.")
-        action = _text(header.find("a:Action", NS))
-        message_id = _text(header.find("a:MessageID", NS))
+            raise WsmanFault(500, CODE_INTERNAL, "w:InvalidMessage", "No SOAP header or body.")
+        action = element_text(header.find("a:Action", NS))
+        message_id = element_text(header.find("a:MessageID", NS))
         selector = header.find("w:SelectorSet/w:Selector[@Name='ShellId']", NS)
-        shell_id = _text(selector)
-        timeout_s = _parse_timeout(_text(header.find("w:OperationTimeout", NS)))
+        shell_id = element_text(selector)
+        timeout_s = parse_timeout(element_text(header.find("w:OperationTimeout", NS)))
         fault500 = self.faults.consume(Fault.WINRM_500)
         if fault500 is not None:
-            raise _Fault(
+            raise WsmanFault(
                 500,
                 CODE_INTERNAL,
                 "w:InternalError",
@@ -136,7 +125,7 @@ class WinrmLaptop:
             new_id = str(uuid.uuid4()).upper()
             with self.lock:
                 self.shells[new_id] = _Shell()
-            return _envelope(
+            return envelope(
                 action,
                 message_id,
                 "<x:ResourceCreated><a:Address>http://127.0.0.1/wsman</a:Address>"
@@ -153,32 +142,32 @@ class WinrmLaptop:
         if action == A_DELETE:
             with self.lock:
                 self.shells.pop(shell_id, None)
-            return _envelope(action, message_id, "")
+            return envelope(action, message_id, "")
         if action == A_COMMAND:
             return self._command(action, message_id, shell, body_el)
         if action == A_SEND:
             stream = body_el.find("rsp:Send/rsp:Stream", NS)
             if stream is None:
-                raise _Fault(500, CODE_INTERNAL, "w:InvalidMessage", "Send without a stream.")
+                raise WsmanFault(500, CODE_INTERNAL, "w:InvalidMessage", "Send without a stream.")
             command = self._find_command(shell, stream.get("CommandId", ""))
             command.stdin += base64.b64decode(stream.text or "")
             if len(command.stdin) > MAX_BODY:
-                raise _Fault(500, CODE_INTERNAL, "w:QuotaLimit", "stdin too large")
+                raise WsmanFault(500, CODE_INTERNAL, "w:QuotaLimit", "stdin too large")
             if stream.get("End", "false").lower() == "true":
                 self._run_stdin(command)
-            return _envelope(action, message_id, "<rsp:SendResponse/>")
+            return envelope(action, message_id, "<rsp:SendResponse/>")
         if action == A_RECEIVE:
             desired = body_el.find("rsp:Receive/rsp:DesiredStream", NS)
             command_id = desired.get("CommandId", "") if desired is not None else ""
             command = self._find_command(shell, command_id)
-            return _envelope(action, message_id, self._receive(command, command_id, timeout_s))
+            return envelope(action, message_id, self._receive(command, command_id, timeout_s))
         if action == A_SIGNAL:
             signal_el = body_el.find("rsp:Signal", NS)
             command_id = signal_el.get("CommandId", "") if signal_el is not None else ""
             with self.lock:
                 shell.commands.pop(command_id, None)
-            return _envelope(action, message_id, "<rsp:SignalResponse/>")
-        raise _Fault(
+            return envelope(action, message_id, "<rsp:SignalResponse/>")
+        raise WsmanFault(
             500,
             2150858771,
             "a:ActionNotSupported",
@@ -189,7 +178,7 @@ class WinrmLaptop:
         with self.lock:
             shell = self.shells.get(shell_id)
         if shell is None:
-            raise _Fault(
+            raise WsmanFault(
                 500,
                 CODE_SHELL_NOT_FOUND,
                 "w:InvalidSelectors",
@@ -202,13 +191,15 @@ class WinrmLaptop:
         with self.lock:
             command = shell.commands.get(command_id)
         if command is None:
-            raise _Fault(500, 2150858843, "w:InvalidSelectors", f"Command {command_id} not found.")
+            raise WsmanFault(
+                500, 2150858843, "w:InvalidSelectors", f"Command {command_id} not found."
+            )
         return command
 
     def _command(self, action: str, message_id: str, shell: _Shell, body: ET.Element) -> bytes:
         line = body.find("rsp:CommandLine", NS)
-        text = _text(line.find("rsp:Command", NS)) if line is not None else ""
-        arguments = _text(line.find("rsp:Arguments", NS)) if line is not None else ""
+        text = element_text(line.find("rsp:Command", NS)) if line is not None else ""
+        arguments = element_text(line.find("rsp:Arguments", NS)) if line is not None else ""
         command_id = str(uuid.uuid4()).upper()
         try:
             kind, script = powershell.decode_command_line(text, arguments)
@@ -227,7 +218,7 @@ class WinrmLaptop:
                 )
         with self.lock:
             shell.commands[command_id] = command
-        return _envelope(
+        return envelope(
             action,
             message_id,
             f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId>"
@@ -262,7 +253,7 @@ class WinrmLaptop:
             # Like Windows: wait for the script's stdin until the operation timeout.
             command.stdin_done.wait(timeout=min(timeout_s, 20.0))
         if self.faults.consume(Fault.WINRM_TIMEOUT) is not None or command.result is None:
-            raise _Fault(
+            raise WsmanFault(
                 500,
                 CODE_OPERATION_TIMEOUT,
                 "w:TimedOut",
@@ -287,51 +278,6 @@ class WinrmLaptop:
             f"<rsp:ExitCode>{result.exit_code}</rsp:ExitCode></rsp:CommandState>"
         )
         return "<rsp:ReceiveResponse>" + "".join(parts) + "</rsp:ReceiveResponse>"
-
-
-def _text(el: ET.Element | None) -> str:
-    return (el.text or "").strip() if el is not None else ""
-
-
-def _parse_timeout(text: str) -> float:
-    # ISO 8601 "PT20S" or "PT20.000S", as pywinrm sends.
-    if text.startswith("PT") and text.endswith("S"):
-        with contextlib.suppress(ValueError):
-            return float(text[2:-1])
-    return 20.0
-
-
-def _envelope(action: str, relates_to: str, body: str) -> bytes:
-    return (
-        '<s:Envelope xml:lang="en-US" '
-        f'xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" xmlns:x="{NS["x"]}" '
-        f'xmlns:w="{NS["w"]}" xmlns:rsp="{NS["rsp"]}" xmlns:p="{NS["p"]}">'
-        "<s:Header>"
-        f"<a:Action>{escape(action)}Response</a:Action>"
-        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
-        "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
-        f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>"
-        "</s:Header>"
-        f"<s:Body>{body}</s:Body></s:Envelope>"
-    ).encode()
-
-
-def _fault_envelope(fault: _Fault, machine: str) -> bytes:
-    return (
-        f'<s:Envelope xml:lang="en-US" xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" '
-        f'xmlns:w="{NS["w"]}">'
-        "<s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action>"
-        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID></s:Header>"
-        "<s:Body><s:Fault>"
-        f"<s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>{fault.subcode}</s:Value>"
-        "</s:Subcode></s:Code>"
-        f'<s:Reason><s:Text xml:lang="en-US">{escape(fault.reason)}</s:Text></s:Reason>'
-        "<s:Detail>"
-        '<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
-        f'Code="{fault.code}" Machine="{escape(machine)}">'
-        f"<f:Message>{escape(fault.reason)}</f:Message></f:WSManFault>"
-        "</s:Detail></s:Fault></s:Body></s:Envelope>"
-    ).encode()
 
 
 def _handler_class(laptop: WinrmLaptop, tls: bool) -> type[BaseHTTPRequestHandler]:
@@ -446,8 +392,8 @@ def _handler_class(laptop: WinrmLaptop, tls: bool) -> type[BaseHTTPRequestHandle
                     return
             try:
                 status, answer = 200, laptop.handle(body)
-            except _Fault as fault:
-                status, answer = fault.status, _fault_envelope(fault, laptop.name)
+            except WsmanFault as fault:
+                status, answer = fault.status, fault_envelope(fault, laptop.name)
             if encrypted and self.ntlm is not None:
                 self._reply(
                     status,

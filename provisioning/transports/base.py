@@ -10,11 +10,40 @@ import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes sent so far."""
+
+
+class WinRMTransportKind(StrEnum):
+    """The only two ways Masterline talks WinRM: HTTPS with a validated server
+    certificate, or NTLM with message encryption. Basic/plaintext over HTTP is refused."""
+
+    SSL = "ssl"
+    NTLM = "ntlm"
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    """Where an SSH server answers, with the key to log in and the pinned host key
+    (``known_hosts_path``): what every SSH connection of the pipeline is given."""
+
+    host: str
+    port: int
+    user: str
+    key_path: Path
+    known_hosts_path: Path
+
+    @property
+    def host_key_name(self) -> str:
+        """How known_hosts names this endpoint (``[host]:port`` off port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,12 @@ from provisioning.errors import (
     HostKeyMismatch,
     TransportError,
 )
-from provisioning.plan import OsFamily, OsTarget, WinRMTransportKind
-from provisioning.transports.base import CommandResult, ProgressCallback, StreamResult
+from provisioning.transports.base import (
+    CommandResult,
+    ProgressCallback,
+    StreamResult,
+    WinRMTransportKind,
+)
 
 POWERSHELL_STDIN = "powershell.exe -NoProfile -NonInteractive -Command -"
 
@@ -154,23 +158,6 @@ class WinRMTransport:
         self._cancel = cancel
         self._cancel_poll = cancel_poll_sec
         self._cancel_checked = 0.0
-
-    @classmethod
-    def from_target(
-        cls, target: OsTarget, *, cancel: Callable[[], bool] | None = None
-    ) -> WinRMTransport:
-        """:raises InsecureTransport, AuthFailed: see ``__init__``."""
-        if target.os_family is not OsFamily.WINDOWS:
-            raise InsecureTransport(f"{target.label} is not a Windows target")
-        return cls(
-            host=target.host,
-            port=target.winrm_port,
-            transport=target.transport,
-            username=target.username,
-            password=target.password or SecretStr(""),
-            ca_path=str(target.ca_path) if target.ca_path else None,
-            cancel=cancel,
-        )
 
     def __enter__(self) -> WinRMTransport:
         return self

@@ -17,27 +17,31 @@ import enum
 import importlib
 import itertools
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from api import service as tokens
 from api.app import create_app
-from api.deps import Allow, AnyRole, SessionDep, Staff, new_router
-from boot.registration.auth import DeviceAuth
+from api.deps import AnyRole, SessionDep, Staff, new_router
 from core.db import Database
 from core.principal import Role
 from inventory import repository
 from inventory.models import HardwareModel, Site
 from tests.conftest import auth
 from tests.support.factories import World, create_devices
+from tests.support.openapi_bodies import (
+    Pair,
+    Synth,
+    from_schema,
+    json_body_schema,
+)
+from tests.support.routes import WalkedRoute, allowed_roles, device_auth, walk_routes
 
 SKIPPED_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 OWN, OTHER = "ACME", "GLOBEX"
@@ -46,8 +50,6 @@ UNKNOWN_ID = 999_999
 # (validation ran before any lookup, so nothing about the object leaks).
 FORBIDDEN_FOR_OWN = {401, 403, 404}
 
-Pair = tuple[Any, Any]
-"""(value for the caller's own company, value for the other company or None)."""
 ParamFactory = Callable[[Session, World], Pair]
 
 
@@ -154,7 +156,7 @@ def _other_domain(module: str, cls: str) -> ParamFactory:
 
 SYNTHETIC_FACTORIES: dict[str, ParamFactory] = {
     "image_id": _other_domain("images.models", "Image"),
-    "run_id": _other_domain("provisioning.models", "ProvisioningRun"),
+    "run_id": _other_domain("provisioning.runs.models", "ProvisioningRun"),
     "teleworker_id": _other_domain("logistics.models", "Teleworker"),
     "sub_id": _other_domain("logistics.models", "WebhookSubscription"),
 }
@@ -174,79 +176,18 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyFactory] = {
 """Bodies that the schema alone cannot make meaningful (e.g. an event a technician may
 apply by hand). Values: (own-company body, other-company body or None)."""
 
-# Body fields that tie a request to a company: a body carrying the other company's value
-# must answer 404 to a client-bound caller.
-COMPANY_KEYS = {"client_code", "client_id", "delivery_id", "device_id"}
-
-
-@dataclass(frozen=True)
-class WalkedRoute:
-    """One route as the app serves it (prefixes and router-level dependencies applied)."""
-
-    path: str
-    methods: frozenset[str]
-    dependant: Dependant
-    include_in_schema: bool
-
-
-def walk_routes(app: FastAPI) -> list[WalkedRoute]:
-    """Every FastAPI route of ``app``, included routers flattened."""
-    out: list[WalkedRoute] = []
-    for ctx in iter_route_contexts(app.routes):
-        if not isinstance(ctx.original_route, APIRoute) or ctx.path in SKIPPED_PATHS:
-            continue
-        out.append(
-            WalkedRoute(
-                path=str(ctx.path),
-                methods=frozenset(ctx.methods or ()),
-                dependant=ctx.dependant,
-                include_in_schema=bool(ctx.include_in_schema),
-            )
-        )
-    return out
-
 
 def _collect_routes() -> list[WalkedRoute]:
     with tempfile.TemporaryDirectory() as tmp:
         # The database is never opened: the app is built only to list its routes.
-        return walk_routes(create_app(Database(f"sqlite:///{Path(tmp) / 'unused.db'}")))
+        app = create_app(Database(f"sqlite:///{Path(tmp) / 'unused.db'}"))
+        return walk_routes(app, skipped=frozenset(SKIPPED_PATHS))
 
 
 ROUTES = _collect_routes()
 
 
 ROUTE_CASES = [(route, method) for route in ROUTES for method in sorted(route.methods)]
-
-
-def _allows(dependant: Dependant) -> Iterator[Allow]:
-    for dep in dependant.dependencies:
-        if isinstance(dep.call, Allow):
-            yield dep.call
-        yield from _allows(dep)
-
-
-def device_auth(route: WalkedRoute) -> DeviceAuth | None:
-    """The PE secret (enrollment credential, agent token) a route takes instead of an
-    API token, if it is such a route."""
-
-    def walk(dependant: Dependant) -> Iterator[DeviceAuth]:
-        for dep in dependant.dependencies:
-            if isinstance(dep.call, DeviceAuth):
-                yield dep.call
-            yield from walk(dep)
-
-    return next(walk(route.dependant), None)
-
-
-def allowed_roles(route: WalkedRoute) -> frozenset[Role] | None:
-    """The roles every ``Allow`` on the route admits, or None when it declares none."""
-    found = list(_allows(route.dependant))
-    if not found:
-        return None
-    roles = frozenset(Role)
-    for allow in found:
-        roles &= allow.roles
-    return roles
 
 
 def test_every_route_declares_its_roles() -> None:
@@ -261,102 +202,6 @@ def test_every_route_declares_its_roles() -> None:
 def test_the_walk_sees_the_core_routes() -> None:
     paths = {r.path for r in ROUTES}
     assert {"/devices", "/devices/{device_id}", "/scan", "/tokens", "/me"} <= paths
-
-
-# Body synthesis from the OpenAPI schema.
-_serial = itertools.count(1)
-
-
-def _resolve(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        schema = spec["components"]["schemas"][name]
-    return schema
-
-
-@dataclass
-class Synth:
-    spec: dict[str, Any]
-    values: dict[str, Pair]
-    side: int  # 0: own company, 1: other company
-    company_bound: bool = False
-    guessed_reference: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def value(self, schema: dict[str, Any], name: str | None) -> Any:
-        schema = _resolve(schema, self.spec)
-        if name in self.values and self.values[name][self.side] is not None:
-            if name in COMPANY_KEYS:
-                self.company_bound = True
-            return self.values[name][self.side]
-        if name and (name.endswith("_id") or name.endswith("_code")):
-            self.guessed_reference = True
-        for key in ("anyOf", "oneOf", "allOf"):
-            if key in schema:
-                options = [o for o in schema[key] if _resolve(o, self.spec).get("type") != "null"]
-                return self.value(options[0], name) if options else None
-        if "enum" in schema:
-            return schema["enum"][0]
-        if "const" in schema:
-            return schema["const"]
-        if "default" in schema:
-            return schema["default"]
-        kind = schema.get("type")
-        if kind == "object" or "properties" in schema:
-            return self.object(schema)
-        if kind == "array":
-            return [
-                self.value(schema.get("items", {}), None) for _ in range(schema.get("minItems", 0))
-            ]
-        if kind == "integer":
-            return max(int(schema.get("minimum", 1)), int(schema.get("exclusiveMinimum", 0)) + 1)
-        if kind == "number":
-            return float(schema.get("minimum", 1))
-        if kind == "boolean":
-            return False
-        if kind == "string":
-            fmt = schema.get("format")
-            if fmt == "date":
-                return "2030-01-15"
-            if fmt == "date-time":
-                return "2030-01-15T10:00:00Z"
-            if fmt == "email":
-                return "walk@example.com"
-            if fmt == "uuid":
-                return "4c4c4544-0042-3510-8052-b4c04f4e5331"
-            text = f"W{next(_serial)}"
-            text = text.ljust(int(schema.get("minLength", 1)), "x")
-            return text[: int(schema.get("maxLength", 64))]
-        return None
-
-    def object(self, schema: dict[str, Any]) -> dict[str, Any]:
-        schema = _resolve(schema, self.spec)
-        required = set(schema.get("required", []))
-        out: dict[str, Any] = {}
-        for prop, sub in schema.get("properties", {}).items():
-            if prop in required or prop in self.values:
-                out[prop] = self.value(sub, prop)
-        return out
-
-
-def _from_schema(spec: dict[str, Any], path: str, method: str, name: str) -> Pair:
-    """A path parameter no factory knows: an enum's first value, else unknown."""
-    operation = spec["paths"].get(path, {}).get(method.lower(), {})
-    for param in operation.get("parameters", []):
-        if param.get("in") == "path" and param.get("name") == name:
-            schema = _resolve(param.get("schema", {}), spec)
-            if "enum" in schema:
-                return schema["enum"][0], None
-    return None, None
-
-
-def _json_body_schema(spec: dict[str, Any], path: str, method: str) -> dict[str, Any] | None:
-    operation = spec["paths"].get(path, {}).get(method.lower(), {})
-    content = operation.get("requestBody", {}).get("content", {})
-    if "application/json" not in content:
-        return None
-    schema: dict[str, Any] = content["application/json"].get("schema", {})
-    return schema
 
 
 # The walk.
@@ -389,7 +234,7 @@ def _plan(
     own_path, other_path = route.path, route.path
     confident, has_other = True, False
     for name in params:
-        own, other = values.get(name, _from_schema(spec, route.path, method, name))
+        own, other = values.get(name, from_schema(spec, route.path, method, name))
         if own is None or name in SYNTHETIC_FACTORIES:
             confident = False
         if other is not None:
@@ -403,7 +248,7 @@ def _plan(
     own_body: Any = None
     other_body: Any = None
     override = BODY_OVERRIDES.get((method, route.path))
-    schema = _json_body_schema(spec, route.path, method)
+    schema = json_body_schema(spec, route.path, method)
     if override is not None:
         own_body, other_body = override(values, world)
     elif schema is not None:

@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts fresh interpreters
+
 # Each of these costs several MB of resident memory in every server process.
 HEAVY = (
     "paramiko",

@@ -13,7 +13,6 @@ import hashlib
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +29,7 @@ from images.store import get_store
 from tests.conftest import auth
 from tests.support.factories import World
 from tests.support.server import server_process
+from tests.support.waiting import eventually
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -113,11 +113,12 @@ def test_sigkill_during_publish_then_restart(
                 )
             ),
         ]
-        deadline = time.monotonic() + 120
-        while not (marker.exists() and len(marker.read_text()) == 2):
-            assert time.monotonic() < deadline, "the uploads never reached the publish point"
+
+        def at_publish() -> bool:
             assert proc.poll() is None
-            time.sleep(0.05)
+            return marker.exists() and len(marker.read_text()) == 2
+
+        eventually(at_publish, timeout=120, message="the uploads never reached the publish point")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         for thread in threads:

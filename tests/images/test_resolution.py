@@ -21,7 +21,7 @@ from images.schemas import ClientConfigBody
 from images.store import get_store, path_of
 from inventory import service as inventory
 from inventory.models import ClientCompany, Device
-from provisioning.models import ProvisioningRun, RunStatus
+from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.support.factories import World
 
 _seq = iter(range(1, 10_000))

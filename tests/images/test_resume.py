@@ -11,7 +11,6 @@ import os
 import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from core.principal import Role
 from tests.conftest import auth
 from tests.support.factories import World
 from tests.support.server import running_server
+from tests.support.waiting import eventually
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -48,14 +48,13 @@ def _declare(base: str, headers: dict[str, str], data: bytes, version: str = "1"
 
 
 def _wait_offset(url: str, headers: dict[str, str], *, above: int = 0) -> int:
-    """The server records the offset when it notices the cut; poll (bounded) until it has."""
-    for _ in range(200):
-        r = httpx.head(url, headers={**TUS, **headers})
-        offset = int(r.headers["Upload-Offset"])
-        if offset > above:
-            return offset
-        time.sleep(0.05)
-    raise AssertionError("the server never recorded an offset")
+    """The server records the offset when it notices the cut; wait until it has."""
+
+    def offset() -> int | None:
+        value = int(httpx.head(url, headers={**TUS, **headers}).headers["Upload-Offset"])
+        return value if value > above else None
+
+    return eventually(offset, message="the server never recorded an offset")
 
 
 def test_cut_connection_resumes_from_server_offset(
@@ -85,7 +84,8 @@ def test_cut_connection_resumes_from_server_offset(
         # The socket is closed mid-body: a network cut as the server sees it.
         offset = _wait_offset(url, headers)
         assert 0 < offset <= sent
-        for _ in range(100):
+
+        def resumed() -> httpx.Response | None:
             r = httpx.patch(
                 url,
                 content=data[offset:],
@@ -96,9 +96,9 @@ def test_cut_connection_resumes_from_server_offset(
                     "Content-Type": "application/offset+octet-stream",
                 },
             )
-            if r.status_code != 423:  # the cut request may still hold the upload
-                break
-            time.sleep(0.05)
+            return None if r.status_code == 423 else r  # the cut request may still hold it
+
+        r = eventually(resumed, message="the cut request never released the upload")
         assert r.status_code == 204, r.text
         assert r.headers["Upload-Offset"] == str(len(data))
         image = httpx.get(f"{base}/images/{image_id}", headers=headers).json()
@@ -189,6 +189,7 @@ def _run(args: list[str], base: str, token: str) -> tuple[int, str]:
     return code, out
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_upload_resumes_after_a_network_cut(
     db: Database, world: World, upload_file: Path
 ) -> None:
@@ -219,6 +220,7 @@ def test_cli_upload_resumes_after_a_network_cut(
     assert images[0]["sha256"] == hashlib.sha256(upload_file.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_upload_rerun_resumes_from_state_file(
     db: Database, world: World, upload_file: Path, image_settings: Path
 ) -> None:
@@ -243,6 +245,7 @@ def test_cli_upload_rerun_resumes_from_state_file(
         assert code == 0 and "already uploaded" in out
 
 
+@pytest.mark.slow  # runs the masterline command
 def test_cli_listing_retire_and_configs(
     db: Database, world: World, upload_file: Path, tmp_path: Path
 ) -> None:

@@ -184,7 +184,7 @@ def test_the_upload_logic_imports_no_web_framework() -> None:
 
 
 def _principal(world: World, db: Database) -> Principal:
-    from api.service import authenticate
+    from api.auth import authenticate
 
     with db.session(write=False) as s:
         return authenticate(s, world.token(Role.DSI, "ACME"))

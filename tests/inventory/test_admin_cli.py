@@ -16,6 +16,8 @@ from tests.conftest import BACKENDS
 from tests.support.factories import World
 from tests.support.server import running_server
 
+pytestmark = pytest.mark.slow  # runs the masterline command as a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 
 

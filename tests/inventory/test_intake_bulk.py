@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
@@ -13,6 +14,8 @@ from core.principal import Role
 from inventory.models import Device, DeviceEvent
 from tests.conftest import auth
 from tests.support.factories import World
+
+pytestmark = pytest.mark.slow  # imports ten thousand rows, twice
 
 ROWS = 10_000
 

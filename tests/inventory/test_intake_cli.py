@@ -10,10 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.db import Database
 from core.principal import Role
 from tests.support.factories import World
 from tests.support.server import running_server
+
+pytestmark = pytest.mark.slow  # runs the masterline command as a subprocess
 
 MASTERLINE = str(Path(sys.executable).parent / "masterline")
 

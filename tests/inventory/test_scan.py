@@ -4,6 +4,7 @@ import threading
 from collections import Counter
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -83,6 +84,7 @@ def test_illegal_move_is_409_with_state_and_allowed_events(
     assert "receive" in body["allowed_events"]
 
 
+@pytest.mark.slow  # fifty concurrent clients
 def test_fifty_technicians_scanning_at_once_make_one_event(db: Database, world: World) -> None:
     """Real concurrent HTTP requests against a real uvicorn server."""
     token = world.token(Role.TECHNICIAN)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from core.db import Database
@@ -17,6 +18,8 @@ from inventory.models import Device, DeviceEvent
 from tests.support.factories import World
 from tests.support.postgres import free_port
 from tests.support.server import running_server
+
+pytestmark = pytest.mark.slow  # runs the masterline command as a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 BEL = "\a"

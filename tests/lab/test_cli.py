@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from core.errors import MasterlineError
@@ -16,6 +17,7 @@ from tests.support.lab import ssh_run
 runner = CliRunner()
 
 
+@pytest.mark.lab  # starts a lab through the command line, not the fixture
 def test_cli_up_status_fault_down(tmp_path: Path) -> None:
     root = tmp_path / "lab"
     lab = Lab(root, keep_running=True)

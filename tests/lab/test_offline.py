@@ -53,7 +53,7 @@ def test_a_windows_pe_write_is_on_the_c_drive_after_the_reboot(lab: Lab) -> None
 
 
 def test_a_windows_answer_file_names_the_computer_at_first_boot(lab: Lab) -> None:
-    from provisioning.steps import unattend_xml
+    from provisioning.configure.offline import unattend_xml
 
     (laptop,) = lab.up_n(0, windows=1, disk_bytes=1024 * 1024)
     put = f"mkdir -p {OFFLINE}/Windows/Panther && cat > {OFFLINE}/Windows/Panther/unattend.xml"

@@ -18,6 +18,7 @@ from lab.faults import Fault
 from lab.lab import Lab, LabLaptop, LaptopSpec
 from tests.support.lab import ssh_cli_argv, ssh_client, ssh_run
 from tests.support.processes import live_processes
+from tests.support.waiting import eventually
 
 PE = "${MASTERLINE_PE_ROOT:-}"
 WRITE = f'dd of="{PE}/dev/nvme0n1" bs=4M iflag=fullblock conv=notrunc,fsync status=none'
@@ -154,10 +155,7 @@ def test_ssh_dropped_mid_stream(lab: Lab) -> None:
             channel.shutdown_write()
             channel.recv_exit_status()
             raise OSError("stream ended")  # reached only if the channel closed cleanly
-        deadline = time.monotonic() + 10
-        while transport.is_active() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not transport.is_active()
+        eventually(lambda: not transport.is_active(), every=0.01, message="still connected")
     # The laptop itself is fine: the next connection works while the fault is cleared.
     lab.clear_faults(laptop.name)
     assert ssh_run(laptop, "true")[0] == 0
@@ -254,10 +252,7 @@ def test_lab_of_a_killed_process_stops_itself(tmp_path: Path) -> None:
     lab = Lab(root, keep_running=True)
     try:
         assert len(lab.laptops()) == 1
-        deadline = time.monotonic() + 20
-        while _lab_processes(lab) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _lab_processes(lab)
+        eventually(lambda: not _lab_processes(lab), message="lab processes left running")
     finally:
         lab.down()
 

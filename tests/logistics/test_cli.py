@@ -16,6 +16,8 @@ from tests.logistics.conftest import PERSON, Printer
 from tests.support.factories import World
 from tests.support.server import running_server
 
+pytestmark = pytest.mark.slow  # runs the command line against a real server
+
 runner = CliRunner()
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -28,6 +27,7 @@ from logistics.webhooks import SenderPolicy, send_due
 from tests.conftest import auth
 from tests.logistics.conftest import PERSON, Receiver, make_ready
 from tests.support.factories import World
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,14 +188,10 @@ def _sender(db: Database, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _wait_for(predicate: Any, *, limit: float = 90.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
+    return bool(eventually(predicate, timeout=limit))
 
 
+@pytest.mark.slow  # kills and restarts a sender process
 def test_nothing_is_lost_when_the_sender_is_killed(
     app_client: TestClient, world: World, receiver: Receiver, db: Database, tmp_path: Path
 ) -> None:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ import uvicorn
 from api.app import create_app
 from core.db import Database
 from tests.support.postgres import free_port
+from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,16 +30,19 @@ def running_server(db: Database) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             httpx.get(base + "/openapi.json", timeout=1)
-            break
         except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
+            return False
+        return True
+
+    try:
+        eventually(answers, timeout=60, message="test server did not start")
+    except AssertionError:
         server.should_exit = True
-        raise RuntimeError("test server did not start")
+        raise
     try:
         yield base
     finally:
@@ -62,17 +65,17 @@ def server_process(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def started() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"test server exited with {proc.returncode}")
             try:
                 httpx.get(base + "/openapi.json", timeout=2)
-                break
             except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("test server did not start") from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        eventually(started, timeout=60, message="test server did not start")
         yield base, proc
     finally:
         if proc.poll() is None:

@@ -1,0 +1,2 @@
+"""Configuring the installed OS: the plan, Linux through Ansible, Windows through WinRM,
+the VPN, the gate."""

@@ -1,0 +1,158 @@
+"""The plan for one laptop, from its client's configuration in the images domain: the
+configuration document translated into the plan's own shape (``plan_document``), the
+device's hostname and VPN secrets, and the store installers resolved (``build_plan``).
+The plan's types and their validation are in ``configure/plan.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from sqlmodel import Session
+
+from images import configs as image_configs
+from images import repository as image_repo
+from images import store
+from images.errors import StoredFileMissing
+from images.models import Image, ImageFormat
+from images.service import active_config
+from inventory.models import Device
+from provisioning.configure.plan import (
+    LINUX_INSTALLER_DIR,
+    VPN_SECRET_KEYS,
+    WINDOWS_INSTALLER_DIR,
+    AppPlan,
+    ConfigPlan,
+    OsFamily,
+    StoreFile,
+    VpnKind,
+    parse_enum,
+    slug,
+)
+from provisioning.errors import InvalidPlan
+
+
+def build_plan(session: Session, device: Device, image: Image) -> ConfigPlan:
+    """The plan for ``device``: its client's active configuration
+    (``images.service.active_config``), this device's decrypted VPN secrets
+    (``images.configs.device_secrets``) and the hostname rendered from the client's
+    pattern for the image's OS family.
+
+    :raises InvalidPlan: no active configuration, or one that cannot be applied.
+    :raises images.errors.HostnameInvalid, SecretKeyError: from the images domain.
+    """
+    config = active_config(session, device.client_id) if device.client_id is not None else None
+    if config is None or device.client_id is None:
+        raise InvalidPlan(f"the client of device {device.serial} has no active configuration")
+    family = parse_enum(OsFamily, image.os_family, "OS family")
+    body = image_configs.body_of(config)
+    hostname = image_configs.hostname_for(session, config, device, image.os_family)
+    document = plan_document(body.model_dump(mode="json"), family)
+    document["hostname"] = hostname
+    secrets: dict[str, str] = {}
+    if document["vpn"]:
+        # The device's secret store may hold more than its VPN's (e.g. an admin
+        # password for another step): the plan takes only what its VPN kind uses.
+        kind = parse_enum(VpnKind, document["vpn"].get("kind", ""), "VPN kind")
+        stored = image_configs.device_secrets(session, config, device)
+        secrets = {k: v for k, v in stored.items() if k in VPN_SECRET_KEYS[kind]}
+    plan = ConfigPlan.from_dict(document, os_family=family, secrets=secrets)
+    return resolve_installers(session, device.client_id, plan)
+
+
+def plan_document(body: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
+    """Translate an images-domain configuration document (``ClientConfigBody``) into
+    the plan's own shape (what ``ConfigPlan.from_dict`` reads).
+
+    :raises InvalidPlan: a package manager this OS family cannot use.
+    """
+    vpn = body.get("vpn")
+    out_vpn = None
+    if vpn:
+        settings = {k: _setting(v) for k, v in (vpn.get("settings") or {}).items()}
+        if "server_public_key" in settings and "peer_public_key" not in settings:
+            settings["peer_public_key"] = settings["server_public_key"]
+        out_vpn = {
+            "kind": vpn.get("kind"),
+            "name": vpn.get("name") or "masterline",
+            "server": vpn.get("server"),
+            "port": vpn.get("port"),
+            "settings": settings,
+            "client_app": _app_document(vpn["client_app"], family)
+            if vpn.get("client_app")
+            else None,
+        }
+    return {
+        "hostname_pattern": body.get("hostname_pattern"),
+        "vpn": out_vpn,
+        "apps": [_app_document(a, family) for a in body.get("apps") or []],
+        "checks": body.get("checks"),
+    }
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _app_document(app: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
+    name = str(app.get("name") or "")
+    source = app.get("source") or {}
+    doc: dict[str, Any] = {"name": name, "silent_args": list(app.get("silent_args") or [])}
+    if source.get("kind") == "package":
+        manager = source.get("manager")
+        wanted = "winget" if family is OsFamily.WINDOWS else "apt"
+        if manager != wanted:
+            raise InvalidPlan(
+                f"app {name}: package manager {manager!r} is not supported on "
+                f"{family.value} (use {wanted})"
+            )
+        doc.update(source="package", package=source.get("id"))
+    else:
+        key = slug(name)
+        if family is OsFamily.WINDOWS:
+            doc.update(source="msi", package=f"{WINDOWS_INSTALLER_DIR}\\{key}.msi")
+        else:
+            doc.update(source="deb", package=f"{LINUX_INSTALLER_DIR}/{key}.deb")
+        doc["store"] = {"image_id": source.get("image_id"), "sha256": source.get("sha256")}
+    verify = app.get("verify") or {}
+    if verify.get("kind") == "file":
+        doc["verify"] = f"path:{verify.get('path')}"
+    elif verify.get("name"):
+        doc["verify"] = f"package:{verify.get('name')}"
+    return doc
+
+
+# Resolution, when the plan is built.
+def resolve_installers(session: Session, client_id: int, plan: ConfigPlan) -> ConfigPlan:
+    """``plan`` with each store installer resolved to its stored file (or to the reason
+    there is none: see ``StoreFile``)."""
+
+    def fix(app: AppPlan) -> AppPlan:
+        if app.installer is None:
+            return app
+        return replace(app, installer=_resolve(session, client_id, app.installer))
+
+    vpn = plan.vpn
+    if vpn is not None and vpn.client_app is not None:
+        vpn = replace(vpn, client_app=fix(vpn.client_app))
+    return replace(plan, apps=tuple(fix(a) for a in plan.apps), vpn=vpn)
+
+
+def _resolve(session: Session, client_id: int, ref: StoreFile) -> StoreFile:
+    if ref.image_id is not None:
+        image = image_repo.get_image(session, ref.image_id)
+    else:
+        image = image_repo.available_by_sha(session, client_id, ref.sha256)
+    if image is None or image.client_id != client_id:
+        return replace(ref, problem=f"{ref.label} is not in the client's image store")
+    found = replace(ref, image_id=image.id, sha256=image.stored_sha256, size=image.stored_size)
+    if image.format == ImageFormat.RAW_ZSTD:
+        return replace(found, problem=f"{found.label} is a compressed disk image, not an installer")
+    try:
+        return replace(found, path=str(store.path_of(image)))
+    except StoredFileMissing as e:
+        return replace(found, problem=e.message)

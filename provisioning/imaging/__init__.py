@@ -1,0 +1,1 @@
+"""Writing the image: the laptop's identity and disk, the site cache, the stream, the installers."""

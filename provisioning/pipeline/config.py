@@ -1,0 +1,40 @@
+"""The engine's settings (``pipeline/worker.py`` reads them from the environment)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sqlmodel import Session
+
+from images.models import Image
+from inventory.models import Device
+from inventory.states import TIMEOUT_OF, DeviceState
+from provisioning.bootcontrol.base import BootControl, PeAccess
+from provisioning.configure.plan import ConfigPlan, OsTarget
+
+PlanBuilder = Callable[[Session, Device, Image, BootControl, PeAccess], tuple[OsTarget, ConfigPlan]]
+"""``(session, device, image, boot control, PE access) -> (OsTarget, ConfigPlan)``: where
+the installed OS answers and what to apply to it (default ``context.default_plan_builder``)."""
+
+
+@dataclass
+class EngineConfig:
+    worker_id: str
+    cache_dir: Path
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    max_parallel: int = 16
+    backoff_base: float = 2.0
+    backoff_cap: float = 30.0
+    sweep_seconds: float = 5.0
+    share_seconds: float = 1.0
+    """How often this worker re-reads its sites' streaming runs to re-rate its streams."""
+    configure_wave_seconds: float = 1.0
+    """How long the first Linux laptop reaching configure waits for others to join its
+    ansible-runner run (``pipeline/waves.py``); 0 configures each on its own."""
+    step_timeouts: dict[str, float] = field(default_factory=dict)
+    state_timeouts: dict[DeviceState, timedelta] = field(default_factory=lambda: dict(TIMEOUT_OF))
+    plan_builder: PlanBuilder | None = None

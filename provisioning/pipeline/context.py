@@ -1,0 +1,217 @@
+"""What a step is handed: its ``StepContext``, built from committed rows when the step
+begins, with the callbacks through which a running step reports (progress, configure
+events) and learns that its run was aborted or taken away.
+
+The laptop's boot control (``bootcontrol/``) says where its PE answers; the plan builder
+says where its installed OS answers and what to apply to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import Session
+
+from core.db import Database
+from core.timeutil import utcnow
+from images import repository as image_repo
+from images import store
+from images.models import Image
+from inventory import repository as inventory_repo
+from inventory.models import Device
+from provisioning.bootcontrol import registry as boot_controls
+from provisioning.bootcontrol.base import BootControl, PeAccess
+from provisioning.configure.build import build_plan
+from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
+from provisioning.errors import Aborted, CommandFailed
+from provisioning.imaging.cache import ImageSource
+from provisioning.pipeline.bandwidth import SENDING_STEPS, SiteShares
+from provisioning.pipeline.config import EngineConfig
+from provisioning.pipeline.steps import Step, StepContext
+from provisioning.runs import lifecycle, repository
+from provisioning.runs.models import ProvisioningRun, RunStatus
+
+if TYPE_CHECKING:  # without importing ansible-runner here
+    from provisioning.pipeline.waves import LinuxWaves
+
+log = logging.getLogger("masterline.worker")
+
+
+class StepLost(Exception):
+    """The run is no longer ours (aborted, failed by a timeout, taken by another)."""
+
+
+def owned_by(run: ProvisioningRun | None, worker_id: str) -> bool:
+    return run is not None and run.status == RunStatus.RUNNING and run.worker_id == worker_id
+
+
+def default_plan_builder(
+    session: Session, device: Device, image: Image, boot: BootControl, pe: PeAccess
+) -> tuple[OsTarget, ConfigPlan]:
+    """The client's plan for ``device`` (``configure/build.py``), and where its
+    installed OS answers after the reboot (its boot control's ``os_target``)."""
+    plan = build_plan(session, device, image)
+    return boot.os_target(session, device, pe, OsFamily(plan.os_family)), plan
+
+
+def run_image(session: Session, image_id: int | None) -> Image:
+    """The image a run was queued with (not whatever resolves now: a newer version
+    published mid-run must not change what a resumed step writes or checks).
+
+    :raises CommandFailed: it is gone from the catalogue.
+    """
+    image = image_repo.get_image(session, image_id) if image_id is not None else None
+    if image is None:
+        raise CommandFailed(f"image {image_id} of this run is no longer in the catalogue")
+    return image
+
+
+def image_source(image: Image) -> ImageSource:
+    """Adapt the images domain's row to what imaging needs."""
+    assert image.id is not None
+    size = int(image.stored_size)
+    return ImageSource(
+        image_id=image.id,
+        path=Path(store.path_of(image)),
+        format=str(image.format),
+        size=size,
+        sha256=image.stored_sha256,
+        raw_size=int(image.raw_size or size),
+        raw_sha256=image.raw_sha256 or image.stored_sha256,
+    )
+
+
+class ContextBuilder:
+    """Builds the context of each step a worker begins, inside its begin transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: EngineConfig,
+        *,
+        shares: SiteShares,
+        waves: LinuxWaves | None,
+        cancelled: Callable[[int], bool],
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.me = config.worker_id
+        self.shares = shares
+        self.waves = waves
+        self._cancelled = cancelled
+
+    def build(self, s: Session, run: ProvisioningRun, device: Device, step: Step) -> StepContext:
+        """:raises ProvisioningError, MasterlineError: the step cannot even start (the
+        laptop cannot be reached, its image is gone...)."""
+        assert run.id is not None and device.id is not None
+        boot = boot_controls.select(s, device)
+        pe = boot.pe_access(s, device)
+        bench = inventory_repo.get_bench(s, device.bench_id) if device.bench_id else None
+        site = repository.get_site(s, bench.site_id if bench else None)
+        site_code = site.code if site else "default"
+        model = (
+            inventory_repo.get_hardware_model_by_id(s, device.hardware_model_id)
+            if device.hardware_model_id
+            else None
+        )
+        source = image_source(run_image(s, run.image_id))
+        bucket = None
+        if step.name in SENDING_STEPS and site is not None and site.max_bytes_per_second:
+            assert site.id is not None
+            bucket = self.shares.register(run.id, site.id)
+        run_id = run.id
+        return StepContext(
+            run_id=run_id,
+            serial=device.serial,
+            os_family=run.os_family,
+            boot=boot,
+            pe_access=pe,
+            disk_rule=model.disk_rule if model else "largest",
+            site_code=site_code,
+            cache_dir=self.config.cache_dir / site_code,
+            image=source,
+            state=dict(run.context),
+            timeout=self.config.step_timeouts.get(step.name, step.timeout),
+            progress=self._progress_reporter(run_id),
+            on_event=self._event_recorder(run_id, step.name),
+            plan_loader=self._plan_loader(device.id, run.image_id, boot, pe),
+            cancelled=lambda: self._cancelled(run_id),
+            bucket=bucket,
+            waves=self.waves if self.config.configure_wave_seconds > 0 else None,
+        )
+
+    def _plan_loader(
+        self, device_id: int, image_id: int | None, boot: BootControl, pe: PeAccess
+    ) -> Callable[[], tuple[OsTarget, ConfigPlan]]:
+        builder = self.config.plan_builder or default_plan_builder
+        cache: dict[str, tuple[OsTarget, ConfigPlan]] = {}
+
+        def load() -> tuple[OsTarget, ConfigPlan]:
+            if "plan" not in cache:
+                # A write session: the first plan of a WireGuard device stores its key.
+                with self.db.session() as rs:
+                    fresh = inventory_repo.get_device(rs, device_id)
+                    assert fresh is not None
+                    cache["plan"] = builder(rs, fresh, run_image(rs, image_id), boot, pe)
+            return cache["plan"]
+
+        return load
+
+    def _progress_reporter(self, run_id: int) -> Callable[[int, int], None]:
+        start = time.monotonic()
+        state = {"last": 0.0, "rate": 0.0, "prev_bytes": 0.0, "prev_t": start}
+
+        def report(sent: int, total: int) -> None:
+            now = time.monotonic()
+            if sent < total and now - state["last"] < 0.5 and sent != 0:
+                return
+            dt = now - state["prev_t"]
+            if dt > 0 and sent > state["prev_bytes"]:
+                inst = (sent - state["prev_bytes"]) / dt
+                state["rate"] = inst if state["rate"] == 0 else 0.7 * state["rate"] + 0.3 * inst
+            state["prev_bytes"], state["prev_t"], state["last"] = sent, now, now
+            rate = state["rate"]
+            with self.db.session() as s:
+                run = repository.get_run_for_update(s, run_id)
+                if not owned_by(run, self.me):
+                    raise StepLost()
+                assert run is not None
+                run.progress_bytes, run.progress_total = sent, total
+                run.rate_bps = float(rate)
+                run.eta_seconds = (total - sent) / rate if rate > 0 else None
+                run.updated_at = utcnow()
+                s.add(run)
+                if run.abort_requested:
+                    raise Aborted("aborted by a technician")
+
+        return report
+
+    def _event_recorder(self, run_id: int, step: str) -> Callable[[dict[str, Any]], None]:
+        def record(event: dict[str, Any]) -> None:
+            try:
+                with self.db.session() as s:
+                    run = repository.get_run(s, run_id)
+                    if run is None:
+                        return
+                    kind = str(event.get("event") or event.get("kind") or "event")[:24]
+                    message = str(event.get("message") or event.get("task") or kind)[:1000]
+                    lifecycle.add_event(
+                        s,
+                        run,
+                        step=step,
+                        kind=kind,
+                        message=message,
+                        details={
+                            k: v
+                            for k, v in event.items()
+                            if isinstance(v, str | int | float | bool)
+                        },
+                    )
+            except Exception:
+                log.exception("could not record a configure event of run %s", run_id)
+
+        return record

@@ -1,0 +1,305 @@
+"""The ordered, idempotent steps of a provisioning run.
+
+Each step is a plain function of a ``StepContext`` that returns what later steps need
+(merged into ``ProvisioningRun.context``). Running a step twice is safe: the identity
+check only reads, the stream rewrites the whole range, the readback only reads, an
+installer already on the disk with its sha256 is skipped, the offline settings overwrite
+the same files, configuration is idempotent (Ansible/DSC style), the gate only reads.
+That is what lets a killed worker simply re-run the step that was saved before it
+started.
+
+Which device state each step runs in is fixed here (``Step.stage``); the engine moves the
+device into that stage, through ``pipeline/stages.py``, before the step starts. What
+differs between kinds of laptops (how one reboots, where its OS answers) is its boot
+control's (``ctx.boot``); what differs between OS families is a table in ``configure/``.
+Steps never read the database: the engine hands them everything in the context.
+
+To add a step: write ``step_<name>(ctx) -> dict``, add its name to
+``runs/states.py::STEP_NAMES`` at its place, and a ``Step`` here (same order).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inventory.codes import normalize_code
+from inventory.states import DeviceState
+from provisioning.bootcontrol.base import BootControl, PeAccess
+from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
+from provisioning.errors import (
+    Aborted,
+    CommandFailed,
+    ConfigureCancelled,
+    GateFailed,
+    IdentityMismatch,
+)
+from provisioning.imaging.cache import CachedImage, ImageSource, ensure_cached
+from provisioning.imaging.identity import PE_ROOT, Disk, Identity, identify, pick_disk
+from provisioning.imaging.pacing import TokenBucket
+from provisioning.imaging.stream import stream_image, verify
+from provisioning.runs.states import STEP_NAMES
+from provisioning.transports.base import Transport
+
+if TYPE_CHECKING:
+    # ansible-runner behind it: imported by the engine, which builds the waves.
+    from provisioning.pipeline.waves import LinuxWaves
+
+StepResult = dict[str, Any]
+"""What a step learnt, merged into the run's context (JSON values)."""
+PlanLoader = Callable[[], tuple[OsTarget, ConfigPlan]]
+
+
+def _ssh_transport(pe: PeAccess) -> Transport:
+    # paramiko is imported when a step first connects, not when this module is: the API
+    # process must stay small in memory.
+    from provisioning.transports.ssh import SSHTransport
+
+    return SSHTransport(pe.endpoint)
+
+
+@dataclass
+class StepContext:
+    """Everything a step may use, built by the engine from committed rows
+    (``pipeline/context.py``)."""
+
+    run_id: int
+    serial: str
+    os_family: str
+    boot: BootControl
+    """How this laptop reboots and where its OS answers."""
+    pe_access: PeAccess
+    """Where its provisioning environment answers, and the host key to trust."""
+    disk_rule: str
+    site_code: str
+    cache_dir: Path
+    image: ImageSource
+    state: dict[str, Any]
+    timeout: float
+    progress: Callable[[int, int], None]
+    """(sent, total); raises ``Aborted`` when the run was aborted."""
+    on_event: Callable[[dict[str, Any]], None]
+    plan_loader: PlanLoader
+    """Returns (OsTarget, ConfigPlan) from the client's configuration."""
+    cancelled: Callable[[], bool] = lambda: False
+    """True once the run was aborted (polled by long steps such as configure)."""
+    bucket: TokenBucket | None = None
+    waves: LinuxWaves | None = None
+    """This worker's configure waves (Linux laptops configured in one Ansible run)."""
+    transport_factory: Callable[[PeAccess], Transport] = field(default=_ssh_transport)
+    _transport: Transport | None = None
+
+    def pe(self) -> Transport:
+        if self._transport is None:
+            self._transport = self.transport_factory(self.pe_access)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+def _check_serial(ctx: StepContext) -> Identity:
+    identity = identify(ctx.pe(), timeout=ctx.timeout)
+    seen = normalize_code(identity.serial)
+    if seen != normalize_code(ctx.serial):
+        raise IdentityMismatch(
+            f"identity mismatch: the laptop in the slot reports serial {seen or '(none)'}, "
+            f"{ctx.serial} was scanned"
+        )
+    return identity
+
+
+def step_identify(ctx: StepContext) -> StepResult:
+    identity = _check_serial(ctx)
+    return {"identity": identity.as_dict()}
+
+
+def step_pick_disk(ctx: StepContext) -> StepResult:
+    identity = _check_serial(ctx)
+    disk = pick_disk(identity, rule=ctx.disk_rule)
+    return {"disk": {"name": disk.name, "size": disk.size_bytes, "removable": disk.removable}}
+
+
+def _disk(ctx: StepContext) -> Disk:
+    d = ctx.state.get("disk")
+    if not d:
+        raise CommandFailed("no target disk chosen")
+    return Disk(str(d["name"]), int(d["size"]), bool(d["removable"]))
+
+
+def _cached(ctx: StepContext) -> CachedImage:
+    return ensure_cached(ctx.image, ctx.cache_dir)
+
+
+def step_stream(ctx: StepContext) -> StepResult:
+    # Checked again right before writing: a retried or resumed run may face a laptop
+    # swapped in the meantime, and the wrong laptop must never be written.
+    _check_serial(ctx)
+    cached = _cached(ctx)
+    disk = _disk(ctx)
+    total = cached.size
+    ctx.progress(0, total)
+    written = stream_image(
+        ctx.pe(),
+        cached,
+        disk,
+        timeout=ctx.timeout,
+        bucket=ctx.bucket,
+        progress=lambda sent: ctx.progress(sent, total),
+    )
+    return {
+        "written": {
+            "bytes_sent": written.bytes_sent,
+            "sha256": written.sent_sha256,
+            "raw_size": cached.raw_size,
+        }
+    }
+
+
+def step_verify(ctx: StepContext) -> StepResult:
+    digest = verify(ctx.pe(), _cached(ctx), _disk(ctx).name, timeout=ctx.timeout)
+    return {"readback_sha256": digest}
+
+
+def _offline_root(ctx: StepContext) -> str:
+    """The mounted installed system, as a shell expression: the boot control's
+    ``offline_root``, by default ``$MASTERLINE_PE_ROOT/mnt/target`` (where a real PE
+    mounts it: for Windows its C: drive)."""
+    root = ctx.pe_access.offline_root
+    return shlex.quote(root) if root else f"{PE_ROOT}/mnt/target"
+
+
+def _abort_check(ctx: StepContext) -> Callable[[], None]:
+    def check() -> None:
+        if ctx.cancelled():
+            raise Aborted("aborted by a technician")
+
+    return check
+
+
+def step_installers(ctx: StepContext) -> StepResult:
+    """Copy the client's store installers the plan needs onto the installed system's
+    disk (``imaging/installers.py``), paced by the site's bandwidth share like the
+    stream: installers can be hundreds of MB (an Office or Teams MSI), so they are bulk
+    bytes the site's link must share, and a step of their own holds a share only while
+    it copies. Installers already there with the right sha256 are skipped.
+    """
+    from provisioning.imaging import installers
+
+    _, plan = ctx.plan_loader()
+    # Read (and verified) from the store before anything is written on the laptop: a
+    # missing or tampered installer fails here with one line.
+    placements = installers.prepare(plan, ctx.cache_dir)
+    if not placements:
+        return {}
+    # The run's progress fields stay the image stream's (what the bench view and the API
+    # show for a run); each installer written is in the step's result.
+    written = installers.place(
+        ctx.pe(),
+        _offline_root(ctx),
+        placements,
+        timeout=ctx.timeout,
+        check=_abort_check(ctx),
+        bucket=ctx.bucket,
+    )
+    return {
+        "installers": [
+            {"app": p.app, "store": p.label, "sha256": p.sha256, "written": p.relative in written}
+            for p in placements
+        ]
+    }
+
+
+def step_offline_and_reboot(ctx: StepContext) -> StepResult:
+    """Write the offline settings into the installed OS's files
+    (``configure/offline.py``: the hostname; for Windows the answer file and the
+    first-boot WinRM-over-HTTPS script), then reboot into it (the boot control's way).
+
+    The files go under the offline root and are overwritten on a re-run. A re-run after
+    the laptop already rebooted (the worker was killed right after) finds it in its OS,
+    when its boot control can tell, and is done.
+    """
+    from provisioning.configure.offline import offline_files, write_files_script
+
+    target, plan = ctx.plan_loader()
+    hostname = plan.hostname
+    if ctx.boot.in_installed_os(ctx.pe_access):
+        return {"hostname": hostname, "rebooted": True}
+    files = offline_files(target.os_family, hostname)
+    script = write_files_script(_offline_root(ctx), files)
+    res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
+    if not res.ok:
+        raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
+    ctx.close()
+    ctx.boot.reboot_into_os(ctx.pe_access, ctx.pe, timeout=ctx.timeout)
+    ctx.close()
+    return {"hostname": hostname, "rebooted": True}
+
+
+def step_configure(ctx: StepContext) -> StepResult:
+    from provisioning.configure.apply import configure_os
+
+    target, plan = ctx.plan_loader()
+    try:
+        if ctx.waves is not None and target.os_family is OsFamily.LINUX:
+            ctx.waves.configure(
+                target, plan, on_event=ctx.on_event, timeout=ctx.timeout, cancel=ctx.cancelled
+            )
+        else:
+            configure_os(
+                target, plan, on_event=ctx.on_event, timeout=ctx.timeout, cancel=ctx.cancelled
+            )
+    except ConfigureCancelled as e:
+        raise Aborted("aborted by a technician") from e
+    return {"configured": True}
+
+
+def step_gate(ctx: StepContext) -> StepResult:
+    from provisioning.configure.gate import run_gate
+
+    target, plan = ctx.plan_loader()
+    results = run_gate(
+        target,
+        plan,
+        image_sha256=ctx.image.raw_sha256,
+        readback_sha256=str(ctx.state.get("readback_sha256", "")),
+    )
+    checks = [{"name": r.name, "ok": bool(r.ok), "detail": str(r.detail)[:200]} for r in results]
+    failed = [c for c in checks if not c["ok"]]
+    if failed:
+        raise GateFailed(failed)
+    return {"checks": checks}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    stage: DeviceState
+    run: Callable[[StepContext], StepResult]
+    timeout: float
+    max_attempts: int = 4
+
+
+STEPS: tuple[Step, ...] = (
+    Step("identify", DeviceState.IMAGING, step_identify, timeout=60),
+    Step("pick_disk", DeviceState.IMAGING, step_pick_disk, timeout=60),
+    Step("stream", DeviceState.IMAGING, step_stream, timeout=3600, max_attempts=3),
+    Step("verify", DeviceState.IMAGING, step_verify, timeout=1800),
+    Step("installers", DeviceState.IMAGING, step_installers, timeout=1800, max_attempts=3),
+    Step("reboot", DeviceState.IMAGING, step_offline_and_reboot, timeout=300),
+    Step("configure", DeviceState.CONFIGURING, step_configure, timeout=1800, max_attempts=3),
+    Step("gate", DeviceState.VERIFYING, step_gate, timeout=600, max_attempts=3),
+)
+if tuple(s.name for s in STEPS) != STEP_NAMES:  # pragma: no cover - a wiring mistake
+    raise RuntimeError("pipeline STEPS and runs.states.STEP_NAMES disagree")
+CONFIGURE_INDEX = STEP_NAMES.index("configure")
+
+
+def step_at(index: int) -> Step:
+    """The step a run's ``step_index`` points at (the last one past the end)."""
+    return STEPS[min(index, len(STEPS) - 1)]

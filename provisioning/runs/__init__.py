@@ -1,0 +1,1 @@
+"""Provisioning runs: their tables, API shapes, SQL, rules, routes and commands."""

@@ -1,0 +1,133 @@
+"""The one writer of a run's status, and its log.
+
+Every change of ``ProvisioningRun.status`` goes through ``_move`` (checked against
+``runs/states.py``'s table) and is logged in ``provisioning_run_event`` in the same
+transaction: ``claim`` (a worker takes it), ``finish`` (succeeded, failed or aborted:
+worker, lease and end time cleared once, here) and ``requeue`` (a retry). Like
+services, nothing here commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from core.timeutil import utcnow
+from provisioning.runs import repository
+from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
+from provisioning.runs.states import STEP_NAMES, TERMINAL, RunEvent, next_status
+
+_FINISHED_KIND = {RunEvent.SUCCEED: "succeeded", RunEvent.FAIL: "failed", RunEvent.ABORT: "aborted"}
+
+
+def _move(run: ProvisioningRun, event: RunEvent, now: datetime) -> RunStatus:
+    run.status = next_status(run.status, event)
+    run.updated_at = now
+    return run.status
+
+
+def claim(
+    session: Session, run: ProvisioningRun, *, worker_id: str, lease_until: datetime, now: datetime
+) -> bool:
+    """``worker_id`` takes ``run`` under a lease until ``lease_until``. Returns whether
+    it was a resumption (the run was already running: a restarted or dead worker's)."""
+    resumed = run.status == RunStatus.RUNNING
+    _move(run, RunEvent.RESUME if resumed else RunEvent.CLAIM, now)
+    run.worker_id = worker_id
+    run.lease_until = lease_until
+    run.started_at = run.started_at or now
+    session.add(run)
+    verb = "resumed" if resumed else "claimed"
+    add_event(
+        session,
+        run,
+        step=run.step_name or STEP_NAMES[min(run.step_index, len(STEP_NAMES) - 1)],
+        kind=verb,
+        message=f"{verb} by worker {worker_id}",
+    )
+    return resumed
+
+
+def finish(
+    session: Session,
+    run: ProvisioningRun,
+    event: RunEvent,
+    *,
+    step: str,
+    message: str,
+    error: str | None = None,
+    failed_step: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """End ``run`` (``event``: succeed, fail or abort): its worker, lease and pending
+    abort are cleared and its end time set, once, here; ``error`` becomes its last error
+    and ``failed_step`` where it stopped. Logged under ``step`` with ``message``. The
+    device's own move is the caller's: it differs with why the run ended.
+
+    :raises InvalidRunTransition: the run is not active (or ``event`` ends nothing).
+    """
+    now = utcnow()
+    if next_status(run.status, event) not in TERMINAL:
+        raise ValueError(f"{event} does not end a run")
+    _move(run, event, now)
+    if event is RunEvent.SUCCEED:
+        run.step_name = None
+    run.last_error = error[:1000] if error is not None else None
+    run.failed_step = failed_step
+    run.abort_requested = False
+    run.worker_id = None
+    run.lease_until = None
+    run.finished_at = now
+    session.add(run)
+    add_event(session, run, step=step, kind=_FINISHED_KIND[event], message=message, details=details)
+
+
+def requeue(session: Session, run: ProvisioningRun, *, step_index: int, actor: str) -> None:
+    """Queue a failed or aborted run again, from ``step_index``.
+
+    :raises InvalidRunTransition: the run did not fail and was not aborted.
+    """
+    _move(run, RunEvent.RETRY, utcnow())
+    run.step_index = step_index
+    run.step_attempt = 0
+    run.run_attempt += 1
+    run.failed_step = None
+    run.abort_requested = False
+    run.worker_id = None
+    run.lease_until = None
+    run.finished_at = None
+    session.add(run)
+    name = STEP_NAMES[step_index]
+    add_event(
+        session, run, step=name, kind="retry_requested", message=f"retry from {name} by {actor}"
+    )
+
+
+def add_event(
+    session: Session,
+    run: ProvisioningRun,
+    *,
+    step: str,
+    kind: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> RunStepEvent:
+    """Append one line to the run's log (numbered; a replayed write fails on the
+    ``(run_id, seq)`` key rather than logging twice)."""
+    assert run.id is not None
+    row = RunStepEvent(
+        run_id=run.id,
+        seq=repository.next_event_seq(session, run.id),
+        step=step,
+        attempt=run.step_attempt,
+        kind=kind,
+        message=message[:1000],
+        details=details or {},
+        at=at or utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row

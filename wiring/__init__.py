@@ -1,0 +1,19 @@
+"""The composition root: the one place where the domains' seams are connected.
+
+Lower layers never import upper ones; they expose hooks instead (``inventory.hooks``,
+``images.service.STILL_NEEDED``, ``provisioning.bootcontrol.registry``), and this module
+registers the upper layers' reactions into them. Every process that serves requests or
+runs jobs calls ``wire()`` once at start: the API app (``api.app.create_app``), the
+command line (``cli.main``), the demo, the test suite.
+"""
+
+from __future__ import annotations
+
+from lab import bootcontrol as lab_bootcontrol
+from provisioning import hooks as provisioning_hooks
+
+
+def wire() -> None:
+    """Register every hook (idempotent)."""
+    provisioning_hooks.register()
+    lab_bootcontrol.register()
