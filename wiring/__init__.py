@@ -1,7 +1,8 @@
 """The composition root: the one place where the domains' seams are connected.
 
 Lower layers never import upper ones; they expose hooks instead (``inventory.hooks``,
-``images.service.STILL_NEEDED``, ``provisioning.bootcontrol.registry``), and this module
+``images.service.STILL_NEEDED``, ``provisioning.bootcontrol.registry``,
+``boot.netboot.service.KERNEL_ARG_PROVIDERS``), and this module
 registers the upper layers' reactions into them. Every process that serves requests or
 runs jobs calls ``wire()`` once at start: the API app (``api.app.create_app``), the
 command line (``cli.main``), the demo, the test suite.
@@ -9,6 +10,7 @@ command line (``cli.main``), the demo, the test suite.
 
 from __future__ import annotations
 
+from boot.registration import netboot as boot_netboot
 from lab import bootcontrol as lab_bootcontrol
 from provisioning import hooks as provisioning_hooks
 
@@ -17,3 +19,4 @@ def wire() -> None:
     """Register every hook (idempotent)."""
     provisioning_hooks.register()
     lab_bootcontrol.register()
+    boot_netboot.register_kernel_arg_provider()

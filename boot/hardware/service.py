@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from boot.errors import SiteNotFound
 from boot.hardware import policy as rules
 from boot.hardware import repository
 from boot.hardware.models import HardwareReport, HealthPolicy, Verdict
@@ -244,9 +245,10 @@ def set_policy(
 
 
 def _site(session: Session, code: str) -> Site:
-    from boot.registration.sites import site_by_code
-
-    return site_by_code(session, code)
+    site = inventory_repo.get_site_by_code(session, code)
+    if site is None or site.id is None:
+        raise SiteNotFound(code)
+    return site
 
 
 # Per-delivery exports.

@@ -3,6 +3,7 @@ problem body and of the supervisor's attempt record); none carries a secret."""
 
 from __future__ import annotations
 
+from boot.errors import SiteNotFound as SiteNotFound  # raised here too
 from core.errors import Conflict, Forbidden, MasterlineError, NotFound, Unauthenticated
 
 
@@ -97,8 +98,3 @@ class CredentialNotFound(NotFound):
 class BootNotFound(NotFound):
     def __init__(self, ref: str) -> None:
         super().__init__(f"PE boot {ref} not found")
-
-
-class SiteNotFound(NotFound):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"site {ref} not found")

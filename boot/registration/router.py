@@ -10,7 +10,8 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import AdminOnly, SessionDep, Staff, in_transaction, new_router
-from boot.registration import credentials, repository, service, sites
+from api.kit import Page
+from boot.registration import credentials, service, sites
 from boot.registration.auth import AgentDep, EnrollmentDep, json_body, peer_of
 from boot.registration.errors import BadAgentToken
 from boot.registration.models import BootStatus, PeBoot
@@ -32,7 +33,6 @@ from boot.registration.schemas import (
     SiteSettingsUpdate,
 )
 from core.timeutil import utcnow
-from inventory.schemas import Page
 
 router = new_router(prefix="/boot", tags=["boot"])
 
@@ -221,11 +221,8 @@ def list_pes(
 ) -> Page[PeBootRead]:
     """PE boots, newest first: by default those waiting or registered (the bench view:
     laptops that booted before they were scanned are `waiting` with their reason)."""
-    site_id = sites.site_by_code(session, site).id if site else None
     wanted = status or [BootStatus.WAITING, BootStatus.REGISTERED]
-    rows = repository.list_boots(
-        session, site_id=site_id, statuses=wanted, cursor=cursor, limit=limit
-    )
+    rows = service.list_boots(session, site_code=site, statuses=wanted, cursor=cursor, limit=limit)
     now = utcnow()
     items = [
         boot_read(
@@ -233,7 +230,7 @@ def list_pes(
         )
         for r in rows
     ]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return Page.of(items, limit)
 
 
 @router.post("/pes/{boot_id}/action", response_model=PeBootRead)
@@ -255,9 +252,6 @@ def list_attempts(
 ) -> Page[AttemptRead]:
     """Refused and quarantined registrations, newest first: unknown serials, other
     sites' or clients' laptops, revoked credentials still in use, identity mismatches."""
-    site_id = sites.site_by_code(session, site).id if site else None
-    rows = repository.list_attempts(
-        session, site_id=site_id, since=since, cursor=cursor, limit=limit
-    )
+    rows = service.list_attempts(session, site_code=site, since=since, cursor=cursor, limit=limit)
     items = [AttemptRead.model_validate(r) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return Page.of(items, limit)

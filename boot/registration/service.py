@@ -7,6 +7,7 @@ Services don't commit; the request, CLI command or job step does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,9 +16,9 @@ from sqlmodel import Session
 from boot.registration import repository
 from boot.registration.credentials import hash_secret
 from boot.registration.errors import BootNotFound, InvalidRegistration
-from boot.registration.models import BootStatus, PeBoot
+from boot.registration.models import BootStatus, PeBoot, RegistrationAttempt
 from boot.registration.register import GO_STATES, Outcome, close_boot, register
-from boot.registration.sites import settings_of
+from boot.registration.sites import settings_of, site_by_code
 from core.timeutil import utcnow
 
 __all__ = [
@@ -29,12 +30,48 @@ __all__ = [
     "current_boot",
     "end_boot",
     "heartbeat",
+    "list_attempts",
+    "list_boots",
     "register",
     "request_action",
     "settings_of",
 ]
 
 _ACTIONS = ("none", "poweroff", "reboot")
+
+
+# What staff read.
+def list_boots(
+    session: Session,
+    *,
+    site_code: str | None,
+    statuses: Sequence[BootStatus],
+    cursor: int | None,
+    limit: int,
+) -> Sequence[PeBoot]:
+    """PE boots, newest first. :raises SiteNotFound: unknown site."""
+    site_id = site_by_code(session, site_code).id if site_code else None
+    return repository.list_boots(
+        session, site_id=site_id, statuses=statuses, cursor=cursor, limit=limit
+    )
+
+
+def list_attempts(
+    session: Session,
+    *,
+    site_code: str | None,
+    since: datetime | None,
+    cursor: int | None,
+    limit: int,
+) -> Sequence[RegistrationAttempt]:
+    """Refused and quarantined registrations, newest first.
+
+    :raises SiteNotFound: unknown site.
+    """
+    site_id = site_by_code(session, site_code).id if site_code else None
+    return repository.list_attempts(
+        session, site_id=site_id, since=since, cursor=cursor, limit=limit
+    )
 
 
 # Heartbeats and the pipeline's view.

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_access import ROUTE_CASES
-from tests.support.routes import device_auth
 from tests.boot.conftest import HOST_KEY_2, Boot, register
 from tests.boot.test_registration import scan
 from tests.conftest import BACKENDS, auth
+from tests.support.routes import device_auth
 
 
 def _path(template: str) -> str:
