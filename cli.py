@@ -69,7 +69,10 @@ LAZY: dict[str, Lazy] = {
     ),
     "lab": Lazy("lab.cli:app", "The device lab: lab laptops for tests and rehearsal."),
     "logistics": Lazy(
-        "logistics.cli:app", "Dispatch, status, change feed, Autopilot export, retention purge."
+        "logistics.cli:app",
+        "Dispatch, status, change feed, Autopilot export, retention purge.",
+        # The purge runs the help desk's purge step, registered by wire().
+        wired=True,
     ),
     "dispatch": Lazy(
         "logistics.cli:dispatch",
@@ -95,6 +98,10 @@ LAZY: dict[str, Lazy] = {
     "watch": Lazy(
         "provisioning.runs.cli:watch",
         "Live bench view: slot, serial, state, step, progress, rate, ETA, last error.",
+    ),
+    "helpdesk": Lazy(
+        "helpdesk.cli:app",
+        "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
     "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
 }

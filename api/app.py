@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import docs, openapi
 from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
-from core.db import Database, get_database
+from core.db import Database, database_error, get_database
 from core.errors import MasterlineError
 
 log = logging.getLogger("masterline.api")
@@ -29,7 +29,8 @@ Masterline tracks laptops from a vendor's ship notice to a teleworker's door.
 
 **Authentication.** Every route needs `Authorization: Bearer <token>`. Tokens have a role:
 `admin`, `technician` (any client), `dsi` or `logistics` (bound to one client company;
-another company's objects answer 404).
+another company's objects answer 404), `helpdesk` (bound to one client when its token
+names one, else every client).
 
 **Errors** are `application/problem+json`: `type`, `title`, `status`, `detail`, and extra
 fields such as `current_state` and `allowed_events` on an illegal lifecycle move.
@@ -86,6 +87,11 @@ def create_app(db: Database | None = None) -> FastAPI:
             {"name": "uploads", "description": "Image bytes: one PUT, or tus 1.0.0 (resumable)."},
             {"name": "configs", "description": "Client configurations; secrets write-only."},
             {
+                "name": "helpdesk",
+                "description": "After dispatch: look-up, phone routing, articles, welcome "
+                "sheets, contacts, satisfaction (see docs/helpdesk.md).",
+            },
+            {
                 "name": "boot",
                 "description": "PE self-registration, enrollment credentials, PE boots, "
                 "hardware health policy (see docs/boot.md).",
@@ -138,15 +144,20 @@ def create_app(db: Database | None = None) -> FastAPI:
         )
 
     @app.exception_handler(OperationalError)
-    async def _db_busy(request: Request, exc: OperationalError) -> JSONResponse:
-        # Lock timeouts and lost connections: the caller can retry; never a traceback.
+    async def _db_error(request: Request, exc: OperationalError) -> JSONResponse:
+        # Lock timeouts and lost connections (503: retry), or a full disk (507: free
+        # space first); never a traceback.
+        problem = database_error(exc)
         log.warning(
-            "database unavailable on %s %s: %s",
+            "database error on %s %s: %s (%s)",
             request.method,
             request.url.path,
+            problem.title,
             type(exc.orig).__name__,
         )
-        return _problem(503, "Database busy", "database busy or unreachable; retry")
+        return JSONResponse(
+            problem.to_problem(), status_code=problem.status_code, media_type=PROBLEM
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -155,6 +166,7 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     from api.router import router as tokens_router
     from boot.router import router as boot_router
+    from helpdesk.router import router as helpdesk_router
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
@@ -165,7 +177,14 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(helpdesk_router)
     app.include_router(boot_router)
     openapi.install(app)
     docs.install(app)
+
+    from inventory.intake_jobs import resume_in_background
+
+    # A large import that a crash interrupted is finished (or dropped, if it had not
+    # begun to publish) once its lease runs out.
+    resume_in_background(app.state.db)
     return app

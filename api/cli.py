@@ -19,8 +19,10 @@ app = typer.Typer(help="Create, list and revoke API tokens (run where the server
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="Who or what holds it.")],
-    role: Annotated[Role, typer.Option(help="admin, technician, dsi or logistics.")],
-    client: Annotated[str | None, typer.Option(help="Client code (dsi, logistics).")] = None,
+    role: Annotated[Role, typer.Option(help="admin, technician, dsi, logistics or helpdesk.")],
+    client: Annotated[
+        str | None, typer.Option(help="Client code (dsi, logistics; optional for helpdesk).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a token and print it once."""

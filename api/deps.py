@@ -348,3 +348,6 @@ STAFF = (Role.ADMIN, Role.TECHNICIAN)
 AdminOnly = Annotated[Principal, Depends(Allow(Role.ADMIN))]
 Staff = Annotated[Principal, Depends(Allow(*STAFF))]
 AnyRole = Annotated[Principal, Depends(Allow(*EVERYONE))]
+"""Every role that works on laptops before they leave (not the help desk's)."""
+Anyone = Annotated[Principal, Depends(Allow(*Role))]
+"""Every role at all (``GET /me``)."""

@@ -5,12 +5,12 @@ never send. Every error the API sends is ``application/problem+json``
 (``core.errors.MasterlineError.to_problem``, ``api.app``'s handlers), and most of them
 come from the same few places for every route: authentication (401), roles (403),
 "visible or 404", validation (422), body caps (413), conflicts of a write (409), a busy
-database (503). They are added here, once, after FastAPI built the document, instead of
-by hand on a hundred routes:
+database (503), a full disk under the database (507, writes). They are added here,
+once, after FastAPI built the document, instead of by hand on a hundred routes:
 
 - every error response a route declares gets the problem+json content;
 - every operation that needs a token gets 401 and 403; every operation 404, 422 and 503;
-  every operation that writes 409; every one with a request body 413;
+  every operation that writes 409 and 507; every one with a request body 413;
 - the success response of a route that sends no body (204, HEAD) has no content; one
   with a ``format=csv`` choice also answers ``text/csv``.
 
@@ -51,6 +51,7 @@ _DESCRIPTIONS = {
     422: "Invalid input: `errors` says where.",
     429: "Too many requests of this kind in progress.",
     503: "Database busy or unreachable: retry.",
+    507: "The disk under the database is full: free space, then retry.",
 }
 
 _WRITES = {"post", "put", "patch", "delete"}
@@ -85,7 +86,7 @@ def _document_operation(method: str, op: dict[str, Any]) -> None:
     if op.get("security"):
         wanted |= {401, 403}
     if method in _WRITES:
-        wanted.add(409)
+        wanted |= {409, 507}
     if "requestBody" in op:
         wanted.add(413)
     for status in sorted(wanted):

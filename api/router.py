@@ -5,14 +5,21 @@ from __future__ import annotations
 from fastapi import Request
 
 from api import service
-from api.deps import AdminOnly, AnyRole, SessionDep, in_transaction, new_router, principal_cache
+from api.deps import (
+    AdminOnly,
+    Anyone,
+    SessionDep,
+    in_transaction,
+    new_router,
+    principal_cache,
+)
 from api.schemas import PrincipalRead, TokenCreate, TokenCreated, TokenRead
 
 router = new_router(tags=["tokens"])
 
 
 @router.get("/me", response_model=PrincipalRead)
-async def whoami(principal: AnyRole) -> PrincipalRead:
+async def whoami(principal: Anyone) -> PrincipalRead:
     """The calling token's role and client company."""
     return PrincipalRead(
         token_id=principal.token_id,

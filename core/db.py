@@ -11,6 +11,7 @@ Services never commit: ``Database.session()`` is the boundary that does.
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,8 +22,48 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from core.errors import DatabaseBusy, DatabaseFull, MasterlineError
+from core.files import secure_local_state, secure_sqlite_file, sqlite_path
+
 READ_ONLY_OPTION = "masterline_read_only"
 _HOLDS_WRITE_LOCK = "masterline_holds_write_lock"
+
+
+class FairLock:
+    """A lock handed to its waiters in arrival order.
+
+    ``threading.Lock`` is not fair: a thread that releases it and asks again at once
+    (a large import publishing chunk after chunk) usually gets it back before a waiter
+    wakes up, and scans would wait for the whole import. Here ``release`` hands the
+    lock to the oldest waiter directly.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._mutex:
+            if turn.is_set():  # handed over just as the wait timed out
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()  # still held: now by that waiter
+            else:
+                self._held = False
 
 
 def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -42,7 +83,8 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     # sleeps growing to 100 ms, so 50 concurrent scans waiting on BEGIN IMMEDIATE turned
     # a 13 ms scan into a p99 above a second (bench/core.py). The busy timeout still
     # arbitrates between processes (an API and a worker on one file).
-    write_lock = threading.Lock()
+    # (Fair: handed over in arrival order, see FairLock.)
+    write_lock = FairLock()
     timeout_s = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "begin")
@@ -73,6 +115,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            db_file = sqlite_path(url)
+            if db_file is not None:
+                # Created 0600 before SQLite opens it: its WAL and SHM take its mode.
+                secure_sqlite_file(db_file)
             engine = create_engine(
                 url,
                 echo=echo,
@@ -107,6 +153,30 @@ class Database:
         self.engine.dispose()
 
 
+# PostgreSQL's disk_full condition (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk under the database is full: SQLite's
+    ``SQLITE_FULL`` (also what ``PRAGMA max_page_count`` gives) or PostgreSQL's
+    SQLSTATE 53100."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+
+
+def database_error(exc: OperationalError) -> MasterlineError:
+    """What to tell a user about a failed database call: the disk is full (507), or
+    busy / unreachable (503), never a traceback."""
+    if is_disk_full(exc):
+        return DatabaseFull(
+            "the disk under the database is full; nothing was written. Free space on it, then retry"
+        )
+    return DatabaseBusy("database busy or unreachable; retry")
+
+
 _default: Database | None = None
 
 
@@ -117,8 +187,8 @@ def get_database() -> Database:
         from core.settings import get_settings
 
         settings = get_settings()
-        if settings.resolved_database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Every server-side process starts here: local state private, fixed if wider.
+        secure_local_state(settings)
         _default = Database(
             settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
         )

@@ -90,3 +90,18 @@ class Unavailable(MasterlineError):
     status_code = 503
     exit_code = 7
     title = "Unavailable"
+
+
+class DatabaseBusy(Unavailable):
+    """A lock wait timed out or the database is unreachable: retrying can help."""
+
+    title = "Database busy"
+
+
+class DatabaseFull(MasterlineError):
+    """The disk under the database is full (SQLite ``SQLITE_FULL``, PostgreSQL SQLSTATE
+    53100): the transaction was rolled back; retrying helps only once space is freed."""
+
+    status_code = 507
+    exit_code = 7
+    title = "Database disk is full"

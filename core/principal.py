@@ -26,15 +26,26 @@ class Role(StrEnum):
     """A client's IT department: its images and configuration, its own devices."""
     LOGISTICS = "logistics"
     """A client's logistics: deliveries, status, dispatch; its own company only."""
+    HELPDESK = "helpdesk"
+    """Help-desk advisors (and the phone system): look-ups, articles, contacts, the
+    satisfaction calls. Bound to one client when the token names one, else every client
+    of the centre."""
 
     @property
     def client_bound(self) -> bool:
+        """The token must name a client company, and sees only that company."""
         return self in (Role.DSI, Role.LOGISTICS)
+
+    @property
+    def client_optional(self) -> bool:
+        """The token may name a client company; if it does, it sees only that one."""
+        return self is Role.HELPDESK
 
 
 @dataclass(frozen=True)
 class Principal:
-    """A token's role and, for dsi/logistics, its client company."""
+    """A token's role and, for dsi/logistics (and a bound helpdesk token), its client
+    company."""
 
     token_id: int
     name: str
@@ -47,13 +58,18 @@ class Principal:
         return f"{self.role.value}:{self.name}"
 
     @property
+    def bound(self) -> bool:
+        """Whether this caller sees one client company only."""
+        return self.role.client_bound or (self.role.client_optional and self.client_id is not None)
+
+    @property
     def client_scope(self) -> int | None:
-        """The only client this caller may see, or None for staff (every client)."""
-        return self.client_id if self.role.client_bound else None
+        """The only client this caller may see, or None for every client."""
+        return self.client_id if self.bound else None
 
     def sees_client(self, client_id: int | None) -> bool:
         """Whether an object owned by ``client_id`` is visible to this caller."""
-        if not self.role.client_bound:
+        if not self.bound:
             return True
         return client_id is not None and client_id == self.client_id
 

@@ -13,6 +13,7 @@ MODEL_MODULES = (
     "images.models",
     "provisioning.runs.models",
     "logistics.models",
+    "helpdesk.models",
     "boot.registration.models",
     "boot.hardware.models",
 )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.egress import IPNetwork, parse_networks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +64,36 @@ class Settings(BaseSettings):
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     # Logistics: teleworkers' personal data is erased this long after their last delivery.
     teleworker_retention_days: int = Field(default=90, ge=0)
+    # Help desk: where teleworkers' phones reach the help pages a welcome sheet's QR code
+    # links to (``/help/…``); empty: ``api_url``.
+    help_public_url: str = ""
+
+    webhook_allow_networks: str = Field(
+        default="",
+        description="Networks (CIDR, comma-separated) that webhook receivers may be in "
+        "although not public: on-premise receivers, e.g. 10.20.0.0/16. Empty: public "
+        "addresses only.",
+    )
+
+    webhook_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline of a whole webhook call (connect, send, answer), not per read.",
+    )
+    webhook_max_reply_bytes: int = Field(
+        default=64 * 1024, ge=0, description="At most this much of a receiver's reply is read."
+    )
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # raises ValueError: a clear settings error at start
+        return value
+
+    @property
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allow_networks)
 
     @property
     def resolved_database_url(self) -> str:

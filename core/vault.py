@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import MasterlineError
+from core.files import private_dir
 from core.settings import get_settings
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ def new_key() -> str:
 
 def _load_or_create(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         # O_EXCL: two processes starting at once must not each write their own key.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -70,6 +72,19 @@ def _fernet(material: bytes) -> Fernet:
 
 def fernet() -> Fernet:
     """:raises SecretKeyError: the key file cannot be read or created."""
+    return _fernet(_material())
+
+
+def derived_key(purpose: str) -> bytes:
+    """A key for ``purpose`` (e.g. signing links), derived from the installation's
+    secret key, so it needs no storage of its own and never equals the encryption key.
+
+    :raises SecretKeyError: as ``fernet``.
+    """
+    return hmac.new(_material(), b"masterline:" + purpose.encode(), hashlib.sha256).digest()
+
+
+def _material() -> bytes:
     settings = get_settings()
     if settings.secret_key is not None:
         material = settings.secret_key.get_secret_value().encode()
@@ -83,7 +98,7 @@ def fernet() -> Fernet:
             ) from e
     if not material:
         raise SecretKeyError("the secret key is empty; set MASTERLINE_SECRET_KEY")
-    return _fernet(material)
+    return material
 
 
 def encrypt(plain: str) -> str:

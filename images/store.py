@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.files import PRIVATE_FILE, private_dir
 from core.settings import get_settings
 from images.errors import StorageFull, StoredFileMissing
 from images.models import Image, ImageStatus
@@ -61,8 +62,10 @@ class Store:
         self.tmp_dir = root / "tmp"
 
     def ensure(self) -> None:
-        self.sha_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Clients' master images: owner-only (core.files), like the rest of data_dir.
+        private_dir(self.root)
+        private_dir(self.sha_dir)
+        private_dir(self.tmp_dir)
 
     def path_for(self, sha256: str) -> Path:
         sha256 = _check_sha(sha256)
@@ -86,10 +89,11 @@ class Store:
         """
         final = self.path_for(sha256)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(final.parent)
             if final.exists():
                 temp.unlink(missing_ok=True)
                 return final
+            os.chmod(temp, PRIVATE_FILE)
             os.replace(temp, final)
             fsync_dir(final.parent)
         except OSError as e:
@@ -120,7 +124,7 @@ class Store:
 
     @contextlib.contextmanager
     def _lock(self, mode: int) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, mode)

@@ -25,7 +25,9 @@ deliveries_app = typer.Typer(help="Deliveries: ship-notice import, reconciliatio
 admin_app = typer.Typer(help="Clients, sites, benches, hardware models (admin, API).")
 lifecycle_app = typer.Typer(help="The device lifecycle table.")
 
-MAX_SCAN_LENGTH = 64
+# Longer than a code (64) so that a scanner's prefix and suffix reach the server, whose
+# rule (inventory.codes) decides; anything longer is a misread.
+MAX_SCAN_LENGTH = 128
 _STYLE = {
     "received": ("green", "✔"),
     "already": ("yellow", "•"),
@@ -445,6 +447,13 @@ def deliveries_import(
         typer.Option("--format", help="generic or autopilot (default: from the header)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
+    allow_other_vendor: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-vendor",
+            help="Accept lines without a vendor whose serial is known under another vendor.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
@@ -459,6 +468,8 @@ def deliveries_import(
     if size > intake.MAX_BYTES:
         raise InvalidInput(f"{file} is {size} bytes; the limit is {intake.MAX_BYTES} (split it)")
     params: dict[str, Any] = {"dry_run": dry_run}
+    if allow_other_vendor:
+        params["allow_other_vendor"] = True
     if fmt is not None:
         params["format"] = fmt.value
     # 100,000 rows take a while on a small server: wait longer than for a scan.
@@ -482,6 +493,13 @@ def deliveries_import(
             raise typer.Exit(2) from None
     if as_json:
         print_json(summary)
+    elif summary["errors"]:
+        # Rejected whole: no counts, they would say what cannot happen.
+        console.print(
+            f"{summary['rows']} row(s) ({summary['format']}): rejected whole, nothing "
+            "would be imported — dry run, nothing written",
+            markup=False,
+        )
     else:
         verb = "would be" if dry_run else "were"
         counts = ", ".join(

@@ -39,6 +39,23 @@ class BenchNotFound(NotFound):
         super().__init__(f"bench {ref} not found")
 
 
+class BenchFull(Conflict):
+    """Every slot of the bench holds a laptop: free one (dispatch, quarantine, retire) or
+    use another bench."""
+
+    title = "Bench full"
+
+    def __init__(self, code: str, slots: int) -> None:
+        super().__init__(f"bench {code} is full ({slots} slots); use another bench")
+
+
+class SlotTaken(Conflict):
+    title = "Slot taken"
+
+    def __init__(self, code: str, slot: int) -> None:
+        super().__init__(f"slot {slot} of bench {code} is taken")
+
+
 class DuplicateDevice(Conflict):
     title = "Duplicate device"
 

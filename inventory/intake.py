@@ -3,11 +3,14 @@
 Two formats (docs/intake.md): the generic CSV and the Windows Autopilot hardware-hash
 CSV. An import runs in three phases so that a bad file writes nothing:
 
-1. ``parse``: bytes to rows, pure, no database; every error with its line and column.
-2. ``plan``: read-only look-ups in bulk (existing serials, asset tags, the hardware
-   catalogue) decide, row by row, create / update / unchanged / attach, or an error.
-3. ``_execute``: only when there is no error and it is not a dry run, batched writes
-   through ``inventory.lifecycle`` (the one writer of device state).
+1. ``parse`` (this module): bytes to rows, pure, no database; every error with its line
+   and column.
+2. ``intake_plan.plan``: read-only look-ups in bulk (existing serials, asset tags, the
+   hardware catalogue) decide, row by row, create / update / unchanged / attach, or an
+   error.
+3. ``intake_publish``: only when there is no error and it is not a dry run, the writes,
+   through ``inventory.lifecycle`` (the one writer of device state); a large file is
+   staged, then published in short transactions so that scan-in never waits for it.
 
 Error messages echo serials, MACs and models (so an operator can find the line) but
 never hardware hashes or assigned users: those are the teleworker's data.
@@ -15,24 +18,15 @@ never hardware hashes or assigned users: those are the teleworker's data.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
-
-from core.errors import Conflict, TooLarge
-from core.principal import Principal
-from core.timeutil import utcnow
-from inventory import lifecycle, repository, service
-from inventory.errors import ImportRejected
-from inventory.models import Delivery, Device, HardwareModel
-from inventory.schemas import ImportSummary, IntakeError, IntakeFormat
-from inventory.states import DeviceState, Event
+from core import csvfile
+from core.errors import TooLarge
+from inventory import codes
+from inventory.schemas import IntakeError, IntakeFormat
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100_000
@@ -42,7 +36,6 @@ MAX_MACS = 16
 MAX_HASH_LENGTH = 16_384
 _BATCH = 2000
 
-_CODE = re.compile(r"^[A-Z0-9][A-Z0-9._/-]*$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _MAC_SPLIT = re.compile(r"[\s|]+")
 _HEX12 = re.compile(r"^[0-9a-f]{12}$")
@@ -67,6 +60,8 @@ _AUTOPILOT_COLUMNS: dict[str, tuple[int, tuple[str, ...]]] = {
 }
 _AUTOPILOT_REQUIRED = ("serial", "hardware_hash")
 _DISPLAY = {"serial": "Device Serial Number", "hardware_hash": "Hardware Hash"}
+# Checked by the scan-in rule (inventory.codes).
+_CODES = frozenset({"serial", "asset_tag"})
 # Values never echoed in an error message.
 _PRIVATE = frozenset({"hardware_hash", "assigned_user"})
 
@@ -106,31 +101,12 @@ class Parsed:
 
 
 # Phase 1: parsing.
-def decode(data: bytes) -> str:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252.
-
-    Windows-1252 is tried last because any byte string that is valid UTF-8 is what the
-    sender meant; the reverse is not true.
-
-    :raises UnicodeDecodeError: none of them fits (cp1252 leaves five bytes undefined).
-    """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252")
+decode = csvfile.decode  # kept under this name: other importers and tests use it
 
 
 def _header_key(name: str) -> str:
     """``Order_Reference``, ``order reference`` and ``ORDER-REFERENCE`` are one column."""
     return re.sub(r"[\s_\-.]+", "", name.strip().lower())
-
-
-def _delimiter(first_line: str) -> str:
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
 
 
 def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
@@ -143,21 +119,11 @@ def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
     if len(data) > MAX_BYTES:
         raise TooLarge(f"file is {len(data)} bytes; the limit is {MAX_BYTES} (split it)")
     parsed = Parsed(format=fmt or IntakeFormat.GENERIC)
-    try:
-        text = decode(data)
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        parsed.error(line, None, "not UTF-8 or Windows-1252 text (is this a spreadsheet?)")
-        return parsed
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first:
-        parsed.error(1, None, "the file is empty")
-        return parsed
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first))
-    records = _records(reader, parsed)
+    records = csvfile.read_records(data, lambda line, msg: parsed.error(line, None, msg))
     header = next(records, None)
     if header is None:
-        parsed.error(1, None, "the file has no header line")
+        if not parsed.errors:
+            parsed.error(1, None, "the file has no header line")
         return parsed
     line, names = header
     columns = _read_header(parsed, line, names, fmt)
@@ -173,23 +139,6 @@ def parse(data: bytes, fmt: IntakeFormat | None = None) -> Parsed:
         if row is not None:
             parsed.rows.append(row)
     return parsed
-
-
-def _records(reader: Any, parsed: Parsed) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the physical line each starts on (quoted fields may
-    span lines)."""
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            # The csv module cannot resynchronise after this; stop here.
-            parsed.error(reader.line_num or start, None, f"unreadable CSV: {e}")
-            return
-        if any(c.strip() for c in cells):
-            yield start, cells
 
 
 def _read_header(
@@ -249,7 +198,8 @@ def _read_row(
         if len(value) > limit:
             parsed.error(line, where, f"longer than {limit} characters ({len(value)})")
             ok = False
-        elif value and not value.isprintable():
+        elif value and not value.isprintable() and canon not in _CODES:
+            # (Codes get the scan-in rule's own message, which names the character.)
             parsed.error(line, where, "contains control characters")
             ok = False
         else:
@@ -293,20 +243,18 @@ def _autopilot_values(parsed: Parsed, row: Row, values: dict[str, str]) -> None:
 
 
 def _code(parsed: Parsed, line: int, key: str, raw: str, *, required: bool) -> str | None:
-    value = service.normalize_code(raw)
+    """A serial or asset tag, by the scan-in rule (``inventory.codes``): a laptop the
+    import accepts is one the bench can scan."""
     label = key.replace("_", " ")
-    if not value:
+    if not codes.normalize(raw):
         if required:
             parsed.error(line, parsed.column(key), f"{label} is empty")
         return None
-    if not _CODE.match(value):
-        parsed.error(
-            line,
-            parsed.column(key),
-            f"{label} '{value[:64]}' may hold only letters, digits and . _ / -",
-        )
+    why = codes.problem(raw, label=label)
+    if why is not None:
+        parsed.error(line, parsed.column(key), why)
         return None
-    return value
+    return codes.normalize(raw)
 
 
 def normalize_mac(raw: str) -> str | None:
@@ -337,292 +285,6 @@ def _macs(parsed: Parsed, line: int, raw: str) -> list[str] | None:
         parsed.error(line, parsed.column("macs"), f"more than {MAX_MACS} MAC addresses")
         return None
     return out
-
-
-# Phase 2: planning against the database (read-only).
-@dataclass
-class Plan:
-    delivery: Delivery
-    parsed: Parsed
-    creates: list[tuple[Row, str]] = field(default_factory=list)  # (row, vendor)
-    updates: list[tuple[Row, Device, dict[str, Any]]] = field(default_factory=list)
-    attaches: list[tuple[Row, Device, str]] = field(default_factory=list)
-    unchanged: int = 0
-    models: dict[tuple[str, str], HardwareModel | None] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[IntakeError]:
-        return self.parsed.errors
-
-    def use_model(self, vendor: str, model: str | None, known: HardwareModel | None) -> None:
-        if model:
-            self.models[(vendor, model)] = known
-
-    def new_models(self) -> list[str]:
-        return sorted(f"{v} {m}" for (v, m), row in self.models.items() if row is None)
-
-
-def plan(session: Session, delivery: Delivery, parsed: Parsed) -> Plan:
-    """Decide what each row does, reading in bulk; writes nothing."""
-    result = Plan(delivery=delivery, parsed=parsed)
-    catalogue = repository.hardware_models_by_key(session)
-    spelling: dict[str, str] = {}
-    # The delivery's spelling of its vendor wins, then the catalogue's: "DELL" in a file
-    # must not create a second vendor beside "Dell" (serials are unique per vendor).
-    for vendor in [delivery.vendor, *(v for v, _ in catalogue)]:
-        spelling.setdefault(vendor.casefold(), vendor)
-    # Likewise "LATITUDE  7450" is the catalogue's "Latitude 7450", not a new model.
-    model_spelling = {(v.casefold(), _fold(m)): m for v, m in catalogue}
-    rows = parsed.rows
-    existing: dict[tuple[str, str], Device] = {}
-    for d in repository.devices_by_serials(session, sorted({r.serial for r in rows})):
-        existing[(d.vendor.casefold(), d.serial)] = d
-    tags = sorted({r.asset_tag for r in rows if r.asset_tag})
-    by_tag = {d.asset_tag: d for d in repository.devices_by_asset_tags(session, tags)}
-    seen: dict[tuple[str, str], int] = {}
-    seen_tags: dict[str, int] = {}
-    serial_col, model_col, tag_col = (parsed.column(k) for k in ("serial", "model", "asset_tag"))
-    for row in rows:
-        given = row.vendor or delivery.vendor
-        vendor = spelling.setdefault(given.casefold(), given)
-        key = (vendor.casefold(), row.serial)
-        if key in seen:
-            parsed.error(
-                row.line,
-                serial_col,
-                f"serial {row.serial} appears twice (first on line {seen[key]})",
-            )
-            continue
-        seen[key] = row.line
-        if row.asset_tag and row.asset_tag in seen_tags:
-            parsed.error(
-                row.line,
-                tag_col,
-                f"asset tag {row.asset_tag} appears twice (first on line "
-                f"{seen_tags[row.asset_tag]})",
-            )
-            continue
-        if row.asset_tag:
-            seen_tags[row.asset_tag] = row.line
-        if row.model:
-            row.model = model_spelling.setdefault((key[0], _fold(row.model)), row.model)
-        # None until created: a model the catalogue does not know yet.
-        model = catalogue.get((vendor, row.model)) if row.model else None
-        device = existing.get(key)
-        loose = existing.get((service.UNKNOWN_VENDOR, row.serial))
-        if device is None and loose is not None and loose.delivery_id is None:
-            if loose.state != DeviceState.UNEXPECTED:
-                # Scanned before any delivery listed it, then quarantined or rejected: a
-                # second record of the same laptop would be worse than asking a human.
-                parsed.error(
-                    row.line,
-                    serial_col,
-                    f"serial {row.serial} was scanned as unexpected and is now "
-                    f"{loose.state}; resolve it at the bench first",
-                )
-                continue
-            device = loose
-        holder = by_tag.get(row.asset_tag) if row.asset_tag else None
-        if holder is not None and holder is not device:
-            parsed.error(
-                row.line, tag_col, f"asset tag {row.asset_tag} is already used by another device"
-            )
-            continue
-        if device is None:
-            result.creates.append((row, vendor))
-            result.use_model(vendor, row.model, model)
-        elif device.delivery_id is None and device.state == DeviceState.UNEXPECTED:
-            result.attaches.append((row, device, vendor))
-            result.use_model(vendor, row.model, model)
-        elif device.delivery_id != delivery.id or device.client_id != delivery.client_id:
-            # Says nothing of the other delivery: it may be another company's.
-            parsed.error(
-                row.line,
-                serial_col,
-                f"serial {row.serial} ({vendor}) is already registered to another delivery",
-            )
-        elif (
-            row.model
-            and device.hardware_model_id is not None
-            and (model is None or model.id != device.hardware_model_id)
-        ):
-            was = repository.get_hardware_model_by_id(session, device.hardware_model_id)
-            parsed.error(
-                row.line,
-                model_col,
-                f"serial {row.serial} is already expected in this delivery as "
-                f"{was.model if was else 'another model'}, not {row.model}",
-            )
-        else:
-            changes = _changes(row, device, vendor)
-            if changes:
-                result.updates.append((row, device, changes))
-                result.use_model(vendor, row.model, model)
-            else:
-                result.unchanged += 1
-    return result
-
-
-def _fold(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-_MODEL_KEY = "hardware_model"
-_DETAIL_FIELDS = (
-    "order_reference",
-    "carton_id",
-    "asset_tag",
-    "windows_product_id",
-    "hardware_hash",
-    "group_tag",
-    "assigned_user",
-)
-
-
-def _changes(row: Row, device: Device, vendor: str) -> dict[str, Any]:
-    """Fields this row gives that differ from the device: a later file (say, the
-    Autopilot hashes after the vendor's CSV) fills details in; blanks never erase."""
-    out: dict[str, Any] = {}
-    for name in _DETAIL_FIELDS:
-        value = getattr(row, name)
-        if value is not None and value != getattr(device, name):
-            out[name] = value
-    if row.macs is not None and sorted(row.macs) != sorted(device.mac_addresses or []):
-        out["mac_addresses"] = row.macs
-    if row.model and device.hardware_model_id is None:
-        # Resolved to an id once the catalogue entry exists (see _execute).
-        out[_MODEL_KEY] = (vendor, row.model)
-    return out
-
-
-# Phase 3: the import itself.
-def import_ship_notice(
-    session: Session,
-    delivery_id: int,
-    data: bytes,
-    principal: Principal,
-    *,
-    fmt: IntakeFormat | None = None,
-    dry_run: bool = False,
-) -> ImportSummary:
-    """Import a ship notice into a delivery as EXPECTED devices, all or nothing.
-
-    A dry run answers what would happen, errors included, and writes nothing.
-
-    :raises DeliveryNotFound: unknown delivery, or another company's for a client-bound
-        caller.
-    :raises TooLarge: over ``MAX_BYTES`` or ``MAX_ROWS``.
-    :raises ImportRejected: (not on a dry run) any error; nothing is written.
-    :raises Conflict: another import wrote the same serials at the same moment.
-    """
-    delivery = service.get_delivery(session, delivery_id, principal)
-    parsed = parse(data, fmt)
-    # Rows with errors were left out of parsed.rows; the rest are still checked against
-    # the database so that one round trip reports every error in the file.
-    result = plan(session, delivery, parsed)
-    errors = sorted(parsed.errors, key=lambda e: e.line or 0)[:MAX_LISTED_ERRORS]
-    if errors and not dry_run:
-        raise ImportRejected([e.model_dump() for e in errors])
-    summary = ImportSummary(
-        delivery_id=delivery_id,
-        format=parsed.format,
-        dry_run=dry_run,
-        rows=parsed.data_rows,
-        created=len(result.creates),
-        updated=len(result.updates),
-        unchanged=result.unchanged,
-        attached=len(result.attaches),
-        new_hardware_models=result.new_models(),
-        errors=errors,
-    )
-    if dry_run:
-        return summary
-    try:
-        with session.begin_nested():
-            _execute(session, result, principal)
-    except IntegrityError as e:
-        raise Conflict("another import wrote some of these serials at the same time; retry") from e
-    return summary
-
-
-def _execute(session: Session, result: Plan, principal: Principal) -> None:
-    delivery = result.delivery
-    for key, known in list(result.models.items()):
-        if known is None:
-            result.models[key] = service.get_or_create_hardware_model(session, *key)
-    fmt = result.parsed.format.value
-    details = {"delivery_id": delivery.id, "format": fmt}
-    creates = [_new_device(row, vendor, result) for row, vendor in result.creates]
-    for i in range(0, len(creates), _BATCH):
-        lifecycle.create(
-            session,
-            creates[i : i + _BATCH],
-            Event.EXPECT,
-            actor=principal.actor,
-            reason="ship notice import",
-            details=details,
-        )
-    now = utcnow()
-    for _, same, changes in result.updates:
-        for name, value in changes.items():
-            if name == _MODEL_KEY:
-                model = result.models[value]
-                same.hardware_model_id = model.id if model else None
-            else:
-                setattr(same, name, value)
-        same.updated_at = now
-        session.add(same)
-    for row, loose, vendor in result.attaches:
-        assert loose.id is not None
-        device = repository.get_device_for_update(session, loose.id)
-        if device is None or device.state != DeviceState.UNEXPECTED:
-            raise Conflict(f"device {row.serial} changed during the import; retry")
-        template = _new_device(row, vendor, result)
-        for name in (
-            "vendor",
-            "hardware_model_id",
-            "client_id",
-            "delivery_id",
-            "order_reference",
-            "carton_id",
-            "asset_tag",
-            "windows_product_id",
-            "hardware_hash",
-            "group_tag",
-            "assigned_user",
-        ):
-            setattr(device, name, getattr(template, name))
-        if template.mac_addresses:
-            device.mac_addresses = template.mac_addresses
-        lifecycle.apply(
-            session,
-            device,
-            Event.ATTACH,
-            actor=principal.actor,
-            reason="listed by a ship notice",
-            details=details,
-        )
-    session.flush()
-
-
-def _new_device(row: Row, vendor: str, result: Plan) -> Device:
-    delivery = result.delivery
-    model = result.models.get((vendor, row.model)) if row.model else None
-    return Device(
-        serial=row.serial,
-        vendor=vendor,
-        hardware_model_id=model.id if model else None,
-        mac_addresses=row.macs or [],
-        asset_tag=row.asset_tag,
-        client_id=delivery.client_id,
-        delivery_id=delivery.id,
-        order_reference=row.order_reference or delivery.order_reference,
-        carton_id=row.carton_id,
-        windows_product_id=row.windows_product_id,
-        hardware_hash=row.hardware_hash,
-        group_tag=row.group_tag,
-        assigned_user=row.assigned_user,
-    )
 
 
 def error_lines(errors: Sequence[dict[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from core.timeutil import utcnow
@@ -100,6 +101,66 @@ def create(
     session.add_all(rows)
     session.flush()
     return rows
+
+
+def create_many(
+    session: Session,
+    rows: Sequence[dict[str, Any]],
+    event: Event,
+    *,
+    actor: str,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> list[int]:
+    """``create`` for rows given as column values (``serial``, ``vendor``,
+    ``mac_addresses``…; no state), as two Core executemany INSERTs without ORM objects:
+    about three times cheaper, which is what lets a large import publish in short
+    transactions. Returns the new ids in the order of ``rows``.
+
+    :raises InvalidTransition: ``event`` does not create devices.
+    """
+    dst = next_state(None, event)
+    if dst is None:
+        raise InvalidTransition(serial=rows[0]["serial"] if rows else "?", state=None, event=event)
+    if not rows:
+        return []
+    at = utcnow()
+    devices: Any = Device.__table__  # type: ignore[attr-defined]
+    values = [
+        {
+            **row,
+            "state": dst.value,
+            "target_state": TARGET_OF.get(dst),
+            "state_changed_at": at,
+            "created_at": at,
+            "updated_at": at,
+        }
+        for row in rows
+    ]
+    conn = session.connection()
+    ids = [
+        int(i)
+        for i in conn.execute(
+            insert(devices).returning(devices.c.id, sort_by_parameter_order=True), values
+        ).scalars()
+    ]
+    conn.execute(
+        insert(DeviceEvent.__table__),  # type: ignore[attr-defined]
+        [
+            {
+                "device_id": device_id,
+                "from_state": None,
+                "to_state": dst.value,
+                "event": event.value,
+                "actor": actor,
+                "at": at,
+                "reason": reason,
+                "details": details or {},
+            }
+            for device_id in ids
+        ],
+    )
+    return ids
 
 
 def _id(device: Device) -> int:

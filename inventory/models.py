@@ -9,12 +9,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from core.timeutil import utcnow
 from core.types import UTCDateTime
-from inventory.states import STATE_COLUMN_LENGTH, DeviceState
+from inventory.states import SLOT_HOLDING, STATE_COLUMN_LENGTH, DeviceState
+
+# The predicate of the one-laptop-per-slot index (same text on both backends; the
+# migration inventory_0001 writes it out literally).
+SLOT_HELD_WHERE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(SLOT_HOLDING)))
 
 
 def _ts(**kw: Any) -> Any:
@@ -90,6 +94,15 @@ class Device(SQLModel, table=True):
         Index("ix_device_delivery", "delivery_id"),
         # A bench's occupied slots, read under the bench lock by every scan-in.
         Index("ix_device_bench_slot", "bench_id", "slot"),
+        # A slot holds at most one laptop, whatever the code above does.
+        Index(
+            "uq_device_bench_slot_held",
+            "bench_id",
+            "slot",
+            unique=True,
+            sqlite_where=text(SLOT_HELD_WHERE),
+            postgresql_where=text(SLOT_HELD_WHERE),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     serial: str = Field(max_length=64, index=True)
@@ -140,3 +153,40 @@ class DeviceEvent(SQLModel, table=True):
     at: datetime = _ts()
     reason: str | None = Field(default=None, max_length=1000)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class IntakeJob(SQLModel, table=True):
+    """A large ship-notice import in progress (``inventory.intake_jobs``): its planned
+    rows are staged first (invisible), then published in short transactions. At most
+    one is live at a time (``lane``'s unique index over live jobs)."""
+
+    __tablename__ = "intake_job"
+    __table_args__ = (
+        Index(
+            "uq_intake_job_live",
+            "lane",
+            unique=True,
+            sqlite_where=text("status IN ('staging', 'publishing')"),
+            postgresql_where=text("status IN ('staging', 'publishing')"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    lane: str = Field(default="ship-notice", max_length=16)
+    delivery_id: int = Field(foreign_key="delivery.id", ondelete="RESTRICT")
+    actor: str = Field(max_length=128)
+    format: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # staging | publishing
+    rows: int = Field(default=0)
+    published: int = Field(default=0)  # rows published so far, in staged order
+    lease_until: datetime = _ts()
+    created_at: datetime = _ts()
+
+
+class IntakeJobChunk(SQLModel, table=True):
+    """Planned rows of a job, in order; deleted as they are published."""
+
+    __tablename__ = "intake_job_chunk"
+    job_id: int = Field(foreign_key="intake_job.id", primary_key=True, ondelete="CASCADE")
+    n: int = Field(primary_key=True)
+    first_row: int
+    payload: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))

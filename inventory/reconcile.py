@@ -9,12 +9,11 @@ one announced) and ``unexpected`` (scanned, no delivery lists it, not yet resolv
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Literal
 
 from sqlmodel import Session
 
+from core import csvfile
 from core.principal import Principal
 from inventory import repository, service
 from inventory.models import Device
@@ -91,29 +90,20 @@ def _line(device: Device, expected: str | None, status: Status) -> Reconciliatio
     )
 
 
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # Observed models come from free text at the bench: keep a spreadsheet from reading
-    # "=HYPERLINK(...)" as a formula (CSV injection).
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 def to_csv(rec: Reconciliation) -> str:
-    """One line per device, header first, CRLF line ends as RFC 4180 says."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for line in rec.lines:
-        writer.writerow(
-            [
-                _cell(line.serial),
-                _cell(line.vendor),
-                _cell(line.expected_model),
-                _cell(line.observed_model),
+    """One line per device, header first, through the product's escaping writer
+    (observed models are free text typed at the bench: no formula may run)."""
+    return csvfile.write_csv(
+        CSV_COLUMNS,
+        (
+            (
+                line.serial,
+                line.vendor,
+                line.expected_model,
+                line.observed_model,
                 line.state.value,
                 line.status,
-            ]
-        )
-    return out.getvalue()
+            )
+            for line in rec.lines
+        ),
+    )

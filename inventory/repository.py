@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, bindparam, func, or_
+from sqlalchemy import bindparam, func, or_
 from sqlmodel import Session, col, select
 
 from inventory.models import (
@@ -16,7 +16,7 @@ from inventory.models import (
     HardwareModel,
     Site,
 )
-from inventory.states import DeviceState
+from inventory.states import SLOT_HOLDING, DeviceState
 
 
 # Clients, sites, benches, hardware models.
@@ -50,13 +50,21 @@ def get_bench(session: Session, bench_id: int) -> Bench | None:
 # Statements of the scan-in path, built once with bind parameters: SQLAlchemy then
 # skips rebuilding the expression and its cache key on every call, which is most of
 # a simple query's cost here (see "Core: scan-in" in docs/benchmarks.md).
-def lock_bench(session: Session, bench_id: int) -> tuple[Bench, set[int]] | None:
-    """The bench row, locked, and its occupied slots, in one round trip: scans at one
-    bench serialise, so two laptops never get the same free slot."""
-    rows = session.exec(_BENCH_WITH_SLOTS, params={"bench_id": bench_id}).all()
-    if not rows:
-        return None
-    return rows[0][0], {int(slot) for _, slot in rows if slot is not None}
+def lock_bench(session: Session, bench_id: int) -> Bench | None:
+    """The bench row, locked until the transaction ends: every slot allocation at one
+    bench takes this lock first, so they serialise (PostgreSQL ``FOR UPDATE``; SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers)."""
+    return session.exec(_LOCK_BENCH, params={"bench_id": bench_id}).first()
+
+
+def occupied_slots(session: Session, bench_id: int) -> set[int]:
+    """Slots of the bench that hold a laptop. Call it *after* ``lock_bench``, as a
+    statement of its own: under PostgreSQL's READ COMMITTED each statement reads a new
+    snapshot, so this one sees every allocation committed before the lock was granted
+    (read in the locking statement itself, from a snapshot taken before the wait, it
+    handed one slot to several laptops)."""
+    rows = session.exec(_OCCUPIED, params={"bench_id": bench_id}).all()
+    return {int(slot) for slot in rows if slot is not None}
 
 
 def list_benches(session: Session) -> Sequence[Bench]:
@@ -196,32 +204,17 @@ def list_devices(
     return session.exec(q).all()
 
 
-_SLOT_HOLDING = (
-    DeviceState.RECEIVED,
-    DeviceState.QUEUED,
-    DeviceState.IMAGING,
-    DeviceState.CONFIGURING,
-    DeviceState.VERIFYING,
-    DeviceState.FAILED_IMAGING,
-    DeviceState.FAILED_CONFIGURING,
-    DeviceState.FAILED_VERIFYING,
-    DeviceState.READY,
-)
-# A slot is occupied while a laptop still being staged holds it. The lock is on the
-# bench row only (PostgreSQL refuses FOR UPDATE on the nullable side of an outer join;
-# SQLite's BEGIN IMMEDIATE already serialises writers).
-_BENCH_WITH_SLOTS = (
-    select(Bench, Device.slot)
-    .outerjoin(
-        Device,
-        and_(
-            col(Device.bench_id) == col(Bench.id),
-            col(Device.state).in_(_SLOT_HOLDING),
-            col(Device.slot).is_not(None),
-        ),
-    )
+_LOCK_BENCH = (
+    select(Bench)
     .where(Bench.id == bindparam("bench_id"))
-    .with_for_update(of=Bench)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+# Served by the (bench_id, slot) index; the state filter is the unique index's predicate.
+_OCCUPIED = select(Device.slot).where(
+    col(Device.bench_id) == bindparam("bench_id"),
+    col(Device.state).in_(sorted(SLOT_HOLDING)),
+    col(Device.slot).is_not(None),
 )
 
 

@@ -15,12 +15,13 @@ from api.deps import (
     AnyRole,
     SessionDep,
     Staff,
+    get_db,
     in_transaction,
     new_router,
 )
 from api.kit import Page
 from core.principal import Principal, Role
-from inventory import intake, reconcile, service
+from inventory import intake, intake_publish, reconcile, service
 from inventory.schemas import (
     AttachRequest,
     BenchCreate,
@@ -156,19 +157,36 @@ _RAW_CSV_BODY = {
 )
 def import_ship_notice(
     delivery_id: int,
-    session: SessionDep,
+    request: Request,
     principal: StaffOrLogistics,
     data: Annotated[bytes, Depends(ship_notice_body)],
     format: Annotated[
         IntakeFormat | None, Query(description="Detected from the header when omitted.")
     ] = None,
     dry_run: Annotated[bool, Query(description="Check and count; write nothing.")] = False,
+    allow_other_vendor: Annotated[
+        bool,
+        Query(
+            description="Lines that name no vendor (every Autopilot line) take the "
+            "delivery's; by default one whose serial is already known under another "
+            "vendor is an error (the bench could not tell the two apart). Set this only "
+            "when it really is another laptop."
+        ),
+    ] = False,
 ) -> ImportSummary:
     """Import a vendor ship notice (generic CSV or Autopilot hardware-hash CSV) as
     EXPECTED devices, all or nothing; re-importing the same file changes nothing.
     See docs/intake.md for the formats."""
-    return intake.import_ship_notice(
-        session, delivery_id, data, principal, fmt=format, dry_run=dry_run
+    # No request session: the import runs its own short transactions, so that a large
+    # file never holds the write lock that scan-in needs (see inventory/intake_publish.py).
+    return intake_publish.import_ship_notice(
+        get_db(request),
+        delivery_id,
+        data,
+        principal,
+        fmt=format,
+        dry_run=dry_run,
+        allow_other_vendor=allow_other_vendor,
     )
 
 

@@ -138,7 +138,10 @@ class AttachRequest(BaseModel):
 
 class ScanRequest(BaseModel):
     code: str = Field(
-        min_length=1, max_length=64, description="Serial number or asset tag, as scanned."
+        min_length=1,
+        max_length=128,
+        description="Serial number or asset tag, as scanned (a scanner's prefix and "
+        "suffix allowed); see docs/intake.md for what a scannable code is.",
     )
     bench_id: Int64
     slot: Int64 | None = Field(default=None, ge=1, description="Free slot chosen when omitted.")
@@ -205,6 +208,11 @@ class ImportSummary(BaseModel):
     format: IntakeFormat
     dry_run: bool
     rows: int = Field(description="Data rows read (blank lines skipped).")
+    rejected: bool = Field(
+        default=False,
+        description="Dry run only: the file has errors and would be refused whole; the "
+        "counts below are then 0 (nothing would be written).",
+    )
     created: int = Field(description="New EXPECTED devices.")
     updated: int = Field(description="Same device already known; details filled in or changed.")
     unchanged: int = Field(description="Same device already known with the same details.")

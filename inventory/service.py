@@ -16,13 +16,15 @@ from sqlmodel import Session
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
 from core.values import check_name
-from inventory import hooks, lifecycle, repository
+from inventory import codes, hooks, lifecycle, repository
 from inventory.codes import normalize_code as normalize_code
 from inventory.errors import (
+    BenchFull,
     BenchNotFound,
     ClientNotFound,
     DeliveryNotFound,
     DeviceNotFound,
+    SlotTaken,
 )
 from inventory.models import (
     Bench,
@@ -42,7 +44,7 @@ from inventory.schemas import (
     ScanRequest,
     SiteCreate,
 )
-from inventory.states import DeviceState, Event
+from inventory.states import SLOT_HOLDING, DeviceState, Event, next_state
 
 UNKNOWN_VENDOR = "unknown"
 
@@ -237,19 +239,47 @@ def transition(
             f"'{event.value}' is not a manual action "
             f"(manual: {', '.join(sorted(e.value for e in MANUAL_EVENTS))})"
         )
+    bench = _lock_bench_of(session, device_id) if event in _BACK_TO_BENCH else None
     device = _lock_visible(session, device_id, principal)
     if event is Event.QUARANTINE:
         device.quarantine_reason = reason
+    dst = next_state(DeviceState(device.state), event)
+    if bench is not None and dst in SLOT_HOLDING and device.state not in SLOT_HOLDING:
+        # Back on its bench: its old slot if nobody took it meanwhile, else a free one.
+        busy = repository.occupied_slots(session, bench.id or 0)
+        keep = device.slot if device.slot is not None and device.slot <= bench.slots else None
+        device.slot = keep if keep is not None and keep not in busy else _free_slot(bench, busy)
     lifecycle.apply(session, device, event, actor=principal.actor, reason=reason)
     return device
+
+
+# Manual events that can put a laptop back in a bench slot (QUARANTINED and RETURNED
+# laptops hold none).
+_BACK_TO_BENCH = frozenset({Event.RELEASE, Event.RESTAGE})
+
+
+def _lock_bench_of(session: Session, device_id: int) -> Bench | None:
+    """The device's bench, locked *before* the device: the lock order of scan-in
+    (bench, then device), so the two never deadlock on PostgreSQL."""
+    peek = repository.get_device(session, device_id)
+    if peek is None or peek.bench_id is None:
+        return None
+    return repository.lock_bench(session, peek.bench_id)
 
 
 def attach(session: Session, device_id: int, delivery_id: int, principal: Principal) -> Device:
     """Resolve an UNEXPECTED device by attaching it to a delivery (it becomes RECEIVED).
 
+    An UNEXPECTED laptop already holds the slot it was scanned into; it keeps it. One
+    without a slot (recorded before slots were held) gets a free one.
+
     :raises InvalidTransition: the device is not UNEXPECTED.
+    :raises BenchFull: it needs a slot and its bench has none free.
     """
+    bench = _lock_bench_of(session, device_id)
     device = _lock_visible(session, device_id, principal)
+    if bench is not None and device.slot is None and device.state == DeviceState.UNEXPECTED:
+        device.slot = _free_slot(bench, repository.occupied_slots(session, bench.id or 0))
     delivery = get_delivery(session, delivery_id, principal)
     if device.state == DeviceState.UNEXPECTED:
         device.delivery_id = delivery.id
@@ -294,14 +324,21 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
     (SQLite), and a racing insert of the same unknown serial is caught by the unique
     constraint and read back.
 
+    A laptop that takes a slot (received, unexpected) gets a free one, or the slot
+    asked for. The bench row is locked first and its occupied slots read after the
+    lock, so concurrent scans at one bench never share a slot; the database's unique
+    index on held slots backs this.
+
+    :raises InvalidCode: not a scannable code (``inventory.codes``); nothing written.
     :raises BenchNotFound: unknown bench.
-    :raises InvalidInput: slot outside the bench or already taken.
+    :raises InvalidInput: slot outside the bench.
+    :raises SlotTaken: the slot asked for holds another laptop.
+    :raises BenchFull: no free slot left.
     """
-    code = normalize_code(body.code)
-    locked = repository.lock_bench(session, body.bench_id)
-    if locked is None:
+    code = codes.scannable(body.code)
+    bench = repository.lock_bench(session, body.bench_id)
+    if bench is None or bench.id is None:
         raise BenchNotFound(str(body.bench_id))
-    bench, busy = locked
     found = repository.find_devices_by_code(session, code, for_update=True)
     if len(found) > 1:
         expected = [d for d in found if d.state == DeviceState.EXPECTED]
@@ -310,13 +347,14 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         vendors = ", ".join(sorted(d.vendor for d in found))
         raise Conflict(f"serial {code} matches devices of several vendors ({vendors})")
     if not found:
+        busy = repository.occupied_slots(session, bench.id)
         return _scan_unknown(session, code, bench, busy, body, principal)
     device = found[0]
     state = DeviceState(device.state)
     if body.model:
         device.observed_model = body.model[:128]
     if state is DeviceState.EXPECTED:
-        slot = _pick_slot(bench, busy, body.slot)
+        slot = _pick_slot(bench, repository.occupied_slots(session, bench.id), body.slot)
         device.bench_id, device.slot = bench.id, slot
         if body.damaged:
             device.quarantine_reason = body.reason or "damaged at scan-in"
@@ -378,7 +416,7 @@ def _scan_unknown(
                 Event.DISCOVER,
                 actor=principal.actor,
                 reason="scanned, not in any delivery",
-                details={"bench_id": bench.id},
+                details={"bench_id": bench.id, "slot": slot},
             )
     except IntegrityError:
         # Another technician scanned the same unknown serial a moment earlier.
@@ -396,7 +434,11 @@ def _scan_unknown(
             reason=device.quarantine_reason,
         )
         return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} unexpected and damaged")
-    return ScanDone(ScanOutcome.UNEXPECTED, device, f"{code} UNEXPECTED: no delivery lists it")
+    return ScanDone(
+        ScanOutcome.UNEXPECTED,
+        device,
+        f"{code} UNEXPECTED at slot {slot}: no delivery lists it; attach or reject it",
+    )
 
 
 def _pick_slot(bench: Bench, busy: set[int], wanted: int | None) -> int:
@@ -404,9 +446,14 @@ def _pick_slot(bench: Bench, busy: set[int], wanted: int | None) -> int:
         if wanted > bench.slots:
             raise InvalidInput(f"bench {bench.code} has slots 1..{bench.slots}, not {wanted}")
         if wanted in busy:
-            raise InvalidInput(f"slot {wanted} of bench {bench.code} is taken")
+            raise SlotTaken(bench.code, wanted)
         return wanted
+    return _free_slot(bench, busy)
+
+
+def _free_slot(bench: Bench, busy: set[int]) -> int:
+    """The lowest free slot. :raises BenchFull: none."""
     for slot in range(1, bench.slots + 1):
         if slot not in busy:
             return slot
-    raise InvalidInput(f"bench {bench.code} is full ({bench.slots} slots)")
+    raise BenchFull(bench.code, bench.slots)

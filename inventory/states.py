@@ -108,6 +108,26 @@ TIMEOUT_OF: dict[DeviceState, timedelta] = {
     S.VERIFYING: timedelta(minutes=15),
 }
 
+# States in which a laptop sits in a bench slot and holds it: at most one laptop per
+# (bench, slot) among these, enforced by a partial unique index (``Device``). An
+# UNEXPECTED laptop holds one too: it is physically on the bench, and a technician must
+# find it there to attach or reject it. QUARANTINED ones are set aside (off the bench);
+# released, they need a slot again.
+SLOT_HOLDING: frozenset[DeviceState] = frozenset(
+    {
+        S.UNEXPECTED,
+        S.RECEIVED,
+        S.QUEUED,
+        S.IMAGING,
+        S.CONFIGURING,
+        S.VERIFYING,
+        S.FAILED_IMAGING,
+        S.FAILED_CONFIGURING,
+        S.FAILED_VERIFYING,
+        S.READY,
+    }
+)
+
 _QUARANTINABLE = (
     S.EXPECTED,
     S.UNEXPECTED,

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core import csvfile
 from inventory.models import Delivery, Device
 from inventory.states import DeviceState
 from logistics.errors import AutopilotInvalid
@@ -60,6 +61,13 @@ def _problems(device: Device) -> list[str]:
             continue
         if _FORBIDDEN.search(value):
             out.append(f"{label} contains a comma, quote or line break")
+        if value.startswith(csvfile.FORMULA_START):
+            # Elsewhere such a cell gets a ' in front (core.csvfile); this format has no
+            # quoting, so it cannot be neutralised: refuse rather than alter the value.
+            out.append(
+                f"{label} starts with {value[0]!r}, which a spreadsheet would run as a "
+                "formula and the Autopilot format cannot escape"
+            )
         try:
             value.encode(ENCODING)
         except UnicodeEncodeError:

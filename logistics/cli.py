@@ -59,6 +59,7 @@ def dispatch(
     carrier: Annotated[str | None, typer.Option()] = None,
     tracking: Annotated[str | None, typer.Option()] = None,
     vendor: Annotated[str | None, typer.Option(help="When a serial exists twice.")] = None,
+    language: Annotated[str, typer.Option(help="Welcome sheet language: fr or en.")] = "fr",
     csv_file: Annotated[
         Path | None, typer.Option("--csv", exists=True, dir_okay=False, help="Bulk file.")
     ] = None,
@@ -85,11 +86,15 @@ def dispatch(
                 return
             for err in summary.get("errors", []):
                 err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-            verb = "would dispatch" if dry_run else "dispatched"
-            count = summary["rows"] if dry_run else summary["dispatched"]
-            console.print(
-                f"{summary['rows']} row(s); {verb} {count}; {len(summary['errors'])} error(s)"
-            )
+            if summary["errors"]:
+                console.print(
+                    f"{summary['rows']} row(s); rejected whole, nothing would be dispatched; "
+                    f"{len(summary['errors'])} error(s)"
+                )
+            else:
+                verb = "would dispatch" if dry_run else "dispatched"
+                count = summary["would_dispatch"] if dry_run else summary["dispatched"]
+                console.print(f"{summary['rows']} row(s); {verb} {count}")
             if summary["errors"]:
                 raise typer.Exit(2)
             return
@@ -112,7 +117,13 @@ def dispatch(
             "vendor": vendor,
             "carrier": carrier,
             "tracking": tracking,
-            "teleworker": {"name": name, "email": email, "phone": phone, "address": address},
+            "teleworker": {
+                "name": name,
+                "email": email,
+                "phone": phone,
+                "address": address,
+                "language": language,
+            },
         }
         result = client.post("/dispatch", json=body)
     if as_json:
@@ -311,10 +322,13 @@ def carrier_import(
         return
     for err in s["errors"]:
         err_console.print(f"line {err['line']}, column {err['column']}: {err['message']}")
-    console.print(
-        f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
-        f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
-    )
+    if s["errors"]:
+        console.print(f"{s['rows']} row(s): rejected whole, nothing would change (dry run)")
+    else:
+        console.print(
+            f"{s['rows']} row(s): {s['delivered']} delivered, {s['returned']} returned, "
+            f"{s['unchanged']} unchanged{' (dry run)' if dry_run else ''}"
+        )
     if s["errors"]:
         raise typer.Exit(2)
 
@@ -378,9 +392,11 @@ def purge(
     from logistics.service import purge_personal_data
 
     retention = days if days is not None else get_settings().teleworker_retention_days
+    report: dict[str, int] = {}
     with get_database().session() as session:
-        erased = purge_personal_data(session, retention_days=retention)
-    console.print(f"{erased} teleworker(s) erased (retention {retention} days)")
+        erased = purge_personal_data(session, retention_days=retention, report=report)
+    extra = "".join(f", {n} {what}" for what, n in report.items())
+    console.print(f"{erased} teleworker(s) erased{extra} (retention {retention} days)")
 
 
 # Labels.
@@ -585,13 +601,20 @@ def webhooks_send(
     backoff: Annotated[float, typer.Option(help="First retry delay, seconds.")] = 5.0,
     max_attempts: Annotated[int, typer.Option(min=1)] = 12,
     lease: Annotated[float, typer.Option(help="Seconds before a claimed send is retried.")] = 60.0,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout, seconds.")] = 10.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Deadline of a whole HTTP call (not per read), seconds "
+            "(default: MASTERLINE_WEBHOOK_DEADLINE_SECONDS, 10)."
+        ),
+    ] = None,
 ) -> None:
     """Run the webhook sender (server side). Safe to run several; safe to kill."""
+    import dataclasses
     import logging
 
     from core.db import get_database
-    from logistics.webhooks import SenderPolicy, run_sender
+    from logistics.sender import SenderPolicy, run_sender
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = {"now": False}
@@ -600,12 +623,9 @@ def webhooks_send(
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, _stop)
-    policy = SenderPolicy(
-        backoff_seconds=backoff,
-        max_attempts=max_attempts,
-        lease_seconds=lease,
-        timeout_seconds=timeout,
-    )
+    policy = SenderPolicy(backoff_seconds=backoff, max_attempts=max_attempts, lease_seconds=lease)
+    if timeout is not None:
+        policy = dataclasses.replace(policy, timeout_seconds=timeout)
     run_sender(
         get_database(), policy=policy, interval=interval, once=once, should_stop=lambda: stop["now"]
     )

@@ -32,6 +32,27 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+MIN_SECRET_BYTES = 24
+MAX_SECRET_BYTES = 64
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why ``secret`` is not a Standard Webhooks secret (``whsec_`` + base64 of 24 to 64
+    bytes), or None. Never quotes the secret."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return "must start with whsec_ (Standard Webhooks)"
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except ValueError:
+        return "must be whsec_ followed by base64 (A-Z a-z 0-9 + / and = padding)"
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        return (
+            f"must encode {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes "
+            f"(this one has {len(key)})"
+        )
+    return None
+
+
 def signing_key(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret (the base64 part, decoded)."""
     raw = secret.removeprefix(WEBHOOK_SECRET_PREFIX)

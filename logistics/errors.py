@@ -57,3 +57,14 @@ class PrinterUnavailable(Unavailable):
 class BadPrinterUri(InvalidInput):
     def __init__(self, uri: str) -> None:
         super().__init__(f"printer must be tcp://host[:port], got {uri[:100]!r}")
+
+
+class TooManyPings(core_errors.MasterlineError):
+    """Webhook test pings are sent a few at a time per server process."""
+
+    status_code = 429
+    exit_code = 5
+    title = "Too many requests"
+
+    def __init__(self) -> None:
+        super().__init__("too many webhook test pings in progress; retry shortly")

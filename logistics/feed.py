@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from core.db import Database
 from inventory.models import Device, DeviceEvent
+from logistics import repository
 from logistics.models import Counter, OutboxEntry
 
 SEQ_COUNTER = "outbox_seq"
@@ -33,18 +32,7 @@ BATCH = 1000
 
 def lock_counter(session: Session, name: str) -> Counter:
     """The named counter row, locked until the transaction ends (created at 0)."""
-    row = session.exec(select(Counter).where(Counter.name == name).with_for_update()).first()
-    if row is None:
-        # Two first-ever callers may race to create it; the loser's insert fails in its
-        # savepoint and it simply locks the winner's row.
-        try:
-            with session.begin_nested():
-                session.add(Counter(name=name, value=0))
-                session.flush()
-        except IntegrityError:
-            pass
-        row = session.exec(select(Counter).where(Counter.name == name).with_for_update()).one()
-    return row
+    return repository.lock_counter(session, name)
 
 
 def sequence(session: Session, *, limit: int = BATCH) -> int:
@@ -52,21 +40,12 @@ def sequence(session: Session, *, limit: int = BATCH) -> int:
 
     Call it in its own short write transaction (``sequence_all`` does).
     """
-    counter = lock_counter(session, SEQ_COUNTER)
-    ids = session.exec(
-        select(OutboxEntry.id)
-        .where(col(OutboxEntry.seq).is_(None))
-        .order_by(col(OutboxEntry.id))
-        .limit(limit)
-    ).all()
+    counter = repository.lock_counter(session, SEQ_COUNTER)
+    ids = repository.unsequenced_outbox_ids(session, limit=limit)
     if not ids:
         return 0
     start = counter.value
-    params = [{"oid": oid, "s": start + i + 1} for i, oid in enumerate(ids)]
-    table = OutboxEntry.__table__  # type: ignore[attr-defined]
-    session.connection().execute(
-        update(table).where(table.c.id == bindparam("oid")).values(seq=bindparam("s")), params
-    )
+    repository.assign_seqs(session, {oid: start + i + 1 for i, oid in enumerate(ids)})
     counter.value = start + len(ids)
     session.add(counter)
     session.flush()
@@ -112,28 +91,12 @@ def changes_since(
     session: Session, *, cursor: int, limit: int, client_id: int | None
 ) -> list[Change]:
     """Changes with ``seq > cursor``, oldest first; ``client_id`` scopes a tenant."""
-    q = (
-        select(OutboxEntry, DeviceEvent, Device)
-        .join(DeviceEvent, col(DeviceEvent.id) == col(OutboxEntry.event_id))
-        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
-        .where(col(OutboxEntry.seq).is_not(None), col(OutboxEntry.seq) > cursor)
-        .order_by(col(OutboxEntry.seq))
-        .limit(limit)
-    )
-    if client_id is not None:
-        q = q.where(OutboxEntry.client_id == client_id)
-    return [_change(o, e, d) for o, e, d in session.exec(q).all()]
+    rows = repository.outbox_since(session, cursor=cursor, limit=limit, client_id=client_id)
+    return [_change(o, e, d) for o, e, d in rows]
 
 
 def changes_by_seq(session: Session, seqs: Sequence[int]) -> list[Change]:
-    q = (
-        select(OutboxEntry, DeviceEvent, Device)
-        .join(DeviceEvent, col(DeviceEvent.id) == col(OutboxEntry.event_id))
-        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
-        .where(col(OutboxEntry.seq).in_(list(seqs)))
-        .order_by(col(OutboxEntry.seq))
-    )
-    return [_change(o, e, d) for o, e, d in session.exec(q).all()]
+    return [_change(o, e, d) for o, e, d in repository.outbox_by_seq(session, seqs)]
 
 
 def _change(o: OutboxEntry, e: DeviceEvent, d: Device) -> Change:

@@ -1,16 +1,13 @@
 """Bulk files: dispatch assignments and carrier status reports.
 
 Same rules as the ship-notice intake (docs/intake.md): every error with its line and
-column, all or nothing, ``dry_run`` checks without writing. Decoding (UTF-8 with or
-without BOM, UTF-16 with BOM, else Windows-1252) is the intake's ``decode``; the
-delimiter is detected the same way. Error messages name the column, never the value of
-a personal field.
+column, all or nothing, ``dry_run`` checks without writing. Records are read by the
+product's one CSV reader (``core.csvfile.read_records``: encodings, separator, line
+numbers). Error messages name the column, never the value of a personal field.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +15,9 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
+from core import csvfile
 from core.errors import TooLarge
 from core.principal import Principal
-from inventory import intake
 from inventory import repository as inventory_repo
 from inventory import service as inventory
 from inventory.models import Device
@@ -48,6 +45,7 @@ DISPATCH_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
     "address": (500, True, ("address", "deliveryaddress", "shippingaddress")),
     "carrier": (64, True, ("carrier",)),
     "tracking": (128, True, ("tracking", "trackingnumber", "trackingno")),
+    "language": (8, False, ("language", "lang", "langue")),
 }
 CARRIER_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
     "tracking": (128, True, ("tracking", "trackingnumber", "trackingno")),
@@ -57,6 +55,7 @@ CARRIER_COLUMNS: dict[str, tuple[int, bool, tuple[str, ...]]] = {
 }
 # Whose values are personal: an error says what is wrong with them, never what they were.
 _PERSONAL = frozenset({"name", "email", "phone", "address"})
+_FIELD_PROBLEM = {"email": "not a valid e-mail address", "language": "fr or en"}
 
 
 def _key(name: str) -> str:
@@ -85,32 +84,10 @@ def read_sheet(data: bytes, spec: dict[str, tuple[int, bool, tuple[str, ...]]]) 
     sheet = Sheet()
     if len(data) > MAX_BYTES:
         raise TooLarge(f"file is {len(data)} bytes; the limit is {MAX_BYTES} (split it)")
-    try:
-        text = intake.decode(data)
-    except UnicodeDecodeError as e:
-        sheet.error(data[: e.start].count(b"\n") + 1, None, "not UTF-8 or Windows-1252 text")
-        return sheet
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if not first:
-        sheet.error(1, None, "the file is empty")
-        return sheet
-    counts = {d: first.count(d) for d in (",", ";", "\t")}
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     by_alias = {a: canon for canon, (_, _, aliases) in spec.items() for a in aliases}
     names: list[str] | None = None
     columns: list[str | None] = []
-    while True:
-        line = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            sheet.error(reader.line_num or line, None, f"unreadable CSV: {e}")
-            break
-        if not any(c.strip() for c in cells):
-            continue
+    for line, cells in csvfile.read_records(data, lambda ln, msg: sheet.error(ln, None, msg)):
         if names is None:
             names = _header(sheet, line, cells, spec, by_alias, columns)
             if sheet.errors:
@@ -137,7 +114,7 @@ def read_sheet(data: bytes, spec: dict[str, tuple[int, bool, tuple[str, ...]]]) 
             else:
                 values[canon] = value
         sheet.rows.append((line, values))
-    if names is None:
+    if names is None and not sheet.errors:
         sheet.error(1, None, "the file has no header line")
     return sheet
 
@@ -197,7 +174,12 @@ def import_dispatch(
             )
             dispatched += 1
     return DispatchImportSummary(
-        dry_run=dry_run, rows=len(sheet.rows), dispatched=dispatched, errors=sheet.errors
+        dry_run=dry_run,
+        rows=len(sheet.rows),
+        rejected=bool(sheet.errors),
+        dispatched=dispatched,
+        would_dispatch=len(planned) if dry_run and not sheet.errors else 0,
+        errors=sheet.errors,
     )
 
 
@@ -240,14 +222,13 @@ def _person(sheet: Sheet, line: int, values: dict[str, str]) -> TeleworkerIn | N
             email=values["email"],
             phone=values.get("phone") or None,
             address=values["address"],
+            language=(values.get("language") or "fr").strip().lower(),
         )
     except ValueError as e:
         # Pydantic's message may quote the input; say which field only.
         for err in getattr(e, "errors", list)():
             where = str(err.get("loc", ("?",))[0])
-            sheet.error(
-                line, where, "not a valid e-mail address" if where == "email" else "invalid value"
-            )
+            sheet.error(line, where, _FIELD_PROBLEM.get(where, "invalid value"))
         return None
 
 
@@ -289,13 +270,16 @@ def import_carrier_status(
     sheet = read_sheet(data, CARRIER_COLUMNS)
     actions, unchanged = _plan_carrier(session, sheet, principal)
     _reject_or_summarise(sheet, dry_run)
+    if sheet.errors:  # a dry run of a file that would be refused whole: nothing counts
+        actions, unchanged = [], 0
     delivered = sum(1 for _, kind in actions if kind == "delivered")
-    if not dry_run and not sheet.errors:
+    if not dry_run:
         for run, _ in actions:
             run()
     return CarrierImportSummary(
         dry_run=dry_run,
         rows=len(sheet.rows),
+        rejected=bool(sheet.errors),
         delivered=delivered,
         returned=len(actions) - delivered,
         unchanged=unchanged,

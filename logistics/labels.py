@@ -2,7 +2,8 @@
 
 Both carry a QR code of the asset tag (the serial when the laptop has no tag yet), so a
 scanner at the bench or at the teleworker's door reads the same code ``masterline scan``
-accepts. ZPL goes raw to ``tcp://printer:9100`` (the JetDirect convention Zebra
+accepts, and the laptop's help code (``core.helpcode``: the number its user types on
+the help desk's phone menu). ZPL goes raw to ``tcp://printer:9100`` (the JetDirect convention Zebra
 printers follow); PDF is one label per page (100 x 60 mm) or A4 sheets of 3 x 8.
 """
 
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from sqlmodel import Session
 
+from core import helpcode
 from core.errors import Forbidden, InvalidInput
 from core.principal import Principal
 from inventory import repository as inventory_repo
@@ -57,6 +59,8 @@ class Label:
     serial: str
     client: str
     order_reference: str | None = None
+    # The number a teleworker types on the help desk's phone menu (``core.helpcode``).
+    help_code: str | None = None
     # Shipping labels only (personal data: rendered, never logged).
     recipient: str | None = None
     address: str | None = None
@@ -94,6 +98,8 @@ def zpl(labels: Sequence[Label], kind: LabelKind) -> str:
         lines.append(_zpl_field(260, 90, 28, f"S/N {lb.serial}"))
         order = f" {lb.order_reference}" if lb.order_reference else ""
         lines.append(_zpl_field(260, 130, 28, lb.client + order))
+        if lb.help_code:
+            lines.append(_zpl_field(260, 165, 28, _help_text(lb.help_code)))
         if kind is LabelKind.SHIPPING:
             y = 200
             for text in _shipping_lines(lb):
@@ -102,6 +108,10 @@ def zpl(labels: Sequence[Label], kind: LabelKind) -> str:
         lines.append("^XZ")
         blocks.append("\n".join(lines))
     return "\n".join(blocks) + "\n"
+
+
+def _help_text(code: str) -> str:
+    return f"Aide/Help {helpcode.pretty(code)}"
 
 
 def _shipping_lines(lb: Label) -> list[str]:
@@ -167,6 +177,8 @@ def _draw(
         f"S/N {lb.serial}",
         lb.client + (f" {lb.order_reference}" if lb.order_reference else ""),
     ]
+    if lb.help_code:
+        texts.append(_help_text(lb.help_code))
     if kind is LabelKind.SHIPPING:
         texts += _shipping_lines(lb)
     for text in texts:
@@ -250,6 +262,7 @@ def collect(
             serial=d.serial,
             client=clients[d.client_id],
             order_reference=d.order_reference,
+            help_code=helpcode.encode(d.id) if d.id else None,
         )
         if kind is LabelKind.ASSET:
             out.append(base)

@@ -22,6 +22,13 @@ def _ts(**kw: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime, **kw)
 
 
+class Language(StrEnum):
+    """The languages welcome sheets and help-desk articles are written in."""
+
+    FR = "fr"
+    EN = "en"
+
+
 class Teleworker(SQLModel, table=True):
     """The person a laptop is shipped to. Belongs to one client company.
 
@@ -38,6 +45,8 @@ class Teleworker(SQLModel, table=True):
     email: str = Field(max_length=254)
     phone: str | None = Field(default=None, max_length=40)
     address: str = Field(max_length=500)
+    # The welcome sheet's language (not erased by the purge: it identifies nobody).
+    language: str = Field(default=Language.FR.value, sa_type=String(8))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

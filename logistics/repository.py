@@ -1,16 +1,21 @@
-"""All logistics SQL (the change feed's own queries live in ``logistics.feed``)."""
+"""All logistics SQL: teleworkers, shipments, status listings, the change feed's outbox
+and counters, webhook subscriptions and deliveries."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from inventory.models import ClientCompany, Device
+from inventory.models import ClientCompany, Device, DeviceEvent
 from logistics.models import (
+    Counter,
     DeliveryStatus,
+    OutboxEntry,
     Shipment,
     ShipmentStatus,
     Teleworker,
@@ -229,3 +234,91 @@ def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list
     for row in rows:
         out.setdefault(row.delivery_id, []).append(row)
     return out
+
+
+def get_delivery_for_update(session: Session, delivery_id: int) -> WebhookDelivery:
+    """The delivery row, locked until the transaction ends."""
+    return session.exec(
+        select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update()
+    ).one()
+
+
+def deliveries_by_id(
+    session: Session, subscription_id: int, delivery_ids: Sequence[int]
+) -> Sequence[WebhookDelivery]:
+    return session.exec(
+        select(WebhookDelivery).where(
+            WebhookDelivery.subscription_id == subscription_id,
+            col(WebhookDelivery.id).in_(list(delivery_ids)),
+        )
+    ).all()
+
+
+# The change feed: counters and the outbox (see logistics.feed for the why).
+def lock_counter(session: Session, name: str) -> Counter:
+    """The named counter row, locked until the transaction ends (created at 0)."""
+    row = session.exec(select(Counter).where(Counter.name == name).with_for_update()).first()
+    if row is None:
+        # Two first-ever callers may race to create it; the loser's insert fails in its
+        # savepoint and it simply locks the winner's row.
+        try:
+            with session.begin_nested():
+                session.add(Counter(name=name, value=0))
+                session.flush()
+        except IntegrityError:
+            pass
+        row = session.exec(select(Counter).where(Counter.name == name).with_for_update()).one()
+    return row
+
+
+def unsequenced_outbox_ids(session: Session, *, limit: int) -> Sequence[int]:
+    """Committed outbox rows without a ``seq`` yet, oldest first."""
+    return [
+        int(i)
+        for i in session.exec(
+            select(OutboxEntry.id)
+            .where(col(OutboxEntry.seq).is_(None))
+            .order_by(col(OutboxEntry.id))
+            .limit(limit)
+        ).all()
+        if i is not None
+    ]
+
+
+def assign_seqs(session: Session, seq_of: dict[int, int]) -> None:
+    """Set ``seq`` of each outbox row id in one executemany."""
+    table: Any = OutboxEntry.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("oid")).values(seq=bindparam("s")),
+        [{"oid": oid, "s": seq} for oid, seq in seq_of.items()],
+    )
+
+
+def _feed_rows() -> Any:
+    return (
+        select(OutboxEntry, DeviceEvent, Device)
+        .join(DeviceEvent, col(DeviceEvent.id) == col(OutboxEntry.event_id))
+        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
+    )
+
+
+def outbox_since(
+    session: Session, *, cursor: int, limit: int, client_id: int | None
+) -> Sequence[tuple[OutboxEntry, DeviceEvent, Device]]:
+    """Sequenced outbox rows with ``seq > cursor`` and their event and device."""
+    q = (
+        _feed_rows()
+        .where(col(OutboxEntry.seq).is_not(None), col(OutboxEntry.seq) > cursor)
+        .order_by(col(OutboxEntry.seq))
+        .limit(limit)
+    )
+    if client_id is not None:
+        q = q.where(OutboxEntry.client_id == client_id)
+    return session.exec(q).all()
+
+
+def outbox_by_seq(
+    session: Session, seqs: Sequence[int]
+) -> Sequence[tuple[OutboxEntry, DeviceEvent, Device]]:
+    q = _feed_rows().where(col(OutboxEntry.seq).in_(list(seqs))).order_by(col(OutboxEntry.seq))
+    return session.exec(q).all()

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from api.kit import Page
 from core.values import Int64
 from inventory.states import DeviceState
+from logistics.models import Language
 
 _EMAIL_MAX = 254
 
@@ -35,6 +36,9 @@ class TeleworkerIn(BaseModel):
     email: Email
     phone: str | None = Field(default=None, max_length=40)
     address: str = Field(min_length=1, max_length=500, description="Full delivery address.")
+    language: Language = Field(
+        default=Language.FR, description="Language of the welcome sheet in the box."
+    )
 
 
 class TeleworkerRead(BaseModel):
@@ -45,6 +49,7 @@ class TeleworkerRead(BaseModel):
     email: str
     phone: str | None
     address: str
+    language: str
     erased_at: datetime | None
 
 
@@ -141,16 +146,28 @@ class ImportLine(BaseModel):
     message: str
 
 
+_REJECTED = Field(
+    default=False,
+    description="Dry run only: the file has errors and would be refused whole; the "
+    "counts are then 0.",
+)
+
+
 class DispatchImportSummary(BaseModel):
     dry_run: bool
     rows: int
+    rejected: bool = _REJECTED
     dispatched: int = Field(description="Laptops dispatched (0 on a dry run).")
+    would_dispatch: int = Field(
+        default=0, description="Dry run: laptops a real import would dispatch (0 if rejected)."
+    )
     errors: list[ImportLine] = Field(description="Empty unless dry_run (else 422).")
 
 
 class CarrierImportSummary(BaseModel):
     dry_run: bool
     rows: int
+    rejected: bool = _REJECTED
     delivered: int
     returned: int
     unchanged: int = Field(description="Already in the reported state.")

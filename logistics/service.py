@@ -24,7 +24,7 @@ from inventory import service as inventory
 from inventory.errors import DeliveryNotFound, DeviceNotFound, InvalidTransition
 from inventory.models import Device
 from inventory.states import DeviceState, Event, next_state
-from logistics import repository
+from logistics import hooks, repository
 from logistics.errors import ShipmentNotFound, TeleworkerNotFound, WrongClient
 from logistics.models import (
     DeliveryStatus,
@@ -137,6 +137,7 @@ def upsert_teleworker(session: Session, client_id: int, data: TeleworkerIn) -> T
         person = Teleworker(client_id=client_id, **data.model_dump())
     else:
         person.name, person.phone, person.address = data.name, data.phone, data.address
+        person.language = data.language
         person.updated_at = now
     session.add(person)
     session.flush()
@@ -386,13 +387,21 @@ def get_teleworker(session: Session, teleworker_id: int, principal: Principal) -
 
 # Retention.
 def purge_personal_data(
-    session: Session, *, retention_days: int, now: datetime | None = None
+    session: Session,
+    *,
+    retention_days: int,
+    now: datetime | None = None,
+    report: dict[str, int] | None = None,
 ) -> int:
     """Erase teleworkers whose every shipment closed more than ``retention_days`` ago.
 
     Name, e-mail, phone and address are replaced by anonymised values; the teleworker
     row, its shipments and every device event stay, so the history still says that
     laptop X went to teleworker #N by carrier C on day D. Returns how many were erased.
+
+    Then, in the same transaction, every purge step (``logistics.hooks``) applies the
+    same retention to what other domains keep about people (the help desk's contacts,
+    survey calls and answers); each adds its counts to ``report``.
 
     :raises InvalidInput: a negative retention.
     """
@@ -413,6 +422,11 @@ def purge_personal_data(
         session.add(person)
         erased += 1
     session.flush()
+    cutoff = at - timedelta(days=retention_days)
+    for step in hooks.ON_PURGE:
+        counts = step(session, cutoff, at)
+        if report is not None:
+            report.update(counts)
     return erased
 
 

@@ -16,25 +16,24 @@ How nothing is lost (docs/logistics.md has the long form):
 Messages are signed as Standard Webhooks specifies: ``webhook-id``,
 ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "{id}.{timestamp}.{body}">`` with the subscription's ``whsec_`` secret.
+
+The sending side (steps 3 and 4, the test ping) is ``logistics.sender``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from core.db import Database
-from core.errors import InvalidInput, MasterlineError
+from core import egress
+from core.errors import InvalidInput
 from core.principal import Principal
+from core.settings import get_settings
 from core.timeutil import utcnow
 from inventory import service as inventory
 from inventory.states import DeviceState
@@ -43,16 +42,10 @@ from logistics.errors import SubscriptionNotFound
 from logistics.feed import Change
 from logistics.models import (
     DeliveryStatus,
-    WebhookAttempt,
     WebhookDelivery,
     WebhookSubscription,
 )
 from logistics.schemas import ReplayRequest, SubscriptionCreate
-
-if TYPE_CHECKING:
-    # Imported where used: httpx pulls in rich, click and pygments (~10 MB), which
-    # the API server only needs when it sends a test ping.
-    import httpx
 
 log = logging.getLogger("masterline.webhooks")
 
@@ -61,34 +54,16 @@ EVENT_TYPES = frozenset(f"device.{s.value}" for s in DeviceState)
 USER_AGENT = "Masterline-Webhooks/1"
 
 
-@dataclass(frozen=True)
-class SenderPolicy:
-    """Retries: attempt n (1-based) that fails waits ``backoff * 2**(n-1)``, capped."""
-
-    backoff_seconds: float = 5.0
-    max_backoff_seconds: float = 3600.0
-    max_attempts: int = 12
-    lease_seconds: float = 60.0
-    timeout_seconds: float = 10.0
-    batch: int = 50
-
-    def delay(self, attempts: int) -> timedelta:
-        seconds = min(self.backoff_seconds * (2 ** max(attempts - 1, 0)), self.max_backoff_seconds)
-        return timedelta(seconds=seconds)
-
-
 # Subscriptions.
-def validate_url(url: str) -> str:
-    """Only http(s) with a host. (Tests post to receivers on 127.0.0.1 only.)
+def check_destination(url: str) -> egress.Destination:
+    """An http(s) URL whose host resolves to public addresses only (or to networks of
+    ``MASTERLINE_WEBHOOK_ALLOW_NETWORKS``). Resolves the name: never call it with a
+    database transaction open.
 
-    :raises InvalidInput: another scheme, no host, or credentials in the URL.
+    :raises DestinationRefused: another scheme, no host, credentials in the URL, a name
+        that does not resolve, or a destination that is not public.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("webhook url must be http:// or https:// with a host")
-    if parts.username or parts.password:
-        raise InvalidInput("webhook url must not carry credentials; the secret signs messages")
-    return url.strip()
+    return egress.check(url, allow=get_settings().webhook_networks)
 
 
 def _validate_types(types: Sequence[str]) -> list[str]:
@@ -107,10 +82,14 @@ def create_subscription(
 ) -> tuple[WebhookSubscription, str | None]:
     """Returns the subscription and the generated secret (``None`` if one was given).
 
-    :raises InvalidInput: bad URL, event type or secret; no client for an admin.
+    The URL is checked (resolved) first, before this function's first query, so no
+    transaction is open while the name resolves.
+
+    :raises DestinationRefused: see ``check_destination``.
+    :raises InvalidInput: bad event type or secret; no client for an admin.
     :raises ClientNotFound: unknown client code.
     """
-    url = validate_url(body.url)
+    url = check_destination(body.url).url
     types = _validate_types(body.event_types)
     if principal.role.client_bound:
         assert principal.client_id is not None
@@ -126,11 +105,9 @@ def create_subscription(
     if secret is None:
         secret = generated = crypto.new_webhook_secret()
     else:
-        try:
-            if len(crypto.signing_key(secret)) < 16:
-                raise ValueError
-        except ValueError:
-            raise InvalidInput("secret must be whsec_ + base64 of at least 16 bytes") from None
+        why = crypto.webhook_secret_problem(secret)
+        if why is not None:
+            raise InvalidInput(f"secret {why}; omit it to have one generated")
     row = WebhookSubscription(
         client_id=client_id,
         url=url,
@@ -238,202 +215,6 @@ def _delivery(sub: WebhookSubscription, change: Change, now: datetime) -> Webhoo
     )
 
 
-# Sending.
-@dataclass(frozen=True)
-class Claimed:
-    delivery_id: int
-    attempt: int
-    url: str
-    secret: str
-    message_id: str
-    payload: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    status_code: int | None
-    error: str | None
-    excerpt: str | None
-    duration_ms: int
-
-
-def claim_due(session: Session, *, now: datetime, policy: SenderPolicy) -> list[Claimed]:
-    """Lease due deliveries: their ``next_attempt_at`` moves past the lease, committed by
-    the caller before sending, so a killed sender's work comes back after the lease."""
-    claimed = []
-    secrets: dict[int, tuple[str, str] | None] = {}
-    for d in repository.due_deliveries(session, now=now, limit=policy.batch):
-        assert d.id is not None
-        if d.subscription_id not in secrets:
-            secrets[d.subscription_id] = _target(session, d.subscription_id)
-        target = secrets[d.subscription_id]
-        if target is None:
-            continue  # paused subscription: stays pending until re-activated
-        d.next_attempt_at = now + timedelta(seconds=policy.lease_seconds)
-        session.add(d)
-        claimed.append(Claimed(d.id, d.attempts + 1, target[0], target[1], d.message_id, d.payload))
-    session.flush()
-    return claimed
-
-
-def _target(session: Session, sub_id: int) -> tuple[str, str] | None:
-    """URL and clear secret of an active subscription; ``None`` keeps its deliveries
-    waiting (paused, or a secret the current key cannot decrypt: fix the key, nothing
-    is lost)."""
-    sub = repository.get_subscription(session, sub_id)
-    if sub is None or not sub.active:
-        return None
-    try:
-        return sub.url, crypto.decrypt(sub.secret_encrypted)
-    except MasterlineError:
-        log.warning("webhook subscription %d: secret unreadable with the current key", sub_id)
-        return None
-
-
-def post(
-    http: httpx.Client, *, url: str, secret: str, msg_id: str, body: str, now: datetime
-) -> Outcome:
-    """One signed POST. Never raises for network errors: they are an ``Outcome``."""
-    import httpx
-
-    timestamp = int(now.timestamp())
-    raw = body.encode()
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": crypto.sign(secret, msg_id, timestamp, raw),
-    }
-    started = time.monotonic()
-    try:
-        response = http.post(url, content=raw, headers=headers)
-    except httpx.HTTPError as e:
-        took = int((time.monotonic() - started) * 1000)
-        return Outcome(False, None, type(e).__name__, None, took)
-    took = int((time.monotonic() - started) * 1000)
-    ok = 200 <= response.status_code < 300
-    excerpt = response.text[:500] if response.content else None
-    return Outcome(
-        ok, response.status_code, None if ok else f"HTTP {response.status_code}", excerpt, took
-    )
-
-
-def record(
-    session: Session, claim: Claimed, outcome: Outcome, *, now: datetime, policy: SenderPolicy
-) -> None:
-    delivery = session.exec(
-        select(WebhookDelivery).where(WebhookDelivery.id == claim.delivery_id).with_for_update()
-    ).one()
-    session.add(
-        WebhookAttempt(
-            delivery_id=claim.delivery_id,
-            attempt=claim.attempt,
-            at=now,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            response_excerpt=outcome.excerpt,
-            duration_ms=outcome.duration_ms,
-        )
-    )
-    delivery.attempts = claim.attempt
-    delivery.last_status_code = outcome.status_code
-    delivery.last_error = outcome.error
-    if outcome.ok:
-        delivery.status = DeliveryStatus.DELIVERED
-        delivery.delivered_at = now
-    elif claim.attempt >= policy.max_attempts:
-        delivery.status = DeliveryStatus.FAILED
-    else:
-        delivery.next_attempt_at = now + policy.delay(claim.attempt)
-    session.add(delivery)
-    session.flush()
-
-
-def send_due(
-    db: Database,
-    http: httpx.Client,
-    *,
-    policy: SenderPolicy,
-    clock: Callable[[], datetime] = utcnow,
-) -> int:
-    """One round: sequence, fan out, claim, send, record. Returns deliveries attempted."""
-    feed.sequence_all(db)
-    for _ in range(100):
-        with db.session() as session:
-            if fan_out(session, limit=1000) < 1000:
-                break
-    with db.session() as session:
-        claims = claim_due(session, now=clock(), policy=policy)
-    for claim in claims:
-        outcome = post(
-            http,
-            url=claim.url,
-            secret=claim.secret,
-            msg_id=claim.message_id,
-            body=claim.payload,
-            now=clock(),
-        )
-        with db.session() as session:
-            record(session, claim, outcome, now=clock(), policy=policy)
-        # The id and the status only: URLs may embed tokens, bodies are the client's.
-        log.info(
-            "webhook %s attempt %d: %s",
-            claim.message_id,
-            claim.attempt,
-            outcome.status_code or outcome.error,
-        )
-    return len(claims)
-
-
-def run_sender(
-    db: Database,
-    *,
-    policy: SenderPolicy,
-    interval: float,
-    once: bool = False,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> None:
-    import httpx
-
-    with httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False) as http:
-        while not should_stop():
-            try:
-                sent = send_due(db, http, policy=policy)
-            except OperationalError as e:
-                # Database restarting or busy: the outbox keeps everything; try again.
-                log.warning("database unavailable (%s); retrying", type(e.orig).__name__)
-                sent = 0
-            if once:
-                return
-            if not sent:
-                time.sleep(interval)
-
-
-def send_test(session: Session, sub: WebhookSubscription) -> tuple[str, Outcome]:
-    """A signed ``webhook.test`` ping, sent now, not queued and not logged."""
-    import httpx
-
-    assert sub.id is not None
-    now = utcnow()
-    msg_id = f"msg_test_{sub.id}_{int(now.timestamp() * 1000)}"
-    body = json.dumps(
-        {"type": "webhook.test", "timestamp": now.isoformat(), "data": {"subscription_id": sub.id}},
-        separators=(",", ":"),
-    )
-    with httpx.Client(timeout=10.0, follow_redirects=False) as http:
-        outcome = post(
-            http,
-            url=sub.url,
-            secret=crypto.decrypt(sub.secret_encrypted),
-            msg_id=msg_id,
-            body=body,
-            now=now,
-        )
-    return msg_id, outcome
-
-
 # Replay and the log.
 def replay(session: Session, sub: WebhookSubscription, body: ReplayRequest) -> tuple[int, int]:
     """Queue deliveries again (same ``webhook-id``). Returns (requeued, created).
@@ -447,12 +228,7 @@ def replay(session: Session, sub: WebhookSubscription, body: ReplayRequest) -> t
     requeued = created = 0
     targets: list[WebhookDelivery] = []
     if body.delivery_ids:
-        targets += session.exec(
-            select(WebhookDelivery).where(
-                WebhookDelivery.subscription_id == sub.id,
-                col(WebhookDelivery.id).in_(body.delivery_ids),
-            )
-        ).all()
+        targets += repository.deliveries_by_id(session, sub.id, body.delivery_ids)
     if body.failed_only:
         targets += repository.deliveries_of(
             session, sub.id, status=DeliveryStatus.FAILED, cursor=None, limit=10_000

@@ -10,6 +10,8 @@ command -v zstd >/dev/null || need+=(zstd)
 { command -v runuser && command -v setpriv; } >/dev/null || need+=(util-linux)
 # The lab's laptops run Debian's python3 (Ansible modules, the flipped-byte fault).
 [ -x /usr/bin/python3 ] || need+=(python3)
+# Welcome sheets print names in any Latin (or other) script with DejaVu Sans.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -11,6 +11,7 @@ command line (``cli.main``), the demo, the test suite.
 from __future__ import annotations
 
 from boot.registration import netboot as boot_netboot
+from helpdesk import retention as helpdesk_retention
 from lab import bootcontrol as lab_bootcontrol
 from provisioning import hooks as provisioning_hooks
 
@@ -20,3 +21,4 @@ def wire() -> None:
     provisioning_hooks.register()
     lab_bootcontrol.register()
     boot_netboot.register_kernel_arg_provider()
+    helpdesk_retention.register()

@@ -273,7 +273,31 @@ def step_gate(ctx: StepContext) -> StepResult:
     failed = [c for c in checks if not c["ok"]]
     if failed:
         raise GateFailed(failed)
-    return {"checks": checks}
+    return {"checks": checks, "staged": staged_summary(plan)}
+
+
+def staged_summary(plan: ConfigPlan) -> StepResult:
+    """What this laptop was given, as the help desk reads it later (``helpdesk``): the
+    VPN kind and each tool with where it came from. The client's configuration may
+    change after the laptop leaves; this record does not. Names only, never a secret."""
+
+    def app(a: Any) -> dict[str, Any]:
+        installer = a.installer.image_id if a.installer is not None else None
+        return {
+            "name": a.name,
+            "package": a.package,
+            "source": str(a.source),
+            "image_id": installer,
+        }
+
+    vpn = plan.vpn
+    return {
+        "os_family": str(plan.os_family),
+        "hostname": plan.hostname,
+        "vpn": None if vpn is None else {"kind": str(vpn.kind), "name": vpn.name},
+        "vpn_client": app(vpn.client_app) if vpn is not None and vpn.client_app else None,
+        "apps": [app(a) for a in plan.apps],
+    }
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ from tests.support.openapi_bodies import (
 from tests.support.routes import WalkedRoute, allowed_roles, device_auth, walk_routes
 
 SKIPPED_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+SIGNED_LINK_PATHS = {"/help/{link}"}
+"""Routes that take no token: the link itself is signed (a welcome sheet's QR code, read
+by a teleworker's phone) and answers 404 unless its signature is genuine; checked by
+``test_signed_link_routes_refuse_forged_links`` instead of the walk."""
 OWN, OTHER = "ACME", "GLOBEX"
 UNKNOWN_ID = 999_999
 # 404 on another company's object; 422 only if the caller's own object gets it too
@@ -78,6 +82,66 @@ def _first_id(model: Any) -> ParamFactory:
     return factory
 
 
+def _article_pair(session: Session, world: World) -> Pair:
+    from helpdesk.models import Article, ArticleVersion
+
+    n = next(_fresh)
+    ids = []
+    for client in (world.acme, world.globex):
+        assert client.id is not None
+        article = Article(client_id=client.id, slug=f"walk-{n}", language="fr", title="Walk")
+        session.add(article)
+        session.flush()
+        assert article.id is not None
+        session.add(
+            ArticleVersion(article_id=article.id, version=1, title="Walk", body="b", author="t")
+        )
+        ids.append(article.id)
+    return ids[0], ids[1]
+
+
+WALK_MONTH = "2031-01"
+
+
+def _survey_id(session: Session) -> int:
+    from helpdesk.models import Survey
+
+    found = session.exec(select(Survey).where(Survey.month == WALK_MONTH)).first()
+    if found is None:
+        found = Survey(
+            month=WALK_MONTH,
+            seed="walk",
+            margin=0.1,
+            confidence=0.95,
+            response_rate=1.0,
+            population=0,
+            sample=0,
+            created_by="test",
+        )
+        session.add(found)
+        session.flush()
+    assert found.id is not None
+    return found.id
+
+
+def _call_pair(session: Session, world: World) -> Pair:
+    from helpdesk.models import SurveyCall
+
+    survey_id = _survey_id(session)
+    calls = [
+        SurveyCall(survey_id=survey_id, client_id=c.id or 0, position=next(_fresh))
+        for c in (world.acme, world.globex)
+    ]
+    session.add_all(calls)
+    session.flush()
+    return calls[0].id, calls[1].id
+
+
+def _month(session: Session, world: World) -> Pair:
+    _survey_id(session)
+    return WALK_MONTH, None
+
+
 PARAM_FACTORIES: dict[str, ParamFactory] = {
     "device_id": _device_pair,
     "delivery_id": lambda s, w: (w.acme_delivery.id, w.globex_delivery.id),
@@ -88,6 +152,9 @@ PARAM_FACTORIES: dict[str, ParamFactory] = {
     "hardware_model_id": _first_id(HardwareModel),
     "model_id": _first_id(HardwareModel),
     "token_id": _token_pair,
+    "article_id": _article_pair,
+    "call_id": _call_pair,
+    "month": _month,
 }
 """How to fill a path parameter (or a body field of the same name). Extend it when a
 domain adds a route whose parameter this walk cannot fill yet."""
@@ -172,6 +239,14 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyFactory] = {
     ("POST", "/scan"): lambda v, w: ({"code": "ACME0002", "bench_id": w.bench.id}, None),
     ("POST", "/tokens"): lambda v, w: ({"name": "walk", "role": "technician"}, None),
     ("POST", "/benches"): lambda v, w: ({"site_code": "PAR", "code": "WALK", "slots": 4}, None),
+    ("POST", "/helpdesk/lookup"): lambda v, w: ({"q": "ACME0001"}, {"q": "GLBX0001"}),
+    ("POST", "/helpdesk/articles"): lambda v, w: (
+        {"client_code": OWN, "slug": f"walk-new-{next(_fresh)}", "language": "fr"}
+        | {"title": "Walk", "body": "Walk"},
+        {"client_code": OTHER, "slug": f"walk-new-{next(_fresh)}", "language": "fr"}
+        | {"title": "Walk", "body": "Walk"},
+    ),
+    ("POST", "/helpdesk/calls/{call_id}/status"): lambda v, w: ({"status": "unreachable"}, None),
 }
 """Bodies that the schema alone cannot make meaningful (e.g. an event a technician may
 apply by hand). Values: (own-company body, other-company body or None)."""
@@ -181,7 +256,7 @@ def _collect_routes() -> list[WalkedRoute]:
     with tempfile.TemporaryDirectory() as tmp:
         # The database is never opened: the app is built only to list its routes.
         app = create_app(Database(f"sqlite:///{Path(tmp) / 'unused.db'}"))
-        return walk_routes(app, skipped=frozenset(SKIPPED_PATHS))
+        return walk_routes(app, skipped=frozenset(SKIPPED_PATHS | SIGNED_LINK_PATHS))
 
 
 ROUTES = _collect_routes()
@@ -197,6 +272,20 @@ def test_every_route_declares_its_roles() -> None:
         if allowed_roles(r) is None and device_auth(r) is None
     ]
     assert not missing, "routes without an Allow(...) dependency:\n  " + "\n  ".join(missing)
+
+
+def test_signed_link_routes_refuse_forged_links(app_client: TestClient, world: World) -> None:
+    """The routes without ``Allow``: exactly the known signed-link ones, and each
+    answers 404 to a made-up link, with or without a token."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Database(f"sqlite:///{Path(tmp) / 'unused.db'}"))
+        every = walk_routes(app, skipped=frozenset(SKIPPED_PATHS))
+    assert {r.path for r in every if allowed_roles(r) is None} == SIGNED_LINK_PATHS
+    for path in SIGNED_LINK_PATHS:
+        for link in ("64238719-fr-AAAAAAAAAAAAAAAAAAAAAA", "x", "64238719-fr"):
+            for headers in ({}, auth(_token_for(world, Role.ADMIN))):
+                got = app_client.get(path.replace("{link}", link), headers=headers)
+                assert got.status_code == 404, (path, link, got.status_code)
 
 
 def test_the_walk_sees_the_core_routes() -> None:
@@ -283,8 +372,26 @@ def _status(client: TestClient, method: str, call: Call, headers: dict[str, str]
         return response.status_code
 
 
-def _token_for(world: World, role: Role) -> str:
-    return world.token(role, OWN if role.client_bound else None)
+@dataclass(frozen=True, order=True)
+class Caller:
+    """A role and whether its token names a client company (the caller's own, ACME).
+    ``helpdesk`` tokens may or may not: both are walked."""
+
+    role: Role
+    bound: bool
+
+    def __str__(self) -> str:
+        return f"{self.role}@{OWN}" if self.bound and self.role.client_optional else str(self.role)
+
+
+CALLERS = sorted(
+    [Caller(r, r.client_bound) for r in Role] + [Caller(r, True) for r in Role if r.client_optional]
+)
+
+
+def _token_for(world: World, role: Role | Caller) -> str:
+    caller = role if isinstance(role, Caller) else Caller(role, role.client_bound)
+    return world.token(caller.role, OWN if caller.bound else None)
 
 
 def check_route(
@@ -311,15 +418,16 @@ def check_route(
     got = _status(client, method, plan.own, auth("mlt_not-a-real-token"))
     expect(got == 401, "bad token", got, "401")
 
-    for role in Role:
-        if role not in roles:
-            got = _status(client, method, plan.own, auth(_token_for(world, role)))
-            expect(got == 403, f"[{role}] role not allowed", got, "403")
+    callers = [c for c in CALLERS if c.role in roles]
+    for caller in CALLERS:
+        if caller.role not in roles:
+            got = _status(client, method, plan.own, auth(_token_for(world, caller)))
+            expect(got == 403, f"[{caller}] role not allowed", got, "403")
 
     # Other company first: a caller's own call may change state (e.g. quarantine).
-    for role in sorted(roles):
+    for role in callers:
         headers = auth(_token_for(world, role))
-        if plan.other is not None and role.client_bound:
+        if plan.other is not None and role.bound:
             got = _status(client, method, plan.other, headers)
             if got == 422:
                 own_got = _status(client, method, plan.own, headers)
@@ -340,7 +448,7 @@ def check_route(
                 "not 401/403/404/5xx",
             )
 
-    for role in sorted(roles):
+    for role in callers:
         got = _status(client, method, plan.own, auth(_token_for(world, role)))
         if plan.own.confident:
             expect(
@@ -361,7 +469,7 @@ def check_route(
                 got,
                 "not 401/403/5xx",
             )
-            if role.client_bound and plan.other is None and route.dependant.path_params:
+            if role.bound and plan.other is None and route.dependant.path_params:
                 # 422: the placeholder id is not even of the right shape; leaks nothing.
                 expect(got in (404, 422), f"[{role}] id nobody owns", got, "404")
     return violations

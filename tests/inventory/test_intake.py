@@ -191,7 +191,12 @@ def test_every_row_error_is_reported_with_line_and_column_and_nothing_is_written
             "model",
             "serial ACME0001 is already expected in this delivery as Latitude 5440, not XPS 13",
         ),
-        (10, "serial", "serial 'BAD SERIAL' may hold only letters, digits and . _ / -"),
+        (
+            10,
+            "serial",
+            "serial 'BAD SERIAL' contains a space: a serial is 2 to 64 of A-Z, 0-9 and "
+            ". _ / -, starting with A-Z or 0-9",
+        ),
         (11, "model", "model is empty"),
         (13, "asset_tag", "asset tag AT-1 appears twice (first on line 12)"),
         (14, "model", "contains control characters"),
@@ -378,8 +383,8 @@ def test_parse_helpers() -> None:
     assert intake.normalize_mac("aa:bb-cc:dd:ee:ff") is None
     assert intake.normalize_mac("gg:bb:cc:dd:ee:ff") is None
     assert intake.decode("é".encode("utf-16")) == "é"
-    parsed = intake.parse(b"SERIAL\tMODEL\nA\tB\n")
-    assert [(r.serial, r.model) for r in parsed.rows] == [("A", "B")]
+    parsed = intake.parse(b"SERIAL\tMODEL\nA1\tB\n")
+    assert [(r.serial, r.model) for r in parsed.rows] == [("A1", "B")]
     assert intake.error_lines(
         [
             {"line": 3, "column": "macs", "message": "bad"},
@@ -455,3 +460,65 @@ def test_model_spelling_follows_the_catalogue(
     with db.session(write=False) as s:
         models = s.exec(select(HardwareModel.model)).all()
     assert list(models) == ["Latitude 5440"]
+
+
+def test_a_rejected_dry_run_counts_nothing(app_client: TestClient, world: World) -> None:
+    text = (
+        f"{GENERIC_HEADER}\nDR-1,Dell,Latitude 7450,,,,\nDR-2,Dell,Latitude 7450,,,,\n,Dell,M,,,,\n"
+    )
+    r = _import(app_client, world, text, dry_run=True)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["rejected"] is True and body["rows"] == 3
+    assert (body["created"], body["updated"], body["unchanged"], body["attached"]) == (0, 0, 0, 0)
+    assert body["new_hardware_models"] == []
+    ok = _import(app_client, world, text.rsplit(",Dell,M", 1)[0], dry_run=True)
+    assert (ok.json()["rejected"], ok.json()["created"]) == (False, 2)
+
+
+def test_an_autopilot_file_for_another_vendors_laptops_is_refused_with_the_reason(
+    app_client: TestClient, world: World, db: Database
+) -> None:
+    """ACME0001 is a Dell laptop of PO-ACME-1. Its Autopilot hashes imported into an HP
+    delivery would create an HP ACME0001 beside it (Autopilot lines name no vendor), and
+    the bench could no longer scan it ("matches devices of several vendors")."""
+    token = world.token(Role.LOGISTICS, "ACME")
+    made = app_client.post(
+        "/deliveries",
+        json={"vendor": "HP", "order_reference": "PO-HP-1"},
+        headers=auth(token),
+    )
+    assert made.status_code == 201, made.text
+    hp = made.json()["id"]
+    before = _totals(db)
+    autopilot = (
+        "Device Serial Number,Windows Product ID,Hardware Hash\n"
+        f"ACME0001,,{HASH}\nHP-NEW-1,,{HASH}\n"
+    )
+    r = _import(app_client, world, autopilot, delivery_id=hp)
+    assert r.status_code == 422, r.text
+    ((line, column, message),) = _errors(r)
+    assert (line, column) == (2, "Device Serial Number")
+    assert message.startswith(
+        "serial ACME0001 is already a Dell laptop (order PO-ACME-1); an Autopilot file "
+        "names no vendor, so it would become a second laptop under this delivery's "
+        "vendor (HP)"
+    )
+    assert "allow_other_vendor" in message
+    assert _totals(db) == before
+    # The same from a generic file without a vendor column; a named vendor is explicit.
+    generic = _import(app_client, world, "serial,model\nACME0001,EliteBook\n", delivery_id=hp)
+    assert generic.status_code == 422 and "this line names no vendor" in generic.text
+    # Another company's laptop is not described.
+    globex = _import(app_client, world, "serial,model\nGLBX0001,EliteBook\n", delivery_id=hp)
+    assert "already a laptop of another vendor;" in globex.text and "GLOBEX" not in globex.text
+    # The bench still scans the Dell laptop.
+    scan = app_client.post(
+        "/scan",
+        json={"code": "ACME0001", "bench_id": world.bench.id},
+        headers=auth(world.token(Role.TECHNICIAN)),
+    )
+    assert scan.json()["outcome"] == "received"
+    # Really another laptop: the flag says so.
+    forced = _import(app_client, world, autopilot, delivery_id=hp, allow_other_vendor=True)
+    assert forced.status_code == 200 and forced.json()["created"] == 2

@@ -77,6 +77,19 @@ def test_deliveries_create_import_and_reconcile(db: Database, world: World, tmp_
         assert dry.returncode == 0, dry.stderr
         assert "2 created" in dry.stdout and "dry run, nothing written" in dry.stdout
 
+        # A dry run of a file that would be rejected says so, and counts nothing: not
+        # "1 created" beside "would be rejected".
+        half = tmp_path / "half.csv"
+        half.write_text("serial,model\nCLI-8,Latitude 7450\nCLI-9,Latitude 7450\n,Latitude\n")
+        dry_bad = _run(base, token, "import", did, str(half), "--dry-run")
+        assert dry_bad.returncode == 2
+        assert "created" not in dry_bad.stdout and "updated" not in dry_bad.stdout
+        assert "3 row(s) (generic): rejected whole" in dry_bad.stdout
+        assert dry_bad.stderr.splitlines() == [
+            "half.csv would be rejected: 1 error(s)",
+            "line 4, column serial: serial is empty",
+        ]
+
         done = _run(base, token, "import", did, str(good), "--format", "generic", "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["created"] == 2

@@ -67,10 +67,11 @@ def test_scan_loop_reports_each_scan_and_rings_on_attention(db: Database, world:
     received, again, unknown, unreadable, second = lines
     assert "ACME0001 received at slot 1" in received and BEL not in received
     assert "already scanned" in again and again.startswith(BEL)
-    assert "NOBODY-99 UNEXPECTED" in unknown and unknown.startswith(BEL)
+    # An unexpected laptop is on the bench: it holds the next slot.
+    assert "NOBODY-99 UNEXPECTED at slot 2" in unknown and unknown.startswith(BEL)
     assert "unreadable scan (200 chars)" in unreadable and unreadable.startswith(BEL)
     assert garbage not in done.stdout
-    assert "ACME0002 received at slot 2" in second and BEL not in second
+    assert "ACME0002 received at slot 3" in second and BEL not in second
     assert "Traceback" not in done.stderr
     with db.session(write=False) as s:
         device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()

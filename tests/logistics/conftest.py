@@ -31,8 +31,12 @@ WALK_TO_READY = (Event.RECEIVE, Event.QUEUE, Event.IMAGE, Event.CONFIGURE, Event
 @pytest.fixture(autouse=True)
 def secret_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fixed MASTERLINE_SECRET_KEY, so no key file is generated in the repository and
-    sender subprocesses (which inherit the environment) can decrypt webhook secrets."""
+    sender subprocesses (which inherit the environment) can decrypt webhook secrets; and
+    127.0.0.1 allowed as a webhook destination."""
     monkeypatch.setenv("MASTERLINE_SECRET_KEY", "logistics-test-key")
+    # The tests' receivers listen on 127.0.0.1, which webhooks refuse by default (SSRF):
+    # they go through the allow-list, as an on-premise receiver would.
+    monkeypatch.setenv("MASTERLINE_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32")
     get_settings.cache_clear()
     yield "logistics-test-key"
     get_settings.cache_clear()

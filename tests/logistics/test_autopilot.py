@@ -123,3 +123,35 @@ def test_other_companies_and_technicians_cannot_export(
     path = f"/logistics/deliveries/{delivery.id}/autopilot"
     assert app_client.get(path, headers=other).status_code == 404
     assert app_client.get(path, headers=auth(world.token(Role.TECHNICIAN))).status_code == 403
+
+
+def test_formulas_are_refused_not_escaped_and_hashes_are_kept_intact(
+    app_client: TestClient, world: World, db: Database
+) -> None:
+    """The Autopilot format forbids the quote the other CSVs put in front of a formula
+    (core.csvfile), so a value that a spreadsheet would run is refused; a hardware hash
+    that happens to start with '+' or '/' is base64 and is written untouched."""
+    delivery = _delivery(db, world, 3)
+    plus_hash = "+" + HASH[1:]
+    with db.session() as s:
+        rows = {d.serial: d for d in s.exec(select(Device)).all()}
+        rows["APSN00000"].group_tag = "=cmd|' /C calc'!A0"
+        rows["APSN00001"].assigned_user = "@SUM(1+1)"
+        rows["APSN00002"].hardware_hash = plus_hash
+        s.add_all(rows.values())
+    r = _export(app_client, world, delivery)
+    assert r.status_code == 422, r.text[:300]
+    problems = {(e["serial"], e["message"].split(",")[0]) for e in r.json()["errors"]}
+    assert problems == {
+        ("APSN00000", "Group Tag starts with '='"),
+        ("APSN00001", "Assigned User starts with '@'"),
+    }
+    with db.session() as s:
+        for serial in ("APSN00000", "APSN00001"):
+            d = s.exec(select(Device).where(Device.serial == serial)).one()
+            d.group_tag, d.assigned_user = "ACME-Laptops", None
+            s.add(d)
+    ok = _export(app_client, world, delivery)
+    assert ok.status_code == 200, ok.text[:300]
+    assert f",{plus_hash},".encode() in ok.content  # then the (empty) Group Tag
+    assert b"'" not in ok.content

@@ -363,3 +363,36 @@ def test_carrier_status_file_delivers_and_returns(
         headers={**auth(token), "content-type": "text/csv"},
     )
     assert r.json()["unchanged"] == 2
+
+
+def test_dispatch_takes_the_teleworkers_language(
+    app_client: TestClient, world: World, ready: list[int], db: Database
+) -> None:
+    token = world.token(Role.LOGISTICS, "ACME")
+    text = (
+        "serial;name;email;address;carrier;tracking;langue\n"
+        "ACMER001;Ann;ann@acme.example;1 Main St;DHL;T1;EN\n"
+        "ACMER002;Bea;bea@acme.example;2 Main St;DHL;T2;\n"
+    )
+    assert _bulk(app_client, token, text.replace(";EN\n", ";de\n"), dry_run=True).json()[
+        "errors"
+    ] == [{"line": 2, "column": "langue", "message": "fr or en"}]  # as written
+    assert _bulk(app_client, token, text).status_code == 200
+    r = app_client.post(
+        "/dispatch",
+        json={
+            "serial": "ACMER003",
+            "carrier": "DHL",
+            "tracking": "T3",
+            "teleworker": {"name": "Cy", "email": "cy@acme.example", "address": "3 Main St"},
+        },
+        headers=auth(token),
+    )
+    assert r.json()["teleworker"]["language"] == "fr"  # the default
+    with db.session(write=False) as s:
+        languages = {t.email: t.language for t in s.exec(select(Teleworker)).all()}
+    assert languages == {
+        "ann@acme.example": "en",
+        "bea@acme.example": "fr",
+        "cy@acme.example": "fr",
+    }

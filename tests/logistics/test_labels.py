@@ -121,3 +121,22 @@ def test_printer_errors_are_one_line() -> None:
     with pytest.raises(PrinterUnavailable) as e:
         send_raw(f"tcp://127.0.0.1:{free_port()}", b"x", timeout=2)
     assert "ConnectionRefusedError" in e.value.message
+
+
+def test_asset_labels_carry_the_help_code(
+    app_client: TestClient, world: World, ready: list[int]
+) -> None:
+    from core import helpcode
+
+    token = auth(world.token(Role.TECHNICIAN))
+    code = helpcode.pretty(helpcode.encode(ready[0]))
+    zpl_text = app_client.get("/labels/asset", params={"serial": "ACMER001"}, headers=token).text
+    assert f"^FDAide/Help {code}^FS" in zpl_text
+    pdf = app_client.get(
+        "/labels/asset", params={"serial": "ACMER001", "format": "pdf"}, headers=token
+    ).content
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        assert f"Aide/Help {code}" in doc[0].get_textpage().get_text_range()
+    finally:
+        doc.close()

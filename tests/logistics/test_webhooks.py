@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -23,7 +22,7 @@ from core.principal import Role
 from core.timeutil import utcnow
 from inventory.models import DeviceEvent
 from logistics.models import WebhookDelivery, WebhookSubscription
-from logistics.webhooks import SenderPolicy, send_due
+from logistics.sender import SenderPolicy, send_due
 from tests.conftest import auth
 from tests.logistics.conftest import PERSON, Receiver, make_ready
 from tests.support.factories import World
@@ -91,18 +90,17 @@ def test_transitions_are_delivered_signed_with_retries_and_backoff(
     policy = SenderPolicy(backoff_seconds=10, max_attempts=5)
     t0 = utcnow() + timedelta(seconds=1)
     clock = {"now": t0}
-    with httpx.Client(timeout=10) as http:
 
-        def round_at(offset: float) -> int:
-            clock["now"] = t0 + timedelta(seconds=offset)
-            return send_due(db, http, policy=policy, clock=lambda: clock["now"])
+    def round_at(offset: float) -> int:
+        clock["now"] = t0 + timedelta(seconds=offset)
+        return send_due(db, policy=policy, clock=lambda: clock["now"])
 
-        assert round_at(0) == 1  # 503
-        assert round_at(9) == 0  # backoff: 10 s after the first failure
-        assert round_at(10) == 1  # 503 again
-        assert round_at(29) == 0  # then 20 s
-        assert round_at(30) == 1  # delivered
-        assert round_at(1000) == 0
+    assert round_at(0) == 1  # 503
+    assert round_at(9) == 0  # backoff: 10 s after the first failure
+    assert round_at(10) == 1  # 503 again
+    assert round_at(29) == 0  # then 20 s
+    assert round_at(30) == 1  # delivered
+    assert round_at(1000) == 0
     assert receiver.bad_signatures == 0
     assert len(receiver.received) == 1
     message = receiver.received[0]["body"]
@@ -127,26 +125,21 @@ def test_failed_deliveries_give_up_then_replay_with_the_same_id(
     receiver.fail_first = 3
     policy = SenderPolicy(backoff_seconds=1, max_attempts=2)
     token = auth(world.token(Role.LOGISTICS, "ACME"))
-    with httpx.Client(timeout=10) as http:
-        later = utcnow()
-        for step in range(4):
-            send_due(
-                db, http, policy=policy, clock=lambda s=step: later + timedelta(seconds=10 * s)
-            )  # type: ignore[misc]
-        log = app_client.get(f"/webhooks/{sub['id']}/deliveries", headers=token).json()
-        assert [d["status"] for d in log["items"]] == ["failed"]
-        assert log["items"][0]["attempts"] == 2
-        r = app_client.post(
-            f"/webhooks/{sub['id']}/replay", json={"failed_only": True}, headers=token
-        )
-        assert r.json() == {"requeued": 1, "created": 0}
-        send_due(db, http, policy=policy)  # 3rd call to the receiver: still 503
-        send_due(db, http, policy=policy, clock=lambda: utcnow() + timedelta(seconds=5))
-        assert len(receiver.received) == 1
-        # Replay everything after seq 0: the same event again, with the same webhook-id.
-        r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"since_seq": 0}, headers=token)
-        assert r.json() == {"requeued": 1, "created": 0}
-        send_due(db, http, policy=policy)
+    later = utcnow()
+    for step in range(4):
+        send_due(db, policy=policy, clock=lambda s=step: later + timedelta(seconds=10 * s))  # type: ignore[misc]
+    log = app_client.get(f"/webhooks/{sub['id']}/deliveries", headers=token).json()
+    assert [d["status"] for d in log["items"]] == ["failed"]
+    assert log["items"][0]["attempts"] == 2
+    r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"failed_only": True}, headers=token)
+    assert r.json() == {"requeued": 1, "created": 0}
+    send_due(db, policy=policy)  # 3rd call to the receiver: still 503
+    send_due(db, policy=policy, clock=lambda: utcnow() + timedelta(seconds=5))
+    assert len(receiver.received) == 1
+    # Replay everything after seq 0: the same event again, with the same webhook-id.
+    r = app_client.post(f"/webhooks/{sub['id']}/replay", json={"since_seq": 0}, headers=token)
+    assert r.json() == {"requeued": 1, "created": 0}
+    send_due(db, policy=policy)
     ids = receiver.ids()
     assert len(ids) == 2 and ids[0] == ids[1]
     assert receiver.received[0]["body"] == receiver.received[1]["body"]

@@ -74,7 +74,11 @@ def build_world(db: Database) -> World:
         create_devices(session, delivery=globex_delivery, serials=["GLBX0001"])
         issued: dict[str, str] = {}
         for role in Role:
-            clients = ["ACME", "GLOBEX"] if role.client_bound else [None]
+            clients: list[str | None] = [None]
+            if role.client_bound:
+                clients = ["ACME", "GLOBEX"]
+            elif role.client_optional:
+                clients = [None, "ACME", "GLOBEX"]
             for code in clients:
                 _, clear = tokens.create_token(
                     session, name=f"{role.value}-{code or 'all'}", role=role, client_code=code
