@@ -1,21 +1,19 @@
 """CSV exports of a delivery's hardware and of its dead-on-arrival laptops.
 
 Cells come partly from the PE, i.e. from a hostile bench network (a model string can
-be anything): a cell that a spreadsheet would run as a formula is prefixed with ``'``.
+be anything): they go through the product's one escaping writer (``core.csvfile``),
+which prefixes a cell a spreadsheet would run as a formula with ``'``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from boot.hardware.models import HardwareReport
 from boot.hardware.schemas import DeadOnArrival
+from core.csvfile import write_csv
 from inventory.models import Device
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 HARDWARE_COLUMNS = (
     "serial",
@@ -45,24 +43,8 @@ HARDWARE_COLUMNS = (
 DOA_COLUMNS = ("serial", "asset_tag", "model", "state", "reasons", "collected_at", "quarantined_at")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    text = str(value)
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
-
-
-def _write(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_cell(v) for v in row])
-    return out.getvalue()
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")
 
 
 def _gib(n: int | None) -> str | None:
@@ -94,7 +76,7 @@ def hardware_csv(rows: Sequence[tuple[Device, HardwareReport | None]]) -> str:
             None if r.battery_health_pct is None else f"{r.battery_health_pct:.0f}",
             r.battery_cycles,
             r.tpm_version,
-            r.secure_boot,
+            _yes_no(r.secure_boot),
             r.boot_mode,
             r.firmware_vendor,
             r.firmware_version,
@@ -102,11 +84,11 @@ def hardware_csv(rows: Sequence[tuple[Device, HardwareReport | None]]) -> str:
             " ".join(device.mac_addresses or []),
         ]
 
-    return _write(HARDWARE_COLUMNS, (line(d, r) for d, r in rows))
+    return write_csv(HARDWARE_COLUMNS, (line(d, r) for d, r in rows))
 
 
 def doa_csv(doa: DeadOnArrival) -> str:
-    return _write(
+    return write_csv(
         DOA_COLUMNS,
         (
             [

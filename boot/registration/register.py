@@ -58,6 +58,7 @@ from boot.registration.schemas import (
 from boot.registration.sites import settings_of
 from core.principal import Principal, Role
 from core.timeutil import utcnow
+from inventory import codes
 from inventory import repository as inventory_repo
 from inventory import service as inventory
 from inventory.models import Device
@@ -101,7 +102,7 @@ def register(
     not raised, so that the caller commits the record before answering it.
     """
     now = now or utcnow()
-    serial = inventory.normalize_code(body.serial)
+    serial = codes.normalize(body.serial)
     credential = repository.get_credential(session, enrollment.credential_id)
     if credential is not None:
         credential.last_used_at = now
@@ -177,6 +178,10 @@ def _register(
             f"serial {serial!r} is a firmware placeholder; set the real serial in the "
             "firmware (or ask the vendor) before this laptop can be staged"
         )
+    # The rule scan-in applies: a serial nobody could scan is nobody's laptop.
+    why = codes.problem(body.serial, label="serial")
+    if why is not None:
+        raise InvalidRegistration(why)
     fingerprint = _fingerprint(body.host_key)
     site = settings_of(session, enrollment.site_id)
     address = _address(body.address, peer, allow_mismatch=site.allow_address_mismatch)
