@@ -40,11 +40,19 @@ LAZY: dict[str, Lazy] = {
         "inventory.cli:scan",
         "Scan loop for keyboard-wedge barcode scanners: one line per scan, one result line",
     ),
-    "devices": Lazy("inventory.cli:devices_app", "List and inspect devices (through the API)."),
+    "devices": Lazy(
+        "inventory.cli:devices_app",
+        "List and inspect devices (through the API).",
+        extra=(("hardware", "boot.hardware.cli:devices_hardware"),),
+    ),
     "deliveries": Lazy(
         "inventory.cli:deliveries_app",
         "Deliveries: ship-notice import, reconciliation (API).",
-        extra=(("status", "logistics.cli:deliveries_status"),),
+        extra=(
+            ("status", "logistics.cli:deliveries_status"),
+            ("hardware", "boot.hardware.cli:deliveries_hardware"),
+            ("doa", "boot.hardware.cli:deliveries_doa"),
+        ),
     ),
     "admin": Lazy(
         "inventory.cli:admin_app", "Clients, sites, benches, hardware models (admin, API)."
@@ -99,6 +107,7 @@ LAZY: dict[str, Lazy] = {
         "helpdesk.cli:app",
         "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
+    "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
 server's stack, paramiko…) took 1.0-1.5 s before any command ran; a bench-side command

@@ -93,6 +93,11 @@ def create_app(db: Database | None = None) -> FastAPI:
                 "description": "After dispatch: look-up, phone routing, articles, welcome "
                 "sheets, contacts, satisfaction (see docs/helpdesk.md).",
             },
+            {
+                "name": "boot",
+                "description": "PE self-registration, enrollment credentials, PE boots, "
+                "hardware health policy (see docs/boot.md).",
+            },
         ],
     )
     # Outermost of ours: sees every response, including those of the error handlers.
@@ -105,7 +110,9 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @app.exception_handler(MasterlineError)
     async def _masterline_error(_: Request, exc: MasterlineError) -> JSONResponse:
-        return JSONResponse(exc.to_problem(), status_code=exc.status_code, media_type=PROBLEM)
+        return JSONResponse(
+            exc.to_problem(), status_code=exc.status_code, media_type=PROBLEM, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -164,6 +171,7 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     from api.metrics import router as metrics_router
     from api.router import router as tokens_router
+    from boot.router import router as boot_router
     from forecast.router import router as forecast_router
     from helpdesk.router import router as helpdesk_router
     from images.router import router as images_router
@@ -179,6 +187,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(forecast_router)
     app.include_router(helpdesk_router)
     app.include_router(metrics_router)
+    app.include_router(boot_router)
 
     # The web console (pages, live updates) on the same app: see docs/console.md.
     from console.app import mount as mount_console

@@ -15,6 +15,8 @@ class MasterlineError(Exception):
     status_code: int = 400
     exit_code: int = 1
     title: str = "Bad request"
+    # HTTP headers for the problem response (``Retry-After`` on a 429); never secrets.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)

@@ -16,6 +16,8 @@ MODEL_MODULES = (
     "console.models",
     "forecast.models",
     "helpdesk.models",
+    "boot.registration.models",
+    "boot.hardware.models",
 )
 
 

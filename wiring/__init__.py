@@ -1,7 +1,8 @@
 """The composition root: the one place where the domains' seams are connected.
 
 Lower layers never import upper ones; they expose hooks instead (``inventory.hooks``,
-``images.service.STILL_NEEDED``, ``provisioning.bootcontrol.registry``), and this module
+``images.service.STILL_NEEDED``, ``provisioning.bootcontrol.registry``,
+``boot.netboot.service.KERNEL_ARG_PROVIDERS``), and this module
 registers the upper layers' reactions into them. Every process that serves requests or
 runs jobs calls ``wire()`` once at start: the API app (``api.app.create_app``), the
 command line (``cli.main``), the demo, the test suite.
@@ -9,6 +10,7 @@ command line (``cli.main``), the demo, the test suite.
 
 from __future__ import annotations
 
+from boot.registration import netboot as boot_netboot
 from forecast import hooks as forecast_hooks
 from helpdesk import retention as helpdesk_retention
 from lab import bootcontrol as lab_bootcontrol
@@ -20,4 +22,5 @@ def wire() -> None:
     provisioning_hooks.register()
     forecast_hooks.register()
     lab_bootcontrol.register()
+    boot_netboot.register_kernel_arg_provider()
     helpdesk_retention.register()

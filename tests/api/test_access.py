@@ -41,7 +41,7 @@ from tests.support.openapi_bodies import (
     from_schema,
     json_body_schema,
 )
-from tests.support.routes import WalkedRoute, allowed_roles, walk_routes
+from tests.support.routes import WalkedRoute, allowed_roles, device_auth, walk_routes
 
 SKIPPED_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 SIGNED_LINK_PATHS = {"/help/{link}"}
@@ -272,7 +272,9 @@ ROUTE_CASES = [(route, method) for route in ROUTES for method in sorted(route.me
 
 def test_every_route_declares_its_roles() -> None:
     missing = [
-        f"{','.join(sorted(r.methods))} {r.path}" for r in ROUTES if allowed_roles(r) is None
+        f"{','.join(sorted(r.methods))} {r.path}"
+        for r in ROUTES
+        if allowed_roles(r) is None and device_auth(r) is None
     ]
     assert not missing, "routes without an Allow(...) dependency:\n  " + "\n  ".join(missing)
 
@@ -283,9 +285,11 @@ def test_signed_link_routes_refuse_forged_links(app_client: TestClient, world: W
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Database(f"sqlite:///{Path(tmp) / 'unused.db'}"))
         every = walk_routes(app, skipped=frozenset(SKIPPED_PATHS))
-    # Console pages declare theirs with PageAllow (tests/console/test_access.py).
+    # Console pages declare theirs with PageAllow (tests/console/test_access.py); the PE's
+    # routes authenticate a device (its enrollment credential or agent token).
     api_only = [r for r in every if not r.path.startswith("/console/")]
-    assert {r.path for r in api_only if allowed_roles(r) is None} == SIGNED_LINK_PATHS
+    unguarded = {r.path for r in api_only if allowed_roles(r) is None and device_auth(r) is None}
+    assert unguarded == SIGNED_LINK_PATHS
     for path in SIGNED_LINK_PATHS:
         for link in ("64238719-fr-AAAAAAAAAAAAAAAAAAAAAA", "x", "64238719-fr"):
             for headers in ({}, auth(_token_for(world, Role.ADMIN))):
@@ -404,6 +408,8 @@ def check_route(
 ) -> list[str]:
     """Every access rule this route breaks, one line each (empty when it is sound)."""
     where = f"{method} {route.path}"
+    if device_auth(route) is not None:
+        return _check_device_route(route, method, world=world, client=client)
     roles = allowed_roles(route)
     if roles is None:
         return [f"{where}: declares no roles (no Allow(...) dependency)"]
@@ -475,6 +481,24 @@ def check_route(
             if role.bound and plan.other is None and route.dependant.path_params:
                 # 422: the placeholder id is not even of the right shape; leaks nothing.
                 expect(got in (404, 422), f"[{role}] id nobody owns", got, "404")
+    return violations
+
+
+def _check_device_route(
+    route: WalkedRoute, method: str, *, world: World, client: TestClient
+) -> list[str]:
+    """A route a PE calls with its own secret: no API token of any role opens it."""
+    where = f"{method} {route.path}"
+    call = Call(route.path, {}, confident=False)
+    violations = []
+    for label, headers in [
+        ("no token", {}),
+        ("bad token", auth("mlt_not-a-real-token")),
+        *[(f"[{role}] API token", auth(_token_for(world, role))) for role in Role],
+    ]:
+        got = _status(client, method, call, headers)
+        if got != 401:
+            violations.append(f"{where}: {label} -> {got} (want 401)")
     return violations
 
 

@@ -11,6 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.deps import Allow
+from boot.registration.auth import DeviceAuth
 from core.principal import Role
 
 
@@ -57,3 +58,16 @@ def allowed_roles(route: WalkedRoute) -> frozenset[Role] | None:
     for allow in found:
         roles &= allow.roles
     return roles
+
+
+def device_auth(route: WalkedRoute) -> DeviceAuth | None:
+    """The PE secret (enrollment credential, agent token) a route takes instead of an
+    API token, if it is such a route (``boot.registration.auth``)."""
+
+    def walk(dependant: Dependant) -> Iterator[DeviceAuth]:
+        for dep in dependant.dependencies:
+            if isinstance(dep.call, DeviceAuth):
+                yield dep.call
+            yield from walk(dep)
+
+    return next(walk(route.dependant), None)
