@@ -58,6 +58,9 @@ RETRY_AFTER = 5.0
 PROGRESS_EVERY = 1.0
 HELLO_MAX = 4096
 VERSION = 1
+MAX_PEERS = 16
+"""Connections served at once (handshakes included): in a chain a member serves one,
+after reroutes a few; a flood of connections from the bench network gets no more."""
 
 
 def server_name(member: str) -> str:
@@ -175,6 +178,7 @@ class Relay:
         host, port = config.get("listen", ["127.0.0.1", 0])
         self.listener = socket.create_server((host, int(port)))
         self.listener.settimeout(1.0)
+        self.peers = threading.BoundedSemaphore(MAX_PEERS)
 
     # Receiving -------------------------------------------------------------------
 
@@ -289,9 +293,19 @@ class Relay:
                 continue
             except OSError:
                 return
+            if not self.peers.acquire(blocking=False):
+                raw.close()
+                self.emit("refused", peer=str(addr[0]), reason="too many connections")
+                continue
             threading.Thread(target=self._serve_one, args=(raw, addr), daemon=True).start()
 
     def _serve_one(self, raw: socket.socket, addr: Any) -> None:
+        try:
+            self._serve_peer(raw, addr)
+        finally:
+            self.peers.release()
+
+    def _serve_peer(self, raw: socket.socket, addr: Any) -> None:
         try:
             raw.settimeout(CONNECT_TIMEOUT)
             sock = self.server_ctx.wrap_socket(raw, server_side=True)
