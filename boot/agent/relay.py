@@ -72,6 +72,10 @@ class Corrupt(Exception):
     """The upstream sent a chunk whose hash is not the manifest's."""
 
 
+class DiskFailed(Exception):
+    """This member's own target refused a write: no upstream can help."""
+
+
 class Events:
     """JSON lines on standard output, one per event, from any thread."""
 
@@ -202,6 +206,17 @@ class Relay:
         return None
 
     def receive_loop(self) -> None:
+        try:
+            self._receive_all()
+        except Exception as e:  # any end must reach the worker as an event
+            self._fail(f"relay error: {type(e).__name__}")
+
+    def _fail(self, reason: str) -> None:
+        self.ok = False
+        self.emit("error", reason=reason)
+        self.done.set()
+
+    def _receive_all(self) -> None:
         buf = bytearray(self.chunk_size)
         stalled = False
         while not self.stopping.is_set() and self.verified < len(self.chunks):
@@ -219,6 +234,9 @@ class Relay:
             except Corrupt as e:
                 self.corrupt.add(up["member"])
                 self.emit("corrupt", upstream=up["member"], chunk=int(str(e)))
+            except DiskFailed as e:
+                self._fail(f"writing the target failed: {e}")
+                return
             except (OSError, ValueError, ssl.SSLError) as e:
                 self.failed_at[up["member"]] = time.monotonic()
                 reason = type(e).__name__ + (f": {e}" if str(e) else "")
@@ -251,13 +269,19 @@ class Relay:
                         raise Corrupt(str(index))
                     _recv_exact(sock, view[:length])
                     data: bytes | memoryview = view[:length]
+                    if hashlib.sha256(data).hexdigest() != self.chunks[index]:
+                        raise Corrupt(str(index))
                 elif kind == ZERO:
+                    # Only where the manifest says zeros: a header cannot blank a chunk.
+                    if self.chunks[index] != self._zero_hash(self._length(index)):
+                        raise Corrupt(str(index))
                     data = bytes(self._length(index))
                 else:
                     raise ValueError("unknown frame")
-                if hashlib.sha256(data).hexdigest() != self.chunks[index]:
-                    raise Corrupt(str(index))
-                os.pwrite(self.fd, data, index * self.chunk_size)
+                try:
+                    os.pwrite(self.fd, data, index * self.chunk_size)
+                except OSError as e:
+                    raise DiskFailed(os.strerror(e.errno) if e.errno else str(e)) from e
                 with self.cond:
                     self.verified += 1
                     self.cond.notify_all()
@@ -269,15 +293,19 @@ class Relay:
 
     def _finish(self) -> None:
         self.emit("complete", offset=self.size)
-        os.fsync(self.fd)
         whole = hashlib.sha256()
         offset = 0
-        while offset < self.size:
-            block = os.pread(self.fd, min(self.chunk_size, self.size - offset), offset)
-            if not block:
-                break
-            whole.update(block)
-            offset += len(block)
+        try:
+            os.fsync(self.fd)  # where a disk reports a write it could not keep
+            while offset < self.size:
+                block = os.pread(self.fd, min(self.chunk_size, self.size - offset), offset)
+                if not block:
+                    break
+                whole.update(block)
+                offset += len(block)
+        except OSError as e:
+            self._fail(f"flushing or reading back the target failed: {os.strerror(e.errno or 0)}")
+            return
         got = whole.hexdigest()
         self.ok = offset == self.size and got == self.sha256
         self.emit("verified", ok=self.ok, sha256=got, size=offset)

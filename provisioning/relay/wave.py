@@ -258,7 +258,11 @@ class Wave:
                     self._settle(name, False, "its relay stopped before the image was verified")
                     self._reroute(name)
             elif kind == "error":
-                self._settle(name, False, str(event.get("reason", "relay error")))
+                # Its disk failed, or its relay did: out of the wave, like a dead member.
+                self._settle(name, False, str(event.get("reason", "relay error"))[:200])
+                self.route.dead.add(name)
+                self.members[name].process.send({"op": "stop"})
+                self._reroute(name)
 
     def wait(self, *, deadline: float) -> dict[str, Outcome]:
         """Handle events until every member has an outcome or ``deadline`` (monotonic)

@@ -128,6 +128,20 @@ def test_lying_disk_is_never_a_success(image: tuple[Path, Manifest], disks: Path
             assert sha(disks / name) == manifest.sha256
 
 
+def test_full_disk_fails_that_member_only(image: tuple[Path, Manifest], disks: Path) -> None:
+    path, manifest = image
+    names = ["m0", "m1", "m2"]
+    with Wave(image=path, manifest=manifest) as wave:
+        for name in names:
+            wave.add(name, relay_argv("full" if name == "m1" else None), disks / name)
+        outcomes = wave.wait(deadline=time.monotonic() + 240)
+        assert outcomes["m1"].ok is False
+        assert outcomes["m1"].reason == "writing the target failed: No space left on device"
+        for name in ("m0", "m2"):
+            assert outcomes[name].ok is True, (name, outcomes[name].reason)
+            assert sha(disks / name) == manifest.sha256
+
+
 def test_late_joiner_gets_what_it_missed_from_the_tail(
     image: tuple[Path, Manifest], disks: Path
 ) -> None:
