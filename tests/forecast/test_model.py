@@ -14,7 +14,7 @@ from forecast import learn, montecarlo, scenario
 from forecast.simulate import remaining
 from forecast.world import Lateness, Status, StepDist, World
 from provisioning.runs.states import STEP_NAMES
-from tests.forecast.worlds import IMAGE, STEPS, fixed
+from tests.forecast.worlds import ARRIVAL, IMAGE, STEPS, fixed
 
 STREAM = STEP_NAMES.index("stream")
 CONFIGURE = STEP_NAMES.index("configure")
@@ -149,3 +149,21 @@ def test_profiles_learn_the_recent_attempts_from_the_run_log() -> None:
     ]
     got = learn.profiles(records, {"m/linux": ("linux", 8e6)}).profiles["m/linux"]
     assert float(np.median(got.steps[gate].samples)) == 12.0
+
+
+def test_a_learnt_configure_time_already_holds_the_waves_wait() -> None:
+    # Three Linux laptops come at 09:00 (t0 + 7,200 s), start together (3 live runs) and
+    # reach configure together:
+    # the last one walked sees two others on their way and, with the stated defaults,
+    # waits the engine's wave window (1 s): 495.909 s twice, then 496.909 s. A
+    # configure time learnt from the run log was measured around that wait (the leader
+    # waits inside its configure step): nobody waits on top of it.
+    world, _ = fixed(laptops=3, stream_limit=3)
+    linux = scenario.fixed_profile({k: float(v) for k, v in STEPS.items()}, os_family="linux")
+    one = ARRIVAL + STREAM_S + 405
+    for learned, by_hand in ((0, [one, one, one + 1.0]), (12, [one, one, one])):
+        steps = list(linux.steps)
+        steps[CONFIGURE] = replace(steps[CONFIGURE], learned_from=learned)
+        w = replace(world, profiles=(replace(linux, steps=tuple(steps)),), wave_window=1.0)
+        out = montecarlo.simulate(w, runs=2, seed=1)
+        assert sorted(out.ready[0].tolist()) == pytest.approx(by_hand, abs=0.01)
