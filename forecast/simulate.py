@@ -402,10 +402,12 @@ def run_site(
         w.scanned[rows, lap] = scan
         w.claimed[rows, lap] = claim
         if k < len(waiting) and (fleet.step[lap[0]] > 0 or fleet.retries[lap[0]] > 0):
-            # A technician's retry, queued: from the step it failed at, not failing again.
+            # Queued from a later step (a technician's retry restarts at the step that
+            # failed); a retried run does not fail again.
             step = np.full(runs, fleet.step[lap[0]])
             left = d.rest_of_phase(rows, lap, step)
-            amounts, failed = w.amounts(rows, lap, fail=False, start=PHASE_OF[step], left=left)
+            fresh = bool(fleet.retries[lap[0]] == 0)
+            amounts, failed = w.amounts(rows, lap, fail=fresh, start=PHASE_OF[step], left=left)
         else:
             amounts, failed = w.amounts(rows, lap, fail=True)
         end = w.run(rows, lap, place, claim, amounts)

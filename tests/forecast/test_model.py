@@ -167,3 +167,20 @@ def test_a_learnt_configure_time_already_holds_the_waves_wait() -> None:
         w = replace(world, profiles=(replace(linux, steps=tuple(steps)),), wave_window=1.0)
         out = montecarlo.simulate(w, runs=2, seed=1)
         assert sorted(out.ready[0].tolist()) == pytest.approx(by_hand, abs=0.01)
+
+
+def test_a_run_queued_from_a_later_step_may_still_fail_unless_a_technician_retried_it() -> None:
+    # Queued from the readback (its worker went away there): 60 + 100 + 200 + 30 = 390 s
+    # when a technician's retry cleared the fault; a first run whose gate always fails
+    # still fails there and waits for a technician (1,800 s).
+    world, _ = fixed(laptops=1, stream_limit=1)
+    world = _with_failing(world, [0], step=GATE)
+    fleet = world.fleet
+    fleet.status[0] = Status.WAITING
+    fleet.step[0] = STEP_NAMES.index("verify")
+    fleet.retries[0] = 1
+    out = montecarlo.simulate(world, runs=3, seed=1)
+    assert out.ready[:, 0] == pytest.approx(np.full(3, 390.0), abs=0.01)
+    fleet.retries[0] = 0
+    again = montecarlo.simulate(world, runs=3, seed=1)
+    assert (again.ready[:, 0] > 1800).all()
