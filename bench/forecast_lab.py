@@ -11,6 +11,7 @@ and retries its run. The site is open day and night (seconds, not days, are at s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import string
@@ -21,9 +22,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench import forecast_explain
+
 N_LAPTOPS = int(os.environ.get("BENCH_FORECAST_LAPTOPS", "16"))
 STREAMS = 4
 POINTS = (0.1, 0.3, 0.5)
+EXPLAIN = os.environ.get("BENCH_FORECAST_EXPLAIN", "") not in ("", "0")
+KEEP = os.environ.get("BENCH_FORECAST_KEEP", "")
+"""A folder: the database is copied there each time another laptop is ready, so that
+``bench/forecast_replay.py`` can forecast each moment again with a changed model."""
 
 
 def main() -> float:
@@ -105,6 +112,8 @@ def _run(tmp: Path) -> float:
         _scan_all(http, laptops, bench_id=bench_id)
         serials = set(by_serial)
         taken: dict[float, tuple[float, datetime | None, datetime]] = {}
+        explained: dict[float, dict[str, object]] = {}
+        kept: dict[int, str] = {}
         deadline = time.monotonic() + 1800
         delivery_id = None
         while time.monotonic() < deadline:
@@ -123,11 +132,18 @@ def _run(tmp: Path) -> float:
                     mine = [r for r in runs if r["device_id"] == d.id and r["status"] == "failed"]
                     for r in mine:
                         http.post(f"/runs/{r['id']}/retry")
+            if KEEP and ready not in kept and ready < len(devices):
+                kept[ready] = _keep(db.url, Path(KEEP) / f"at-{ready:02d}.db", utcnow())
             for point in POINTS:
                 if point not in taken and ready >= point * len(devices):
                     now = utcnow()
                     with db.session(write=False) as s:
                         computed = service.compute(s, now=now, bottlenecks=False)
+                    if EXPLAIN:
+                        serial_of = {d.id: d.serial for d in devices if d.id is not None}
+                        explained[point] = forecast_explain.at_point(
+                            computed, started=started, serial_of=serial_of
+                        )
                     fig = computed.figures[("delivery", delivery_id)]
                     p50 = datetime.fromisoformat(fig["ready_p50"]) if fig["ready_p50"] else None
                     taken[point] = (ready / len(devices), p50, now)
@@ -138,7 +154,21 @@ def _run(tmp: Path) -> float:
             from forecast import repository
 
             finished = repository.ready_at(s, [d.id for d in devices if d.id is not None])
+            records = repository.step_records(s, since=started, bench_site={})
         end = max(finished.values())
+        if KEEP:
+            meta = {
+                "started": started.isoformat(),
+                "end": end.isoformat(),
+                "delivery_id": delivery_id,
+                "laptops": len(devices),
+                "snapshots": kept,
+            }
+            (Path(KEEP) / "wave.json").write_text(json.dumps(meta, indent=1))
+        if EXPLAIN:
+            serial_of = {d.id: d.serial for d in devices if d.id is not None}
+            actual = {serial_of[k]: (v - started).total_seconds() for k, v in finished.items()}
+            forecast_explain.report(explained, actual=actual, records=records)
     span = (end - started).total_seconds()
     what = f"{len(laptops)} laptops, {STREAMS} live runs, faults on 3"
     print(f"lab wave: {what}; {span:.0f} s from scan-in to the last READY")
@@ -153,6 +183,24 @@ def _run(tmp: Path) -> float:
             f"at {said}, actual {span:.0f} s: error {err:.1%} of the wave"
         )
     return worst
+
+
+def _keep(url: str, path: Path, at: datetime) -> str:
+    """Copy the SQLite database at ``url`` to ``path`` (a consistent online backup)."""
+    import sqlite3
+
+    from core.files import sqlite_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    src = sqlite3.connect(str(sqlite_path(url)))
+    dst = sqlite3.connect(str(path))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return at.isoformat()
 
 
 if __name__ == "__main__":

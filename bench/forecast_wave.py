@@ -118,7 +118,7 @@ def known_at(world: World, truth: exact.Truth, cut: float) -> Known:
             outcome = "ok" if a.outcome == "ok" else a.outcome
             records.append(
                 learn.StepRecord(
-                    f"model/{family}", family, a.step, a.end - a.start, outcome, a.size
+                    f"model/{family}", family, a.step, a.end - a.start, outcome, a.size, a.start
                 )
             )
     shift = cut

@@ -300,6 +300,7 @@ def _place(
         fleet.step[i] = min(run.step_index, N_STEPS - 1)
         fleet.elapsed[i] = max(0.0, -secs(started.get(run.id or 0, now)))
         fleet.progress[i] = float(run.progress_bytes) if run.step_name == "stream" else 0.0
+        fleet.retries[i] = max(0, run.run_attempt - 1)
     elif state in _FAILED and run is not None:
         fleet.status[i] = Status.FAILED
         failed = run.failed_step or run.step_name or STEP_NAMES[0]
@@ -308,6 +309,10 @@ def _place(
         fleet.retries[i] = max(0, run.run_attempt - 1)
     elif state in _RUNNING or state in (S.RECEIVED, S.QUEUED) or state in _FAILED:
         fleet.status[i] = Status.WAITING
+        if run is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+            # A technician's retry is queued from the step it failed at.
+            fleet.step[i] = min(run.step_index, N_STEPS - 1)
+            fleet.retries[i] = max(0, run.run_attempt - 1)
     elif state is S.READY:
         fleet.status[i] = Status.READY
         fleet.ready_at[i] = secs(ready.get(d.id or 0, now))

@@ -28,6 +28,10 @@ PRIOR_WEIGHT = 5.0
 """Failure rates: the default counts as this many attempts (a few failures in a small
 lab wave move the rate; one lucky attempt does not zero it)."""
 MAX_SAMPLES = 2000
+HALF_LIFE_SHARE = 0.25
+"""A step's samples lose half their weight every this share of the time they span."""
+QUANTILES = 200
+"""Points of a learnt distribution (its weighted quantiles)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class StepRecord:
     """"ok", "retry" (failed, tried again) or "failed" (the run failed there)."""
     size: float = 0.0
     """Bytes sent (sending steps)."""
+    at: float = 0.0
+    """When the attempt started (seconds, any fixed origin): recent attempts weigh more
+    (by their start: weighing by their end would favour the long ones among attempts
+    started together)."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,50 @@ class Learned:
     """Per profile and step: where its figures come from ("this model: 14 attempts"...)."""
 
 
-def _rates(records: list[StepRecord], step: int) -> np.ndarray:
+def _seen(records: list[StepRecord], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(what each successful attempt cost, when it started): seconds, or bytes per
+    second for a sending step."""
     if step in SENDING:
-        ok = [r.size / r.seconds for r in records if r.outcome == "ok" and r.size > 0]
-        return np.asarray([v for v in ok if v > 0 and np.isfinite(v)])
-    return np.asarray([r.seconds for r in records if r.outcome == "ok" and r.seconds >= 0])
+        ok = [
+            (r.size / r.seconds, r.at)
+            for r in records
+            if r.outcome == "ok" and r.size > 0 and r.seconds > 0
+        ]
+        ok = [(v, at) for v, at in ok if np.isfinite(v)]
+    else:
+        ok = [(r.seconds, r.at) for r in records if r.outcome == "ok" and r.seconds >= 0]
+    if not ok:
+        return np.zeros(0), np.zeros(0)
+    values, ats = np.asarray(ok, dtype=np.float64).T
+    return values, ats
+
+
+def _rates(records: list[StepRecord], step: int) -> np.ndarray:
+    return _seen(records, step)[0]
+
+
+def recent_weighted(values: np.ndarray, ats: np.ndarray, *, points: int = QUANTILES) -> np.ndarray:
+    """The empirical distribution of ``values``, each weighted by how recent it is
+    (``ats``: when each was seen), as ``points`` evenly spaced quantiles (what the
+    draws pick from uniformly).
+
+    Why: a step's cost drifts as a wave goes (the first laptops of a lab wave pay a
+    warm-up: its first gates took 16-19 s, the later ones 11-12 s; a site's load
+    changes through a day), and the latest attempts say most about the next ones.
+    A sample's weight halves every quarter of the time the samples span, so the
+    oldest count a sixteenth of the newest: old attempts still shape the tails."""
+    if len(values) <= 1:
+        return values.astype(np.float64)
+    span = float(ats.max() - ats.min())
+    if span <= 0:
+        weights = np.ones(len(values))
+    else:
+        weights = 0.5 ** ((ats.max() - ats) / (span * HALF_LIFE_SHARE))
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    cum /= cum[-1]
+    probs = (np.arange(points) + 0.5) / points
+    return values[order][np.minimum(np.searchsorted(cum, probs), len(values) - 1)]
 
 
 def _smoothed(k: int, n: int, prior: float) -> float:
@@ -98,7 +145,12 @@ def profiles(records: Iterable[StepRecord], wanted: dict[str, tuple[str, float]]
                     if len(_rates(pool, step)):
                         chosen, where = pool, label
                         break
-            samples = _rates(chosen, step)[-MAX_SAMPLES:] if chosen else default.samples
+            if chosen:
+                values, ats = _seen(chosen, step)
+                latest = np.argsort(ats, kind="stable")[-MAX_SAMPLES:]
+                samples = recent_weighted(values[latest], ats[latest])
+            else:
+                samples = default.samples
             n = len(chosen)
             retries = sum(1 for r in chosen if r.outcome == "retry")
             failed = sum(1 for r in chosen if r.outcome == "failed")

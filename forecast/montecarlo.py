@@ -50,7 +50,15 @@ def simulate(world: World, *, runs: int = 200, seed: int = 0, horizon_days: floa
     arrival = np.full((runs, n), -np.inf)
     window = rules.WAVE_WINDOW if world.wave_window is None else world.wave_window
     wave = rules.wave_wait_table(64, window=window)
-    linux_profile = np.asarray([p.os_family == "linux" for p in world.profiles] or [False])
+    # The leader's wait is part of its configure step (it waits inside it): a configure
+    # time learnt from the run log already holds it; only the defaults lack it.
+    linux_profile = np.asarray(
+        [
+            p.os_family == "linux" and p.steps[rules.CONFIGURE].learned_from == 0
+            for p in world.profiles
+        ]
+        or [False]
+    )
     for k, site in enumerate(world.sites):
         idx = np.flatnonzero(fleet.site == k)
         rng = np.random.default_rng([seed, k])

@@ -198,7 +198,11 @@ def step_records(
             size = float(sum(int(i.get("size") or 0) for i in items if i.get("written")))
         outcome = {"step_done": "ok", "retry": "retry", "failed": "failed"}[kind]
         seconds = max(0.0, (at - started[1]).total_seconds())
-        out.append(StepRecord(key, family, STEP_NAMES.index(step), seconds, outcome, size))
+        out.append(
+            StepRecord(
+                key, family, STEP_NAMES.index(step), seconds, outcome, size, started[1].timestamp()
+            )
+        )
     return out
 
 

@@ -62,6 +62,8 @@ class _Walk:
         self.slot_free = np.full((runs, max(1, site.slots)), -np.inf if site.slots else np.inf)
         self.held = 0
         self.pending: list[tuple[np.ndarray, ...]] = []
+        self.pending_last = -np.inf
+        """The latest retry time among ``pending``."""
         self.walked = 0
         """How many of the queue the walk has taken (the rest are still to claim)."""
         self.queue_flat: np.ndarray | None = None
@@ -261,6 +263,7 @@ class _Walk:
             leave[g] = np.inf
             held = np.full(len(g), -1) if slot is None else slot[g]
             self.pending.append((r[g], lap[g], d.restart_step[r[g], lap[g]], back_at[g], held))
+            self.pending_last = max(self.pending_last, float(back_at[g].max()))
         return leave
 
     def flush_retries(self) -> None:
@@ -271,6 +274,7 @@ class _Walk:
             return
         r, lap, step, at, slot = (np.concatenate(x) for x in zip(*self.pending, strict=True))
         self.pending = []
+        self.pending_last = -np.inf
         while len(r):
             _, first = np.unique(r, return_index=True)
             leave = self.retry_from(r[first], lap[first], step[first], at[first])
@@ -293,6 +297,23 @@ class _Walk:
         self.claimed[r, lap] = claim
         self.ready[r, lap] = end
         return self.cal.next_cutoff(end)
+
+
+def remaining(drawn: np.ndarray, elapsed: float) -> np.ndarray:
+    """What is left of a step already ``elapsed`` seconds in, per run, given each run's
+    draw of the whole step: the draws longer than ``elapsed``, less ``elapsed`` (a run
+    whose own draw is shorter takes one of those in turn: the time left is drawn from
+    the steps that last that long, not a fresh full step nor nothing). Past every draw,
+    a tenth of the draw is left (the step has taken longer than any seen)."""
+    if elapsed <= 0:
+        return drawn
+    longer = drawn[drawn > elapsed]
+    if not len(longer):
+        return 0.1 * drawn
+    out = drawn - elapsed
+    short = np.flatnonzero(drawn <= elapsed)
+    out[short] = longer[np.arange(len(short)) % len(longer)] - elapsed
+    return out
 
 
 def run_site(
@@ -330,12 +351,13 @@ def run_site(
             left = np.maximum(0.0, left - fleet.progress[j])
         else:
             this = d.steps[:, j, s]
-            left = left - np.minimum(fleet.elapsed[j], 0.9 * this)
+            left = left - this + remaining(this, float(fleet.elapsed[j]))
         if i < width:
             place, claim = np.full(runs, i), np.zeros(runs)
         else:  # more live than the limit now allows: it waits for a place (rare)
             place, claim = w.take_place(rows, np.zeros(runs))
-        amounts, failed = w.amounts(rows, lap, fail=True, start=np.full(runs, p), left=left)
+        fresh = bool(fleet.retries[j] == 0)
+        amounts, failed = w.amounts(rows, lap, fail=fresh, start=np.full(runs, p), left=left)
         end = w.run(rows, lap, place, claim, amounts)
         w.claimed[:, j] = claim
         w.finish(lap, slot, end, failed)
@@ -366,6 +388,10 @@ def run_site(
     for k in range(queue.shape[1]):
         lap = queue[:, k]
         w.walked = k + 1
+        if w.pending and at[:, k].min() > w.pending_last:
+            # Every run's next laptop comes after every retry waiting: the retries claim
+            # first (their runs are older), not behind laptops that come days later.
+            w.flush_retries()
         if k < len(waiting):
             slot = w.hold_slot()
             scan, after = np.full(runs, -np.inf), zero
@@ -375,7 +401,15 @@ def run_site(
         place, claim = w.take_place(rows, after)
         w.scanned[rows, lap] = scan
         w.claimed[rows, lap] = claim
-        amounts, failed = w.amounts(rows, lap, fail=True)
+        if k < len(waiting) and (fleet.step[lap[0]] > 0 or fleet.retries[lap[0]] > 0):
+            # Queued from a later step (a technician's retry restarts at the step that
+            # failed); a retried run does not fail again.
+            step = np.full(runs, fleet.step[lap[0]])
+            left = d.rest_of_phase(rows, lap, step)
+            fresh = bool(fleet.retries[lap[0]] == 0)
+            amounts, failed = w.amounts(rows, lap, fail=fresh, start=PHASE_OF[step], left=left)
+        else:
+            amounts, failed = w.amounts(rows, lap, fail=True)
         end = w.run(rows, lap, place, claim, amounts)
         w.finish(lap, slot, end, failed)
         if k % RETRY_BATCH == RETRY_BATCH - 1:

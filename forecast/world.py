@@ -22,7 +22,8 @@ class Status(IntEnum):
     EXPECTED = 0
     """On a ship notice, not yet at the site."""
     WAITING = 1
-    """Scanned in (holds a bench slot), its run queued."""
+    """Scanned in (holds a bench slot), its run queued (from ``step``: a technician's
+    retry restarts at the step that failed)."""
     RUNNING = 2
     """Its run is live at ``step`` since ``elapsed`` seconds (``progress`` bytes sent)."""
     FAILED = 3
@@ -113,6 +114,8 @@ class Fleet:
     ready_at: np.ndarray
     dispatched_at: np.ndarray
     retries: np.ndarray
+    """Technicians' retries of its run so far: a retried run is not drawn to fail again
+    (the technician cleared what failed it)."""
 
     @classmethod
     def empty(cls, n: int) -> Fleet:
