@@ -13,7 +13,8 @@ import pytest
 from core.db import Database
 from core.settings import get_settings
 from inventory.states import DeviceState
-from lab.lab import Lab, offline_root
+from lab.lab import Lab
+from lab.offline import offline_root
 from provisioning.configure.build import plan_document, resolve_installers
 from provisioning.configure.plan import ConfigPlan, OsFamily
 from provisioning.errors import ChecksumMismatch, CommandFailed

@@ -15,7 +15,8 @@ import pytest
 from core.db import Database
 from core.principal import SYSTEM
 from inventory.models import Site
-from lab.lab import Lab, offline_root
+from lab.lab import Lab
+from lab.offline import offline_root
 from provisioning.pipeline.bandwidth import SENDING_STEPS
 from provisioning.runs import service
 from provisioning.runs.models import ProvisioningRun, RunStatus
