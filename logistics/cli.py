@@ -381,7 +381,7 @@ def purge(
     """Erase teleworkers' personal data past the retention period (server side)."""
     from core.db import get_database
     from core.settings import get_settings
-    from logistics.service import purge_personal_data
+    from logistics.retention import purge_personal_data
 
     retention = days if days is not None else get_settings().teleworker_retention_days
     report: dict[str, int] = {}
