@@ -7,9 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lab.laptop import (
-    LabLaptop,
-)
+from lab.laptop import LabLaptop
 
 
 def offline_root(laptop: LabLaptop) -> Path:

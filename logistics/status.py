@@ -17,15 +17,8 @@ from inventory.models import Device
 from inventory.states import DeviceState
 from logistics import repository
 from logistics.errors import TeleworkerNotFound
-from logistics.models import (
-    Teleworker,
-)
-from logistics.schemas import (
-    DeviceStatus,
-    ShipmentRead,
-    StateCounts,
-    TeleworkerRead,
-)
+from logistics.models import Teleworker
+from logistics.schemas import DeviceStatus, ShipmentRead, StateCounts, TeleworkerRead
 
 
 def sees_personal_data(principal: Principal) -> bool:
