@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import Path
 
 from api.deps import AdminOnly, AnyRole, SessionDep, Staff, new_router
-from core.errors import Forbidden
 from forecast import answers, calendar, service
 from forecast.schemas import (
     BIG,
@@ -86,8 +85,6 @@ def set_commitment(
     """Set (or clear, with null) the date by which every laptop of the delivery is to be
     dispatched. The client's dsi and logistics, and staff; only staff say where it is
     staged (``site_id``)."""
-    if body.site_id is not None and principal.role.client_bound:
-        raise Forbidden("only the staging centre says where a delivery is staged")
     row = service.set_commitment(
         session,
         delivery_id,
