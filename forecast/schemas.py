@@ -116,6 +116,17 @@ class NoticeRead(BaseModel):
         return cls(**row.model_dump())
 
 
+def known_timezone(v: str) -> str:
+    """An IANA time zone name this machine knows. :raises ValueError: any other."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(v)
+    except Exception:  # ZoneInfoNotFoundError, ValueError on odd paths
+        raise ValueError("unknown time zone") from None
+    return v
+
+
 # Site settings.
 class DayHours(BaseModel):
     open: HourMinute
@@ -146,13 +157,7 @@ class SiteSettingsWrite(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(v)
-        except Exception:  # ZoneInfoNotFoundError, ValueError on odd paths
-            raise ValueError("unknown time zone") from None
-        return v
+        return known_timezone(v)
 
 
 class SiteSettingsRead(SiteSettingsWrite):
@@ -238,6 +243,11 @@ class CapacityIn(BaseModel):
     saturday: bool = False
     cutoff: HourMinute = "17:00"
     timezone: str = Field(default="Europe/Paris", min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return known_timezone(v)
 
 
 class CapacityRead(BaseModel):
