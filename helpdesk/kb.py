@@ -81,10 +81,10 @@ def get_article(
     session: Session, article_id: int, principal: Principal, *, for_update: bool = False
 ) -> Article:
     """:raises ArticleNotFound: unknown or another company's."""
-    article = repository.get_article(session, article_id, for_update=for_update)
-    if article is None or not principal.sees_client(article.client_id):
-        raise ArticleNotFound(str(article_id))
-    return article
+    return principal.visible(
+        repository.get_article(session, article_id, for_update=for_update),
+        ArticleNotFound(str(article_id)),
+    )
 
 
 # Writes.

@@ -79,9 +79,7 @@ async def _thread(fn: Callable[[], T]) -> T:
 def _uploading_image(db: Database, image_id: int, principal: Principal) -> Target:
     for first in (True, False):
         with db.session(write=False) as s:
-            row = repository.get_image(s, image_id)
-            if row is None or not principal.sees_client(row.client_id):
-                raise ImageNotFound(image_id)
+            row = principal.visible(repository.get_image(s, image_id), ImageNotFound(image_id))
             status, target = row.status, Target.of(row)
         if first and _settled(db, status, image_id):
             continue  # its publisher had died: look again
@@ -94,9 +92,7 @@ def _uploading_image(db: Database, image_id: int, principal: Principal) -> Targe
 def _upload_target(db: Database, upload_id: str, principal: Principal) -> Target:
     for first in (True, False):
         with db.session(write=False) as s:
-            row = repository.get_image_by_upload(s, upload_id)
-            if row is None or not principal.sees_client(row.client_id):
-                raise UploadNotFound()
+            row = principal.visible(repository.get_image_by_upload(s, upload_id), UploadNotFound())
             status, target = row.status, Target.of(row)
         if first and _settled(db, status, target.image_id):
             continue

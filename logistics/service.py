@@ -111,9 +111,10 @@ def dispatch(session: Session, body: DispatchRequest, principal: Principal) -> S
 def _teleworker_for(
     session: Session, teleworker_id: int, device: Device, principal: Principal
 ) -> Teleworker:
-    person = repository.get_teleworker(session, teleworker_id)
-    if person is None or not principal.sees_client(person.client_id) or person.erased_at:
-        raise TeleworkerNotFound(str(teleworker_id))
+    missing = TeleworkerNotFound(str(teleworker_id))
+    person = principal.visible(repository.get_teleworker(session, teleworker_id), missing)
+    if person.erased_at:
+        raise missing
     if person.client_id != device.client_id:
         raise WrongClient(device.serial)
     return person

@@ -49,17 +49,15 @@ def status(
     :raises DeliveryNotFound: a delivery the caller cannot see.
     """
     if query.teleworker_id is not None:
-        person = repository.get_teleworker(session, query.teleworker_id)
-        if (
-            person is None
-            or not sees_personal_data(principal)
-            or not principal.sees_client(person.client_id)
-        ):
-            raise TeleworkerNotFound(str(query.teleworker_id))
+        missing = TeleworkerNotFound(str(query.teleworker_id))
+        if not sees_personal_data(principal):
+            raise missing
+        principal.visible(repository.get_teleworker(session, query.teleworker_id), missing)
     if query.delivery_id is not None:
-        delivery = inventory_repo.get_delivery(session, query.delivery_id)
-        if delivery is None or not principal.sees_client(delivery.client_id):
-            raise DeliveryNotFound(str(query.delivery_id))
+        principal.visible(
+            inventory_repo.get_delivery(session, query.delivery_id),
+            DeliveryNotFound(str(query.delivery_id)),
+        )
     devices = repository.status_devices(
         session,
         client_id=principal.client_scope,
