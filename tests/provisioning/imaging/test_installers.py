@@ -52,7 +52,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _plan(db: Database, client_id: int, body: dict[str, object], family: OsFamily) -> ConfigPlan:
     from images.schemas import ClientConfigBody
 
-    doc = plan_document(ClientConfigBody.model_validate(body).model_dump(mode="json"), family)
+    doc = plan_document(ClientConfigBody.model_validate(body), family)
     doc["hostname"] = "ACME-1"
     with db.session(write=False) as s:
         return resolve_installers(s, client_id, ConfigPlan.from_dict(doc, os_family=family))
