@@ -4,6 +4,7 @@ bench slot, or is recognised as already scanned."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -73,15 +74,7 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         slot = pick_slot(bench, repository.occupied_slots(session, bench.id), body.slot)
         device.bench_id, device.slot = bench.id, slot
         if body.damaged:
-            device.quarantine_reason = body.reason or "damaged at scan-in"
-            lifecycle.apply(
-                session,
-                device,
-                Event.QUARANTINE,
-                actor=principal.actor,
-                reason=device.quarantine_reason,
-                details={"bench_id": bench.id, "slot": slot},
-            )
+            _quarantine(session, device, body, principal, {"bench_id": bench.id, "slot": slot})
             return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
         lifecycle.apply(
             session,
@@ -95,14 +88,7 @@ def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
         hooks.received(session, device, actor=principal.actor)
         return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
     if body.damaged and state is not DeviceState.QUARANTINED:
-        device.quarantine_reason = body.reason or "damaged at scan-in"
-        lifecycle.apply(
-            session,
-            device,
-            Event.QUARANTINE,
-            actor=principal.actor,
-            reason=device.quarantine_reason,
-        )
+        _quarantine(session, device, body, principal)
         return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
     return ScanDone(ScanOutcome.ALREADY, device, f"{code} already scanned ({state.value})")
 
@@ -141,17 +127,29 @@ def _scan_unknown(
             raise
         return ScanDone(ScanOutcome.ALREADY, again[0], f"{code} already scanned (unexpected)")
     if body.damaged:
-        device.quarantine_reason = body.reason or "damaged at scan-in"
-        lifecycle.apply(
-            session,
-            device,
-            Event.QUARANTINE,
-            actor=principal.actor,
-            reason=device.quarantine_reason,
-        )
+        _quarantine(session, device, body, principal)
         return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} unexpected and damaged")
     return ScanDone(
         ScanOutcome.UNEXPECTED,
         device,
         f"{code} UNEXPECTED at slot {slot}: no delivery lists it; attach or reject it",
+    )
+
+
+def _quarantine(
+    session: Session,
+    device: Device,
+    body: ScanRequest,
+    principal: Principal,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """A laptop scanned as damaged: quarantined with the technician's reason."""
+    device.quarantine_reason = body.reason or "damaged at scan-in"
+    lifecycle.apply(
+        session,
+        device,
+        Event.QUARANTINE,
+        actor=principal.actor,
+        reason=device.quarantine_reason,
+        details=details,
     )
