@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -305,6 +306,7 @@ def _check_device_route(
     return violations
 
 
+@pytest.mark.slow  # every route x every role x own and other company
 def test_every_route_enforces_access(db: Database, world: World, app_client: TestClient) -> None:
     """One walk over every route and method, listing every violation at once (one world
     per backend: building one per route made the walk take minutes)."""
@@ -314,6 +316,7 @@ def test_every_route_enforces_access(db: Database, world: World, app_client: Tes
     assert not violations, f"{len(violations)} access violation(s):\n  " + "\n  ".join(violations)
 
 
+@pytest.mark.slow  # walks a second app
 def test_the_walk_catches_faulty_routes(db: Database, world: World) -> None:
     """The walk itself, against routes that break each rule on purpose."""
     router = new_router()

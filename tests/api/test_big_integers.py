@@ -66,7 +66,7 @@ def test_the_walker_finds_an_unbounded_integer() -> None:
     assert _unbounded(spec) == ["GET /x/{id} id"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.slow  # every integer of every route
 def test_huge_integers_anywhere_are_422(app_client: TestClient, world: World, db: Database) -> None:
     headers = auth(world.token(Role.ADMIN))
     spec = app_client.get("/openapi.json").json()

@@ -172,6 +172,7 @@ def test_the_upload_logic_takes_headers_and_a_byte_stream(world: World, db: Data
     assert row.status == ImageStatus.AVAILABLE
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_the_upload_logic_imports_no_web_framework() -> None:
     probe = (
         "import sys, images.upload, images.tus, images.stream; "

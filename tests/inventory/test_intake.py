@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
@@ -272,6 +273,7 @@ def test_laptop_scanned_unexpected_then_quarantined_blocks_its_line(
     assert totals(db) == before
 
 
+@pytest.mark.slow  # two imports racing on a real server
 def test_concurrent_imports_of_one_file_make_each_device_once(db: Database, world: World) -> None:
     """Four logistics clerks upload the same notice at once to a real server: every
     answer is a success or a clean 409, never a 500, and each laptop exists once."""
