@@ -51,6 +51,7 @@ def _unbounded(spec: dict[str, Any]) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # builds the whole OpenAPI document
 def test_no_integer_is_left_unbounded_in_the_openapi(tmp_path: Any) -> None:
     spec = create_app(Database(f"sqlite:///{tmp_path / 'x.db'}")).openapi()
     assert _unbounded(spec) == []
