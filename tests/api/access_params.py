@@ -217,9 +217,10 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyFactory] = {
         | {"title": "Walk", "body": "Walk"},
     ),
     ("POST", "/helpdesk/calls/{call_id}/status"): lambda v, w: ({"status": "unreachable"}, None),
-    # Only staff say where a delivery is staged: a client's body carries the date alone.
+    # Where a delivery is staged is the centre's to say (site_id): a client's dsi and
+    # logistics set only the date.
     ("PUT", "/forecast/deliveries/{delivery_id}/commitment"): lambda v, w: (
-        {"committed_date": "2031-01-31"},
+        {"committed_date": "2027-01-15"},
         None,
     ),
 }
