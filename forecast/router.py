@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Path
 
 from api.deps import AdminOnly, AnyRole, SessionDep, Staff, new_router
-from forecast import answers, calendar, service
+from forecast import calendar, service
+from forecast import capacity as sizing
 from forecast.schemas import (
     BIG,
     CapacityIn,
@@ -168,8 +169,8 @@ def capacity(body: CapacityIn, principal: Staff) -> CapacityRead:
         + (None,) * (1 if body.saturday else 2),
         cutoffs=(_t(body.cutoff),),
     )
-    answer = answers.capacity(
-        answers.CapacityQuestion(
+    answer = sizing.capacity(
+        sizing.CapacityQuestion(
             laptops=body.laptops,
             image_bytes=body.image_gb * 1e9,
             days=body.days,
