@@ -55,7 +55,7 @@ LAZY: dict[str, Lazy] = {
         ),
     ),
     "admin": Lazy(
-        "inventory.cli:admin_app", "Clients, sites, benches, hardware models (admin, API)."
+        "inventory.cli_admin:admin_app", "Clients, sites, benches, hardware models (admin, API)."
     ),
     "lifecycle": Lazy("inventory.cli:lifecycle_app", "The device lifecycle table."),
     "tokens": Lazy(
@@ -79,10 +79,12 @@ LAZY: dict[str, Lazy] = {
         "Dispatch one READY laptop to a teleworker, or every line of a CSV (all or none).",
     ),
     "labels": Lazy(
-        "logistics.cli:labels_app", "Asset-tag and shipping labels (ZPL to a printer, or PDF)."
+        "logistics.cli_labels:labels_app",
+        "Asset-tag and shipping labels (ZPL to a printer, or PDF).",
     ),
     "webhooks": Lazy(
-        "logistics.cli:webhooks_app", "Webhook subscriptions, the sender, the delivery log."
+        "logistics.cli_webhooks:webhooks_app",
+        "Webhook subscriptions, the sender, the delivery log.",
     ),
     "runs": Lazy(
         "provisioning.runs.cli:app", "Provisioning runs: start, retry, abort, list, show."
@@ -154,7 +156,7 @@ def _print_labels_through_logistics() -> None:
 
 
 def _print_asset_label(client: Any, device_id: int, printer: str) -> None:
-    from logistics.cli import print_asset_label
+    from logistics.cli_labels import print_asset_label
 
     print_asset_label(client, device_id, printer)
 

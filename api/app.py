@@ -177,6 +177,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from images.router import router as images_router
     from inventory.router import router as inventory_router
     from logistics.router import router as logistics_router
+    from logistics.router_webhooks import router as webhooks_router
     from provisioning.runs.router import router as provisioning_router
 
     app.include_router(inventory_router)
@@ -184,6 +185,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(images_router)
     app.include_router(provisioning_router)
     app.include_router(logistics_router)
+    app.include_router(webhooks_router)
     app.include_router(forecast_router)
     app.include_router(helpdesk_router)
     app.include_router(metrics_router)

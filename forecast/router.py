@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Path
 
 from api.deps import AdminOnly, AnyRole, SessionDep, Staff, new_router
-from core.errors import Forbidden
-from forecast import answers, calendar, service
+from forecast import calendar, service
+from forecast import capacity as sizing
 from forecast.schemas import (
     BIG,
     CapacityIn,
@@ -86,8 +86,6 @@ def set_commitment(
     """Set (or clear, with null) the date by which every laptop of the delivery is to be
     dispatched. The client's dsi and logistics, and staff; only staff say where it is
     staged (``site_id``)."""
-    if body.site_id is not None and principal.role.client_bound:
-        raise Forbidden("only the staging centre says where a delivery is staged")
     row = service.set_commitment(
         session,
         delivery_id,
@@ -171,8 +169,8 @@ def capacity(body: CapacityIn, principal: Staff) -> CapacityRead:
         + (None,) * (1 if body.saturday else 2),
         cutoffs=(_t(body.cutoff),),
     )
-    answer = answers.capacity(
-        answers.CapacityQuestion(
+    answer = sizing.capacity(
+        sizing.CapacityQuestion(
             laptops=body.laptops,
             image_bytes=body.image_gb * 1e9,
             days=body.days,

@@ -18,6 +18,7 @@ import numpy as np
 from sqlmodel import Session
 
 from core.db import Database
+from core.errors import Forbidden
 from core.principal import Principal
 from core.timeutil import utcnow
 from forecast import answers, inputs, montecarlo, repository
@@ -191,10 +192,14 @@ def set_commitment(
     """Set (or clear) the date promised for a delivery, and where it is staged (staff).
 
     :raises DeliveryNotFound: unknown, or another company's.
+    :raises Forbidden: a client-bound caller saying where it is staged.
     """
     delivery = principal.visible(
         inventory_repo.get_delivery(session, delivery_id), DeliveryNotFound(delivery_id)
     )
+    # After the look-up: another company's delivery is 404 whatever the body says.
+    if set_site and principal.role.client_bound:
+        raise Forbidden("only the staging centre says where a delivery is staged")
     row = repository.delivery_setting_for_update(session, delivery_id)
     if row is None:
         row = ForecastDelivery(delivery_id=delivery_id, client_id=delivery.client_id)

@@ -24,12 +24,9 @@ tagged by what they apply to, searchable the same way on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session
 
@@ -43,6 +40,7 @@ from helpdesk.errors import (
     ArticleVersionNotFound,
     StaleVersion,
 )
+from helpdesk.kb_text import fold, index_weights, render_html, words
 from helpdesk.models import Article, ArticleVersion
 from helpdesk.schemas import (
     ArticleBrief,
@@ -55,73 +53,11 @@ from helpdesk.schemas import (
 )
 from inventory.models import ClientCompany
 
-if TYPE_CHECKING:
-    from markdown_it import MarkdownIt
-
 MAX_QUERY_WORDS = 8
-SAFE_SCHEMES = ("http:", "https:", "mailto:", "tel:")
-_FRENCH_STOP = "le la les un une des du de et ou en au aux ce ces cet cette se sa son ses sur"
-_FRENCH_STOP += " pour par pas ne que qui quoi est sont dans avec votre vos nous vous il elle on"
-_ENGLISH_STOP = "the an and or of to in on at is are be for with your you it this that by as"
-_STOP = frozenset((_FRENCH_STOP + " " + _ENGLISH_STOP + " from").split())
-
-
-# Markdown.
-@lru_cache(maxsize=1)
-def markdown() -> MarkdownIt:
-    """The one Markdown parser: CommonMark, raw HTML off, safe links only, no images."""
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False})
-    md.disable("image")
-
-    def validate(url: str) -> bool:
-        return url.strip().lower().startswith(SAFE_SCHEMES)
-
-    md.validateLink = validate  # type: ignore[method-assign]
-    return md
-
-
-def render_html(body: str) -> str:
-    """An article's Markdown as HTML that is safe to put in a page."""
-    html = markdown().render(body)
-    # Links leave the console: no referrer, no access to the opener.
-    return html.replace("<a href=", '<a rel="noopener noreferrer nofollow" href=')
-
-
-# Words.
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).replace("œ", "oe")
-
-
-def _stem(word: str) -> str:
-    if len(word) > 3 and word[-1] in "sx":
-        word = word[:-1]
-    return word[:40]
-
-
-def words(text: str) -> list[str]:
-    """Index words of ``text``: folded, stop words dropped, final plural removed."""
-    return [
-        _stem(w) for w in re.findall(r"[a-z0-9]+", _fold(text)) if w not in _STOP and len(w) > 1
-    ]
-
-
-def index_weights(title: str, body: str, tags: ArticleTags) -> dict[str, int]:
-    weights: Counter[str] = Counter()
-    for w in words(title):
-        weights[w] += 3
-    tag_text = " ".join([*tags.vpn, *tags.tools, *tags.models, *tags.os])
-    for w in words(tag_text):
-        weights[w] += 2
-    for w, n in Counter(words(body)).items():
-        weights[w] += min(n, 5)
-    return dict(weights)
 
 
 # Access.
-def _client_for_write(session: Session, client_code: str | None, principal: Principal) -> int:
+def client_for_write(session: Session, client_code: str | None, principal: Principal) -> int:
     """A bound caller writes for its own client; others name one.
 
     :raises ClientNotFound: unknown, or another company's.
@@ -145,10 +81,10 @@ def get_article(
     session: Session, article_id: int, principal: Principal, *, for_update: bool = False
 ) -> Article:
     """:raises ArticleNotFound: unknown or another company's."""
-    article = repository.get_article(session, article_id, for_update=for_update)
-    if article is None or not principal.sees_client(article.client_id):
-        raise ArticleNotFound(str(article_id))
-    return article
+    return principal.visible(
+        repository.get_article(session, article_id, for_update=for_update),
+        ArticleNotFound(str(article_id)),
+    )
 
 
 # Writes.
@@ -157,7 +93,7 @@ def create_article(session: Session, body: ArticleCreate, principal: Principal) 
 
     :raises ArticleExists: the client already has this slug in this language (409).
     """
-    client_id = _client_for_write(session, body.client_code, principal)
+    client_id = client_for_write(session, body.client_code, principal)
     language = body.language.value
     if repository.article_by_slug(session, client_id, body.slug, language) is not None:
         raise ArticleExists(body.slug, language)
@@ -368,7 +304,7 @@ def snippet(body: str, terms: Sequence[str], width: int = 160) -> str:
     """The first sentence-ish stretch of ``body`` holding a query word, in plain text."""
     plain = re.sub(r"[#*_`>\[\]()]+", " ", body)
     plain = re.sub(r"\s+", " ", plain).strip()
-    folded = _fold(plain)
+    folded = fold(plain)
     at = min((i for i in (folded.find(t) for t in terms) if i >= 0), default=0)
     start = max(0, at - width // 3)
     text = plain[start : start + width].strip()
@@ -401,10 +337,10 @@ def _tool_matches(tag: str, tools: Iterable[str]) -> bool:
 def _model_matches(tag: str, profile: Profile) -> bool:
     if profile.model is None:
         return False
-    names = {_fold(profile.model)}
+    names = {fold(profile.model)}
     if profile.vendor:
-        names.add(_fold(f"{profile.vendor} {profile.model}"))
-    return _fold(tag.strip()) in names
+        names.add(fold(f"{profile.vendor} {profile.model}"))
+    return fold(tag.strip()) in names
 
 
 def applies(tags: dict[str, Any], profile: Profile) -> int | None:

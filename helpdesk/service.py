@@ -123,7 +123,7 @@ def record_contact(session: Session, body: ContactCreate, principal: Principal) 
             if person is not None and person.erased_at is None:
                 teleworker_id = person.id
     else:
-        client_id = kb._client_for_write(session, body.client_code, principal)
+        client_id = kb.client_for_write(session, body.client_code, principal)
     if body.article_id is not None:
         article = kb.get_article(session, body.article_id, principal)
         if article.client_id != client_id:

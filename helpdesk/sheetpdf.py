@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from helpdesk import kb
+from helpdesk import kb_text
 
 if TYPE_CHECKING:
     from reportlab.lib.styles import ParagraphStyle
@@ -165,7 +165,7 @@ def markdown_flowables(body: str, st: Styles) -> list[Flowable]:
     bold, italics, code and links (underlined: a sheet is paper)."""
     from reportlab.platypus import Paragraph, Preformatted
 
-    tokens = kb.markdown().parse(body)
+    tokens = kb_text.markdown().parse(body)
     out: list[Flowable] = []
     lists: list[list[Any]] = []  # [ordered, counter]
     quote = 0

@@ -182,10 +182,9 @@ def get(session: Session, month: str) -> Survey:
 
 
 def _call(session: Session, call_id: int, principal: Principal) -> SurveyCall:
-    call = survey_sql.get_call_for_update(session, call_id)
-    if call is None or not principal.sees_client(call.client_id):
-        raise CallNotFound(str(call_id))
-    return call
+    return principal.visible(
+        survey_sql.get_call_for_update(session, call_id), CallNotFound(str(call_id))
+    )
 
 
 def answer(session: Session, call_id: int, body: AnswerIn, principal: Principal) -> SurveyAnswer:

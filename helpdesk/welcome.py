@@ -28,7 +28,7 @@ from core import helpcode, vault
 from core.errors import InvalidInput
 from core.principal import Principal
 from core.settings import get_settings
-from helpdesk import kb, lookup, repository, service
+from helpdesk import kb, kb_text, lookup, repository, service
 from helpdesk.models import Article, WelcomeSection
 from inventory import service as inventory
 from inventory.models import Device
@@ -264,7 +264,7 @@ def _page(client: str, language: str, articles: Sequence[Article], bodies: dict[
     for a in articles:
         assert a.id is not None
         parts.append(f'<section id="{escape(a.slug)}"><h2>{escape(a.title)}</h2>')
-        parts.append(kb.render_html(bodies.get(a.id, "")) + "</section>")
+        parts.append(kb_text.render_html(bodies.get(a.id, "")) + "</section>")
     parts.append("</body></html>")
     return "".join(parts)
 

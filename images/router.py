@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import Allow, SessionDep, get_db, new_router
 from core.principal import SYSTEM, Principal, Role
-from images import configs, manifest, service, upload
+from images import configs, manifest, service, tus, upload
 from images.models import ImageStatus
 from images.schemas import (
     ChunkManifestRead,
@@ -167,7 +167,7 @@ def _read_fresh(request: Request, image_id: int | None) -> ImageRead:
 
 
 def _tus_headers(**extra: str) -> dict[str, str]:
-    return {"Tus-Resumable": upload.TUS_VERSION, "Cache-Control": "no-store", **extra}
+    return {"Tus-Resumable": tus.TUS_VERSION, "Cache-Control": "no-store", **extra}
 
 
 @router.options("/uploads", status_code=204, tags=["uploads"])
@@ -179,8 +179,8 @@ def tus_options(principal: Writer) -> Response:
         status_code=204,
         headers=_tus_headers(
             **{
-                "Tus-Version": upload.TUS_VERSION,
-                "Tus-Extension": upload.TUS_EXTENSIONS,
+                "Tus-Version": tus.TUS_VERSION,
+                "Tus-Extension": tus.TUS_EXTENSIONS,
                 "Tus-Max-Size": str(get_settings().max_image_size),
             }
         ),

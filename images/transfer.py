@@ -24,7 +24,7 @@ from core.client import ApiClient, ApiError
 from core.errors import MasterlineError, Unavailable
 from images.models import ImageFormat
 from images.stream import Digests
-from images.upload import TUS_VERSION
+from images.tus import TUS_VERSION
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]

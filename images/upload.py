@@ -31,7 +31,7 @@ import dataclasses
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,35 +56,14 @@ from images.models import Image, ImageStatus
 from images.publish import Target, publish, recover_interrupted, reset_upload
 from images.store import Store, get_store, is_disk_full
 from images.stream import Digests, PartWriter, live_drop, live_get, live_put, receive
+from images.tus import Headers, TusHeaderInvalid, check_tus_version, int_header, parse_metadata
 
 log = logging.getLogger("masterline.images.upload")
 
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,termination"
 
 T = TypeVar("T")
 
-
-Headers = Mapping[str, str]
-"""Request headers, looked up by lower-case name (Starlette's ``Headers`` is one)."""
 Body = AsyncIterable[bytes]
-
-MAX_METADATA = 4096
-"""Longest ``Upload-Metadata`` header accepted (ours carries one small integer)."""
-
-
-class TusVersionUnsupported(MasterlineError):
-    status_code = 412
-    exit_code = 2
-    title = "Precondition failed"
-
-
-class TusHeaderInvalid(MasterlineError):
-    """A tus header that does not parse: 400, as the protocol asks."""
-
-    status_code = 400
-    exit_code = 2
-    title = "Bad request"
 
 
 class WrongContentType(MasterlineError):
@@ -100,9 +79,7 @@ async def _thread(fn: Callable[[], T]) -> T:
 def _uploading_image(db: Database, image_id: int, principal: Principal) -> Target:
     for first in (True, False):
         with db.session(write=False) as s:
-            row = repository.get_image(s, image_id)
-            if row is None or not principal.sees_client(row.client_id):
-                raise ImageNotFound(image_id)
+            row = principal.visible(repository.get_image(s, image_id), ImageNotFound(image_id))
             status, target = row.status, Target.of(row)
         if first and _settled(db, status, image_id):
             continue  # its publisher had died: look again
@@ -115,9 +92,7 @@ def _uploading_image(db: Database, image_id: int, principal: Principal) -> Targe
 def _upload_target(db: Database, upload_id: str, principal: Principal) -> Target:
     for first in (True, False):
         with db.session(write=False) as s:
-            row = repository.get_image_by_upload(s, upload_id)
-            if row is None or not principal.sees_client(row.client_id):
-                raise UploadNotFound()
+            row = principal.visible(repository.get_image_by_upload(s, upload_id), UploadNotFound())
             status, target = row.status, Target.of(row)
         if first and _settled(db, status, target.image_id):
             continue
@@ -185,48 +160,6 @@ async def put_content(
         return row
     finally:
         temp.unlink(missing_ok=True)
-
-
-# tus.
-_METADATA_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
-
-def parse_metadata(header: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (tus 1.0.0): keys
-    ASCII without spaces or commas and each given once, values strict base64 of UTF-8.
-
-    :raises TusHeaderInvalid: malformed.
-    """
-    if len(header) > MAX_METADATA:
-        raise TusHeaderInvalid(f"Upload-Metadata is longer than {MAX_METADATA} characters")
-    out: dict[str, str] = {}
-    for item in header.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, _, value = item.partition(" ")
-        if not set(key) <= _METADATA_KEY or " " in value.strip():
-            raise TusHeaderInvalid("Upload-Metadata: keys are ASCII words, values base64")
-        if key in out:
-            raise TusHeaderInvalid(f"Upload-Metadata: key '{key}' given twice")
-        try:
-            out[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
-        except (ValueError, UnicodeDecodeError) as e:  # binascii.Error is a ValueError
-            raise TusHeaderInvalid(f"Upload-Metadata: value of '{key}' is not base64") from e
-    return out
-
-
-def _check_tus_version(headers: Headers) -> None:
-    if headers.get("tus-resumable") != TUS_VERSION:
-        raise TusVersionUnsupported(f"send Tus-Resumable: {TUS_VERSION}")
-
-
-def _int_header(headers: Headers, name: str) -> int:
-    """:raises TusHeaderInvalid: missing, or not ASCII digits below 2^63."""
-    value = ascii_int(headers.get(name.lower(), "").strip())
-    if value is None:
-        raise TusHeaderInvalid(f"{name} header missing or not a non-negative integer below 2^63")
-    return value
 
 
 class _PartLock:
@@ -300,10 +233,10 @@ async def tus_create(headers: Headers, db: Database, principal: Principal) -> tu
     :raises ImageNotFound: the image is not the caller's to upload.
     :raises UploadMismatch: Upload-Length differs from the declared size.
     """
-    _check_tus_version(headers)
+    check_tus_version(headers)
     if "upload-defer-length" in headers:
         raise TusHeaderInvalid("Upload-Defer-Length is not supported: declare the size")
-    length = _int_header(headers, "Upload-Length")
+    length = int_header(headers, "Upload-Length")
     meta = parse_metadata(headers.get("upload-metadata", ""))
     image_id = ascii_int(meta.get("image_id", ""))
     if image_id is None:
@@ -390,11 +323,11 @@ async def tus_patch(
     :raises UploadMismatch: complete, but not what was declared (upload discarded).
     """
     target = await _thread(lambda: _upload_target(db, upload_id, principal))
-    _check_tus_version(headers)
+    check_tus_version(headers)
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/offset+octet-stream":
         raise WrongContentType("Content-Type must be application/offset+octet-stream")
-    offset = _int_header(headers, "Upload-Offset")
+    offset = int_header(headers, "Upload-Offset")
     store = get_store()
     lock, writer = await _thread(lambda: _open_part(db, store, target))
     try:

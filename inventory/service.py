@@ -8,7 +8,6 @@ another company's objects, never ``Forbidden``, so ids do not leak existence.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -16,15 +15,12 @@ from sqlmodel import Session
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.principal import Principal
 from core.values import check_name
-from inventory import codes, hooks, lifecycle, repository
+from inventory import lifecycle, repository
 from inventory.codes import normalize_code as normalize_code
 from inventory.errors import (
-    BenchFull,
-    BenchNotFound,
     ClientNotFound,
     DeliveryNotFound,
     DeviceNotFound,
-    SlotTaken,
 )
 from inventory.models import (
     Bench,
@@ -35,18 +31,18 @@ from inventory.models import (
     HardwareModel,
     Site,
 )
+from inventory.scan import UNKNOWN_VENDOR
+from inventory.scan import ScanDone as ScanDone  # re-exported: scan-in has many callers
+from inventory.scan import scan as scan
 from inventory.schemas import (
     BenchCreate,
     ClientCreate,
     DeliveryCreate,
     HardwareModelCreate,
-    ScanOutcome,
-    ScanRequest,
     SiteCreate,
 )
+from inventory.slots import free_slot
 from inventory.states import SLOT_HOLDING, DeviceState, Event, next_state
-
-UNKNOWN_VENDOR = "unknown"
 
 # Events a technician may apply by hand; the rest belong to the pipeline and dispatch.
 MANUAL_EVENTS = frozenset(
@@ -248,7 +244,7 @@ def transition(
         # Back on its bench: its old slot if nobody took it meanwhile, else a free one.
         busy = repository.occupied_slots(session, bench.id or 0)
         keep = device.slot if device.slot is not None and device.slot <= bench.slots else None
-        device.slot = keep if keep is not None and keep not in busy else _free_slot(bench, busy)
+        device.slot = keep if keep is not None and keep not in busy else free_slot(bench, busy)
     lifecycle.apply(session, device, event, actor=principal.actor, reason=reason)
     return device
 
@@ -279,7 +275,7 @@ def attach(session: Session, device_id: int, delivery_id: int, principal: Princi
     bench = _lock_bench_of(session, device_id)
     device = _lock_visible(session, device_id, principal)
     if bench is not None and device.slot is None and device.state == DeviceState.UNEXPECTED:
-        device.slot = _free_slot(bench, repository.occupied_slots(session, bench.id or 0))
+        device.slot = free_slot(bench, repository.occupied_slots(session, bench.id or 0))
     delivery = get_delivery(session, delivery_id, principal)
     if device.state == DeviceState.UNEXPECTED:
         device.delivery_id = delivery.id
@@ -301,162 +297,6 @@ def _lock_visible(session: Session, device_id: int, principal: Principal) -> Dev
     return principal.visible(
         repository.get_device_for_update(session, device_id), DeviceNotFound(str(device_id))
     )
-
-
-# Bench scan-in.
-@dataclass
-class ScanDone:
-    outcome: ScanOutcome
-    device: Device
-    message: str
-
-    @property
-    def attention(self) -> bool:
-        return self.outcome is not ScanOutcome.RECEIVED
-
-
-def scan(session: Session, body: ScanRequest, principal: Principal) -> ScanDone:
-    """Scan a laptop in at a bench slot.
-
-    Expected → RECEIVED (or QUARANTINED when damaged); unknown → UNEXPECTED; a second
-    scan changes nothing and says so. Safe under concurrent scans of the same laptop:
-    the device row is locked (PostgreSQL) or the write transaction is exclusive
-    (SQLite), and a racing insert of the same unknown serial is caught by the unique
-    constraint and read back.
-
-    A laptop that takes a slot (received, unexpected) gets a free one, or the slot
-    asked for. The bench row is locked first and its occupied slots read after the
-    lock, so concurrent scans at one bench never share a slot; the database's unique
-    index on held slots backs this.
-
-    :raises InvalidCode: not a scannable code (``inventory.codes``); nothing written.
-    :raises BenchNotFound: unknown bench.
-    :raises InvalidInput: slot outside the bench.
-    :raises SlotTaken: the slot asked for holds another laptop.
-    :raises BenchFull: no free slot left.
-    """
-    code = codes.scannable(body.code)
-    bench = repository.lock_bench(session, body.bench_id)
-    if bench is None or bench.id is None:
-        raise BenchNotFound(str(body.bench_id))
-    found = repository.find_devices_by_code(session, code, for_update=True)
-    if len(found) > 1:
-        expected = [d for d in found if d.state == DeviceState.EXPECTED]
-        found = expected[:1] if len(expected) == 1 else found
-    if len(found) > 1:
-        vendors = ", ".join(sorted(d.vendor for d in found))
-        raise Conflict(f"serial {code} matches devices of several vendors ({vendors})")
-    if not found:
-        busy = repository.occupied_slots(session, bench.id)
-        return _scan_unknown(session, code, bench, busy, body, principal)
-    device = found[0]
-    state = DeviceState(device.state)
-    if body.model:
-        device.observed_model = body.model[:128]
-    if state is DeviceState.EXPECTED:
-        slot = _pick_slot(bench, repository.occupied_slots(session, bench.id), body.slot)
-        device.bench_id, device.slot = bench.id, slot
-        if body.damaged:
-            device.quarantine_reason = body.reason or "damaged at scan-in"
-            lifecycle.apply(
-                session,
-                device,
-                Event.QUARANTINE,
-                actor=principal.actor,
-                reason=device.quarantine_reason,
-                details={"bench_id": bench.id, "slot": slot},
-            )
-            return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
-        lifecycle.apply(
-            session,
-            device,
-            Event.RECEIVE,
-            actor=principal.actor,
-            details={"bench_id": bench.id, "slot": slot},
-        )
-        # Provisioning queues its run here when the client has an image and a
-        # configuration (its hook); the worker sees it only once this transaction commits.
-        hooks.received(session, device, actor=principal.actor)
-        return ScanDone(ScanOutcome.RECEIVED, device, f"{code} received at slot {slot}")
-    if body.damaged and state is not DeviceState.QUARANTINED:
-        device.quarantine_reason = body.reason or "damaged at scan-in"
-        lifecycle.apply(
-            session,
-            device,
-            Event.QUARANTINE,
-            actor=principal.actor,
-            reason=device.quarantine_reason,
-        )
-        return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} quarantined: damaged")
-    return ScanDone(ScanOutcome.ALREADY, device, f"{code} already scanned ({state.value})")
-
-
-def _scan_unknown(
-    session: Session,
-    code: str,
-    bench: Bench,
-    busy: set[int],
-    body: ScanRequest,
-    principal: Principal,
-) -> ScanDone:
-    slot = _pick_slot(bench, busy, body.slot)
-    device = Device(
-        serial=code,
-        vendor=UNKNOWN_VENDOR,
-        bench_id=bench.id,
-        slot=slot,
-        observed_model=body.model,
-        mac_addresses=[],
-    )
-    try:
-        with session.begin_nested():
-            lifecycle.create(
-                session,
-                [device],
-                Event.DISCOVER,
-                actor=principal.actor,
-                reason="scanned, not in any delivery",
-                details={"bench_id": bench.id, "slot": slot},
-            )
-    except IntegrityError:
-        # Another technician scanned the same unknown serial a moment earlier.
-        again = repository.find_devices_by_code(session, code)
-        if not again:
-            raise
-        return ScanDone(ScanOutcome.ALREADY, again[0], f"{code} already scanned (unexpected)")
-    if body.damaged:
-        device.quarantine_reason = body.reason or "damaged at scan-in"
-        lifecycle.apply(
-            session,
-            device,
-            Event.QUARANTINE,
-            actor=principal.actor,
-            reason=device.quarantine_reason,
-        )
-        return ScanDone(ScanOutcome.QUARANTINED, device, f"{code} unexpected and damaged")
-    return ScanDone(
-        ScanOutcome.UNEXPECTED,
-        device,
-        f"{code} UNEXPECTED at slot {slot}: no delivery lists it; attach or reject it",
-    )
-
-
-def _pick_slot(bench: Bench, busy: set[int], wanted: int | None) -> int:
-    if wanted is not None:
-        if wanted > bench.slots:
-            raise InvalidInput(f"bench {bench.code} has slots 1..{bench.slots}, not {wanted}")
-        if wanted in busy:
-            raise SlotTaken(bench.code, wanted)
-        return wanted
-    return _free_slot(bench, busy)
-
-
-def _free_slot(bench: Bench, busy: set[int]) -> int:
-    """The lowest free slot. :raises BenchFull: none."""
-    for slot in range(1, bench.slots + 1):
-        if slot not in busy:
-            return slot
-    raise BenchFull(bench.code, bench.slots)
 
 
 def hardware_model_of(session: Session, device: Device) -> HardwareModel | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import getpass
 import json
 import os
 import shutil
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from lab import daemon_client, keys, sshd
+from lab.build import build_laptop, write_sshd_config
 from lab.errors import InvalidLabInput, LabStartFailed, LaptopExists, LaptopNotFound
 from lab.faults import Fault, FaultFile, normalise_params
-from lab.identity import build_pe_root, macs_for, write_file
+from lab.identity import write_file
 from lab.laptop import (
     DEFAULT_DISK_BYTES,
     SERIAL,
@@ -38,6 +38,7 @@ from lab.laptop import (
     name_for,
     validate,
 )
+from lab.offline import apply_offline
 
 __all__ = ["Fault", "Lab", "LabLaptop", "LaptopSpec"]
 
@@ -287,7 +288,7 @@ class Lab:
         if laptop.os_family == "linux":
             laptop.os_root.mkdir(parents=True, exist_ok=True)
             (laptop.os_root / "etc").mkdir(exist_ok=True)
-            _apply_offline(laptop)
+            apply_offline(laptop)
             hostname = laptop.os_root / "etc" / "hostname"
             if not hostname.exists():
                 hostname.write_text(DEFAULT_OS_HOSTNAME + "\n")
@@ -308,7 +309,7 @@ class Lab:
             from lab.winrm.state import WindowsState
 
             WindowsState(laptop.dir).ensure(laptop.name)
-            _apply_offline(laptop)
+            apply_offline(laptop)
         self._update(laptop)
         self._sync()
         return self.get(name)
@@ -422,134 +423,12 @@ class Lab:
             self.authorized_keys_path.write_text(line + "\n")
 
     def _build(self, spec: LaptopSpec) -> LabLaptop:
-        name = name_for(spec)
-        d = self.root / "laptops" / name
-        if d.exists():
-            shutil.rmtree(d)
-        (d / "sshd").mkdir(parents=True)
-        host_key = d / "sshd" / "ssh_host_ed25519_key"
-        host_line = keys.generate_ed25519(host_key, f"lab-{name}")
-        disk_path = d / "disk.img"
-        with open(disk_path, "wb") as fh:
-            fh.truncate(spec.disk_bytes)
-        macs = spec.macs or macs_for(spec.serial)
-        ifnames = ["enp0s31f6", "wlp0s20f3", "enx0050b6"][: len(macs)]
-        if len(macs) > len(ifnames):
-            ifnames += [f"eth{i}" for i in range(len(ifnames), len(macs))]
-        ssh_port = sshd.free_port()
-        sshd_port = sshd.free_port()
-        while sshd_port == ssh_port:
-            sshd_port = sshd.free_port()
-        known_hosts = d / "known_hosts"
-        known_hosts.write_text(keys.known_hosts_line("127.0.0.1", ssh_port, host_line))
-        laptop = LabLaptop(
-            name=name,
-            serial=spec.serial,
-            smbios_uuid=spec.smbios_uuid or str(uuid.uuid5(uuid.NAMESPACE_OID, spec.serial)),
-            macs=[m.lower() for m in macs],
-            vendor=spec.vendor,
-            model=spec.model,
-            os_family=spec.os_family,
-            dir=d,
-            pe_root=d / "pe",
-            os_root=d / "os",
-            disk_path=disk_path,
-            disk_bytes=spec.disk_bytes,
-            ssh_port=ssh_port,
-            sshd_port=sshd_port,
-            ssh_user=getpass.getuser(),
-            client_key_path=self.client_key_path,
-            known_hosts_path=known_hosts,
-            host_key_fingerprint=keys.fingerprint(host_line),
-            ifnames=ifnames,
-            winrm_password=spec.winrm_password,
-        )
-        build_pe_root(laptop)
-        FaultFile(d).clear()
+        laptop = build_laptop(self.root / "laptops", spec, self.client_key_path)
         self._write_sshd_config(laptop)
         return laptop
 
     def _write_sshd_config(self, laptop: LabLaptop) -> None:
-        sshd_dir = laptop.dir / "sshd"
-        sshd.write_config(
-            sshd_dir,
-            port=laptop.sshd_port,
-            host_key=sshd_dir / "ssh_host_ed25519_key",
-            authorized_keys=self.authorized_keys_path,
-            env=_session_env(laptop, booted_os=laptop.boot == "os"),
-        )
-
-
-def offline_root(laptop: LabLaptop) -> Path:
-    """Where the PE has the installed system mounted: ``$MASTERLINE_PE_ROOT/mnt/target``
-    (the pipeline's default offline root)."""
-    return laptop.pe_root / "mnt" / "target"
-
-
-def _apply_offline(laptop: LabLaptop) -> None:
-    """What the PE wrote into the mounted installed system is in that system after the
-    boot. A real PE writes straight onto the target disk; the lab's disk is an opaque
-    file, so the files wait under ``mnt/target`` and move into the OS here, after a
-    fresh install has wiped the previous one (and the PE's mount is gone afterwards).
-
-    Linux: the tree is copied into ``os_root`` (``/var/cache/x`` → ``os_root/var/cache/x``,
-    what Ansible sees under ``target_root``). Windows: the mount is the C: drive, so
-    ``ProgramData/Masterline/Installers/x.msi`` → ``C:\\ProgramData\\Masterline\\Installers\\x.msi``
-    in the laptop's Windows state (kept in JSON: lab installers should stay small), and
-    the computer takes the name in ``Windows/Panther/unattend.xml``, as Setup does.
-    """
-    root = offline_root(laptop)
-    if not root.is_dir():
-        return
-    if laptop.os_family == "linux":
-        shutil.copytree(root, laptop.os_root, symlinks=True, dirs_exist_ok=True)
-    else:
-        from lab.winrm.state import WindowsState
-
-        files = {
-            "C:\\" + "\\".join(f.relative_to(root).parts): f.read_bytes()
-            for f in sorted(root.rglob("*"))
-            if f.is_file() and not f.is_symlink()
-        }
-        state = WindowsState(laptop.dir)
-        state.put_files(files)
-        name = _unattend_computer_name(root / "Windows" / "Panther" / "unattend.xml")
-        if name:
-            with state.locked() as s:  # Windows Setup's specialize pass
-                s["computer_name"] = name
-    shutil.rmtree(root)
-
-
-def _unattend_computer_name(path: Path) -> str | None:
-    """``ComputerName`` of an answer file's specialize pass, as Windows Setup reads it."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        text = path.read_text(encoding="utf-8")
-        if "<!DOCTYPE" in text or "<!ENTITY" in text:
-            return None  # no DTD, so no entity expansion
-        root = ET.fromstring(text)  # noqa: S314 - no DTD (checked above)
-    except (OSError, UnicodeDecodeError, ET.ParseError):
-        return None
-    ns = "{urn:schemas-microsoft-com:unattend}"
-    for settings in root.iter(f"{ns}settings"):
-        if settings.get("pass") == "specialize":
-            for name in settings.iter(f"{ns}ComputerName"):
-                if name.text and name.text.strip() not in ("", "*"):
-                    return name.text.strip()[:15]  # NetBIOS names stop at 15
-    return None
-
-
-def _session_env(laptop: LabLaptop, *, booted_os: bool) -> dict[str, str]:
-    # The hardware view (MASTERLINE_PE_ROOT) stays after the reboot: an installed OS
-    # reads the same /sys; the installed system's files live under MASTERLINE_TARGET_ROOT.
-    env = {
-        "MASTERLINE_PE_ROOT": str(laptop.pe_root),
-        "MASTERLINE_LAB_LAPTOP_DIR": str(laptop.dir),
-    }
-    if booted_os:
-        env["MASTERLINE_TARGET_ROOT"] = str(laptop.os_root)
-    return env
+        write_sshd_config(laptop, self.authorized_keys_path)
 
 
 def _password() -> str:

@@ -24,7 +24,7 @@ from core.errors import Forbidden, InvalidInput
 from core.principal import Principal
 from inventory import repository as inventory_repo
 from inventory import service as inventory
-from logistics import repository, service
+from logistics import repository, service, status
 from logistics.errors import BadPrinterUri, PrinterUnavailable, ShipmentNotFound
 from logistics.models import ShipmentStatus
 
@@ -238,7 +238,7 @@ def collect(
     """
     if sum(x is not None for x in (serial, device_id, delivery_id)) != 1:
         raise InvalidInput("give exactly one of serial, device_id, delivery_id")
-    if kind is LabelKind.SHIPPING and not service.sees_personal_data(principal):
+    if kind is LabelKind.SHIPPING and not status.sees_personal_data(principal):
         raise Forbidden("shipping labels carry the teleworker's address: logistics or admin")
     if delivery_id is not None:
         delivery = inventory.get_delivery(session, delivery_id, principal)

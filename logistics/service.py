@@ -10,21 +10,20 @@ while the history stays.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlmodel import Session
 
 from core.errors import InvalidInput
-from core.principal import Principal, Role
+from core.principal import Principal
 from core.timeutil import utcnow
 from inventory import lifecycle
 from inventory import repository as inventory_repo
 from inventory import service as inventory
-from inventory.errors import DeliveryNotFound, DeviceNotFound, InvalidTransition
+from inventory.errors import DeviceNotFound, InvalidTransition
 from inventory.models import Device
 from inventory.states import DeviceState, Event, next_state
-from logistics import hooks, repository
+from logistics import repository
 from logistics.errors import ShipmentNotFound, TeleworkerNotFound, WrongClient
 from logistics.models import (
     DeliveryStatus,
@@ -38,18 +37,9 @@ from logistics.models import (
 from logistics.schemas import (
     DeviceStatus,
     DispatchRequest,
-    ShipmentRead,
-    StateCounts,
     TeleworkerIn,
-    TeleworkerRead,
 )
-
-ERASED = "erased"
-
-
-def sees_personal_data(principal: Principal) -> bool:
-    """Teleworkers' personal data: logistics (own client) and admins only."""
-    return principal.role in (Role.ADMIN, Role.LOGISTICS)
+from logistics.status import render_status
 
 
 # Finding and locking devices.
@@ -121,9 +111,10 @@ def dispatch(session: Session, body: DispatchRequest, principal: Principal) -> S
 def _teleworker_for(
     session: Session, teleworker_id: int, device: Device, principal: Principal
 ) -> Teleworker:
-    person = repository.get_teleworker(session, teleworker_id)
-    if person is None or not principal.sees_client(person.client_id) or person.erased_at:
-        raise TeleworkerNotFound(str(teleworker_id))
+    missing = TeleworkerNotFound(str(teleworker_id))
+    person = principal.visible(repository.get_teleworker(session, teleworker_id), missing)
+    if person.erased_at:
+        raise missing
     if person.client_id != device.client_id:
         raise WrongClient(device.serial)
     return person
@@ -262,115 +253,6 @@ def after_return(
     return device
 
 
-# Status.
-@dataclass(frozen=True)
-class StatusQuery:
-    serial: str | None = None
-    asset_tag: str | None = None
-    order_reference: str | None = None
-    delivery_id: int | None = None
-    teleworker_id: int | None = None
-
-
-def status(
-    session: Session,
-    query: StatusQuery,
-    principal: Principal,
-    *,
-    cursor: int | None,
-    limit: int,
-) -> list[DeviceStatus]:
-    """A page of device statuses, keyset-paginated by device id.
-
-    :raises TeleworkerNotFound: filtering by teleworker without the right to see them.
-    :raises DeliveryNotFound: a delivery the caller cannot see.
-    """
-    if query.teleworker_id is not None:
-        person = repository.get_teleworker(session, query.teleworker_id)
-        if (
-            person is None
-            or not sees_personal_data(principal)
-            or not principal.sees_client(person.client_id)
-        ):
-            raise TeleworkerNotFound(str(query.teleworker_id))
-    if query.delivery_id is not None:
-        delivery = inventory_repo.get_delivery(session, query.delivery_id)
-        if delivery is None or not principal.sees_client(delivery.client_id):
-            raise DeliveryNotFound(str(query.delivery_id))
-    devices = repository.status_devices(
-        session,
-        client_id=principal.client_scope,
-        serial=inventory.normalize_code(query.serial) if query.serial else None,
-        asset_tag=inventory.normalize_code(query.asset_tag) if query.asset_tag else None,
-        order_reference=query.order_reference,
-        delivery_id=query.delivery_id,
-        teleworker_id=query.teleworker_id,
-        cursor=cursor,
-        limit=limit,
-    )
-    return render_status(session, devices, principal)
-
-
-def render_status(
-    session: Session, devices: Sequence[Device], principal: Principal
-) -> list[DeviceStatus]:
-    ids = [d.id for d in devices if d.id is not None]
-    shipments = repository.latest_shipments(session, ids)
-    people: dict[int, Teleworker] = {}
-    if sees_personal_data(principal):
-        people = repository.teleworkers_by_id(
-            session, [s.teleworker_id for s in shipments.values()]
-        )
-    out = []
-    for d in devices:
-        assert d.id is not None
-        shipment = shipments.get(d.id)
-        person = people.get(shipment.teleworker_id) if shipment else None
-        out.append(
-            DeviceStatus(
-                device_id=d.id,
-                serial=d.serial,
-                vendor=d.vendor,
-                asset_tag=d.asset_tag,
-                client_id=d.client_id,
-                delivery_id=d.delivery_id,
-                order_reference=d.order_reference,
-                state=DeviceState(d.state),
-                state_changed_at=d.state_changed_at,
-                shipment=ShipmentRead.model_validate(shipment) if shipment else None,
-                teleworker=TeleworkerRead.model_validate(person) if person else None,
-            )
-        )
-    return out
-
-
-def counts_for_delivery(session: Session, delivery_id: int, principal: Principal) -> StateCounts:
-    """:raises DeliveryNotFound: unknown or invisible."""
-    delivery = inventory.get_delivery(session, delivery_id, principal)
-    counts = inventory_repo.count_devices_by_state(session, delivery_id=delivery.id)
-    return StateCounts(
-        client_id=delivery.client_id,
-        delivery_id=delivery.id,
-        total=sum(counts.values()),
-        counts=counts,
-    )
-
-
-def counts_per_client(session: Session, principal: Principal) -> list[StateCounts]:
-    out = []
-    for client in repository.clients(session, only_id=principal.client_scope):
-        counts = inventory_repo.count_devices_by_state(session, client_id=client.id)
-        out.append(
-            StateCounts(
-                client_id=client.id,
-                client_code=client.code,
-                total=sum(counts.values()),
-                counts=counts,
-            )
-        )
-    return out
-
-
 def teleworkers_by_email(
     session: Session, email: str, principal: Principal
 ) -> Sequence[Teleworker]:
@@ -383,51 +265,6 @@ def get_teleworker(session: Session, teleworker_id: int, principal: Principal) -
     return principal.visible(
         repository.get_teleworker(session, teleworker_id), TeleworkerNotFound(str(teleworker_id))
     )
-
-
-# Retention.
-def purge_personal_data(
-    session: Session,
-    *,
-    retention_days: int,
-    now: datetime | None = None,
-    report: dict[str, int] | None = None,
-) -> int:
-    """Erase teleworkers whose every shipment closed more than ``retention_days`` ago.
-
-    Name, e-mail, phone and address are replaced by anonymised values; the teleworker
-    row, its shipments and every device event stay, so the history still says that
-    laptop X went to teleworker #N by carrier C on day D. Returns how many were erased.
-
-    Then, in the same transaction, every purge step (``logistics.hooks``) applies the
-    same retention to what other domains keep about people (the help desk's contacts,
-    survey calls and answers); each adds its counts to ``report``.
-
-    :raises InvalidInput: a negative retention.
-    """
-    if retention_days < 0:
-        raise InvalidInput("retention must be zero or more days")
-    at = now or utcnow()
-    erased = 0
-    for person in repository.teleworkers_to_erase(
-        session, closed_before=at - timedelta(days=retention_days)
-    ):
-        person.name = ERASED
-        # Still unique per client (the constraint) and obviously not an address.
-        person.email = f"erased-{person.id}@erased.invalid"
-        person.phone = None
-        person.address = ERASED
-        person.erased_at = at
-        person.updated_at = at
-        session.add(person)
-        erased += 1
-    session.flush()
-    cutoff = at - timedelta(days=retention_days)
-    for step in hooks.ON_PURGE:
-        counts = step(session, cutoff, at)
-        if report is not None:
-            report.update(counts)
-    return erased
 
 
 # Webhook delivery log.

@@ -129,10 +129,9 @@ def list_subscriptions(session: Session, principal: Principal) -> Sequence[Webho
 
 def get_subscription(session: Session, sub_id: int, principal: Principal) -> WebhookSubscription:
     """:raises SubscriptionNotFound: unknown or another company's."""
-    row = repository.get_subscription(session, sub_id)
-    if row is None or not principal.sees_client(row.client_id):
-        raise SubscriptionNotFound(str(sub_id))
-    return row
+    return principal.visible(
+        repository.get_subscription(session, sub_id), SubscriptionNotFound(str(sub_id))
+    )
 
 
 def set_active(

@@ -2,8 +2,10 @@
 migrations, and the API on top.
 
 Every test that takes ``db`` runs once per backend (``MASTERLINE_TEST_BACKENDS``,
-default ``sqlite,postgres``). SQLite tests get a copy of a migrated template file;
-PostgreSQL tests share one migrated database per xdist worker, truncated after each test.
+default ``sqlite,postgres``). SQLite tests get a copy of a migrated template file (with
+the ``world`` already in it when the test takes ``world``: building it costs more than
+many tests, so each worker builds it once); PostgreSQL tests share one migrated database
+per xdist worker, truncated after each test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from api.app import create_app
 from core.db import Database
 from core.migrate import upgrade
 from core.registry import load_all_models
-from tests.support.factories import World, build_world
+from tests.support.factories import World, build_world, reload_world
 from tests.support.postgres import PostgresCluster, start_cluster
 from wiring import wire
 
@@ -54,6 +56,24 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def sqlite_world_template(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, World]:
+    """The migrated template with the ``world`` in it, and that world."""
+    path = tmp_path_factory.mktemp("sqlite-world") / "world.db"
+    shutil.copyfile(sqlite_template, path)
+    database = Database(f"sqlite:///{path}")
+    world = build_world(database)
+    database.dispose()  # the last connection closed: SQLite folds the WAL into the file
+    assert not Path(f"{path}-wal").exists(), "the world template is not in one file"
+    return path, world
+
+
+# Set on a test whose SQLite file was copied from the world template.
+_SEEDED = pytest.StashKey[World]()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -63,6 +83,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
+        if "world" in request.fixturenames:
+            template, request.node.stash[_SEEDED] = request.getfixturevalue("sqlite_world_template")
         path = tmp_path / "masterline.db"
         shutil.copyfile(template, path)
         yield f"sqlite:///{path}"
@@ -88,8 +110,9 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def world(db: Database) -> World:
-    return build_world(db)
+def world(db: Database, request: pytest.FixtureRequest) -> World:
+    seeded = request.node.stash.get(_SEEDED, None)
+    return reload_world(db, seeded) if seeded is not None else build_world(db)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import typer
 
 import cli
@@ -39,6 +40,7 @@ def _top_modules(*argv: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_help_imports_no_domain() -> None:
     loaded = _top_modules("--help")
     assert loaded.isdisjoint(DOMAINS + SERVER_STACK + HEAVY), loaded & set(
@@ -46,12 +48,14 @@ def test_help_imports_no_domain() -> None:
     )
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_an_api_command_imports_no_server_stack() -> None:
     loaded = _top_modules("devices", "list")
     assert "inventory" in loaded and "httpx" in loaded  # it did run the command
     assert loaded.isdisjoint(SERVER_STACK + HEAVY), loaded & set(SERVER_STACK + HEAVY)
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_the_probe_sees_the_server_stack() -> None:
     # A server-side command does load it: the probe can fail.
     assert "sqlalchemy" in _top_modules("tokens", "list")

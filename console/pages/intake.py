@@ -22,7 +22,7 @@ from core.principal import Role
 from inventory import intake, intake_publish, reconcile
 from inventory import service as inventory
 from inventory.schemas import DeliveryCreate, ImportSummary, IntakeError
-from logistics import service as logistics
+from logistics import status as device_status
 
 router = page_router()
 ROLES = (*STAFF, Role.LOGISTICS)
@@ -38,7 +38,7 @@ def deliveries(request: Request, session: SessionDep, viewer: IntakeViewer) -> H
     rows = list(inventory.list_deliveries(session, viewer.principal, cursor=None, limit=10_000))
     rows = rows[-100:]
     counts = {
-        d.id: logistics.counts_for_delivery(session, d.id or 0, viewer.principal) for d in rows
+        d.id: device_status.counts_for_delivery(session, d.id or 0, viewer.principal) for d in rows
     }
     clients = {c.id: c for c in inventory.list_clients(session, viewer.principal)}
     return page(
@@ -88,7 +88,7 @@ def delivery(
         "intake/delivery.html",
         viewer=viewer,
         delivery=row,
-        counts=logistics.counts_for_delivery(session, delivery_id, viewer.principal),
+        counts=device_status.counts_for_delivery(session, delivery_id, viewer.principal),
         rec=reconcile.reconcile(session, delivery_id, viewer.principal),
         max_mb=intake.MAX_BYTES // (1024 * 1024),
     )

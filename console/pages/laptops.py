@@ -17,6 +17,7 @@ from core.principal import Role
 from inventory import service as inventory
 from inventory.states import DeviceState, Event, allowed_events
 from logistics import service as logistics
+from logistics import status as device_status
 from provisioning.runs import overview
 from provisioning.runs import service as runs
 
@@ -73,7 +74,7 @@ def laptop(
         r.id: list(runs.events(session, runs.get_run(session, r.id, viewer.principal)))
         for r in run_views
     }
-    status = logistics.render_status(session, [device], viewer.principal)[0]
+    status = device_status.render_status(session, [device], viewer.principal)[0]
     staff = viewer.principal.role in (Role.ADMIN, Role.TECHNICIAN)
     state = DeviceState(device.state)
     moves = [e for e in OFFERED if e in allowed_events(state)] if staff else []
@@ -89,7 +90,7 @@ def laptop(
         runs=run_views,
         logs=logs,
         status=status,
-        personal=logistics.sees_personal_data(viewer.principal),
+        personal=device_status.sees_personal_data(viewer.principal),
         staff=staff,
         moves=moves,
         can_quarantine=staff and Event.QUARANTINE in allowed_events(state),

@@ -6,9 +6,8 @@ The plan's types and their validation are in ``configure/plan.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TypedDict
 
 from sqlmodel import Session
 
@@ -17,6 +16,7 @@ from images import repository as image_repo
 from images import store
 from images.errors import StoredFileMissing
 from images.models import Image, ImageFormat
+from images.schemas import AppConfig, ClientConfigBody, PackageRef, VerifyFile
 from images.service import active_config
 from inventory.models import Device
 from provisioning.configure.plan import (
@@ -49,80 +49,112 @@ def build_plan(session: Session, device: Device, image: Image) -> ConfigPlan:
     family = parse_enum(OsFamily, image.os_family, "OS family")
     body = image_configs.body_of(config)
     hostname = image_configs.hostname_for(session, config, device, image.os_family)
-    document = plan_document(body.model_dump(mode="json"), family)
+    document = plan_document(body, family)
     document["hostname"] = hostname
     secrets: dict[str, str] = {}
     if document["vpn"]:
         # The device's secret store may hold more than its VPN's (e.g. an admin
         # password for another step): the plan takes only what its VPN kind uses.
-        kind = parse_enum(VpnKind, document["vpn"].get("kind", ""), "VPN kind")
+        kind = parse_enum(VpnKind, document["vpn"]["kind"], "VPN kind")
         stored = image_configs.device_secrets(session, config, device)
         secrets = {k: v for k, v in stored.items() if k in VPN_SECRET_KEYS[kind]}
     plan = ConfigPlan.from_dict(document, os_family=family, secrets=secrets)
     return resolve_installers(session, device.client_id, plan)
 
 
-def plan_document(body: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
-    """Translate an images-domain configuration document (``ClientConfigBody``) into
-    the plan's own shape (what ``ConfigPlan.from_dict`` reads).
+class StoreDocument(TypedDict):
+    image_id: int | None
+    sha256: str | None
+
+
+class AppDocument(TypedDict, total=False):
+    """An app in the plan's shape (what ``configure.plan._app`` reads)."""
+
+    name: str
+    silent_args: list[str]
+    source: str  # "package", "msi" or "deb"
+    package: str
+    store: StoreDocument
+    verify: str  # "path:…" or "package:…"
+
+
+class VpnDocument(TypedDict):
+    kind: str
+    name: str
+    server: str
+    port: int | None
+    settings: dict[str, str]
+    client_app: AppDocument | None
+
+
+class PlanDocument(TypedDict, total=False):
+    """A configuration in the plan's shape (what ``ConfigPlan.from_dict`` reads)."""
+
+    hostname_pattern: str
+    hostname: str
+    vpn: VpnDocument | None
+    apps: list[AppDocument]
+    checks: list[str]
+
+
+def plan_document(body: ClientConfigBody, family: OsFamily) -> PlanDocument:
+    """Translate an images-domain configuration (``ClientConfigBody``, validated there)
+    into the plan's own shape (what ``ConfigPlan.from_dict`` reads and checks again).
 
     :raises InvalidPlan: a package manager this OS family cannot use.
     """
-    vpn = body.get("vpn")
-    out_vpn = None
+    vpn = body.vpn
+    out_vpn: VpnDocument | None = None
     if vpn:
-        settings = {k: _setting(v) for k, v in (vpn.get("settings") or {}).items()}
+        settings = {k: _setting(v) for k, v in vpn.settings.items()}
         if "server_public_key" in settings and "peer_public_key" not in settings:
             settings["peer_public_key"] = settings["server_public_key"]
         out_vpn = {
-            "kind": vpn.get("kind"),
-            "name": vpn.get("name") or "masterline",
-            "server": vpn.get("server"),
-            "port": vpn.get("port"),
+            "kind": vpn.kind.value,
+            "name": vpn.name,
+            "server": vpn.server,
+            "port": vpn.port,
             "settings": settings,
-            "client_app": _app_document(vpn["client_app"], family)
-            if vpn.get("client_app")
-            else None,
+            "client_app": _app_document(vpn.client_app, family) if vpn.client_app else None,
         }
     return {
-        "hostname_pattern": body.get("hostname_pattern"),
+        "hostname_pattern": body.hostname_pattern,
         "vpn": out_vpn,
-        "apps": [_app_document(a, family) for a in body.get("apps") or []],
-        "checks": body.get("checks"),
+        "apps": [_app_document(a, family) for a in body.apps],
+        "checks": [c.value for c in body.checks],
     }
 
 
-def _setting(value: Any) -> str:
+def _setting(value: str | int | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _app_document(app: Mapping[str, Any], family: OsFamily) -> dict[str, Any]:
-    name = str(app.get("name") or "")
-    source = app.get("source") or {}
-    doc: dict[str, Any] = {"name": name, "silent_args": list(app.get("silent_args") or [])}
-    if source.get("kind") == "package":
-        manager = source.get("manager")
+def _app_document(app: AppConfig, family: OsFamily) -> AppDocument:
+    name = app.name
+    source = app.source
+    doc: AppDocument = {"name": name, "silent_args": list(app.silent_args)}
+    if isinstance(source, PackageRef):
         wanted = "winget" if family is OsFamily.WINDOWS else "apt"
-        if manager != wanted:
+        if source.manager != wanted:
             raise InvalidPlan(
-                f"app {name}: package manager {manager!r} is not supported on "
+                f"app {name}: package manager {source.manager!r} is not supported on "
                 f"{family.value} (use {wanted})"
             )
-        doc.update(source="package", package=source.get("id"))
+        doc["source"], doc["package"] = "package", source.id
     else:
         key = slug(name)
         if family is OsFamily.WINDOWS:
-            doc.update(source="msi", package=f"{WINDOWS_INSTALLER_DIR}\\{key}.msi")
+            doc["source"], doc["package"] = "msi", f"{WINDOWS_INSTALLER_DIR}\\{key}.msi"
         else:
-            doc.update(source="deb", package=f"{LINUX_INSTALLER_DIR}/{key}.deb")
-        doc["store"] = {"image_id": source.get("image_id"), "sha256": source.get("sha256")}
-    verify = app.get("verify") or {}
-    if verify.get("kind") == "file":
-        doc["verify"] = f"path:{verify.get('path')}"
-    elif verify.get("name"):
-        doc["verify"] = f"package:{verify.get('name')}"
+            doc["source"], doc["package"] = "deb", f"{LINUX_INSTALLER_DIR}/{key}.deb"
+        doc["store"] = {"image_id": source.image_id, "sha256": source.sha256}
+    verify = app.verify
+    if isinstance(verify, VerifyFile):
+        doc["verify"] = f"path:{verify.path}"
+    elif verify.name:
+        doc["verify"] = f"package:{verify.name}"
     return doc
 
 

@@ -296,7 +296,7 @@ class ConfigPlan:
         return cls(os_family=family, hostname=hostname, vpn=vpn, apps=apps, checks=checks)
 
 
-def _app(raw: Any, family: OsFamily) -> AppPlan:
+def _app(raw: object, family: OsFamily) -> AppPlan:
     data = as_mapping(raw, "app")
     name = single_line(data.get("name") or "", "app name", max_len=100).strip()
     if not name:
@@ -340,7 +340,7 @@ def _app(raw: Any, family: OsFamily) -> AppPlan:
     )
 
 
-def _store_file(raw: Any, name: str) -> StoreFile | None:
+def _store_file(raw: object, name: str) -> StoreFile | None:
     if not raw:
         return None
     data = as_mapping(raw, f"app {name} store reference")
@@ -365,7 +365,7 @@ VPN_SECRET_KEYS = {
 }
 
 
-def _vpn(raw: Any, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> VpnPlan:
+def _vpn(raw: object, family: OsFamily, secrets: Mapping[str, str | SecretStr]) -> VpnPlan:
     data = as_mapping(raw, "vpn")
     kind = parse_enum(VpnKind, data.get("kind", ""), "VPN kind")
     name = valid_name(str(data.get("name") or "masterline"), "VPN name")

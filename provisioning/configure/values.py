@@ -75,7 +75,7 @@ def valid_name(value: str, what: str) -> str:
     return value
 
 
-def single_line(value: Any, what: str, *, max_len: int = 1024) -> str:
+def single_line(value: object, what: str, *, max_len: int = 1024) -> str:
     """A single-line value (server, package id, path, setting)."""
     text = str(value)
     if len(text) > max_len or _CONTROL_OR_NEWLINE.search(text):
@@ -83,7 +83,7 @@ def single_line(value: Any, what: str, *, max_len: int = 1024) -> str:
     return text
 
 
-def free_text(value: Any, what: str) -> str:
+def free_text(value: object, what: str) -> str:
     """A multi-line value (a PEM block, a profile body): newlines and tabs allowed."""
     text = str(value)
     if len(text) > _MAX_TEXT or _CONTROL.search(text):
@@ -132,7 +132,7 @@ def validate_hostname(hostname: str, family: OsFamily) -> str:
     return hostname
 
 
-def parse_enum(kind: type[_E], value: Any, what: str) -> _E:
+def parse_enum(kind: type[_E], value: object, what: str) -> _E:
     try:
         return kind(str(value).lower())
     except ValueError:
@@ -140,7 +140,7 @@ def parse_enum(kind: type[_E], value: Any, what: str) -> _E:
         raise InvalidPlan(f"{what} {value!r} is not one of: {allowed}") from None
 
 
-def as_list(value: Any, what: str) -> Sequence[Any]:
+def as_list(value: object, what: str) -> Sequence[Any]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise InvalidPlan(f"{what} must be a list")
     if len(value) > 64:
@@ -148,7 +148,7 @@ def as_list(value: Any, what: str) -> Sequence[Any]:
     return value
 
 
-def as_mapping(value: Any, what: str) -> Mapping[str, Any]:
+def as_mapping(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidPlan(f"{what} must be a mapping")
     return value

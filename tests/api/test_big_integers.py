@@ -51,6 +51,7 @@ def _unbounded(spec: dict[str, Any]) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # builds the whole OpenAPI document
 def test_no_integer_is_left_unbounded_in_the_openapi(tmp_path: Any) -> None:
     spec = create_app(Database(f"sqlite:///{tmp_path / 'x.db'}")).openapi()
     assert _unbounded(spec) == []
@@ -66,7 +67,7 @@ def test_the_walker_finds_an_unbounded_integer() -> None:
     assert _unbounded(spec) == ["GET /x/{id} id"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.slow  # every integer of every route
 def test_huge_integers_anywhere_are_422(app_client: TestClient, world: World, db: Database) -> None:
     headers = auth(world.token(Role.ADMIN))
     spec = app_client.get("/openapi.json").json()

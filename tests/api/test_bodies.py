@@ -73,6 +73,7 @@ def _post_big(base: str, path: str, size: int, headers: dict[str, str]) -> bytes
     return answer
 
 
+@pytest.mark.slow  # a real server and a large body
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_big_body_without_token_gets_401_unread(database_url: str, world: World) -> None:
     size = 64 * MiB
@@ -89,6 +90,7 @@ def test_a_big_body_without_token_gets_401_unread(database_url: str, world: Worl
     assert grown < 32 * MiB, f"the server grew by {grown} bytes"
 
 
+@pytest.mark.slow  # a real server and a large body
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_json_body_over_the_cap_gets_413_and_is_not_read_further(
     database_url: str, world: World

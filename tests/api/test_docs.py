@@ -21,6 +21,7 @@ class _Refs(HTMLParser):
                 self.refs.append(value)
 
 
+@pytest.mark.slow  # renders the docs pages
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_pages_use_only_local_assets(app_client: TestClient, page: str) -> None:

@@ -54,6 +54,7 @@ def image_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     get_settings.cache_clear()
 
 
+@pytest.mark.slow  # hundreds of generated requests per role
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("role", ["admin", "dsi"])
 def test_the_api_answers_what_its_openapi_says(

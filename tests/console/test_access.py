@@ -226,6 +226,7 @@ def check_page(
     return violations
 
 
+@pytest.mark.slow  # every page x every role x own and other company
 def test_every_page_enforces_access(
     db: Database, world: World, clients: dict[Role, tuple[TestClient, str]]
 ) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event
 
 from console.live import Hub, bench_topic
@@ -119,6 +120,7 @@ def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
             name, data = "", []
 
 
+@pytest.mark.slow  # a live event stream
 def test_the_board_stream_sends_the_tile_that_changed(db: Database, world: World) -> None:
     with db.session() as s:
         device, run = failed_device(s, world, client="ACME")

@@ -54,6 +54,7 @@ def test_upgraded_schema_equals_the_models(empty_url: str) -> None:
     assert diff == [], "migrations and models differ:\n" + "\n".join(map(repr, diff))
 
 
+@pytest.mark.slow  # every migration down and up
 def test_downgrade_to_base_then_upgrade_again(empty_url: str) -> None:
     upgrade(empty_url)
     model_tables = {t.name for t in load_all_models().sorted_tables}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time
 import numpy as np
 import pytest
 
-from forecast import answers, calendar, montecarlo
+from forecast import answers, calendar, capacity, montecarlo
 from forecast.errors import BadQuestion
 from tests.forecast.worlds import ARRIVAL, ONE_LAPTOP, fixed
 
@@ -100,14 +100,14 @@ def test_capacity_arithmetic_for_a_small_wave() -> None:
     # ceil(11.11 * 632.5 / 3600) = ceil(1.95) = 2. Bandwidth: 100 * 11 GB within
     # 9 - 532.5 / 3600 = 8.852 h, at 80 %: 1.1e12 / 31867.5 s / 0.8 = 43.15 MB/s.
     # Workers: max(ceil(2 / 16), ceil(43 MB/s / 1300 MB/s)) = 1.
-    q = answers.CapacityQuestion(
+    q = capacity.CapacityQuestion(
         laptops=100,
         image_bytes=11e9,
         days=1,
         os_family="linux",
         start=datetime(2026, 12, 7, tzinfo=UTC),
     )
-    a = answers.capacity(q, simulate=False)
+    a = capacity.capacity(q, simulate=False)
     assert a.slots == 100
     assert a.live_runs == 2
     assert a.bandwidth_bps == pytest.approx(1.1e12 / (8.852083 * 3600) / 0.8, rel=1e-4)
@@ -117,10 +117,10 @@ def test_capacity_arithmetic_for_a_small_wave() -> None:
 
 
 def test_capacity_is_checked_by_the_simulator() -> None:
-    q = answers.CapacityQuestion(
+    q = capacity.CapacityQuestion(
         laptops=60, image_bytes=5e9, days=2, start=datetime(2026, 12, 7, tzinfo=UTC)
     )
-    a = answers.capacity(q)
+    a = capacity.capacity(q)
     assert a.check["meets_deadline_p90"] is True
     assert a.slots >= 30  # two collections: at least ceil(60 / 2)
 
@@ -128,6 +128,6 @@ def test_capacity_is_checked_by_the_simulator() -> None:
 def test_a_capacity_question_with_no_collection_is_refused() -> None:
     sunday = datetime(2026, 12, 6, tzinfo=UTC)
     with pytest.raises(BadQuestion):
-        answers.capacity(
-            answers.CapacityQuestion(laptops=10, image_bytes=1e9, days=1, start=sunday)
+        capacity.capacity(
+            capacity.CapacityQuestion(laptops=10, image_bytes=1e9, days=1, start=sunday)
         )

@@ -25,6 +25,7 @@ def _run(base: str, token: str, *args: str) -> Any:
     return runner.invoke(app, [*args, "--api-url", base, "--token", token])
 
 
+@pytest.mark.slow  # a day of commands against a real server
 def test_an_advisors_day_from_the_command_line(
     backend: str, db: Database, world: World, desk: Desk, tmp_path: Path
 ) -> None:

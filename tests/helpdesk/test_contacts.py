@@ -15,7 +15,7 @@ from core.timeutil import utcnow
 from helpdesk import reports, survey
 from helpdesk.models import Contact, SurveyAnswer, SurveyCall
 from helpdesk.schemas import AnswerIn, SurveyCreate
-from logistics.service import purge_personal_data
+from logistics.retention import purge_personal_data
 from tests.conftest import auth
 from tests.helpdesk.conftest import Desk, build_desk
 from tests.support.factories import World

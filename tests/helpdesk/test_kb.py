@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from core.principal import Role
-from helpdesk import kb
+from helpdesk import kb, kb_text
 from helpdesk.schemas import ArticleTags
 from tests.conftest import auth
 from tests.support.factories import World
@@ -69,7 +69,7 @@ def test_articles_are_versioned_and_old_versions_stay_readable(
 
 
 def test_rendering_shows_raw_html_as_text_and_drops_unsafe_links() -> None:
-    html = kb.render_html(HOSTILE)
+    html = kb_text.render_html(HOSTILE)
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<img" not in html and "onerror=" not in html.replace("onerror=&quot;", "")
     assert "javascript:" not in html.replace("[piège](javascript:alert(3))", "")

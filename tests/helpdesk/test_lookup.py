@@ -166,7 +166,7 @@ def test_an_erased_person_is_not_found_by_e_mail_and_shows_erased(
     from datetime import timedelta
 
     from core.timeutil import utcnow
-    from logistics.service import purge_personal_data
+    from logistics.retention import purge_personal_data
 
     with db.session() as s:
         assert purge_personal_data(s, retention_days=1, now=utcnow() + timedelta(days=2)) == 2

@@ -219,7 +219,7 @@ def test_answers_record_no_advisor_and_no_person(db: Database) -> None:
 
 
 def test_erased_people_are_never_drawn(world: World, desk: Desk, db: Database) -> None:
-    from logistics.service import purge_personal_data
+    from logistics.retention import purge_personal_data
 
     month = utcnow().strftime("%Y-%m")
     with db.session() as s:

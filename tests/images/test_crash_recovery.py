@@ -67,6 +67,7 @@ def _status(db: Database, image_id: int) -> str:
         return str(row.status)
 
 
+@pytest.mark.slow  # kills and restarts a server process
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sigkill_during_publish_then_restart(
     database_url: str, db: Database, world: World, image_settings: Path, tmp_path: Path

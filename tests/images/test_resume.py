@@ -57,6 +57,7 @@ def _wait_offset(url: str, headers: dict[str, str], *, above: int = 0) -> int:
     return eventually(offset, message="the server never recorded an offset")
 
 
+@pytest.mark.slow  # a real server, a cut connection
 def test_cut_connection_resumes_from_server_offset(
     db: Database, world: World, image_settings: Path
 ) -> None:

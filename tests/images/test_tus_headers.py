@@ -172,9 +172,10 @@ def test_the_upload_logic_takes_headers_and_a_byte_stream(world: World, db: Data
     assert row.status == ImageStatus.AVAILABLE
 
 
+@pytest.mark.slow  # starts a fresh interpreter
 def test_the_upload_logic_imports_no_web_framework() -> None:
     probe = (
-        "import sys, images.upload, images.stream; "
+        "import sys, images.upload, images.tus, images.stream; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')))"
     )
     out = subprocess.run(

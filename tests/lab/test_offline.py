@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 
-from lab.lab import Lab, offline_root
+from lab.lab import Lab
+from lab.offline import offline_root
 from tests.support.lab import ssh_run
 
 OFFLINE = '"$MASTERLINE_PE_ROOT/mnt/target"'

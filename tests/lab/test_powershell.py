@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lab.winrm import powershell
+from lab.winrm import cmdlets, powershell
 from lab.winrm.state import DEFAULT_SERVICES
 
 
@@ -106,6 +106,6 @@ def test_winget_exit_codes() -> None:
     assert _run(install, state, fail=1603).exit_code == 1603
     assert state["apps"] == []
     assert _run(install, state).exit_code == 0
-    assert _run(install, state).exit_code == powershell.WINGET_ALREADY_INSTALLED
+    assert _run(install, state).exit_code == cmdlets.WINGET_ALREADY_INSTALLED
     assert _run("winget list --id 'Slack.Slack' --exact", state).exit_code == 0
-    assert _run("winget list --id 'Other' --exact", state).exit_code == powershell.WINGET_NOT_FOUND
+    assert _run("winget list --id 'Other' --exact", state).exit_code == cmdlets.WINGET_NOT_FOUND

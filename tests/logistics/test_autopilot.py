@@ -4,6 +4,7 @@ import base64
 import io
 import zipfile
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -77,6 +78,7 @@ def test_group_tag_and_assigned_user_columns_in_ansi(
     assert "é".encode("cp1252") in r.content  # ANSI, not UTF-8
 
 
+@pytest.mark.slow  # 500+ laptops
 def test_more_than_500_laptops_are_split_into_a_zip(
     app_client: TestClient, world: World, db: Database
 ) -> None:

@@ -13,7 +13,7 @@ from core.principal import Role
 from core.timeutil import utcnow
 from inventory.models import Device, DeviceEvent
 from logistics.models import Shipment, Teleworker
-from logistics.service import purge_personal_data
+from logistics.retention import purge_personal_data
 from tests.conftest import auth
 from tests.logistics.conftest import PERSON
 from tests.support.factories import World

@@ -151,7 +151,7 @@ def _sender(db: Database, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "MASTERLINE_DATABASE_URL": db.url}
     # `masterline webhooks send`, through its Typer sub-app: the same command, without
     # importing every other domain at start-up (which costs seconds on a busy machine).
-    code = "import sys; from logistics.cli import webhooks_app; webhooks_app(sys.argv[1:])"
+    code = "import sys; from logistics.cli_webhooks import webhooks_app; webhooks_app(sys.argv[1:])"
     cmd = [
         sys.executable,
         "-c",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session
 
@@ -85,3 +86,23 @@ def build_world(db: Database) -> World:
                 )
                 issued[f"{role.value}:{code or ''}"] = clear
     return World(acme, globex, bench, acme_delivery, globex_delivery, issued)
+
+
+def reload_world(db: Database, world: World) -> World:
+    """``world`` read again from ``db``, a copy of the database it was built in: rows of
+    this test's own, which it may change without touching another test's."""
+    with db.session(write=False) as session:
+
+        def fresh(row: Any) -> Any:
+            again = session.get(type(row), row.id)
+            assert again is not None, f"{type(row).__name__} {row.id} missing from the copy"
+            return again
+
+        return World(
+            fresh(world.acme),
+            fresh(world.globex),
+            fresh(world.bench),
+            fresh(world.acme_delivery),
+            fresh(world.globex_delivery),
+            dict(world.tokens),
+        )

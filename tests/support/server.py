@@ -48,7 +48,7 @@ def running_server(db: Database, *, wrap: Callable[[Any], Any] | None = None) ->
         return True
 
     try:
-        eventually(answers, timeout=60, message="test server did not start")
+        eventually(answers, timeout=180, message="test server did not start")
     except AssertionError:
         server.should_exit = True
         raise
@@ -84,7 +84,7 @@ def server_process(
                 return False
             return True
 
-        eventually(started, timeout=60, message="test server did not start")
+        eventually(started, timeout=180, message="test server did not start")
         yield base, proc
     finally:
         if proc.poll() is None:

@@ -13,7 +13,8 @@ import pytest
 from core.db import Database
 from core.settings import get_settings
 from inventory.states import DeviceState
-from lab.lab import Lab, offline_root
+from lab.lab import Lab
+from lab.offline import offline_root
 from provisioning.configure.build import plan_document, resolve_installers
 from provisioning.configure.plan import ConfigPlan, OsFamily
 from provisioning.errors import ChecksumMismatch, CommandFailed
@@ -51,7 +52,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _plan(db: Database, client_id: int, body: dict[str, object], family: OsFamily) -> ConfigPlan:
     from images.schemas import ClientConfigBody
 
-    doc = plan_document(ClientConfigBody.model_validate(body).model_dump(mode="json"), family)
+    doc = plan_document(ClientConfigBody.model_validate(body), family)
     doc["hostname"] = "ACME-1"
     with db.session(write=False) as s:
         return resolve_installers(s, client_id, ConfigPlan.from_dict(doc, os_family=family))

@@ -15,7 +15,8 @@ import pytest
 from core.db import Database
 from core.principal import SYSTEM
 from inventory.models import Site
-from lab.lab import Lab, offline_root
+from lab.lab import Lab
+from lab.offline import offline_root
 from provisioning.pipeline.bandwidth import SENDING_STEPS
 from provisioning.runs import service
 from provisioning.runs.models import ProvisioningRun, RunStatus
@@ -83,6 +84,17 @@ def _hold_site_rate(bench: Bench, serial: str, *, step: str, share: int) -> None
         )
 
 
+def _release_site_rate(bench: Bench) -> None:
+    """The other host's run is gone (``_hold_site_rate``)."""
+    from sqlmodel import select
+
+    with bench.db.session() as s:
+        for row in s.exec(
+            select(ProvisioningRun).where(ProvisioningRun.worker_id == "other-host")
+        ).all():
+            s.delete(row)
+
+
 @pytest.fixture
 def bench(
     db: Database, world: World, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -113,11 +125,24 @@ def test_two_workers_split_the_site_rate_between_their_streams(bench: Bench) -> 
     runs = [bench.scan(serial, slot=slot) for slot, serial in enumerate(serials, start=1)]
     ids = [r.id for r in runs if r is not None and r.id is not None]
     assert len(ids) == 2
+    # Another host holds the whole rate until both streams are ready to send: without
+    # it, on a busy machine one worker can send its whole image before the other has
+    # started, and the two streams never share the rate.
+    _hold_site_rate(bench, "GLBX0001", step="stream", share=CAP)
     # One run per worker process: each may hold a single run at a time.
     env = {"MASTERLINE_WORKER_MAX_PARALLEL": "1", "MASTERLINE_WORKER_SHARE_SECONDS": "0.2"}
     with ExitStack() as stack:
         for name in ("w1", "w2"):
             stack.enter_context(worker_process(bench.db, bench.tmp, worker_id=name, extra_env=env))
+
+        def both_ready_to_send() -> bool:
+            return all(
+                (c := bench.run(run_id)).step_name == "stream" and c.progress_total > 0
+                for run_id in ids
+            )
+
+        eventually(both_ready_to_send, timeout=180, message="the streams never got ready")
+        _release_site_rate(bench)
         # The streams are what this test is about: each run is stopped once past them.
         pending = set(ids)
 
