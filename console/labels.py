@@ -15,6 +15,7 @@ ROLES = {
     "dsi": N_("client IT"),
     "logistics": N_("logistics"),
     "monitoring": N_("monitoring"),
+    "helpdesk": N_("help desk"),
 }
 
 STATES = {
