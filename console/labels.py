@@ -118,3 +118,10 @@ IMAGE_STATUSES = {
     "available": N_("available"),
     "retired": N_("retired"),
 }
+
+DISK_HEALTH = {
+    "ok": N_("disks healthy"),
+    "warning": N_("a disk worn or with reallocated sectors"),
+    "failing": N_("a disk failing"),
+    "unknown": N_("disk health unknown"),
+}

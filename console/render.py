@@ -49,6 +49,7 @@ _env.globals.update(
     error_titles=labels.ERROR_TITLES,
     rec_labels=labels.RECONCILIATION,
     image_status_labels=labels.IMAGE_STATUSES,
+    disk_health_labels=labels.DISK_HEALTH,
 )
 
 

@@ -8,6 +8,7 @@ from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import SessionDep
+from boot.hardware import service as boot_hardware
 from console.deps import AnyViewer, StaffViewer
 from console.i18n import N_
 from console.nav import NavItem, register
@@ -88,6 +89,7 @@ def laptop(
         history=list(inventory.history(session, device)),
         runs=run_views,
         logs=logs,
+        hardware=boot_hardware.device_hardware(session, device_id, viewer.principal),
         status=status,
         personal=logistics.sees_personal_data(viewer.principal),
         staff=staff,
