@@ -31,7 +31,7 @@ ReportViewer = Annotated[Viewer, Depends(PageAllow(*READERS))]
 DeskViewer = Annotated[Viewer, Depends(PageAllow(*DESK))]
 NAV = register(
     NavItem(
-        "desk-reports", N_("Help-desk reports"), "/console/desk-reports", frozenset(READERS), 17
+        "desk-reports", N_("Help-desk reports"), "/console/desk-reports", frozenset(READERS), 72
     )
 )
 WEEKS = 12

@@ -56,7 +56,6 @@ class DeliveryLine:
     forecast: ScopeForecast
     committed: date | None
     at_risk: bool
-    can_commit: bool
 
 
 @dataclass
@@ -68,6 +67,8 @@ class Panel:
     bottleneck: dict[str, Any] | None
     deliveries: list[DeliveryLine] = field(default_factory=list)
     notices: list[Any] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+    """Order reference of each visible delivery (the notices name them)."""
     made_at: datetime | None = None
 
 
@@ -89,11 +90,15 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
     bottleneck = main.bottleneck if main else None
     if bottleneck is None and ("wave", 0) in rows and key[0] != "site":
         bottleneck = rows[("wave", 0)].figures.get("bottleneck")
-    deliveries = {
+    visible = {
         d.id: d
         for d in inventory.list_deliveries(session, principal, cursor=None, limit=500)
         if d.id is not None
-        and (wanted.delivery_id is None or d.id == wanted.delivery_id)
+    }
+    deliveries = {
+        i: d
+        for i, d in visible.items()
+        if (wanted.delivery_id is None or i == wanted.delivery_id)
         and (wanted.client_id is None or d.client_id == wanted.client_id)
     }
     shown = [i for i in deliveries if ("delivery", i) in rows]
@@ -108,7 +113,6 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
                 forecast=ScopeForecast.of(rows[("delivery", delivery_id)]),
                 committed=setting.committed_date if setting else None,
                 at_risk=bool(setting and setting.at_risk_since),
-                can_commit=True,
             )
         )
     made = [r.made_at for r in rows.values()]
@@ -119,6 +123,7 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
         deliveries=lines,
         notices=list(forecast.notices(session, principal))[:5],
         made_at=max(made) if made else None,
+        names={i: d.order_reference for i, d in visible.items()},
     )
 
 

@@ -15,6 +15,7 @@ from console.deps import PageAllow, Viewer, is_htmx
 from console.i18n import N_
 from console.nav import NavItem, register
 from console.pages._kit import page, page_router
+from core import helpcode
 from core.errors import InvalidInput
 from core.principal import Role
 from helpdesk import lookup, service
@@ -27,7 +28,7 @@ from logistics.models import Language
 router = page_router()
 DESK = (Role.ADMIN, Role.HELPDESK)
 DeskViewer = Annotated[Viewer, Depends(PageAllow(*DESK))]
-NAV = register(NavItem("helpdesk", N_("Help desk"), "/console/helpdesk", frozenset(DESK), 15))
+NAV = register(NavItem("helpdesk", N_("Help desk"), "/console/helpdesk", frozenset(DESK), 70))
 
 CHANNELS = {
     Channel.PHONE: N_("phone"),
@@ -92,6 +93,7 @@ def _cards(
         searched=bool(q),
         recorded=recorded,
         can_print=viewer.principal.role is Role.ADMIN,
+        pretty_code=helpcode.pretty,
     )
 
 

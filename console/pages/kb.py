@@ -28,7 +28,7 @@ router = page_router()
 WRITERS = (Role.ADMIN, Role.HELPDESK, Role.DSI)
 """Who reads and writes articles (as the API's ``/helpdesk/articles``)."""
 KbViewer = Annotated[Viewer, Depends(PageAllow(*WRITERS))]
-NAV = register(NavItem("kb", N_("Knowledge base"), "/console/kb", frozenset(WRITERS), 16))
+NAV = register(NavItem("kb", N_("Knowledge base"), "/console/kb", frozenset(WRITERS), 71))
 
 SECTIONS = {
     WelcomeSection.SIGN_IN: N_("first sign-in"),
