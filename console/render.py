@@ -15,7 +15,7 @@ from console import i18n, labels
 from console.nav import visible_items
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-STATIC_VERSION = "3"  # bump when console.css / console.js change: browsers cache them
+STATIC_VERSION = "4"  # bump when console.css / console.js change: browsers cache them
 
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES),
