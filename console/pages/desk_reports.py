@@ -9,18 +9,20 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from api.deps import SessionDep
 from console.deps import PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import done, page, page_router
+from console.pages._kit import done, go, page, page_router
 from core.errors import InvalidInput
 from core.principal import Role
 from core.timeutil import utcnow
-from helpdesk import reports, survey
+from helpdesk import reports, service, survey
 from helpdesk.models import CallStatus
-from helpdesk.schemas import MONTH_PATTERN, AnswerIn
+from helpdesk.schemas import MONTH_PATTERN, AnswerIn, QueueIn, SurveyCreate
+from inventory import service as inventory
 
 router = page_router()
 READERS = (Role.ADMIN, Role.HELPDESK, Role.DSI)
@@ -29,6 +31,7 @@ DESK = (Role.ADMIN, Role.HELPDESK)
 """Who makes the satisfaction calls (the call list shows names and phones)."""
 ReportViewer = Annotated[Viewer, Depends(PageAllow(*READERS))]
 DeskViewer = Annotated[Viewer, Depends(PageAllow(*DESK))]
+AdminViewer = Annotated[Viewer, Depends(PageAllow(Role.ADMIN))]
 NAV = register(
     NavItem(
         "desk-reports", N_("Help-desk reports"), "/console/desk-reports", frozenset(READERS), 72
@@ -70,7 +73,70 @@ def home(request: Request, session: SessionDep, viewer: ReportViewer) -> HTMLRes
         days=reports.FIRST_DAYS,
         surveys=list(reversed(survey.list_all(session, viewer.principal))),
         trend=survey.trend(session, viewer.principal),
+        queues=service.list_queues(session, viewer.principal)
+        if viewer.principal.role in DESK
+        else [],
+        clients=inventory.list_clients(session, viewer.principal)
+        if viewer.principal.role is Role.ADMIN
+        else [],
+        admin=viewer.principal.role is Role.ADMIN,
+        last_month=(end.replace(day=1) - timedelta(days=1)).strftime("%Y-%m"),
     )
+
+
+@router.post("/console/desk-reports/queues")
+def set_queue(
+    request: Request,
+    session: SessionDep,
+    viewer: AdminViewer,
+    name: Annotated[str, Form(min_length=1, max_length=64)],
+    client_code: Annotated[str | None, Form(max_length=32)] = None,
+    phone_number: Annotated[str | None, Form(max_length=40)] = None,
+    hours: Annotated[str | None, Form(max_length=200)] = None,
+) -> Response:
+    """A client's queue (or, without a client, the centre's default): what the phone
+    system routes to, and the number and hours printed on welcome sheets."""
+    try:
+        body = QueueIn(name=name.strip(), phone_number=phone_number or None, hours=hours or None)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InvalidInput(f"{first['loc'][-1]}: {first['msg']}") from e
+    row = service.set_queue(session, client_code or None, body, viewer.principal)
+    return done(
+        request,
+        viewer,
+        N_("Queue %(name)s saved."),
+        fallback="/console/desk-reports",
+        name=row.name,
+    )
+
+
+@router.post("/console/desk-reports/surveys")
+def draw_survey(
+    request: Request,
+    session: SessionDep,
+    viewer: AdminViewer,
+    month: Annotated[str, Form(pattern=MONTH_PATTERN)],
+    margin_pct: Annotated[float, Form(gt=0, le=50)] = 10.0,
+    confidence_pct: Annotated[int, Form()] = 95,
+    response_rate_pct: Annotated[float, Form(gt=0, le=100)] = 100.0,
+    seed: Annotated[str | None, Form(max_length=64)] = None,
+) -> Response:
+    """Draw a month's call list (stratified by client, sized for the margin; the seed
+    is recorded so the draw can be checked)."""
+    try:
+        body = SurveyCreate(
+            month=month,
+            margin=margin_pct / 100,
+            confidence=confidence_pct / 100,
+            response_rate=response_rate_pct / 100,
+            seed=seed or None,
+        )
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InvalidInput(f"{first['loc'][-1]}: {first['msg']}") from e
+    survey.create(session, body, viewer.principal)
+    return go(request, f"/console/desk-reports/surveys/{month}")
 
 
 @router.get("/console/desk-reports/surveys/{month}")

@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session
 
 from api.deps import SessionDep
-from console.deps import PageAllow, Viewer, is_htmx
+from console.deps import PageAllow, Viewer
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import done, page, page_router
+from console.pages._kit import done, go, page, page_router
 from core.errors import InvalidInput
 from core.principal import Role
 from helpdesk import kb
@@ -40,13 +40,6 @@ Text = Annotated[str, Form(min_length=1, max_length=200)]
 Body = Annotated[str, Form(min_length=1, max_length=100_000)]
 TagList = Annotated[str | None, Form(max_length=2000)]
 Section = Annotated[WelcomeSection | None, Form()]
-
-
-def _go(request: Request, url: str) -> Response:
-    """After a successful form: to ``url`` (htmx follows ``HX-Redirect``)."""
-    if is_htmx(request):
-        return HTMLResponse("", headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
 
 
 def _split(text: str | None) -> list[str]:
@@ -158,7 +151,7 @@ def create(
     except ValidationError as e:
         raise _invalid(e) from e
     article = kb.create_article(session, wanted, viewer.principal)
-    return _go(request, f"/console/kb/{article.id}")
+    return go(request, f"/console/kb/{article.id}")
 
 
 @router.get("/console/kb/{article_id}")
@@ -226,7 +219,7 @@ def edit(
     except ValidationError as e:
         raise _invalid(e) from e
     kb.edit_article(session, article_id, wanted, viewer.principal)
-    return _go(request, f"/console/kb/{article_id}")
+    return go(request, f"/console/kb/{article_id}")
 
 
 @router.post("/console/kb/{article_id}/archive")

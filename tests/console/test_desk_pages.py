@@ -223,3 +223,37 @@ def test_reports_and_the_survey_call_list(
         sign_in(dsi, world.token(Role.DSI, "ACME"))
         seen = dsi.get(f"/console/desk-reports/surveys/{this_month}")
         assert seen.status_code == 200 and "Amélie" not in seen.text and "+33 6" not in seen.text
+
+
+def test_an_admin_sets_a_queue_and_draws_a_months_survey(
+    app_client: TestClient, world: World, desk: Desk
+) -> None:
+    csrf = sign_in(app_client, world.token(Role.ADMIN))
+    headers = {"X-CSRF-Token": csrf, **HTMX}
+    saved = app_client.post(
+        "/console/desk-reports/queues",
+        data={"client_code": "GLOBEX", "name": "globex-desk", "phone_number": "04 00 00 00 00"},
+        headers=headers,
+    )
+    assert saved.status_code == 200 and "globex-desk" in saved.text
+    route = app_client.get(
+        "/helpdesk/route",
+        params={"number": helpcode.encode(desk.ids["GLBXH001"])},
+        headers=auth(world.token(Role.HELPDESK)),
+    )
+    assert route.text.strip() == "globex-desk"
+    bad = app_client.post(
+        "/console/desk-reports/queues", data={"name": "no spaces allowed"}, headers=headers
+    )
+    assert bad.status_code == 422
+    month = utcnow().strftime("%Y-%m")
+    drawn = app_client.post(
+        "/console/desk-reports/surveys",
+        data={"month": month, "margin_pct": "10", "confidence_pct": "95", "seed": "s1"},
+        headers=headers,
+    )
+    assert drawn.headers.get("HX-Redirect") == f"/console/desk-reports/surveys/{month}"
+    page = app_client.get(f"/console/desk-reports/surveys/{month}")
+    assert "graine s1" in page.text and "Amélie Poulain" in page.text
+    again = app_client.post("/console/desk-reports/surveys", data={"month": month}, headers=headers)
+    assert again.status_code == 409  # a month is drawn once
