@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime, time
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from forecast import answers, calendar
 from forecast.models import ForecastDelivery, ForecastNotice, ForecastSnapshot
@@ -14,6 +14,22 @@ from forecast.models import ForecastDelivery, ForecastNotice, ForecastSnapshot
 _HM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 HourMinute = Annotated[str, Field(pattern=_HM.pattern, min_length=5, max_length=5)]
 BIG = 2**31 - 1
+
+
+def _zone(name: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except Exception:  # ZoneInfoNotFoundError, ValueError on odd paths
+        raise ValueError("unknown time zone") from None
+    return name
+
+
+TimeZoneName = Annotated[
+    str, Field(min_length=1, max_length=64, examples=["Europe/Paris"]), AfterValidator(_zone)
+]
+"""An IANA time zone this machine knows: checked at the edge, so a bad one is a 422."""
 
 
 def _time(text: str | None) -> time | None:
@@ -123,7 +139,7 @@ class DayHours(BaseModel):
 
 
 class SiteSettingsWrite(BaseModel):
-    timezone: str = Field(default="Europe/Paris", min_length=1, max_length=64)
+    timezone: TimeZoneName = "Europe/Paris"
     hours: dict[str, DayHours | None] = Field(
         default_factory=dict, description="By weekday (mon…sun); null: closed that day."
     )
@@ -141,17 +157,6 @@ class SiteSettingsWrite(BaseModel):
         bad = set(v) - set(calendar.WEEKDAYS)
         if bad:
             raise ValueError(f"unknown weekday(s): {', '.join(sorted(bad))[:100]}")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(v)
-        except Exception:  # ZoneInfoNotFoundError, ValueError on odd paths
-            raise ValueError("unknown time zone") from None
         return v
 
 
@@ -237,7 +242,7 @@ class CapacityIn(BaseModel):
     close_at: HourMinute = "18:00"
     saturday: bool = False
     cutoff: HourMinute = "17:00"
-    timezone: str = Field(default="Europe/Paris", min_length=1, max_length=64)
+    timezone: TimeZoneName = "Europe/Paris"
 
 
 class CapacityRead(BaseModel):

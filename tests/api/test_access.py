@@ -247,6 +247,12 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyFactory] = {
         | {"title": "Walk", "body": "Walk"},
     ),
     ("POST", "/helpdesk/calls/{call_id}/status"): lambda v, w: ({"status": "unreachable"}, None),
+    # Where a delivery is staged is the centre's to say (site_id): a client's dsi and
+    # logistics set only the date.
+    ("PUT", "/forecast/deliveries/{delivery_id}/commitment"): lambda v, w: (
+        {"committed_date": "2027-01-15"},
+        None,
+    ),
 }
 """Bodies that the schema alone cannot make meaningful (e.g. an event a technician may
 apply by hand). Values: (own-company body, other-company body or None)."""
