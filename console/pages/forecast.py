@@ -49,6 +49,11 @@ EVIDENCE = {
 }
 
 
+MAX_LINES = 12
+"""Deliveries listed in the panel: those at risk, then committed, then the latest to
+finish (a wave of a hundred deliveries is read by choosing one in the filter)."""
+
+
 @dataclass
 class DeliveryLine:
     delivery_id: int
@@ -67,6 +72,8 @@ class Panel:
     bottleneck: dict[str, Any] | None
     deliveries: list[DeliveryLine] = field(default_factory=list)
     notices: list[Any] = field(default_factory=list)
+    more: int = 0
+    """Deliveries with a forecast not listed (beyond ``MAX_LINES``)."""
     names: dict[int, str] = field(default_factory=dict)
     """Order reference of each visible delivery (the notices name them)."""
     made_at: datetime | None = None
@@ -115,16 +122,25 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
                 at_risk=bool(setting and setting.at_risk_since),
             )
         )
+    lines.sort(key=_urgency)
     made = [r.made_at for r in rows.values()]
     return Panel(
         scope=key[0],
         main=main,
         bottleneck=bottleneck,
-        deliveries=lines,
+        deliveries=lines[:MAX_LINES],
+        more=max(0, len(lines) - MAX_LINES),
         notices=list(forecast.notices(session, principal))[:5],
         made_at=max(made) if made else None,
         names={i: d.order_reference for i, d in visible.items()},
     )
+
+
+def _urgency(line: DeliveryLine) -> tuple[bool, bool, float]:
+    """At risk first, then committed, then the latest "all dispatched" (none: past the
+    horizon, the latest of all)."""
+    p90 = line.forecast.dispatched_p90
+    return (not line.at_risk, line.committed is None, -(p90.timestamp() if p90 else 1e18))
 
 
 def _optional_int(text: str | None, name: str, *, scale: float = 1.0) -> int | None:

@@ -97,6 +97,7 @@ def laptop(
         can_quarantine=staff and Event.QUARANTINE in allowed_events(state),
         event_labels=EVENT_LABELS,
         can_label=viewer.principal.role in (Role.ADMIN, Role.TECHNICIAN, Role.LOGISTICS),
+        can_welcome=viewer.principal.role in (Role.ADMIN, Role.LOGISTICS),
         can_dispatch=state is DeviceState.READY
         and viewer.principal.role in (Role.ADMIN, Role.LOGISTICS),
     )

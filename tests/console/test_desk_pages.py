@@ -169,6 +169,8 @@ def test_welcome_sheets_for_one_laptop_and_a_dispatch_file(
         "/console/welcome/laptop", params={"serial": "acmeh001"}, follow_redirects=False
     )
     assert one.headers["location"] == f"/helpdesk/welcome?device_id={desk.ids['ACMEH001']}"
+    laptop = app_client.get(f"/console/laptops/{desk.ids['ACMEH001']}")
+    assert one.headers["location"] in laptop.text  # the laptop page links to its sheet
     sheet = app_client.get(one.headers["location"])  # the API's PDF, with the session cookie
     assert sheet.headers["content-type"] == "application/pdf"
     dispatch = (
