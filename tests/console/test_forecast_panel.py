@@ -9,12 +9,13 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from console.pages.forecast import MAX_LINES
 from core.db import Database
-from core.principal import Role
+from core.principal import SYSTEM, Role
 from core.timeutil import utcnow
 from forecast import service as forecast
 from tests.console.support import sign_in
-from tests.support.factories import World
+from tests.support.factories import World, create_delivery, create_devices
 
 HTMX = {"HX-Request": "true"}
 
@@ -78,3 +79,24 @@ def test_a_what_if_answers_with_new_dates_for_staff(
     with TestClient(app_client.app) as dsi:
         sign_in(dsi, world.token(Role.DSI, "ACME"))
         assert "Et si…" not in dsi.get("/console/waves").text
+
+
+def test_a_wave_of_many_deliveries_lists_the_urgent_ones_and_counts_the_rest(
+    app_client: TestClient, db: Database, world: World
+) -> None:
+    with db.session() as s:
+        for n in range(MAX_LINES + 2):
+            delivery = create_delivery(s, client=world.acme, order=f"PO-MANY-{n:02d}")
+            create_devices(s, delivery=delivery, serials=[f"MANY{n:04d}"])
+        late = create_delivery(s, client=world.acme, order="PO-PROMISED")
+        create_devices(s, delivery=late, serials=["PROM0001"])
+        yesterday = (utcnow() - timedelta(days=1)).date()
+        forecast.set_commitment(s, late.id or 0, SYSTEM, committed=yesterday)
+    assert forecast.refresh(db)
+    sign_in(app_client, world.token(Role.ADMIN))
+    page = app_client.get("/console/waves").text
+    listed = re.findall(r'<tr id="forecast-delivery-\d+"', page)
+    assert len(listed) == MAX_LINES
+    first = re.search(r'<tr id="forecast-delivery-\d+"[^>]*>\s*<td>([^<]+)', page)
+    assert first and first.group(1).strip() == "PO-PROMISED"  # at risk: first
+    assert "5 autres livraisons" in page  # 17 with a forecast, 12 listed
