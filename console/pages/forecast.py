@@ -93,6 +93,8 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
         key = ("client", principal.client_id or 0)
     else:
         key = ("wave", 0)
+    if not rows:  # no forecast made yet (or none of the viewer's): nothing else to read
+        return Panel(scope=key[0], main=None, bottleneck=None)
     main = ScopeForecast.of(rows[key]) if key in rows else None
     bottleneck = main.bottleneck if main else None
     if bottleneck is None and ("wave", 0) in rows and key[0] != "site":
@@ -110,8 +112,20 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
     }
     shown = [i for i in deliveries if ("delivery", i) in rows]
     committed = forecast.commitments(session, principal, shown)
+
+    # At risk first, then committed, then the latest "all dispatched" (ISO times in UTC
+    # sort as text; none, past the horizon, as the latest of all): two stable sorts.
+    shown.sort(
+        key=lambda i: rows[("delivery", i)].figures.get("dispatched_p90") or "9999", reverse=True
+    )
+    shown.sort(
+        key=lambda i: (
+            not (i in committed and committed[i].at_risk_since),
+            not (i in committed and committed[i].committed_date),
+        )
+    )
     lines = []
-    for delivery_id in shown:
+    for delivery_id in shown[:MAX_LINES]:  # parsed only for the lines shown
         setting = committed.get(delivery_id)
         lines.append(
             DeliveryLine(
@@ -122,25 +136,17 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
                 at_risk=bool(setting and setting.at_risk_since),
             )
         )
-    lines.sort(key=_urgency)
     made = [r.made_at for r in rows.values()]
     return Panel(
         scope=key[0],
         main=main,
         bottleneck=bottleneck,
-        deliveries=lines[:MAX_LINES],
-        more=max(0, len(lines) - MAX_LINES),
+        deliveries=lines,
+        more=max(0, len(shown) - MAX_LINES),
         notices=list(forecast.notices(session, principal))[:5],
         made_at=max(made) if made else None,
         names={i: d.order_reference for i, d in visible.items()},
     )
-
-
-def _urgency(line: DeliveryLine) -> tuple[bool, bool, float]:
-    """At risk first, then committed, then the latest "all dispatched" (none: past the
-    horizon, the latest of all)."""
-    p90 = line.forecast.dispatched_p90
-    return (not line.at_risk, line.committed is None, -(p90.timestamp() if p90 else 1e18))
 
 
 def _optional_int(text: str | None, name: str, *, scale: float = 1.0) -> int | None:
