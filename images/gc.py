@@ -12,7 +12,7 @@ from datetime import datetime
 
 from core.db import Database
 from core.timeutil import utcnow
-from images import repository, service
+from images import manifest, repository, service
 from images.publish import recover_interrupted
 from images.schemas import GcReport
 from images.store import Store, get_store
@@ -53,6 +53,7 @@ def run_gc(db: Database, *, store: Store | None = None, now: datetime | None = N
         for sha in list(store.stored_hashes()):
             if sha not in in_use:
                 freed += store.remove(sha)
+                manifest.remove(store, sha)
                 removed += 1
         for upload_id in stale_upload_ids:
             discard_partial(store, upload_id)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.db import Database
 from core.timeutil import utcnow
-from images import repository
+from images import manifest, repository
 from images.errors import ImageConflict, UploadMismatch
 from images.models import Image, ImageFormat, ImageStatus
 from images.store import Store
@@ -145,7 +145,17 @@ def publish(db: Database, store: Store, target: Target, temp: Path, digests: Dig
         row = _publish_locked(db, store, target, temp)
     if target.upload_id:
         live_drop(target.upload_id)
+    _write_manifest(store, target.stored_sha256)
     return row
+
+
+def _write_manifest(store: Store, sha256: str) -> None:
+    # The chunk hashes relays check against, while the file is still in the page cache.
+    # Best effort: a manifest that could not be written now is computed on first use.
+    try:
+        manifest.write(store, sha256)
+    except (OSError, ValueError) as e:
+        log.warning("manifest %s… not written at publish (%s)", sha256[:12], e)
 
 
 def _publish_locked(db: Database, store: Store, target: Target, temp: Path) -> Image:

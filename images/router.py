@@ -18,9 +18,10 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import Allow, SessionDep, get_db, new_router
 from core.principal import SYSTEM, Principal, Role
-from images import configs, service, upload
+from images import configs, manifest, service, upload
 from images.models import ImageStatus
 from images.schemas import (
+    ChunkManifestRead,
     ClientConfigBody,
     ClientConfigRead,
     DevicePublicKey,
@@ -268,6 +269,28 @@ def download_image(image_id: int, session: SessionDep, principal: Reader) -> Fil
     path = path_of(row)
     name = f"{row.name}-{row.version}.{'raw.zst' if row.format == 'raw+zstd' else 'raw'}"
     return FileResponse(path, media_type="application/octet-stream", filename=name)
+
+
+@router.get(
+    "/images/{image_id}/manifest",
+    response_model=ChunkManifestRead,
+    tags=["images"],
+    responses=_NOT_VISIBLE,
+)
+def image_manifest(image_id: int, session: SessionDep, principal: Reader) -> ChunkManifestRead:
+    """The stored file's chunk manifest (fixed chunk size, sha256 of each chunk and of the
+    whole file): what each laptop of a relayed wave checks every chunk against.
+    Computed on first request for an image published before manifests existed."""
+    row = service.get_image(session, image_id, principal)
+    found = manifest.manifest_of(row)
+    assert row.id is not None
+    return ChunkManifestRead(
+        image_id=row.id,
+        chunk_size=found.chunk_size,
+        size=found.size,
+        sha256=found.sha256,
+        chunks=list(found.chunks),
+    )
 
 
 # Client configurations.

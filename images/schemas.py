@@ -124,6 +124,17 @@ class ImagePage(Page[ImageRead]):
     pass
 
 
+class ChunkManifestRead(BaseModel):
+    """The per-chunk hashes of an image's stored file, which every relay of a wave
+    checks each chunk against before writing and forwarding it."""
+
+    image_id: int
+    chunk_size: int = Field(description="Bytes per chunk; the last chunk may be shorter.")
+    size: int = Field(description="Bytes of the stored file.")
+    sha256: str = Field(description="SHA-256 of the whole stored file.")
+    chunks: list[str] = Field(description="SHA-256 of each chunk, in order.")
+
+
 class GcReport(BaseModel):
     reclaimed_images: list[int] = Field(description="Retired versions whose file was freed.")
     kept_images: list[int] = Field(description="Retired, but a run still needs them.")

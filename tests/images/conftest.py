@@ -61,4 +61,12 @@ def dsi(world: World, code: str = "ACME") -> dict[str, str]:
 
 
 def files_under(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock")
+    """Every file of the store but its lock and the chunk manifests written at publish
+    (a manifest's temporary file, whose name starts with a dot, is still listed)."""
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.name != ".lock"
+        and not (p.parent.parent.name == "manifests" and not p.name.startswith("."))
+    )

@@ -1,0 +1,54 @@
+"""A PE relay with a fault, for the tests: ``python3 faulty_relay.py RELAY MODE``.
+
+``forward``: flips a byte of every chunk it sends downstream (a corrupt relay);
+``disk``: flips a byte of every chunk it writes (a disk that lies); ``full``: its disk
+fills up after two chunks. Everything else is the real ``relay.py``, loaded from
+``RELAY``.
+"""
+
+import errno
+import importlib.util
+import os
+import sys
+
+spec = importlib.util.spec_from_file_location("relay", sys.argv[1])
+assert spec is not None and spec.loader is not None
+relay = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(relay)
+
+
+def _flip(data: bytes) -> bytes:
+    return bytes([data[0] ^ 0xFF]) + bytes(data[1:])
+
+
+if sys.argv[2] == "forward":
+    relay.outgoing = _flip  # type: ignore[attr-defined]
+elif sys.argv[2] == "disk":
+    real_pwrite = os.pwrite
+
+    class _LyingOs:
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            return real_pwrite(fd, _flip(data), offset)
+
+    relay.os = _LyingOs()  # type: ignore[attr-defined]
+elif sys.argv[2] == "full":
+    real_pwrite = os.pwrite
+    written = []
+
+    class _FullOs:
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            if len(written) >= 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(offset)
+            return real_pwrite(fd, data, offset)
+
+    relay.os = _FullOs()  # type: ignore[attr-defined]
+sys.exit(relay.main())
