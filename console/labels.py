@@ -15,6 +15,7 @@ ROLES = {
     "dsi": N_("client IT"),
     "logistics": N_("logistics"),
     "monitoring": N_("monitoring"),
+    "helpdesk": N_("help desk"),
 }
 
 STATES = {
@@ -116,4 +117,11 @@ IMAGE_STATUSES = {
     "verifying": N_("verifying"),
     "available": N_("available"),
     "retired": N_("retired"),
+}
+
+DISK_HEALTH = {
+    "ok": N_("disks healthy"),
+    "warning": N_("a disk worn or with reallocated sectors"),
+    "failing": N_("a disk failing"),
+    "unknown": N_("disk health unknown"),
 }

@@ -15,7 +15,7 @@ from console import i18n, labels
 from console.nav import visible_items
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-STATIC_VERSION = "2"  # bump when console.css / console.js change: browsers cache them
+STATIC_VERSION = "4"  # bump when console.css / console.js change: browsers cache them
 
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES),
@@ -49,6 +49,7 @@ _env.globals.update(
     error_titles=labels.ERROR_TITLES,
     rec_labels=labels.RECONCILIATION,
     image_status_labels=labels.IMAGE_STATUSES,
+    disk_health_labels=labels.DISK_HEALTH,
 )
 
 

@@ -346,3 +346,12 @@ def _figures(world: World, index: inputs.Index, out: montecarlo.Outcome) -> Comp
 
 def has_forecast(session: Session) -> bool:
     return repository.snapshot(session, "wave", 0) is not None
+
+
+def commitments(
+    session: Session, principal: Principal, delivery_ids: list[int]
+) -> dict[int, ForecastDelivery]:
+    """The committed dates (and at-risk marks) of these deliveries the caller may see:
+    one query for a whole table of deliveries (the console's forecast panel)."""
+    rows = repository.delivery_settings(session, delivery_ids)
+    return {k: r for k, r in rows.items() if principal.sees_client(r.client_id)}

@@ -21,6 +21,7 @@ __all__ = [
     "back",
     "done",
     "get_db",
+    "go",
     "hub_of",
     "page",
     "page_router",
@@ -69,3 +70,11 @@ def done(
         )
         return HTMLResponse(body, status_code=status_code)
     return RedirectResponse(back(request, fallback), status_code=303)
+
+
+def go(request: Request, url: str) -> Response:
+    """After a successful form: to ``url`` (htmx follows ``HX-Redirect``; a plain form
+    a 303)."""
+    if is_htmx(request):
+        return HTMLResponse("", headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)

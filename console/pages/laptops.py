@@ -8,6 +8,7 @@ from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import SessionDep
+from boot.hardware import service as boot_hardware
 from console.deps import AnyViewer, StaffViewer
 from console.i18n import N_
 from console.nav import NavItem, register
@@ -89,6 +90,7 @@ def laptop(
         history=list(inventory.history(session, device)),
         runs=run_views,
         logs=logs,
+        hardware=boot_hardware.device_hardware(session, device_id, viewer.principal),
         status=status,
         personal=device_status.sees_personal_data(viewer.principal),
         staff=staff,
@@ -96,6 +98,7 @@ def laptop(
         can_quarantine=staff and Event.QUARANTINE in allowed_events(state),
         event_labels=EVENT_LABELS,
         can_label=viewer.principal.role in (Role.ADMIN, Role.TECHNICIAN, Role.LOGISTICS),
+        can_welcome=viewer.principal.role in (Role.ADMIN, Role.LOGISTICS),
         can_dispatch=state is DeviceState.READY
         and viewer.principal.role in (Role.ADMIN, Role.LOGISTICS),
     )

@@ -14,6 +14,7 @@ from console.deps import AnyViewer, Viewer
 from console.i18n import N_
 from console.live import WAVES_TOPIC, Stale, sse, stream
 from console.nav import NavItem, register
+from console.pages import forecast as forecast_panel
 from console.pages._kit import EVERYONE, hub_of, page, page_router
 from inventory import service as inventory
 from provisioning.runs import overview
@@ -77,7 +78,14 @@ def _figures(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, 
         )
     finally:
         i18n.reset(token)
-    return {"view": view, "chart": chart, "state_order": STATE_ORDER}
+    return {
+        "view": view,
+        "chart": chart,
+        "state_order": STATE_ORDER,
+        "forecast": forecast_panel.panel(session, viewer, wanted),
+        "constraints": forecast_panel.CONSTRAINTS,
+        "evidence_labels": forecast_panel.EVIDENCE,
+    }
 
 
 @router.get("/console/waves")

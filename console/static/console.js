@@ -128,10 +128,19 @@
       status.className = "live-status lost";
     };
     source.addEventListener("tiles", (e) => swapTiles(e.data));
+    // Figures reload when the wave changes, but not under a person's hands: while the
+    // focus is in them (a committed date being typed), the reload waits for it to leave.
     source.addEventListener("stale", () => {
       for (const el of document.querySelectorAll("[data-refresh]")) {
+        if (el.contains(document.activeElement)) { el.dataset.pending = "1"; continue; }
         if (window.htmx) window.htmx.trigger(el, "refresh");
       }
+    });
+    document.addEventListener("focusout", (e) => {
+      const el = e.target.closest && e.target.closest("[data-refresh]");
+      if (!el || !el.dataset.pending || el.contains(e.relatedTarget)) return;
+      delete el.dataset.pending;
+      if (window.htmx) window.htmx.trigger(el, "refresh");
     });
     source.addEventListener("signed-out", () => {
       source.close();

@@ -14,16 +14,17 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from core import helpcode
 from core.db import Database
 from core.migrate import upgrade
-from core.principal import Role
+from core.principal import SYSTEM, Role
 from core.timeutil import utcnow
 from inventory import lifecycle
 from inventory.models import Device, DeviceEvent
 from inventory.states import DeviceState, Event
 from provisioning.runs import lifecycle as runs
 from provisioning.runs.models import ProvisioningRun, RunStatus
-from tests.support.factories import build_world, create_devices
+from tests.support.factories import World, build_world, create_devices
 from tests.support.server import running_server
 
 MiB = 1024 * 1024
@@ -87,9 +88,9 @@ SLOTS = [
 ]
 
 
-def stage(db: Database) -> tuple[int, str]:
+def stage(db: Database) -> tuple[int, World]:
     """A wave in progress: one bench of sixteen slots, a delivery of 400 laptops with a
-    day of history. Returns (bench id, admin token)."""
+    day of history. Returns (bench id, the world)."""
     rng = random.Random(7)
     world = build_world(db)
     now = utcnow()
@@ -120,7 +121,21 @@ def stage(db: Database) -> tuple[int, str]:
             device.state_changed_at = now - timedelta(minutes=rng.randint(2, 300))
             s.add(device)
         bench_id = bench.id or 0
-    return bench_id, world.token(Role.ADMIN)
+    return bench_id, world
+
+
+def forecast_and_desk(db: Database, world: World) -> int:
+    """The forecast of the wave with a committed date on its delivery, and a help desk's
+    laptops (staged, shipped, with articles). Returns the laptop to look up."""
+    from forecast import service as forecast
+    from tests.helpdesk.conftest import build_desk
+
+    desk = build_desk(db, world)
+    with db.session() as s:
+        tomorrow = (utcnow() + timedelta(days=1)).date()
+        forecast.set_commitment(s, world.acme_delivery.id or 0, SYSTEM, committed=tomorrow)
+    forecast.refresh(db)
+    return desk.ids["ACMEH002"]
 
 
 def _move(
@@ -197,7 +212,9 @@ def main(argv: list[str]) -> int:
         url = f"sqlite:///{Path(tmp) / 'scene.db'}"
         upgrade(url)
         db = Database(url)
-        bench_id, token = stage(db)
+        bench_id, world = stage(db)
+        laptop = forecast_and_desk(db, world)
+        token = world.token(Role.ADMIN)
         with running_server(db) as base, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
             page = browser.new_page(locale="fr-FR", viewport={"width": 1600, "height": 1000})
@@ -210,6 +227,11 @@ def main(argv: list[str]) -> int:
             page.goto(f"{base}/console/waves")
             page.locator("#live-status.ok").wait_for()
             page.screenshot(path=str(out / "wave-dashboard.png"), full_page=True)
+            page.goto(f"{base}/console/helpdesk")
+            page.locator("input[name=q]").fill(helpcode.pretty(helpcode.encode(laptop)))
+            page.get_by_role("button", name="Rechercher").click()
+            page.locator(f"#card-{laptop}").wait_for()
+            page.screenshot(path=str(out / "helpdesk-card.png"), full_page=True)
             browser.close()
         db.dispose()
     print(f"screenshots in {out}/")

@@ -131,6 +131,57 @@ class Objects:
     """Form fields that name an object: the own company's."""
 
 
+WALK_MONTH = "2031-01"
+
+
+def desk_rows(session: Session, world: World) -> dict[str, tuple[object, object | None]]:
+    """Help-desk rows of both companies: an article each, a survey call each."""
+    from core.principal import SYSTEM
+    from helpdesk import kb
+    from helpdesk.models import Survey, SurveyCall
+    from helpdesk.schemas import ArticleCreate
+    from logistics.models import Language
+
+    n = next(_fresh)
+    articles = [
+        kb.create_article(
+            session,
+            ArticleCreate(
+                client_code=code,
+                slug=f"walk-{n}",
+                language=Language.FR,
+                title="Walk",
+                body="Walk.",
+            ),
+            SYSTEM,
+        ).id
+        for code in ("ACME", "GLOBEX")
+    ]
+    survey = Survey(
+        month=WALK_MONTH,
+        seed="walk",
+        margin=0.1,
+        confidence=0.95,
+        response_rate=1.0,
+        population=0,
+        sample=0,
+        created_by="test",
+    )
+    session.add(survey)
+    session.flush()
+    calls = [
+        SurveyCall(survey_id=survey.id or 0, client_id=c.id or 0, position=i)
+        for i, c in enumerate((world.acme, world.globex))
+    ]
+    session.add_all(calls)
+    session.flush()
+    return {
+        "article_id": (articles[0], articles[1]),
+        "call_id": (calls[0].id, calls[1].id),
+        "month": (WALK_MONTH, None),
+    }
+
+
 def objects(db: Database, world: World) -> Objects:
     from images import configs
     from images.schemas import ClientConfigBody
@@ -148,6 +199,8 @@ def objects(db: Database, world: World) -> Objects:
         # A throwaway token: revoking it must not lock the walk itself out.
         victim, _ = tokens.create_token(s, name="walk-victim", role=Role.TECHNICIAN)
 
+        desk = desk_rows(s, world)
+        site_id = world.bench.site_id
         for code in ("ACME", "GLOBEX"):
             configs.set_config(
                 s, code, ClientConfigBody(hostname_pattern=f"{code}-{{serial}}"), SYSTEM
@@ -166,11 +219,16 @@ def objects(db: Database, world: World) -> Objects:
                 "bench_id": (world.bench.id, None),
                 "version": (1, None),
                 "token_id": (victim.id, None),
+                **desk,
             },
             {
                 "client_code": "ACME",
                 "site_code": "PAR",
                 "serial": own_dev.serial,
                 "role": "technician",
+                "item": "os:linux",
+                "article_id": desk["article_id"][0],
+                "status": "unreachable",
+                "site_id": site_id,
             },
         )

@@ -81,7 +81,6 @@ def start_cluster() -> PostgresCluster:
         shutil.chown(root, "postgres", "postgres")
         os.chmod(root, 0o700)
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
     subprocess.run(
         [
             *as_user,
@@ -100,27 +99,40 @@ def start_cluster() -> PostgresCluster:
         capture_output=True,
         timeout=120,
     )
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-    )
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(datadir),
-            "-o",
-            options,
-            "-l",
-            str(root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=90,
-    )
+    # The port is chosen just before the server binds it, and chosen again if another
+    # process took it in between (a shared machine runs several suites' clusters).
+    log = root / "server.log"
+    for _ in range(5):
+        port = free_port()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        started = subprocess.run(
+            [
+                *as_user,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                options,
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            timeout=90,
+        )
+        if started.returncode == 0:
+            break
+        said = log.read_text(errors="replace") if log.exists() else ""
+        lost_port = "could not create any TCP/IP sockets" in said
+        if not lost_port:
+            started.check_returncode()
+        log.write_text("")  # the next attempt's log only (the file stays the server's)
+    else:
+        raise RuntimeError(f"PostgreSQL found no free port to listen on ({root})")
     return PostgresCluster(datadir=datadir, port=port, _as_user=as_user)
