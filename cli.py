@@ -304,6 +304,13 @@ def demo_run(
     run_demo(host=host, port=port, stop_with_parent=stop_with_parent)
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """SQLAlchemy's "the database cannot answer" errors, if SQLAlchemy was loaded at all
+    (evaluated only when an exception is being handled: start-up stays lazy)."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return (exc.OperationalError, exc.ProgrammingError) if exc is not None else ()
+
+
 def main() -> None:
     try:
         app()
@@ -312,6 +319,15 @@ def main() -> None:
 
         err_console.print(f"[red]error:[/red] {e.message}")
         sys.exit(e.exit_code)
+    except _database_errors() as e:
+        from core.console import err_console
+
+        # One line, not a traceback with the SQL: most often a database never upgraded.
+        err_console.print(
+            f"[red]error:[/red] the database cannot answer ({type(e).__name__}); "
+            "is it reachable and upgraded? (masterline db upgrade)"
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         from core.console import err_console
 

@@ -23,7 +23,7 @@ sys.argv = ["masterline", *%r]
 import cli
 try:
     cli.main()
-except BaseException:
+except SystemExit:  # every command ends so, errors included (an exit code, one line)
     pass
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
