@@ -16,7 +16,7 @@ from core.db import Database
 from core.principal import Role
 from inventory.models import Device, DeviceEvent
 from tests.support.factories import World
-from tests.support.postgres import free_port
+from tests.support.postgres import closed_port
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.slow  # runs the masterline command as a subprocess
@@ -119,15 +119,15 @@ def test_scan_loop_survives_server_errors_and_markup_in_codes(db: Database, worl
 
 
 def test_scan_loop_with_the_server_down_prints_an_error_per_line() -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    done = masterline(
-        "scan",
-        "--bench",
-        "1",
-        stdin="ACME0001\nACME0002\n\nACME0003\n",
-        api_url=dead,
-        token=NO_SERVER_TOKEN,
-    )
+    with closed_port() as port:
+        done = masterline(
+            "scan",
+            "--bench",
+            "1",
+            stdin="ACME0001\nACME0002\n\nACME0003\n",
+            api_url=f"http://127.0.0.1:{port}",
+            token=NO_SERVER_TOKEN,
+        )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
@@ -193,15 +193,19 @@ def test_devices_list_and_show(db: Database, world: World) -> None:
 
 
 def test_scan_loop_survives_bytes_that_are_not_utf8() -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "scan", "--bench", "1"],
-        input=b"\xff\xfeAB\x81\nACME0001\n",
-        capture_output=True,
-        cwd=REPO,
-        timeout=60,
-        env={**os.environ, "MASTERLINE_API_URL": dead, "MASTERLINE_TOKEN": NO_SERVER_TOKEN},
-    )
+    with closed_port() as port:
+        done = subprocess.run(
+            [sys.executable, "-c", "import cli; cli.main()", "scan", "--bench", "1"],
+            input=b"\xff\xfeAB\x81\nACME0001\n",
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            env={
+                **os.environ,
+                "MASTERLINE_API_URL": f"http://127.0.0.1:{port}",
+                "MASTERLINE_TOKEN": NO_SERVER_TOKEN,
+            },
+        )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 2

@@ -11,7 +11,7 @@ from logistics.labels import Label, LabelKind, send_raw, zpl
 from tests.conftest import auth
 from tests.logistics.conftest import PERSON, Printer
 from tests.support.factories import World
-from tests.support.postgres import free_port
+from tests.support.postgres import closed_port
 
 
 def _qr_codes(pdf: bytes) -> list[list[str]]:
@@ -118,8 +118,8 @@ def test_zpl_field_data_cannot_inject_commands() -> None:
 def test_printer_errors_are_one_line() -> None:
     with pytest.raises(BadPrinterUri):
         send_raw("lpr://printer", b"x")
-    with pytest.raises(PrinterUnavailable) as e:
-        send_raw(f"tcp://127.0.0.1:{free_port()}", b"x", timeout=2)
+    with pytest.raises(PrinterUnavailable) as e, closed_port() as port:
+        send_raw(f"tcp://127.0.0.1:{port}", b"x", timeout=2)
     assert "ConnectionRefusedError" in e.value.message
 
 
