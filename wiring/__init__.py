@@ -11,6 +11,7 @@ command line (``cli.main``), the demo, the test suite.
 from __future__ import annotations
 
 from boot.registration import netboot as boot_netboot
+from core import child
 from forecast import hooks as forecast_hooks
 from helpdesk import retention as helpdesk_retention
 from lab import bootcontrol as lab_bootcontrol
@@ -24,3 +25,6 @@ def wire() -> None:
     lab_bootcontrol.register()
     boot_netboot.register_kernel_arg_provider()
     helpdesk_retention.register()
+    # A child process (core.child) is wired like its parent, by this same function.
+    if wire not in child.CHILD_INITIALIZERS:
+        child.CHILD_INITIALIZERS.append(wire)
