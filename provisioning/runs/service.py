@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
+from core.errors import InvalidInput
 from core.principal import Principal
 from core.timeutil import utcnow
 from images.errors import NoImageForDevice, PinnedImageUnavailable
 from images.service import active_config, resolve_with_config
 from inventory import lifecycle as device_lifecycle
 from inventory import repository as inventory_repo
-from inventory.errors import DeviceNotFound
+from inventory.errors import BenchNotFound, DeviceNotFound
 from inventory.models import Device
 from inventory.states import DeviceState, Event
 from provisioning.errors import NotReadyToProvision, RunConflict, RunNotFound
@@ -241,7 +242,16 @@ def _lock_visible(session: Session, run_id: int, principal: Principal) -> Provis
 
 # Slot endpoints (where a bench slot's laptop answers in its provisioning environment).
 def register_endpoint(session: Session, body: EndpointCreate) -> SlotEndpoint:
-    """Create or replace the endpoint of one bench slot."""
+    """Create or replace the endpoint of one bench slot.
+
+    :raises BenchNotFound: no such bench (before, the foreign key answered 409).
+    :raises InvalidInput: the bench has no such slot.
+    """
+    bench = inventory_repo.get_bench(session, body.bench_id)
+    if bench is None:
+        raise BenchNotFound(str(body.bench_id))
+    if not 1 <= body.slot <= bench.slots:
+        raise InvalidInput(f"bench {bench.code} has slots 1 to {bench.slots}, not {body.slot}")
     row = repository.get_endpoint(session, body.bench_id, body.slot)
     if row is None:
         row = SlotEndpoint(**body.model_dump())
