@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab import keys, sshd
 from lab.faults import FaultFile
-from lab.identity import build_pe_root, macs_for
+from lab.identity import build_pe_root, macs_for, write_file
 from lab.laptop import LabLaptop, LaptopSpec, name_for
 
 
@@ -67,13 +67,17 @@ def build_laptop(laptops_dir: Path, spec: LaptopSpec, client_key_path: Path) -> 
 
 
 def write_sshd_config(laptop: LabLaptop, authorized_keys: Path) -> None:
-    """(Re)write the laptop's sshd config for its current boot (PE or installed OS).
+    """(Re)write the laptop's sshd config for its current boot (PE or installed OS), and
+    give the boot a new boot id.
 
     Logins: the lab's bench key (``authorized_keys``), and the keys a PE agent running on
     the laptop's fake root installed from its registration's go answer
     (``pe/root/.ssh/authorized_keys``), in both boots, as a master image that trusts the
     site's worker key would."""
     sshd_dir = laptop.dir / "sshd"
+    # Every boot (PE or installed OS) gets a boot id of its own, as the kernel's
+    # /proc/sys/kernel/random/boot_id: how a worker tells that its reboot happened.
+    write_file(laptop.pe_root / "proc/sys/kernel/random/boot_id", f"{uuid.uuid4()}\n")
     sshd.write_config(
         sshd_dir,
         port=laptop.sshd_port,

@@ -7,9 +7,11 @@ registration answered go (its address as the server saw it, the SSH host key the
 generated at this boot): trusted because the registration was authenticated by the
 bench's enrollment credential, never because a key answered first on the bench network.
 The worker logs in with the site's worker key, whose public half the registration handed
-to the PE. Rebooting, "already in the installed OS" and where the installed OS answers
-are the static control's (``static.py``), with options from ``OS_OPTIONS`` instead of a
-slot's wiring.
+to the PE. Rebooting (the PE's ``reboot``), "already in the installed OS" and where the
+installed OS answers are the static control's (``static.py``), with options from
+``OS_OPTIONS`` instead of a slot's wiring; the reboot then waits until the laptop has
+left its PE (its kernel's boot id changed, or the PE stopped answering as itself), so
+the configure step never reaches a PE that has not gone down yet.
 
 Provisioning never imports the boot domain: ``PE_LOOKUP`` is filled at start by
 ``wiring/boot.py`` with a function of ``boot.registration.service``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +33,16 @@ from inventory.models import Device
 from inventory.states import DeviceState
 from provisioning.bootcontrol.base import JsonValue, PeAccess
 from provisioning.bootcontrol.static import StaticBootControl
-from provisioning.errors import CommandFailed, NoLivePe
-from provisioning.transports.base import SshEndpoint
+from provisioning.errors import (
+    AuthFailed,
+    CommandFailed,
+    CommandTimedOut,
+    ConnectFailed,
+    HostKeyMismatch,
+    NoLivePe,
+)
+from provisioning.imaging.identity import PE_ROOT
+from provisioning.transports.base import SshEndpoint, Transport
 
 NAME = "registered"
 PE_USER = "root"
@@ -73,6 +84,10 @@ OS_OPTIONS: list[OsOptions] = []
 ``target_root``, ``pe_user``…), when something knows better than the defaults (the
 device lab knows where its laptops' installed systems live). The first answer that is
 not None is used; none: the defaults (the installed OS answers at the PE's address)."""
+
+BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
+"""The kernel's id of the running boot: a new one after any reboot."""
+_LEFT_POLL_S = 1.0
 
 LEFT_THE_PE = frozenset({DeviceState.CONFIGURING, DeviceState.VERIFYING})
 """In these states the laptop runs its installed OS: its PE is gone on purpose, and only
@@ -121,6 +136,46 @@ class RegisteredBootControl(StaticBootControl):
             ),
             options={**options, "boot_id": pe.boot_id},
         )
+
+    def reboot_into_os(
+        self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
+    ) -> None:
+        """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
+        the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the
+        step reboots it again)."""
+        before = _boot_id(connect(), timeout)
+        super().reboot_into_os(pe, connect, timeout=timeout)
+        if not before:
+            return  # nothing to compare with: as the static control, trust the reboot
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _left(pe, before, timeout=max(1.0, deadline - time.monotonic())):
+                return
+            time.sleep(_LEFT_POLL_S)
+        raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
+
+
+def _boot_id(transport: Transport, timeout: float) -> str:
+    try:
+        res = transport.run(BOOT_ID, timeout=timeout)
+    except ConnectFailed:
+        return ""
+    return res.stdout.strip() if res.ok else ""
+
+
+def _left(pe: PeAccess, before: str, *, timeout: float) -> bool:
+    """Whether the laptop no longer runs the PE boot ``before``: another boot answers,
+    or nothing answers as that PE (refused, another host key, another login)."""
+    from provisioning.transports.ssh import SSHTransport  # paramiko only when used
+
+    transport = SSHTransport(pe.endpoint)
+    try:
+        now = _boot_id(transport, timeout)
+    except (HostKeyMismatch, AuthFailed, CommandTimedOut):
+        return True
+    finally:
+        transport.close()
+    return now != before
 
 
 def require_live(serial: str, pe: RegisteredPe | None) -> RegisteredPe:
