@@ -87,7 +87,7 @@ not None is used; none: the defaults (the installed OS answers at the PE's addre
 
 BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
 """The kernel's id of the running boot: a new one after any reboot."""
-_LEFT_POLL_S = 1.0
+_LEFT_POLL_S = 0.5
 
 LEFT_THE_PE = frozenset({DeviceState.CONFIGURING, DeviceState.VERIFYING})
 """In these states the laptop runs its installed OS: its PE is gone on purpose, and only
