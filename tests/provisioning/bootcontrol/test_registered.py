@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,11 +28,12 @@ from inventory.models import Device, DeviceEvent
 from inventory.schemas import ScanRequest
 from inventory.states import DeviceState, Event
 from lab.keys import generate_ed25519, public_line
-from lab.lab import Lab
+from lab.lab import Lab, LabLaptop
 from provisioning.bootcontrol import registry
 from provisioning.bootcontrol.base import PeAccess
 from provisioning.errors import (
     CommandFailed,
+    CommandTimedOut,
     ConnectFailed,
     HostKeyMismatch,
     IdentityMismatch,
@@ -279,69 +281,89 @@ def test_a_run_that_failed_for_another_reason_waits_for_a_technician(
     assert device(boot.db, "ACME0001").state == DeviceState.FAILED_IMAGING
 
 
-# A new boot's host key, checked by a real sshd.
+# With a real sshd: a new boot's host key, and the reboot.
+def _register_lab_laptop(boot: Boot, laptop: LabLaptop, host_key: str | None = None) -> PeAccess:
+    """ACME0001's PE registered from 127.0.0.1 with the lab laptop's sshd port and, by
+    default, its host key; the worker logs in with the lab's key. Returns its access."""
+    with boot.db.session() as s:
+        sites.update_settings(
+            s, "PAR", SiteSettingsUpdate(worker_key_path=str(laptop.client_key_path))
+        )
+    with pe_client(boot.db, address="127.0.0.1") as local:
+        r = register(
+            local,
+            boot.credential,
+            "ACME0001",
+            address="127.0.0.1",
+            ssh_port=laptop.ssh_port,
+            host_key=host_key or public_line(laptop.dir / "sshd" / "ssh_host_ed25519_key"),
+        )
+        assert r.status_code == 200, r.text
+    return access(boot.db, "ACME0001")
+
+
 def test_after_a_re_registration_only_the_new_host_key_is_trusted(
-    boot: Boot, pe: TestClient, tmp_path: Path
+    boot: Boot, lab: Lab, tmp_path: Path
 ) -> None:
     """The lab laptop's sshd presents its own key. Registered with it, the worker gets
     in; re-registered after a reboot with a new key (a new boot), the sshd that still
     presents the old key is refused by paramiko and by the system ssh client alike."""
-    lab = Lab(tmp_path / "data" / "lab")  # the installation's lab (<data dir>/lab)
+    (laptop,) = lab.up_n(1, serial_prefix="ACME")
+    assert laptop.serial == "ACME0001"
+    scan(boot.db, "ACME0001", boot.bench.id or 0)
+    old_key = public_line(laptop.dir / "sshd" / "ssh_host_ed25519_key")
+    first = _register_lab_laptop(boot, laptop)
+    t = SSHTransport(first.endpoint)
     try:
-        (laptop,) = lab.up_n(1, serial_prefix="ACME")
-        assert laptop.serial == "ACME0001"
-        with boot.db.session() as s:
-            sites.update_settings(
-                s, "PAR", SiteSettingsUpdate(worker_key_path=str(laptop.client_key_path))
-            )
-        scan(boot.db, "ACME0001", boot.bench.id or 0)
-        old_key = public_line(laptop.dir / "sshd" / "ssh_host_ed25519_key")
-        with pe_client(boot.db, address="127.0.0.1") as local:
-            r = register(
-                local,
-                boot.credential,
-                "ACME0001",
-                address="127.0.0.1",
-                ssh_port=laptop.ssh_port,
-                host_key=old_key,
-            )
-            assert r.status_code == 200, r.text
-            first = access(boot.db, "ACME0001")
-            t = SSHTransport(first.endpoint)
-            try:
-                assert t.run("echo in-the-pe", timeout=30).stdout.strip() == "in-the-pe"
-            finally:
-                t.close()
-            new_key = generate_ed25519(tmp_path / "reboot" / "host_key", "root@pe")
-            r = register(
-                local,
-                boot.credential,
-                "ACME0001",
-                address="127.0.0.1",
-                ssh_port=laptop.ssh_port,
-                host_key=new_key,
-            )
-            assert r.status_code == 200, r.text
-        second = access(boot.db, "ACME0001")
-        assert second.endpoint.known_hosts_path != first.endpoint.known_hosts_path
-        assert new_key.split()[1] in second.endpoint.known_hosts_path.read_text()
-        assert old_key.split()[1] not in second.endpoint.known_hosts_path.read_text()
-        t = SSHTransport(second.endpoint)
-        try:
-            with pytest.raises(HostKeyMismatch):
-                t.run("echo never", timeout=30)
-        finally:
-            t.close()
-        ep = second.endpoint
-        cli = subprocess.run(
-            [
-                "ssh", "-F", "/dev/null", "-o", f"UserKnownHostsFile={ep.known_hosts_path}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-i", str(ep.key_path), "-p", str(ep.port), f"{ep.user}@{ep.host}", "echo never",
-            ],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert cli.returncode == 255 and "Host key verification failed" in cli.stderr
-        assert "never" not in cli.stdout
+        assert t.run("echo in-the-pe", timeout=30).stdout.strip() == "in-the-pe"
     finally:
-        lab.down()
+        t.close()
+    new_key = generate_ed25519(tmp_path / "reboot" / "host_key", "root@pe")
+    second = _register_lab_laptop(boot, laptop, host_key=new_key)
+    assert second.endpoint.known_hosts_path != first.endpoint.known_hosts_path
+    assert new_key.split()[1] in second.endpoint.known_hosts_path.read_text()
+    assert old_key.split()[1] not in second.endpoint.known_hosts_path.read_text()
+    t = SSHTransport(second.endpoint)
+    try:
+        with pytest.raises(HostKeyMismatch):
+            t.run("echo never", timeout=30)
+    finally:
+        t.close()
+    ep = second.endpoint
+    cli = subprocess.run(
+        [
+            "ssh", "-F", "/dev/null", "-o", f"UserKnownHostsFile={ep.known_hosts_path}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-i", str(ep.key_path), "-p", str(ep.port), f"{ep.user}@{ep.host}", "echo never",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 255 and "Host key verification failed" in cli.stderr
+    assert "never" not in cli.stdout
+
+
+def test_the_reboot_through_the_pe_returns_once_the_laptop_left_it(boot: Boot, lab: Lab) -> None:
+    """The PE's ``reboot`` (the lab's: the laptop boots its installed OS, with a new boot
+    id): the step returns once the laptop runs another boot. A PE whose reboot does
+    nothing is not taken for rebooted: the step times out (retryable)."""
+    (laptop,) = lab.up_n(1, serial_prefix="ACME")
+    scan(boot.db, "ACME0001", boot.bench.id or 0)
+    pe = _register_lab_laptop(boot, laptop)
+    control = registry.get("registered")
+    stuck = replace(pe, options={**pe.options, "reboot_command": "true"})
+    opened: list[SSHTransport] = []
+
+    def connect(access: PeAccess) -> SSHTransport:
+        opened.append(SSHTransport(access.endpoint))
+        return opened[-1]
+
+    try:
+        with pytest.raises(CommandTimedOut, match="did not reboot within 3 s") as e:
+            control.reboot_into_os(stuck, lambda: connect(stuck), timeout=3)
+        assert e.value.retryable
+        assert lab.get(laptop.name).boot == "pe"
+        control.reboot_into_os(pe, lambda: connect(pe), timeout=120)
+    finally:
+        for t in opened:
+            t.close()
+    assert lab.get(laptop.name).boot == "os"

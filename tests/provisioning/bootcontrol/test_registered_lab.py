@@ -37,14 +37,13 @@ from tests.support.images import make_image
 from tests.support.server import running_server
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEADLINE = 300.0  # bounds a hang only: every wait ends on a condition
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
-    boot: Boot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    boot: Boot, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The PE retries every second while it waits: more than the default per-address rate.
     monkeypatch.setenv("MASTERLINE_BOOT_RATE_PER_ADDRESS", "1000/minute")
@@ -66,73 +65,69 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                     worker_key_path=str(worker_key), heartbeat_seconds=2, silence_seconds=120
                 ),
             )
-        lab = Lab(tmp_path / "data" / "lab")  # the installation's lab: <data dir>/lab
-        try:
-            (laptop,) = lab.up_n(1, serial_prefix="ACME", disk_bytes=16 * 1024 * 1024)
-            assert laptop.serial == "ACME0001"
-            # The PE's fresh host key is where the agent reads it: the laptop's sshd's.
-            etc_ssh = laptop.pe_root / "etc" / "ssh"
-            etc_ssh.mkdir(parents=True)
-            shutil.copy(laptop.dir / "sshd" / "ssh_host_ed25519_key.pub", etc_ssh)
-            with running_server(boot.db) as api:
-                # Scanned first: its run is queued and waits for its PE (nothing booted).
-                r = httpx.post(
-                    f"{api}/scan",
-                    json={"code": "ACME0001", "bench_id": boot.bench.id},
-                    headers=boot.technician,
+        (laptop,) = lab.up_n(1, serial_prefix="ACME", disk_bytes=16 * 1024 * 1024)
+        assert laptop.serial == "ACME0001"
+        # The PE's fresh host key is where the agent reads it: the laptop's sshd's.
+        etc_ssh = laptop.pe_root / "etc" / "ssh"
+        etc_ssh.mkdir(parents=True)
+        shutil.copy(laptop.dir / "sshd" / "ssh_host_ed25519_key.pub", etc_ssh)
+        with running_server(boot.db) as api:
+            # Scanned first: its run is queued and waits for its PE (nothing booted).
+            r = httpx.post(
+                f"{api}/scan",
+                json={"code": "ACME0001", "bench_id": boot.bench.id},
+                headers=boot.technician,
+            )
+            assert r.status_code == 200, r.text
+            config = engine_config(tmp_path, pe_wait_seconds=3600)
+            with running_engine(boot.db, config):
+                run = eventually(
+                    lambda: (r := _run(boot)).last_error and r,
+                    timeout=DEADLINE,
+                    message="the run never waited for its PE",
                 )
-                assert r.status_code == 200, r.text
-                config = engine_config(tmp_path, pe_wait_seconds=3600)
-                with running_engine(boot.db, config):
-                    run = eventually(
-                        lambda: (r := _run(boot)).last_error and r,
+                assert run.status == RunStatus.QUEUED
+                assert "has registered yet" in (run.last_error or "")
+                # Power on: the agent registers; its go resumes the run at once (the
+                # worker would otherwise look again in an hour).
+                agent = _agent(tmp_path, laptop.pe_root, api, boot.credential, laptop.ssh_port)
+                try:
+                    agent.wait_for("MASTERLINE-AGENT registered")
+                    done = eventually(
+                        lambda: (
+                            (r := _run(boot)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+                            and r
+                        ),
                         timeout=DEADLINE,
-                        message="the run never waited for its PE",
+                        every=0.2,
+                        message=lambda: f"run still {_run(boot).status} {_run(boot).step_name}",
                     )
-                    assert run.status == RunStatus.QUEUED
-                    assert "has registered yet" in (run.last_error or "")
-                    # Power on: the agent registers; its go resumes the run at once (the
-                    # worker would otherwise look again in an hour).
-                    agent = _agent(tmp_path, laptop.pe_root, api, boot.credential, laptop.ssh_port)
-                    try:
-                        agent.wait_for("MASTERLINE-AGENT registered")
-                        done = eventually(
-                            lambda: (
-                                (r := _run(boot)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-                                and r
-                            ),
-                            timeout=DEADLINE,
-                            every=0.2,
-                            message=lambda: f"run still {_run(boot).status} {_run(boot).step_name}",
-                        )
-                    finally:
-                        agent.stop()
-            assert done.status == RunStatus.SUCCEEDED, done.last_error
-            with boot.db.session(write=False) as s:
-                events = s.exec(
-                    select(RunStepEvent)
-                    .where(RunStepEvent.run_id == done.id)
-                    .order_by(RunStepEvent.seq)  # type: ignore[arg-type]
-                ).all()
-            kinds = [e.kind for e in events]
-            # Waited once, resumed by the registration, then every step in order.
-            assert kinds.index("waiting") < kinds.index("pe_registered")
-            assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)
-            assert done.context["readback_sha256"] == image.raw_sha256
-            with boot.db.session(write=False) as s:
-                assert s.exec(select(SlotEndpoint)).all() == []  # nothing was wired
-                (pe,) = s.exec(select(PeBoot)).all()
-            assert pe.device_id == done.device_id
-            assert pe.status == BootStatus.REGISTERED and pe.ssh_port == laptop.ssh_port
-            assert _device_state(boot) == DeviceState.READY
-            # Configured by Ansible in the installed system the PE rebooted into.
-            assert lab.get(laptop.name).boot == "os"
-            hostname = (laptop.os_root / "etc" / "hostname").read_text().strip()
-            assert hostname == "ACME-ACME0001"
-            text = "\n".join(agent.lines)
-            assert boot.credential not in text and "mla_" not in text
-        finally:
-            lab.down()
+                finally:
+                    agent.stop()
+        assert done.status == RunStatus.SUCCEEDED, done.last_error
+        with boot.db.session(write=False) as s:
+            events = s.exec(
+                select(RunStepEvent)
+                .where(RunStepEvent.run_id == done.id)
+                .order_by(RunStepEvent.seq)  # type: ignore[arg-type]
+            ).all()
+        kinds = [e.kind for e in events]
+        # Waited once, resumed by the registration, then every step in order.
+        assert kinds.index("waiting") < kinds.index("pe_registered")
+        assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)
+        assert done.context["readback_sha256"] == image.raw_sha256
+        with boot.db.session(write=False) as s:
+            assert s.exec(select(SlotEndpoint)).all() == []  # nothing was wired
+            (pe,) = s.exec(select(PeBoot)).all()
+        assert pe.device_id == done.device_id
+        assert pe.status == BootStatus.REGISTERED and pe.ssh_port == laptop.ssh_port
+        assert _device_state(boot) == DeviceState.READY
+        # Configured by Ansible in the installed system the PE rebooted into.
+        assert lab.get(laptop.name).boot == "os"
+        hostname = (laptop.os_root / "etc" / "hostname").read_text().strip()
+        assert hostname == "ACME-ACME0001"
+        text = "\n".join(agent.lines)
+        assert boot.credential not in text and "mla_" not in text
 
 
 def _run(boot: Boot) -> ProvisioningRun:
