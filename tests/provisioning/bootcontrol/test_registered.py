@@ -142,6 +142,22 @@ def test_no_registration_or_a_dead_one_is_a_wait_with_its_reason(
         access(boot.db, "ACME0001")
 
 
+def test_a_pe_superseded_by_a_boot_that_has_no_go_yet_is_not_used(
+    boot: Boot, pe: TestClient
+) -> None:
+    """A new boot of the laptop (another host key) ends the old one at once, even while
+    the new one is told to wait: the old PE's address and key are not used any more."""
+    scan(boot.db, "ACME0001", boot.bench.id or 0)
+    assert register(pe, boot.credential, "ACME0001").status_code == 200
+    access(boot.db, "ACME0001")
+    with boot.db.session() as s:
+        sites.update_settings(s, "PAR", SiteSettingsUpdate(worker_public_keys=[]))
+    r = register(pe, boot.credential, "ACME0001", host_key=HOST_KEY_2)
+    assert r.status_code == 202 and r.json()["reason"] == "no worker key"
+    with pytest.raises(NoLivePe, match=r"superseded by a new boot of the same laptop"):
+        access(boot.db, "ACME0001")
+
+
 def test_another_laptops_pe_is_never_used(boot: Boot, pe: TestClient) -> None:
     """ACME0001's PE is registered; GLBX0001 (another client's laptop, scanned at the same
     bench) is not reached through it, and a PE that claims GLBX0001 with a credential
