@@ -165,7 +165,8 @@ class PeBootView:
     current: bool = True
     """Registered with an unexpired token (``current_boot``'s): the PE may be used."""
     ended_reason: str | None = None
-    """Why it ended (superseded by a newer boot, quarantined…), when it did."""
+    """Why it is not current (ended: superseded by a newer boot, quarantined…; told to
+    wait; its token expired), when it is not."""
 
     def known_hosts_line(self) -> str:
         """A known_hosts entry pinning this boot's host key (``[host]:port`` off 22)."""
@@ -216,8 +217,16 @@ def last_boot(
         silent_for=silent,
         worker_key_path=site.worker_key_path,
         current=boot.status == BootStatus.REGISTERED and expires > now,
-        ended_reason=boot.ended_reason,
+        ended_reason=_not_current_because(boot, expires, now),
     )
+
+
+def _not_current_because(boot: PeBoot, expires: datetime, now: datetime) -> str | None:
+    if boot.status == BootStatus.ENDED:
+        return boot.ended_reason or "ended"
+    if boot.status == BootStatus.WAITING:
+        return f"told to wait: {boot.wait_reason}"
+    return "its agent token expired" if expires <= now else None
 
 
 def end_boot(session: Session, device_id: int, *, reason: str) -> bool:

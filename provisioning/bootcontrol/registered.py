@@ -64,6 +64,7 @@ class RegisteredPe:
     """A heartbeat within the site's silence limit."""
     silent_seconds: float
     ended_reason: str | None
+    """Why it is not current, when it is not."""
     worker_key_path: str | None
     """The site's worker private key (its ``.pub`` went to the PE)."""
 
@@ -186,7 +187,7 @@ def require_live(serial: str, pe: RegisteredPe | None) -> RegisteredPe:
             "the bench (network boot); the run goes on when it registers"
         )
     if not pe.current:
-        why = pe.ended_reason or "its agent token expired"
+        why = pe.ended_reason or "not registered"
         raise NoLivePe(
             f"the provisioning environment of {serial} is no longer registered ({why}): "
             "waiting for it to boot again"

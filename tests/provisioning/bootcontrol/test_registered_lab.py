@@ -79,7 +79,11 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                 headers=boot.technician,
             )
             assert r.status_code == 200, r.text
-            config = engine_config(tmp_path, pe_wait_seconds=3600)
+            # Backoff of seconds, not tenths: configure may reach the laptop while its
+            # installed OS is still starting, as on a real bench.
+            config = engine_config(
+                tmp_path, pe_wait_seconds=3600, backoff_base=1.0, backoff_cap=4.0
+            )
             with running_engine(boot.db, config):
                 run = eventually(
                     lambda: (r := _run(boot)).last_error and r,
