@@ -20,7 +20,7 @@ from boot.registration.models import BootStatus, PeBoot
 from boot.registration.schemas import SiteSettingsUpdate
 from inventory.states import DeviceState
 from lab.keys import generate_ed25519
-from lab.lab import Lab
+from lab.lab import Lab, LabLaptop
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent, SlotEndpoint
 from provisioning.runs.states import STEP_NAMES
 from tests.boot.conftest import Boot
@@ -42,8 +42,13 @@ pytestmark = pytest.mark.slow
 DEADLINE = 300.0  # bounds a hang only: every wait ends on a condition
 
 
+@pytest.mark.parametrize("powered_on_first", [False, True], ids=["scanned-first", "booted-first"])
 def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
-    boot: Boot, lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    boot: Boot,
+    lab: Lab,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    powered_on_first: bool,
 ) -> None:
     # The PE retries every second while it waits: more than the default per-address rate.
     monkeypatch.setenv("MASTERLINE_BOOT_RATE_PER_ADDRESS", "1000/minute")
@@ -73,29 +78,36 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
         shutil.copy(laptop.dir / "sshd" / "ssh_host_ed25519_key.pub", etc_ssh)
         with running_server(boot.db) as api:
             # Scanned first: its run is queued and waits for its PE (nothing booted).
-            r = httpx.post(
-                f"{api}/scan",
-                json={"code": "ACME0001", "bench_id": boot.bench.id},
-                headers=boot.technician,
-            )
-            assert r.status_code == 200, r.text
             # Backoff of seconds, not tenths: configure may reach the laptop while its
             # installed OS is still starting, as on a real bench.
             config = engine_config(
                 tmp_path, pe_wait_seconds=3600, backoff_base=1.0, backoff_cap=4.0
             )
-            with running_engine(boot.db, config):
-                run = eventually(
-                    lambda: (r := _run(boot)).last_error and r,
-                    timeout=DEADLINE,
-                    message="the run never waited for its PE",
-                )
-                assert run.status == RunStatus.QUEUED
-                assert "has registered yet" in (run.last_error or "")
-                # Power on: the agent registers; its go resumes the run at once (the
-                # worker would otherwise look again in an hour).
-                agent = _agent(tmp_path, laptop.pe_root, api, boot.credential, laptop.ssh_port)
-                try:
+            agent: AgentRun | None = None
+            try:
+                with running_engine(boot.db, config):
+                    if powered_on_first:
+                        # Booted before it was scanned: its PE is told to wait.
+                        agent = _agent(tmp_path, laptop, api, boot.credential)
+                        agent.wait_for("MASTERLINE-AGENT waiting reason=booted,-not-scanned")
+                    r = httpx.post(
+                        f"{api}/scan",
+                        json={"code": "ACME0001", "bench_id": boot.bench.id},
+                        headers=boot.technician,
+                    )
+                    assert r.status_code == 200, r.text
+                    if agent is None:
+                        # Scanned, nothing booted: the run waits for its PE.
+                        run = eventually(
+                            lambda: (r := _run(boot)).last_error and r,
+                            timeout=DEADLINE,
+                            message="the run never waited for its PE",
+                        )
+                        assert run.status == RunStatus.QUEUED
+                        assert "has registered yet" in (run.last_error or "")
+                        # Power on: the agent registers; its go resumes the run at once
+                        # (the worker would otherwise look again in an hour).
+                        agent = _agent(tmp_path, laptop, api, boot.credential)
                     agent.wait_for("MASTERLINE-AGENT registered")
                     done = eventually(
                         lambda: (
@@ -106,7 +118,8 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                         every=0.2,
                         message=lambda: f"run still {_run(boot).status} {_run(boot).step_name}",
                     )
-                finally:
+            finally:
+                if agent is not None:
                     agent.stop()
         assert done.status == RunStatus.SUCCEEDED, done.last_error
         with boot.db.session(write=False) as s:
@@ -116,8 +129,9 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                 .order_by(RunStepEvent.seq)  # type: ignore[arg-type]
             ).all()
         kinds = [e.kind for e in events]
-        # Waited once, resumed by the registration, then every step in order.
-        assert kinds.index("waiting") < kinds.index("pe_registered")
+        if not powered_on_first:
+            # Waited once, resumed by the registration, then every step in order.
+            assert kinds.index("waiting") < kinds.index("pe_registered")
         assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)
         assert done.context["readback_sha256"] == image.raw_sha256
         with boot.db.session(write=False) as s:
@@ -130,6 +144,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
         assert lab.get(laptop.name).boot == "os"
         hostname = (laptop.os_root / "etc" / "hostname").read_text().strip()
         assert hostname == "ACME-ACME0001"
+        assert agent is not None
         text = "\n".join(agent.lines)
         assert boot.credential not in text and "mla_" not in text
 
@@ -146,16 +161,16 @@ def _device_state(boot: Boot) -> DeviceState:
         return DeviceState(s.exec(select(Device).where(Device.serial == "ACME0001")).one().state)
 
 
-def _agent(tmp: Path, root: Path, api: str, credential: str, ssh_port: int) -> AgentRun:
+def _agent(tmp: Path, laptop: LabLaptop, api: str, credential: str) -> AgentRun:
     """The real agent on the laptop's fake root, as the PE runs it (``--cmdline``: the
     kernel command line the iPXE script gives, with the lab sshd's port)."""
     cmdline = tmp / "cmdline"
     cmdline.write_text(
         "BOOT_IMAGE=/vmlinuz ip=dhcp "
         f"masterline.api={api} masterline.enroll={credential} masterline.bench=B1 "
-        f"masterline.site=PAR masterline.ssh_port={ssh_port}\n"
+        f"masterline.site=PAR masterline.ssh_port={laptop.ssh_port}\n"
     )
     bin_dir = tmp / "agent-bin"  # no disk tools: the inventory reports them unknown
     bin_dir.mkdir()
     cwd = install_agent(tmp / "opt" / "masterline")
-    return AgentRun(cwd, root, bin_dir, "--cmdline", str(cmdline))
+    return AgentRun(cwd, laptop.pe_root, bin_dir, "--cmdline", str(cmdline))
