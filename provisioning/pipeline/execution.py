@@ -47,6 +47,11 @@ class _WaitForPe(Exception):
         self.error = error
 
 
+def _waiting(step: str, why: str) -> str:
+    """A waiting run's ``last_error``: what the bench view shows while it waits."""
+    return f"{step}: waiting: {why}"
+
+
 class LiveRuns:
     """The runs this worker is executing, and where each is: (OS family, step index)."""
 
@@ -222,6 +227,8 @@ class RunExecutor:
             attempt = run.step_attempt
             try:
                 ctx = self.contexts.build(s, run, device, step)
+                if run.last_error and run.last_error.startswith(_waiting(step.name, "")):
+                    run.last_error = None  # its PE is there now: no longer the news
             except NoLivePe as e:
                 raise _WaitForPe(e) from e
             except ProvisioningError as e:
@@ -268,7 +275,7 @@ class RunExecutor:
                 s,
                 run,
                 step=step,
-                reason=f"{step}: waiting: {e.message}",
+                reason=_waiting(step, e.message),
                 not_before=utcnow() + timedelta(seconds=self.pe_wait_seconds),
             )
 
