@@ -40,13 +40,20 @@ def claim(
     session: Session, run: ProvisioningRun, *, worker_id: str, lease_until: datetime, now: datetime
 ) -> bool:
     """``worker_id`` takes ``run`` under a lease until ``lease_until``. Returns whether
-    it was a resumption (the run was already running: a restarted or dead worker's)."""
+    it was a resumption (the run was already running: a restarted or dead worker's).
+
+    A run waiting for its PE taken for another look (its not-before time passed) is not
+    logged: a laptop left unpowered for an hour would log a claim every look; its
+    ``step_started`` says when it went on."""
     resumed = run.status == RunStatus.RUNNING
+    another_look = run.status == RunStatus.QUEUED and run.lease_until is not None
     _move(run, RunEvent.RESUME if resumed else RunEvent.CLAIM, now)
     run.worker_id = worker_id
     run.lease_until = lease_until
     run.started_at = run.started_at or now
     session.add(run)
+    if another_look:
+        return resumed
     verb = "resumed" if resumed else "claimed"
     add_event(
         session,

@@ -266,6 +266,32 @@ def test_a_run_without_a_pe_waits_queued_and_the_pes_go_resumes_it(
     assert last.kind == "pe_registered" and f"boot {r.json()['boot_id']}" in last.message
 
 
+def test_a_waiting_run_looks_again_without_filling_its_log(
+    boot: Boot, queued: int, tmp_path: Path
+) -> None:
+    """With no PE and no registration to wake it, the worker looks again after each
+    ``pe_wait_seconds``: the run stays queued, and its log says once that it waits."""
+    from tests.support.harness import engine_config, running_engine
+    from tests.support.waiting import eventually
+
+    looks: list[object] = []
+
+    def looked_again() -> bool:
+        until = _run(boot.db, queued).lease_until
+        if until is not None and until not in looks:
+            looks.append(until)
+        return len(looks) >= 3
+
+    with running_engine(boot.db, engine_config(tmp_path, pe_wait_seconds=0.2)):
+        eventually(looked_again, timeout=120, message="the worker never looked again")
+    run = _run(boot.db, queued)
+    assert run.status == RunStatus.QUEUED
+    assert device(boot.db, "ACME0001").state == DeviceState.QUEUED
+    with boot.db.session(write=False) as s:
+        kinds = [e.kind for e in repository.run_events(s, queued)]
+    assert kinds == ["queued", "claimed", "waiting"]
+
+
 def _fail(db: Database, run_id: int, error: CommandFailed | ConnectFailed) -> None:
     with db.session() as s:
         run = repository.get_run_for_update(s, run_id)
