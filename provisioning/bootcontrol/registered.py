@@ -79,6 +79,12 @@ PE_LOOKUP: list[PeLookup] = []
 """``(session, device id) -> RegisteredPe | None``: the device's newest boot answered go.
 Filled at start by ``wiring/boot.py``; the first one answers."""
 
+PeLeft = Callable[[Session, int], None]
+PE_LEFT: list[PeLeft] = []
+"""``(session, device id)``, called in the transaction that ends a run's reboot step: the
+laptop has left its PE for its installed OS, so its PE registration ends (its agent
+token stops working). Filled at start by ``wiring/boot.py``."""
+
 OsOptions = Callable[[Session, Device, RegisteredPe], Mapping[str, JsonValue] | None]
 OS_OPTIONS: list[OsOptions] = []
 """Providers of what a slot's options would say for a registered laptop (``os_host``,

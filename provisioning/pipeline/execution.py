@@ -26,6 +26,7 @@ from core.db import Database
 from core.errors import MasterlineError
 from core.timeutil import utcnow
 from inventory import repository as inventory_repo
+from provisioning.bootcontrol.registered import PE_LEFT
 from provisioning.errors import Aborted, CommandFailed, NoLivePe, ProvisioningError
 from provisioning.pipeline import stages
 from provisioning.pipeline.bandwidth import SiteShares, drop_share
@@ -247,6 +248,9 @@ class RunExecutor:
             run.context = {**run.context, **out}
             if "identity" in out:
                 stages.record_identity(s, run.device_id, out["identity"])
+            if out.get("rebooted"):
+                for left in PE_LEFT:  # its PE's registration ends with the PE
+                    left(s, run.device_id)
             done = {k: v for k, v in out.items() if k != "identity"}
             lifecycle.add_event(
                 s, run, step=step.name, kind="step_done", message=f"{step.name} done", details=done

@@ -138,7 +138,10 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
             assert s.exec(select(SlotEndpoint)).all() == []  # nothing was wired
             (pe,) = s.exec(select(PeBoot)).all()
         assert pe.device_id == done.device_id
-        assert pe.status == BootStatus.REGISTERED and pe.ssh_port == laptop.ssh_port
+        assert pe.ssh_port == laptop.ssh_port
+        # Its PE registration ended with the reboot: its agent token works no more.
+        assert pe.status == BootStatus.ENDED and pe.token_hash is None
+        assert pe.ended_reason == "rebooted into its installed OS"
         assert _device_state(boot) == DeviceState.READY
         # Configured by Ansible in the installed system the PE rebooted into.
         assert lab.get(laptop.name).boot == "os"
