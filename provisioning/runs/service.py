@@ -106,16 +106,22 @@ def retry(session: Session, run_id: int, principal: Principal) -> ProvisioningRu
     assert device is not None
     if device.state not in DeviceState.failed():
         raise RunConflict(f"device {device.serial} is {device.state}, not failed")
+    requeue_failed(session, run, device, actor=principal.actor)
+    return run
+
+
+def requeue_failed(session: Session, run: ProvisioningRun, device: Device, *, actor: str) -> None:
+    """The device FAILED_x → QUEUED and its failed or aborted run queued again from the
+    step that failed (a technician's retry; a PE that boots again, ``waiting.py``)."""
     index = retry_index(run.failed_step, run.step_index)
     device_lifecycle.apply(
         session,
         device,
         Event.RETRY,
-        actor=principal.actor,
+        actor=actor,
         details={"run_id": run.id, "from_step": STEP_NAMES[index]},
     )
-    lifecycle.requeue(session, run, step_index=index, actor=principal.actor)
-    return run
+    lifecycle.requeue(session, run, step_index=index, actor=actor)
 
 
 def abort(
