@@ -11,6 +11,7 @@ import importlib.util
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # relay_wire.py, beside it
 spec = importlib.util.spec_from_file_location("relay", sys.argv[1])
 assert spec is not None and spec.loader is not None
 relay = importlib.util.module_from_spec(spec)
