@@ -109,6 +109,7 @@ class Relay:
         self.state = wire.StateFile(wire.under_root(str(state)), key) if state else None
         self.write_seconds = 0.0
         self.written = 0
+        self.chunks_written = 0  # by this process (a resumed relay starts at 0)
         self.current: str | None = None  # the upstream being received from
         self.sock: socket.socket | None = None
         self.cond = threading.Condition()
@@ -258,6 +259,7 @@ class Relay:
                 now = time.monotonic()
                 self.write_seconds += now - began
                 self.written += len(data)
+                self.chunks_written += 1
                 with self.cond:
                     self.verified += 1
                     self.cond.notify_all()
@@ -269,7 +271,7 @@ class Relay:
                         "progress",
                         offset=min(self.verified * self.chunk_size, self.size),
                         write_bps=round(self.write_bps()),
-                        chunks=self.verified,
+                        chunks=self.chunks_written,
                     )
                     last_progress = now
 

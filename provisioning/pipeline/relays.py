@@ -261,10 +261,10 @@ class RelayWaves:
             member.process.stop()
 
     def _result(self, me: _Member, group: _Group, outcome: Outcome) -> dict[str, Any]:
-        wave = group.wave
-        assert wave is not None
         if not outcome.ok:
             raise _error(outcome.reason)
+        wave = group.wave
+        assert wave is not None
         upstreams = [str(e["upstream"]) for e in outcome.events if e.get("event") == "connected"]
         me.req.progress(wave.manifest.size, wave.manifest.size)
         return {
@@ -308,15 +308,27 @@ class RelayWaves:
         )
 
     def _run(self, group: _Group) -> None:
+        try:
+            self._run_wave(group)
+        except Exception:  # every member still gets an outcome (below), never a hang
+            log.exception("relay wave of %s laptops stopped", len(group.members))
+        finally:
+            with self._lock:
+                group.closing = True
+                self._running.pop(group.key, None)
+            group.started.set()
+            for m in group.members:
+                if not m.done:
+                    m.done = True
+                    reason = group.failed or "its wave ended first"
+                    m.inbox.put(("done", Outcome(m.name, ok=False, reason=reason)))
+
+    def _run_wave(self, group: _Group) -> None:
         first = group.members[0].req
         try:
             raw, manifest = raw_copy(first.cached, first.cache_dir, chunk_size=self.chunk_bytes)
         except (ProvisioningError, OSError) as e:
             group.failed = f"relay copy of the image failed: {e}"
-            with self._lock:
-                group.closing = True
-                self._running.pop(group.key, None)
-            group.started.set()
             return
         wave = Wave(
             image=raw,
@@ -336,16 +348,7 @@ class RelayWaves:
                 self._add(group, m)
             group.started.set()
             deadline = time.monotonic() + max(m.req.timeout for m in initial) + 60
-            try:
-                self._loop(group, wave, deadline)
-            finally:
-                with self._lock:
-                    group.closing = True
-                    self._running.pop(group.key, None)
-        for m in group.members:
-            if not m.done:
-                m.done = True
-                m.inbox.put(("done", Outcome(m.name, ok=False, reason="its wave ended first")))
+            self._loop(group, wave, deadline)
 
     def _loop(self, group: _Group, wave: Wave, deadline: float) -> None:
         while time.monotonic() < deadline:

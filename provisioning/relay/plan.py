@@ -91,9 +91,13 @@ class Route:
 
     def move_to_tail(self, member: str) -> bool:
         """Move ``member`` to the end of the chain (a slow disk: it no longer paces
-        anyone); False when it already is the last healthy member."""
-        behind = self.order[self.order.index(member) + 1 :]
-        if not any(self.healthy(m) for m in behind):
+        anyone); False when it already is the last healthy member, or the first: the
+        one behind the first would then take from the source, a second stream out of
+        the server that the site's ledger does not count."""
+        i = self.order.index(member)
+        if not any(self.healthy(m) for m in self.order[i + 1 :]):
+            return False
+        if not any(self.healthy(m) for m in self.order[:i]):
             return False
         self.order.remove(member)
         self.order.append(member)

@@ -291,7 +291,8 @@ class Wave:
         if not isinstance(chunks, int) or chunks < self.slow.min_chunks:
             return
         self.write_rates[name] = float(event["write_bps"])
-        for member in slow_members(self.write_rates, self.slow):
+        healthy = {m: r for m, r in self.write_rates.items() if self.route.healthy(m)}
+        for member in slow_members(healthy, self.slow):
             receiving = not any(e.get("event") == "complete" for e in self.outcomes[member].events)
             if member in self.moved or not receiving or self.outcomes[member].ok is not None:
                 continue

@@ -72,6 +72,9 @@ def _config(bench: Bench, **kw: object) -> EngineConfig:
         relay_window_seconds=60,
         relay_chunk_bytes=CHUNK,
         share_seconds=0.2,
+        # Page-cache writes of lab disks vary with the machine's load: no reordering
+        # here (tests/provisioning/relay/test_resume_slow.py tests it with a slow disk).
+        relay_slow_ratio=0,
         **kw,
     )
 
@@ -298,3 +301,35 @@ def test_corrupt_relay_is_bypassed_and_its_run_fails(bench: Bench) -> None:
     relay = written["relay"]
     assert isinstance(relay, dict)
     assert relay["upstreams"][-1] == _written(bench, ids[0])[0]["relay"]["member"]  # type: ignore[index]
+
+
+def test_an_aborted_member_leaves_and_the_wave_finishes(bench: Bench) -> None:
+    held = 8
+    ids = _start(bench, SERIALS)
+    gate = Gate(held)
+    with running_engine(bench.db, _config(bench)) as engine:
+        assert engine.relays is not None
+        engine.relays.hold = gate
+        eventually(
+            lambda: all(_state_verified(bench, s) >= held for s in SERIALS),
+            timeout=180,
+            message="the wave never reached the gate",
+        )
+        (wave,) = engine.relays.waves
+        middle = int(wave.route.order[1][1:].split("-")[0])
+        with bench.db.session() as s:
+            service.abort(s, middle, SYSTEM)
+        # Its run leaves the wave (its relay stopped) while the source is still held.
+        bench.wait(middle, timeout=60)
+        gate.opened.set()
+        _past_verify(bench, ids)
+    assert bench.run(middle).status == RunStatus.ABORTED
+    assert wave.route.dead == {wave.route.order[1]}
+    for run_id, serial in zip(ids, SERIALS, strict=True):
+        if run_id != middle:
+            assert _verified(bench, run_id), bench.run(run_id).last_error
+            assert _disk_holds_image(bench, serial)
+    # The tail went around it, to the head.
+    written = [_written(bench, r)[0]["relay"] for r in ids if r != middle]
+    (tail,) = [w for w in written if w["member"] == wave.route.order[2]]  # type: ignore[index]
+    assert tail["upstreams"][-1] == wave.route.order[0]  # type: ignore[index]

@@ -104,3 +104,6 @@ def test_moving_to_the_tail_reroutes_the_chain() -> None:
     # Last of the healthy ones (the members behind it are dead): stays.
     route.dead.add("slow")
     assert not route.move_to_tail("m3")
+    # The first healthy one stays too: the one behind it would take from the source.
+    route.dead.add("m0")
+    assert not route.move_to_tail("m2")
