@@ -229,7 +229,6 @@ class Relay:
             self.emit("connected", upstream=up["member"], offset=start * self.chunk_size)
             head = memoryview(bytearray(FRAME.size))
             view = memoryview(buf)
-            last_progress = time.monotonic()
             while self.verified < len(self.chunks) and not self.stopping.is_set():
                 wire.recv_exact(sock, head)
                 kind, index, length = FRAME.unpack(head)
@@ -266,14 +265,21 @@ class Relay:
                 if self.state is not None:
                     self.state.save(self.verified)
                 self.failed_at.pop(up["member"], None)
-                if now - last_progress >= PROGRESS_EVERY:
-                    self.emit(
-                        "progress",
-                        offset=min(self.verified * self.chunk_size, self.size),
-                        write_bps=round(self.write_bps()),
-                        chunks=self.chunks_written,
-                    )
-                    last_progress = now
+
+    def report_loop(self) -> None:
+        """A ``progress`` event every ``PROGRESS_EVERY`` while the verified offset moved:
+        on a clock, not on arrivals, so a member whose upstream paused still shows
+        where it stands."""
+        reported = 0
+        while not self.stopping.wait(PROGRESS_EVERY) and not self.done.is_set():
+            if self.chunks_written and self.verified != reported:
+                reported = self.verified
+                self.emit(
+                    "progress",
+                    offset=min(reported * self.chunk_size, self.size),
+                    write_bps=round(self.write_bps()),
+                    chunks=self.chunks_written,
+                )
 
     def _finish(self) -> None:
         self.emit("complete", offset=self.size, write_bps=round(self.write_bps()))
@@ -407,6 +413,7 @@ def main(stdin: Any = None, stdout: Any = None) -> int:
     threads = [
         threading.Thread(target=relay.serve_loop, daemon=True),
         threading.Thread(target=relay.receive_loop, daemon=True),
+        threading.Thread(target=relay.report_loop, daemon=True),
     ]
     for t in threads:
         t.start()

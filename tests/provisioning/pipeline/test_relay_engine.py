@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from core.db import Database
 from core.principal import SYSTEM
@@ -25,7 +26,9 @@ from provisioning.pipeline.config import EngineConfig
 from provisioning.relay.plan import SOURCE
 from provisioning.relay.source import FRAME
 from provisioning.runs import service
+from provisioning.runs.cli import runs_table
 from provisioning.runs.models import RunStatus
+from provisioning.runs.schemas import RunRead
 from provisioning.runs.states import STEP_NAMES
 from tests.provisioning.relay.conftest import Gate
 from tests.support.factories import World, create_devices
@@ -288,7 +291,12 @@ def test_corrupt_relay_is_bypassed_and_its_run_fails(bench: Bench) -> None:
         run = bench.scan(serial, slot=slot)
         assert run is not None and run.id is not None
         ids.append(run.id)
-    with running_engine(bench.db, _config(bench)):
+    gate = Gate(4)  # the source held: the corrupt relay cannot finish before it is found
+    with running_engine(bench.db, _config(bench)) as engine:
+        assert engine.relays is not None
+        engine.relays.hold = gate
+        bench.wait(ids[1], timeout=120)
+        gate.opened.set()
         _past_verify(bench, ids)
     bad = bench.run(ids[1])
     assert bad.status == RunStatus.FAILED
@@ -316,6 +324,24 @@ def test_an_aborted_member_leaves_and_the_wave_finishes(bench: Bench) -> None:
             message="the wave never reached the gate",
         )
         (wave,) = engine.relays.waves
+
+        # The bench view shows each member's own progress, and its wave.
+        def rows() -> list[RunRead]:
+            return [
+                RunRead.of(bench.run(r), serial=s, bench_id=1, slot=i, device_state="imaging")
+                for i, (r, s) in enumerate(zip(ids, SERIALS, strict=True), start=1)
+            ]
+
+        # Each member's progress is what its own disk verified (held at the gate).
+        eventually(
+            lambda: all(r.progress_bytes == held * CHUNK for r in rows()),
+            timeout=60,
+            message=lambda: str([r.progress_bytes for r in rows()]),
+        )
+        assert {r.relay_wave for r in rows()} == {wave.id}
+        console = Console(width=200, record=True)
+        console.print(runs_table([r.model_dump(mode="json") for r in rows()]))
+        assert console.export_text().count(f"stream (relay {wave.id})") == 3
         middle = int(wave.route.order[1][1:].split("-")[0])
         with bench.db.session() as s:
             service.abort(s, middle, SYSTEM)
