@@ -359,3 +359,33 @@ def test_an_aborted_member_leaves_and_the_wave_finishes(bench: Bench) -> None:
     written = [_written(bench, r)[0]["relay"] for r in ids if r != middle]
     (tail,) = [w for w in written if w["member"] == wave.route.order[2]]  # type: ignore[index]
     assert tail["upstreams"][-1] == wave.route.order[0]  # type: ignore[index]
+
+
+def test_a_laptop_ready_later_joins_the_running_wave_at_the_tail(bench: Bench) -> None:
+    held = 8
+    ids = _start(bench, SERIALS[:2])
+    gate = Gate(held)
+    with running_engine(bench.db, _config(bench)) as engine:
+        assert engine.relays is not None
+        engine.relays.hold = gate
+        eventually(
+            lambda: all(_state_verified(bench, s) >= held for s in SERIALS[:2]),
+            timeout=180,
+            message="the wave never reached the gate",
+        )
+        bench.plug(SERIALS[2], slot=3)
+        late = bench.scan(SERIALS[2], slot=3)
+        assert late is not None and late.id is not None
+        # While the source is held, the tail gives the late laptop what it missed.
+        eventually(lambda: _state_verified(bench, SERIALS[2]) >= held, timeout=120)
+        gate.opened.set()
+        _past_verify(bench, [*ids, late.id])
+        (wave,) = engine.relays.waves
+    for run_id, serial in zip([*ids, late.id], SERIALS, strict=True):
+        assert _verified(bench, run_id), bench.run(run_id).last_error
+        assert _disk_holds_image(bench, serial)
+    relay = _written(bench, late.id)[0]["relay"]
+    assert isinstance(relay, dict)
+    assert relay["member"] == wave.route.order[2] and relay["upstreams"] == [wave.route.order[1]]
+    assert wave.source.served == [(wave.route.order[0], 0)]
+    assert wave.source.bytes_sent == _one_copy(wave.manifest)
