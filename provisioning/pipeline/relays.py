@@ -26,27 +26,24 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from provisioning.errors import (
-    Aborted,
-    ChecksumMismatch,
-    CommandFailed,
-    CommandTimedOut,
-    ConnectFailed,
-    DiskFull,
-    ProvisioningError,
-)
-from provisioning.imaging.cache import CachedImage
+from provisioning.errors import CommandFailed, CommandTimedOut, ProvisioningError
 from provisioning.imaging.identity import disk_path
-from provisioning.imaging.pacing import TokenBucket
+from provisioning.pipeline.relay_members import (
+    Group,
+    Member,
+    MemberRequest,
+    WavePace,
+    describe,
+    error_of,
+)
 from provisioning.relay.plan import Candidate, SlowRule, WaveRule, form_waves, joins
 from provisioning.relay.rawcache import raw_copy
 from provisioning.relay.source import Pace
 from provisioning.relay.wave import Outcome, Wave
-from provisioning.transports.base import SshEndpoint
+
+__all__ = ["MemberRequest", "RelayWaves"]
 
 log = logging.getLogger("masterline.worker")
 
@@ -57,73 +54,6 @@ STATE_DIR = "/var/lib/masterline/relay"
 _SETPRIV = shutil.which("setpriv")
 _LOGGED = ("connected", "upstream_lost", "corrupt", "resumed", "moved_to_tail", "stalled")
 _names = itertools.count(1)
-
-
-@dataclass
-class MemberRequest:
-    """One run's laptop, as its stream step hands it to the waves."""
-
-    run_id: int
-    image_id: int
-    site_id: int
-    endpoint: SshEndpoint
-    disk: str
-    cached: CachedImage
-    cache_dir: Path
-    timeout: float
-    progress: Callable[[int, int], None]
-    """(bytes verified, raw size): the run's progress; raises when it was aborted."""
-    on_event: Callable[[dict[str, Any]], None]
-    mark: Callable[[dict[str, Any] | None], None]
-    """Records the run's place in its wave on its row (the bandwidth ledger reads it)."""
-    bucket: TokenBucket | None = None
-    """The run's share of its site's rate (None: uncapped)."""
-
-
-@dataclass
-class _Member:
-    req: MemberRequest
-    name: str
-    inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
-    done: bool = False
-    carrier: bool | None = None
-
-
-@dataclass
-class _Group:
-    key: tuple[int, int]
-    members: list[_Member] = field(default_factory=list)
-    started: threading.Event = field(default_factory=threading.Event)
-    wave: Wave | None = None
-    closing: bool = False
-    failed: str = ""
-
-    def carrier(self) -> _Member | None:
-        live = [m for m in self.members if not m.done]
-        return min(live, key=lambda m: m.req.run_id) if live else None
-
-
-class _WavePace:
-    """What leaves the server: the test's or bench's hold first, then the carrier's
-    share of the site's rate (uncapped: nothing)."""
-
-    def __init__(self, waves: RelayWaves, group: _Group) -> None:
-        self.waves, self.group = waves, group
-
-    def take(self, n: int) -> None:
-        if self.waves.hold is not None:
-            self.waves.hold.take(n)
-        while not self.group.closing:
-            carrier = self.group.carrier()
-            bucket = carrier.req.bucket if carrier is not None else None
-            if bucket is None:
-                return
-            try:
-                bucket.take(n)
-                return
-            except Aborted:  # the carrier was aborted: the next one carries the wave
-                time.sleep(0.25)
-        raise OSError("the wave is over")
 
 
 class RelayWaves:
@@ -149,8 +79,8 @@ class RelayWaves:
         """How many of this worker's runs are in the stream step or a step before it."""
         self._clock = clock
         self._lock = threading.Lock()
-        self._open: dict[tuple[int, int], tuple[_Group, float]] = {}
-        self._running: dict[tuple[int, int], _Group] = {}
+        self._open: dict[tuple[int, int], tuple[Group, float]] = {}
+        self._running: dict[tuple[int, int], Group] = {}
         self._inside = 0
         self.hold: Pace | None = None
         """Held before every byte the source sends: the tests' and the bench's gate."""
@@ -164,7 +94,7 @@ class RelayWaves:
         :raises ProvisioningError: its laptop's outcome (see ``_error``).
         """
         disk_path(req.disk)  # an odd disk name fails here, before any wave
-        me = _Member(req, f"r{req.run_id}-{next(_names)}")
+        me = Member(req, f"r{req.run_id}-{next(_names)}")
         key = (req.site_id, req.image_id)
         with self._lock:
             self._inside += 1
@@ -177,7 +107,7 @@ class RelayWaves:
             with self._lock:
                 self._inside -= 1
 
-    def _join(self, me: _Member, key: tuple[int, int]) -> _Group | None:
+    def _join(self, me: Member, key: tuple[int, int]) -> Group | None:
         with self._lock:
             running = self._running.get(key)
             if running is not None and not running.closing and running.wave is not None:
@@ -193,31 +123,77 @@ class RelayWaves:
                 opened = self._open.get(key)
                 lead = opened is None
                 if opened is None:
-                    opened = self._open[key] = (_Group(key), self._clock())
+                    opened = self._open[key] = (Group(key), self._clock())
                 group, _ = opened
                 group.members.append(me)
         if late is not None:
             self._add(late, me)  # at the tail, while the wave runs
             return late
         if not lead:
-            if not group.started.wait(self.rule.window_seconds + 120):
-                raise CommandTimedOut("its relay wave never started")
-            return group
-        return self._lead(group)
+            return self._follow(group, me)
+        return self._lead(group, me)
 
-    def _lead(self, group: _Group) -> _Group | None:
+    def _check(self, me: Member) -> None:
+        """Raises when ``me``'s run was aborted or is not this worker's any more (its
+        progress reporter's check): noticed while a group waits for its window."""
+        me.req.progress(0, me.req.cached.raw_size)
+
+    def _follow(self, group: Group, me: Member) -> Group | None:
+        """Wait for the group's leader to start its wave (None: it became a plain stream)."""
+        limit = time.monotonic() + self.rule.window_seconds + 120
+        while not group.started.wait(1.0):
+            if time.monotonic() > limit:
+                self._withdraw(group, me)
+                raise CommandTimedOut("its relay wave never started")
+            try:
+                self._check(me)
+            except BaseException:
+                if not self._withdraw(group, me):  # already in the starting wave
+                    group.started.wait(60)
+                    self._leave(group, me)
+                raise
+        return None if group.plain else group
+
+    def _withdraw(self, group: Group, me: Member) -> bool:
+        """Take ``me`` out of a group whose wave has not taken its members yet."""
+        with self._lock:
+            if group.wave is None and me in group.members:
+                group.members.remove(me)
+                return True
+            return False
+
+    def _lead(self, group: Group, me: Member) -> Group | None:
+        aborted: BaseException | None = None
+        checked = time.monotonic()
         while self._keep_waiting(group):
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                try:
+                    self._check(me)
+                except BaseException as e:  # its run leaves; the others go on without it
+                    aborted = e
+                    break
             time.sleep(0.05)
         with self._lock:
             self._open.pop(group.key, None)
-            if len(group.members) == 1:
-                return None  # a group of one: a plain stream
-            self._running[group.key] = group
+            if aborted is not None:
+                group.members.remove(me)
+            if len(group.members) <= 1:
+                group.plain = True  # a group of one: a plain stream
+                group.started.set()
+            else:
+                self._running[group.key] = group
+        if aborted is not None:
+            if not group.plain:  # the others start now, without it
+                threading.Thread(target=self._run, args=(group,), daemon=True).start()
+            raise aborted
+        if group.plain:
+            return None
         threading.Thread(target=self._run, args=(group,), name="relay-wave", daemon=True).start()
         group.started.wait(600)
         return group
 
-    def _keep_waiting(self, group: _Group) -> bool:
+    def _keep_waiting(self, group: Group) -> bool:
         with self._lock:
             _, opened_at = self._open[group.key]
             now = self._clock()
@@ -229,7 +205,7 @@ class RelayWaves:
                 return False  # full, or its window passed
             return self.pending is None or self.pending() > self._inside
 
-    def _await(self, me: _Member, group: _Group) -> dict[str, Any]:
+    def _await(self, me: Member, group: Group) -> dict[str, Any]:
         req = me.req
         deadline = time.monotonic() + req.timeout
         offset = 0
@@ -254,15 +230,15 @@ class RelayWaves:
                 self._leave(group, me)
                 raise CommandTimedOut("relay stream timed out")
 
-    def _leave(self, group: _Group, me: _Member) -> None:
+    def _leave(self, group: Group, me: Member) -> None:
         wave = group.wave
         member = wave.members.get(me.name) if wave is not None else None
         if member is not None:
             member.process.stop()
 
-    def _result(self, me: _Member, group: _Group, outcome: Outcome) -> dict[str, Any]:
+    def _result(self, me: Member, group: Group, outcome: Outcome) -> dict[str, Any]:
         if not outcome.ok:
-            raise _error(outcome.reason)
+            raise error_of(outcome.reason)
         wave = group.wave
         assert wave is not None
         upstreams = [str(e["upstream"]) for e in outcome.events if e.get("event") == "connected"]
@@ -284,7 +260,7 @@ class RelayWaves:
         }
 
     # The wave's side.
-    def _add(self, group: _Group, m: _Member) -> None:
+    def _add(self, group: Group, m: Member) -> None:
         wave = group.wave
         assert wave is not None
         from provisioning.transports.ssh import openssh_argv  # paramiko: in workers only
@@ -307,7 +283,7 @@ class RelayWaves:
             }
         )
 
-    def _run(self, group: _Group) -> None:
+    def _run(self, group: Group) -> None:
         try:
             self._run_wave(group)
         except Exception:  # every member still gets an outcome (below), never a hang
@@ -323,7 +299,7 @@ class RelayWaves:
                     reason = group.failed or "its wave ended first"
                     m.inbox.put(("done", Outcome(m.name, ok=False, reason=reason)))
 
-    def _run_wave(self, group: _Group) -> None:
+    def _run_wave(self, group: Group) -> None:
         first = group.members[0].req
         try:
             raw, manifest = raw_copy(first.cached, first.cache_dir, chunk_size=self.chunk_bytes)
@@ -334,7 +310,7 @@ class RelayWaves:
             image=raw,
             manifest=manifest,
             source_host=self.source_host,
-            pace=_WavePace(self, group),
+            pace=WavePace(self, group),
             slow=self.slow,
         )
         self.waves.append(wave)
@@ -350,7 +326,7 @@ class RelayWaves:
             deadline = time.monotonic() + max(m.req.timeout for m in initial) + 60
             self._loop(group, wave, deadline)
 
-    def _loop(self, group: _Group, wave: Wave, deadline: float) -> None:
+    def _loop(self, group: Group, wave: Wave, deadline: float) -> None:
         while time.monotonic() < deadline:
             with self._lock:
                 if all(
@@ -366,14 +342,14 @@ class RelayWaves:
             wave.handle(name, event)
             self._dispatch(group, wave, name, event)
 
-    def _dispatch(self, group: _Group, wave: Wave, name: str, event: dict[str, Any]) -> None:
+    def _dispatch(self, group: Group, wave: Wave, name: str, event: dict[str, Any]) -> None:
         by_name = {m.name: m for m in group.members}
         me = by_name.get(name)
         kind = event.get("event")
         if me is not None and kind in ("progress", "complete") and "offset" in event:
             me.inbox.put(("progress", int(event["offset"])))
         if me is not None and kind in _LOGGED:
-            me.req.on_event({**event, "event": f"relay_{kind}", "message": _describe(event)})
+            me.req.on_event({**event, "event": f"relay_{kind}", "message": describe(event)})
         settled = False
         for m in group.members:
             outcome = wave.outcomes.get(m.name)
@@ -383,7 +359,7 @@ class RelayWaves:
         if settled:
             self._recarry(group)
 
-    def _recarry(self, group: _Group) -> None:
+    def _recarry(self, group: Group) -> None:
         """Mark which member's run counts as the wave's one stream in the ledger."""
         wave = group.wave
         carrier = group.carrier()
@@ -396,20 +372,3 @@ class RelayWaves:
                 m.req.mark({"wave": wave.id if wave else "", "member": m.name, "carrier": want})
             except Exception:  # the ledger is best effort; the stream goes on
                 log.exception("could not record relay membership of run %s", m.req.run_id)
-
-
-def _describe(event: dict[str, Any]) -> str:
-    fields = ", ".join(f"{k} {v}" for k, v in event.items() if k != "event")
-    return f"relay {event.get('event')}: {fields}"[:300]
-
-
-def _error(reason: str) -> ProvisioningError:
-    """A member's failure as the step's error: a laptop that went away may come back
-    (retried, it resumes from its verified offset); a disk that lies or fills is fatal."""
-    if "No space left" in reason:
-        return DiskFull(reason)
-    if "corrupt" in reason or "does not match" in reason:
-        return ChecksumMismatch(f"relay: {reason}")
-    if "stopped before" in reason or "ended first" in reason:
-        return ConnectFailed(f"relay: {reason}")
-    return CommandFailed(f"relay: {reason}")
