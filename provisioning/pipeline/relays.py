@@ -140,10 +140,16 @@ class RelayWaves:
 
     def _follow(self, group: Group, me: Member) -> Group | None:
         """Wait for the group's leader to start its wave (None: it became a plain stream)."""
+        # The window bounds the wait while the group is open; once its leader started
+        # it (making the site's raw copy first can take minutes), the step's timeout.
         limit = time.monotonic() + self.rule.window_seconds + 120
+        deadline = time.monotonic() + me.req.timeout
         while not group.started.wait(1.0):
-            if time.monotonic() > limit:
-                self._withdraw(group, me)
+            with self._lock:
+                still_open = self._open.get(group.key, (None, 0.0))[0] is group
+            if time.monotonic() > (limit if still_open else deadline):
+                if not self._withdraw(group, me):
+                    self._leave(group, me)
                 raise CommandTimedOut("its relay wave never started")
             try:
                 self._check(me)
@@ -190,7 +196,7 @@ class RelayWaves:
         if group.plain:
             return None
         threading.Thread(target=self._run, args=(group,), name="relay-wave", daemon=True).start()
-        group.started.wait(600)
+        group.started.wait(me.req.timeout)
         return group
 
     def _keep_waiting(self, group: Group) -> bool:
