@@ -109,6 +109,7 @@ LAZY: dict[str, Lazy] = {
         "helpdesk.cli:app",
         "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
+    "pe": Lazy("boot.pe.cli:app", "The preboot environment: build, list, use, USB stick image."),
     "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
