@@ -110,7 +110,12 @@ LAZY: dict[str, Lazy] = {
         "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
     "pe": Lazy("boot.pe.cli:app", "The preboot environment: build, list, use, USB stick image."),
-    "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
+    "boot": Lazy(
+        "boot.cli:app",
+        "Network boot and PE registration: credentials, sites, PE boots.",
+        # dnsmasq-config computes the bench's link from registration's kernel arguments.
+        wired=True,
+    ),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
 server's stack, paramiko…) took 1.0-1.5 s before any command ran; a bench-side command
