@@ -36,3 +36,15 @@ def cached_pe() -> tuple[Path, dict[str, Any]]:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return target, json.loads((target / "pe.json").read_text())
+
+
+def store_in_catalogue(pe_dir: Path, manifest: dict[str, Any]) -> None:
+    """Copy a cached build into the catalogue of the test's data dir, as current."""
+    from boot.pe import repository
+
+    root = repository.catalogue_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
+    for name in (repository.KERNEL, repository.INITRD):
+        shutil.copyfile(pe_dir / name, tmp / name)
+    repository.store(tmp, manifest, make_current=True)
