@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from boot.pe import repository, service
+from boot.pe import repository, service, usb
 from core.console import JsonFlag, console, print_json
+from core.errors import InvalidInput
 
 app = typer.Typer(help="The preboot environment: build, list, use, USB stick image.")
 
@@ -65,3 +66,51 @@ def use(version: str) -> None:
     """Serve VERSION to network-booting laptops from now on."""
     repository.set_current(version)
     console.print(f"network boot serves PE {version}")
+
+
+@app.command("usb")
+def usb_image(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The image file to write.")],
+    api_url: Annotated[str, typer.Option(help="Masterline's address as the bench reaches it.")],
+    credential_file: Annotated[
+        Path,
+        typer.Option(
+            help="A file holding the enrollment credential (create it with --no-netboot); "
+            "'-' reads standard input. Never on the command line: it would be in ps."
+        ),
+    ],
+    site: Annotated[str | None, typer.Option(help="Site code (informative).")] = None,
+    bench: Annotated[str | None, typer.Option(help="Bench code (informative).")] = None,
+    version: Annotated[str | None, typer.Option(help="PE version (default: current).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Debian package cache (default ~/.cache/masterline/pe).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a bootable USB stick image (GPT, EFI system partition): shim → GRUB → the
+    PE's kernel, all signed, so it boots with Secure Boot on. Write it to a stick with
+    `dd if=IMAGE of=/dev/sdX bs=4M conv=fsync`."""
+    try:
+        raw = (
+            typer.get_text_stream("stdin").read()
+            if str(credential_file) == "-"
+            else (credential_file.read_text())
+        )
+    except OSError as e:
+        raise InvalidInput(f"cannot read {credential_file}: {e.strerror}") from e
+    credential = raw.strip()
+    if not credential:
+        raise InvalidInput("the credential file is empty")
+    result = usb.build_image(
+        output,
+        api_url=api_url,
+        credential=credential,
+        site=site,
+        bench=bench,
+        version=version,
+        cache_dir=cache_dir or service.PeSettings().cache_dir,
+    )
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{output}: {result['size']:,} bytes, PE {result['pe_version']} (mode 0600)")
