@@ -67,11 +67,12 @@ def secure_boot_vm(
     variables = workdir / "OVMF_VARS.fd"
     shutil.copyfile(OVMF / "OVMF_VARS_4M.ms.fd", variables)  # Microsoft's keys enrolled
     serial = workdir / "serial.log"
+    code = OVMF / "OVMF_CODE_4M.secboot.fd"
     proc = net.start(
         "qemu-system-x86_64", "-machine", "q35,smm=on", "-accel", "tcg", "-m", "1024",
         "-display", "none", "-no-reboot", "-serial", f"file:{serial}",
         "-global", "driver=cfi.pflash01,property=secure,value=on",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / 'OVMF_CODE_4M.secboot.fd'}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
         "-smbios", f"type=1,serial={SERIAL},manufacturer=Dell Inc.,product=Latitude 5440",
         "-device", "qemu-xhci", "-drive", f"if=none,id=stick,format=raw,file={image}",
