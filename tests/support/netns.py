@@ -48,6 +48,7 @@ class BenchNet:
     prefix: str
     workdir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    extra_namespaces: list[str] = field(default_factory=list)
 
     def exec_argv(self, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *cmd]
@@ -109,6 +110,38 @@ class BenchNet:
             log=self.workdir / "dnsmasq.log",
         )  # fmt: skip
 
+    def site_dhcp(self, first: int, last: int) -> None:
+        """The site's own DHCP server (for a proxy-DHCP set-up): dnsmasq in a second
+        namespace joined to the bridge by a veth pair, at ``<prefix>.2``."""
+        site = f"{self.name}-site"
+        _run("ip", "netns", "add", site)
+        self.extra_namespaces.append(site)
+        _run("ip", "-n", self.name, "link", "add", "vsite", "type", "veth", "peer", "name",
+             "eth0", "netns", site)  # fmt: skip
+        _run("ip", "-n", self.name, "link", "set", "vsite", "master", BRIDGE, "up")
+        _run("ip", "-n", site, "link", "set", "lo", "up")
+        _run("ip", "-n", site, "addr", "add", f"{self.prefix}.2/24", "dev", "eth0")
+        _run("ip", "-n", site, "link", "set", "eth0", "up")
+        conf = self.workdir / "site-dhcp.conf"
+        conf.write_text(
+            "port=0\ninterface=eth0\nbind-interfaces\nlog-dhcp\n"
+            f"dhcp-range={self.prefix}.{first},{self.prefix}.{last},255.255.255.0,1h\n"
+        )
+        with (self.workdir / "site-dhcp.log").open("ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", site, "/usr/sbin/dnsmasq", "--keep-in-foreground",
+                 f"--conf-file={conf}", f"--dhcp-leasefile={self.workdir / 'site.leases'}",
+                 f"--pid-file={self.workdir / 'site.pid'}", "--user=root", "--group=root",
+                 "--log-facility=-"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.procs.append(proc)
+
+    def delete_extra_namespaces(self) -> None:
+        for ns in self.extra_namespaces:
+            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=60)
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -133,6 +166,7 @@ def bench_network(workdir: Path, *, subnet: str = "10.77.0") -> Iterator[BenchNe
         stack.callback(
             lambda: subprocess.run(["ip", "netns", "del", name], check=False, timeout=60)
         )
+        stack.callback(net.delete_extra_namespaces)
         stack.callback(net.stop_all)
         _run("ip", "-n", name, "link", "set", "lo", "up")
         _run("ip", "-n", name, "link", "add", BRIDGE, "type", "bridge")

@@ -1,6 +1,8 @@
 """A VM laptop end to end over the network: a bench network in a namespace the test
-creates (bridge, TAP, dnsmasq as its DHCP + TFTP, configured by ``masterline boot
-dnsmasq-config``), Masterline's API on the bridge, QEMU (TCG) with an SMBIOS serial:
+creates (bridge, TAP; the site's own DHCP server, and Masterline's dnsmasq as
+proxy-DHCP + TFTP as ``masterline boot dnsmasq-config`` configures it; the isolated
+set-up where dnsmasq is the DHCP server boots in ``bench.pe``), Masterline's API on the
+bridge, QEMU (TCG) with an SMBIOS serial:
 BIOS PXE → iPXE (the NIC's ROM, Debian's ipxe-qemu) → the bench's script over HTTP → the
 PE built by ``masterline pe build`` → the agent registers the scanned laptop → the server
 records its address and host key → SSH into the PE with that key pinned (and a wrong pin
@@ -77,11 +79,13 @@ def test_a_vm_laptop_pxe_boots_the_pe_and_registers(boot: Boot, tmp_path: Path) 
         base = net.serve_api(boot.db.url, free_port())
         with boot.db.session(write=False) as s:
             link = service.bench_boot(s, boot.bench).link
+        # The site keeps its own DHCP server; Masterline's dnsmasq is proxy-DHCP + TFTP.
+        net.site_dhcp(100, 150)
         plan = dnsmasq.plan(
             script_url=f"{base}/boot/ipxe/{link}",
             interface="br0",
             subnet=f"{net.prefix}.0/24",
-            dhcp_range=f"{net.prefix}.100,{net.prefix}.150",
+            dhcp_range=None,
         )
         net.dnsmasq(dnsmasq.render(plan, title="VM test bench"))
         tap = net.add_tap("tap0")
@@ -115,9 +119,13 @@ def test_a_vm_laptop_pxe_boots_the_pe_and_registers(boot: Boot, tmp_path: Path) 
             timeout=60, every=0.5, message=what_happened,
         )  # fmt: skip
 
-        # The chain really went through the bench's DHCP and Masterline's script.
-        dhcp_log = serial_log(net.workdir / "dnsmasq.log")
-        assert "DHCPACK(br0)" in dhcp_log and "52:54:00:4d:4c:01" in dhcp_log
+        # The chain really went through the site's DHCP (the address) and Masterline's
+        # proxy-DHCP (the script's URL, to iPXE).
+        site_log = serial_log(net.workdir / "site-dhcp.log")
+        assert re.search(r"DHCPACK\(eth0\) \S+ 52:54:00:4d:4c:01", site_log)
+        proxy_log = serial_log(net.workdir / "dnsmasq.log")
+        assert "DHCP, proxy on subnet" in proxy_log
+        assert f"bootfile name: {plan.script_url}" in proxy_log
         assert f"MASTERLINE-AGENT registered device={pe.device_id} boot={pe.id}" in console
 
         with boot.db.session(write=False) as s:
@@ -148,4 +156,7 @@ def test_a_vm_laptop_pxe_boots_the_pe_and_registers(boot: Boot, tmp_path: Path) 
         )
         refused = ssh(net, key, other, view.address, "true")
         assert refused.returncode != 0 and "host key" in refused.stderr.lower()
-    assert qemu.poll() is not None  # stopped with the namespace
+    # Everything it started is stopped, both namespaces are gone.
+    assert qemu.poll() is not None and all(p.poll() is not None for p in net.procs)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert net.name not in left
