@@ -11,8 +11,11 @@ kernel (the baseline: the kernel reaching userspace and nothing else), in the sa
    a. baseline: direct kernel boot, busybox initramfs, until its /init prints;
    b. the PE by direct kernel boot, until the agent says it registered (DHCP, host
       key, SSH server, Python start, inventory, registration);
-   c. the PE through the whole network chain: the NIC's iPXE ROM, DHCP, the bench's
-      script over HTTP, the kernel and initramfs over HTTP, until registered.
+   c. the PE through the whole network chain (BIOS): the NIC's iPXE ROM, DHCP (dnsmasq
+      as the bench network's DHCP server), the bench's script over HTTP, the kernel and
+      initramfs over HTTP, until registered;
+   d. the same with UEFI firmware (OVMF, q35, Secure Boot off): the ROM's EFI iPXE, the
+      kernel's EFI stub.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from wiring import wire
 
 SERIAL = "BENCHPE001"
 DEADLINE = 300.0  # bounds a hang only
+OVMF = Path("/usr/share/OVMF")
 WORKER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8w5pN0m3cJv1vBqzJ8vU0 worker@bench"
 
 
@@ -162,11 +166,21 @@ def main() -> int:
                 net, net.add_tap("tap2"), work / "c.log", "MASTERLINE-AGENT registered",
                 "-boot", "n",
             )  # fmt: skip
+            shutil.copyfile(OVMF / "OVMF_VARS_4M.fd", work / "vars.fd")
+            code = OVMF / "OVMF_CODE_4M.fd"  # Secure Boot off: Debian's iPXE is not signed
+            t_uefi = boot_vm(
+                net, net.add_tap("tap3"), work / "d.log", "MASTERLINE-AGENT registered",
+                "-machine", "q35",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={work / 'vars.fd'}",
+            )  # fmt: skip
         print(f"QEMU start -> busybox userspace (baseline): {t_base:.1f} s")
         print(f"QEMU start -> PE registered, direct kernel boot: {t_direct:.1f} s "
               f"({t_direct / t_base:.1f}x)")  # fmt: skip
         print(f"QEMU start -> PE registered, PXE (iPXE ROM, DHCP, HTTP): {t_pxe:.1f} s "
               f"({t_pxe / t_base:.1f}x)")  # fmt: skip
+        print(f"QEMU start -> PE registered, UEFI PXE (OVMF, iPXE EFI ROM, HTTP): {t_uefi:.1f} s "
+              f"({t_uefi / t_base:.1f}x)")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

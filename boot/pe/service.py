@@ -111,7 +111,9 @@ def build_files(out_dir: Path, *, cache_dir: Path | None = None) -> dict[str, An
         vmlinuz = staging / "boot" / f"vmlinuz-{kernel_version}"
         if not vmlinuz.is_file():
             raise PeBuildError(f"{kernels[0].name} has no boot/vmlinuz-{kernel_version}")
-        python = next(p for p in packages if re.fullmatch(r"python3\.\d+-minimal", p.name))
+        python = next((p for p in packages if re.fullmatch(r"python3\.\d+-minimal", p.name)), None)
+        if python is None:
+            raise PeBuildError("apt resolved no python3.X-minimal package")
         release = f"masterline-pe kernel {kernel_version} {python.name} {python.version}"
         tree = rootfs.assemble(
             staging,
