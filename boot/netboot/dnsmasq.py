@@ -72,7 +72,8 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
         "port=0  # no DNS service",
         f"interface={p.interface}",
         "bind-interfaces",
-        "log-dhcp",
+        "# No log-dhcp: it would log the script URL of every answer (dnsmasq still logs",
+        "# it for proxy-DHCP answers: keep its log readable by root only).",
         "",
     ]
     if p.proxy:

@@ -106,7 +106,7 @@ class BenchNet:
             "/usr/sbin/dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--dhcp-leasefile={self.workdir / 'dnsmasq.leases'}",
             f"--pid-file={self.workdir / 'dnsmasq.pid'}", "--user=root", "--group=root",
-            "--log-facility=-",
+            "--log-facility=-", "--log-dhcp",  # the test reads what it answered
             log=self.workdir / "dnsmasq.log",
         )  # fmt: skip
 

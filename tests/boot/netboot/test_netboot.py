@@ -147,6 +147,7 @@ def test_dnsmasq_config_for_proxy_dhcp_and_dhcp_passes_dnsmasq_test(
     assert 'pxe-service=tag:!ipxe,x86PC,"Masterline (BIOS)",undionly.kpxe' in proxy.stdout
     assert f"dhcp-boot=tag:httpclient,tag:!ipxe,{url}/ipxe.efi" in proxy.stdout
     assert boot.credential not in proxy.stdout
+    assert "\nlog-dhcp" not in proxy.stdout  # it would log the URL of every answer
     # The URL it names is the one the server answers.
     assert client.get(f"/boot/ipxe/{link}").status_code == 200
 
