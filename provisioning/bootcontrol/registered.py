@@ -81,9 +81,9 @@ Filled at start by ``wiring/boot.py``; the first one answers."""
 
 PeLeft = Callable[[Session, int], None]
 PE_LEFT: list[PeLeft] = []
-"""``(session, device id)``, called in the transaction that ends a run's reboot step: the
-laptop has left its PE for its installed OS, so its PE registration ends (its agent
-token stops working). Filled at start by ``wiring/boot.py``."""
+"""``(session, device id)``, called once a run's reboot step is committed, in a
+transaction of its own: the laptop has left its PE for its installed OS, so its PE
+registration ends (its agent token stops working). Filled at start by ``wiring/boot.py``."""
 
 OsOptions = Callable[[Session, Device, RegisteredPe], Mapping[str, JsonValue] | None]
 OS_OPTIONS: list[OsOptions] = []

@@ -240,6 +240,19 @@ class RunExecutor:
 
     def _end_step(self, run_id: int, step: Step, out: StepResult) -> bool:
         """Commit a step's result; returns True when the run is over."""
+        over = self._commit_step(run_id, step, out)
+        if out.get("rebooted") and PE_LEFT:
+            # The laptop left its PE: its registration ends, in a transaction of its own
+            # (the registration side locks a laptop's boots before its run; this one
+            # never holds the run while it waits for them).
+            with self.db.session() as s:
+                run = repository.get_run(s, run_id)
+                if run is not None:
+                    for left in PE_LEFT:
+                        left(s, run.device_id)
+        return over
+
+    def _commit_step(self, run_id: int, step: Step, out: StepResult) -> bool:
         with self.db.session() as s:
             run = repository.get_run_for_update(s, run_id)
             if not owned_by(run, self.me):
@@ -248,9 +261,6 @@ class RunExecutor:
             run.context = {**run.context, **out}
             if "identity" in out:
                 stages.record_identity(s, run.device_id, out["identity"])
-            if out.get("rebooted"):
-                for left in PE_LEFT:  # its PE's registration ends with the PE
-                    left(s, run.device_id)
             done = {k: v for k, v in out.items() if k != "identity"}
             lifecycle.add_event(
                 s, run, step=step.name, kind="step_done", message=f"{step.name} done", details=done
