@@ -30,6 +30,7 @@ from inventory.codes import normalize_code
 from inventory.states import DeviceState
 from provisioning.bootcontrol.base import BootControl, PeAccess
 from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
+from provisioning.configure.reachable import OS_BOOT_SECONDS, wait_until_listening
 from provisioning.errors import (
     Aborted,
     CommandFailed,
@@ -291,6 +292,7 @@ def step_configure(ctx: StepContext) -> StepResult:
     from provisioning.configure.apply import configure_os
 
     target, plan = ctx.plan_loader()
+    wait_until_listening(target, timeout=min(OS_BOOT_SECONDS, ctx.timeout), cancelled=ctx.cancelled)
     try:
         if ctx.waves is not None and target.os_family is OsFamily.LINUX:
             ctx.waves.configure(
