@@ -109,7 +109,13 @@ LAZY: dict[str, Lazy] = {
         "helpdesk.cli:app",
         "Help desk: look-up, phone routing, articles, sheets, contacts, surveys.",
     ),
-    "boot": Lazy("boot.cli:app", "Network boot and PE registration: credentials, sites, PE boots."),
+    "pe": Lazy("boot.pe.cli:app", "The preboot environment: build, list, use, USB stick image."),
+    "boot": Lazy(
+        "boot.cli:app",
+        "Network boot and PE registration: credentials, sites, PE boots.",
+        # dnsmasq-config computes the bench's link from registration's kernel arguments.
+        wired=True,
+    ),
 }
 """Every domain's commands, by name. Why lazy: importing them all (SQLModel, the
 server's stack, paramiko…) took 1.0-1.5 s before any command ran; a bench-side command

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from boot.hardware.cli import policy
+from boot.netboot.cli import dnsmasq_config
 from boot.registration.cli import (
     action,
     attempts,
@@ -22,3 +23,4 @@ app.command("policy")(policy)
 app.command("pes")(pes)
 app.command("attempts")(attempts)
 app.command("action")(action)
+app.command("dnsmasq-config")(dnsmasq_config)

@@ -12,9 +12,25 @@ command -v zstd >/dev/null || need+=(zstd)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # Welcome sheets print names in any Latin (or other) script with DejaVu Sans.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The welcome sheets' tests read the PDF's text back (pdftotext).
+command -v pdftotext >/dev/null || need+=(poppler-utils)
 # The console's browser tests and screenshots (Playwright drives Debian's Chromium; its
 # own browser download is never used).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The PE builder (`masterline pe build`) unpacks Debian packages it fetched with apt-get
+# download (dpkg-deb, apt: part of any Debian); its tests read the initramfs back with cpio.
+command -v cpio >/dev/null || need+=(cpio)
+# Network boot and the VM laptops: QEMU (TCG when KVM cannot run guests), the iPXE ROMs
+# (BIOS and UEFI) QEMU's NICs boot from and the iPXE builds a site's TFTP serves, OVMF
+# (UEFI, Secure Boot with Microsoft's keys), dnsmasq (DHCP, proxy-DHCP, TFTP on the
+# test's bench network), mtools (the USB stick image's FAT, written without mounting).
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -f /usr/lib/ipxe/qemu/pxe-e1000.rom ] || need+=(ipxe-qemu)
+[ -f /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.secboot.fd ] || need+=(ovmf)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

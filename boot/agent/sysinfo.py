@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-e0d2f2f2b1ac"
+# EFI_GLOBAL_VARIABLE (UEFI spec): SecureBoot, SetupMode, PK... live under this GUID.
+_EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 _PLACEHOLDERS = {"", "none", "not specified", "default string", "to be filled by o.e.m.", "--"}
 
 

@@ -30,6 +30,9 @@ class EngineConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 30.0
     sweep_seconds: float = 5.0
+    pe_wait_seconds: float = 30.0
+    """How long a run waiting for its laptop's PE stays unclaimed before another look
+    (a PE's registration makes it claimable at once)."""
     share_seconds: float = 1.0
     """How often this worker re-reads its sites' streaming runs to re-rate its streams."""
     configure_wave_seconds: float = 1.0

@@ -103,6 +103,7 @@ class JobEngine:
             stop=self._stop,
             backoff_base=config.backoff_base,
             backoff_cap=config.backoff_cap,
+            pe_wait_seconds=config.pe_wait_seconds,
         )
 
     # Loop.

@@ -88,6 +88,7 @@ def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
         backoff_base=float(env.get("MASTERLINE_WORKER_BACKOFF_BASE", "2")),
         backoff_cap=float(env.get("MASTERLINE_WORKER_BACKOFF_CAP", "30")),
         sweep_seconds=float(env.get("MASTERLINE_WORKER_SWEEP_SECONDS", "5")),
+        pe_wait_seconds=float(env.get("MASTERLINE_WORKER_PE_WAIT_SECONDS", "30")),
         share_seconds=float(env.get("MASTERLINE_WORKER_SHARE_SECONDS", "1")),
         configure_wave_seconds=float(env.get("MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS", "1")),
         step_timeouts=_pairs(env.get("MASTERLINE_WORKER_STEP_TIMEOUTS", "")),

@@ -46,10 +46,17 @@ from tests.support.openapi_bodies import (
 from tests.support.routes import WalkedRoute, allowed_roles, device_auth, walk_routes
 
 SKIPPED_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
-SIGNED_LINK_PATHS = {"/help/{link}"}
+SIGNED_LINK_PATHS = {
+    "/help/{link}",
+    "/boot/ipxe/{link}",
+    "/boot/ipxe/{link}/ipxe.efi",
+    "/boot/ipxe/{link}/pe/{version}/{name}",
+}
 """Routes that take no token: the link itself is signed (a welcome sheet's QR code, read
-by a teleworker's phone) and answers 404 unless its signature is genuine; checked by
-``test_signed_link_routes_refuse_forged_links`` instead of the walk."""
+by a teleworker's phone; a bench's netboot link, fetched by a laptop's iPXE) and answers
+404 unless its signature is genuine; checked by
+``test_signed_link_routes_refuse_forged_links`` instead of the walk (and the netboot
+links further by tests/boot/netboot/test_netboot.py)."""
 UNKNOWN_ID = 999_999
 # 404 on another company's object; 422 only if the caller's own object gets it too
 # (validation ran before any lookup, so nothing about the object leaks).
@@ -95,9 +102,15 @@ def test_signed_link_routes_refuse_forged_links(app_client: TestClient, world: W
     unguarded = {r.path for r in api_only if allowed_roles(r) is None and device_auth(r) is None}
     assert unguarded == SIGNED_LINK_PATHS
     for path in SIGNED_LINK_PATHS:
-        for link in ("64238719-fr-AAAAAAAAAAAAAAAAAAAAAA", "x", "64238719-fr"):
+        for link in (
+            "64238719-fr-AAAAAAAAAAAAAAAAAAAAAA",
+            "x",
+            "64238719-fr",
+            f"{world.bench.id}-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ):
+            url = path.replace("{link}", link).replace("{version}", "6.1.0-1-amd64-0")
             for headers in ({}, auth(_token_for(world, Role.ADMIN))):
-                got = app_client.get(path.replace("{link}", link), headers=headers)
+                got = app_client.get(url.replace("{name}", "vmlinuz"), headers=headers)
                 assert got.status_code == 404, (path, link, got.status_code)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
-EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-e0d2f2f2b1ac"
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 CPUINFO_I5_1135G7 = "".join(
     f"processor\t: {i}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 140\n"

@@ -9,6 +9,7 @@ such hook.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -39,7 +40,10 @@ def main(argv: list[str]) -> None:
     url, port = argv[1], int(argv[2])
     if len(argv) > 3 and argv[3] == "--block-publish":
         _block_publish(argv[4], Path(argv[5]))
-    uvicorn.run(create_app(Database(url)), host="127.0.0.1", port=port, log_level="warning")
+    # A VM test runs this inside its network namespace, on the bench bridge's address
+    # (reachable from nowhere else); everything else stays on 127.0.0.1.
+    host = os.environ.get("MASTERLINE_TEST_SERVE_HOST", "127.0.0.1")
+    uvicorn.run(create_app(Database(url)), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""Netboot routes: what a laptop's iPXE fetches. No API token (firmware has none): the
+link in the path is the authentication (``service``'s docstring says why and what it
+protects), and the routes answer only from ``MASTERLINE_NETBOOT_NETWORKS`` when set."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from fastapi import Path, Request
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from api.deps import SessionDep, new_router
+from boot.netboot import service
+from boot.netboot.config import get_netboot_settings
+from boot.netboot.errors import BadNetbootLink
+from boot.pe import repository as pe_catalogue
+
+router = new_router(prefix="/boot/ipxe", tags=["boot"])
+
+Link = Annotated[str, Path(max_length=100, description="The bench's netboot link.")]
+
+
+def _from_bench_network(request: Request) -> None:
+    allowed = get_netboot_settings().allowed()
+    if not allowed:
+        return
+    try:
+        peer = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError as e:
+        raise BadNetbootLink() from e
+    if not any(peer in net for net in allowed):
+        raise BadNetbootLink()
+
+
+@router.get("/{link}", response_class=PlainTextResponse, include_in_schema=False)
+def ipxe_script(link: Link, request: Request, session: SessionDep) -> PlainTextResponse:
+    """The bench's iPXE script (it carries the bench's enrollment credential)."""
+    _from_bench_network(request)
+    boot = service.check_link(session, link)
+    script = service.ipxe_script(boot, base_url=str(request.base_url))
+    return PlainTextResponse(script, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{link}/pe/{version}/{name}", include_in_schema=False)
+def pe_file(
+    link: Link,
+    version: Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")],
+    name: Annotated[str, Path(max_length=20)],
+    request: Request,
+    session: SessionDep,
+) -> FileResponse:
+    """The PE's kernel or initramfs (a stored version: a laptop booting while another
+    version is made current finishes with the one its script named)."""
+    _from_bench_network(request)
+    service.check_link(session, link)
+    path = pe_catalogue.file_path(version, name)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/{link}/ipxe.efi", include_in_schema=False)
+def ipxe_efi(link: Link, request: Request, session: SessionDep) -> FileResponse:
+    """Debian's iPXE for UEFI HTTP boot (the firmware fetches it from the DHCP answer's
+    URL; iPXE then asks DHCP again and is given the bench's script)."""
+    _from_bench_network(request)
+    service.check_link(session, link)
+    path = get_netboot_settings().ipxe_dir / "ipxe.efi"
+    if not path.is_file():
+        raise BadNetbootLink()
+    return FileResponse(path, media_type="application/efi")
