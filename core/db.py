@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
@@ -66,7 +66,16 @@ class FairLock:
                 self._held = False
 
 
-def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+class WriteLock(Protocol):
+    """What a SQLite engine's writers queue on: ``FairLock``, or in a child process
+    (``inventory.intake_process``), the parent's ``FairLock`` reached through a pipe."""
+
+    def acquire(self, timeout: float) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int, write_lock: WriteLock) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below); pysqlite's implicit BEGIN would be deferred.
@@ -84,7 +93,6 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     # a 13 ms scan into a p99 above a second (bench/core.py). The busy timeout still
     # arbitrates between processes (an API and a worker on one file).
     # (Fair: handed over in arrival order, see FairLock.)
-    write_lock = FairLock()
     timeout_s = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "begin")
@@ -111,8 +119,19 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 class Database:
     """One database: an engine plus the session boundary used by API, CLI and jobs."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 10_000,
+        echo: bool = False,
+        write_lock: WriteLock | None = None,
+    ) -> None:
         self.url = url
+        self.busy_timeout_ms = busy_timeout_ms
+        # SQLite's writers of this process queue on it (see _tune_sqlite); a child
+        # process that writes to the same file is given the parent's, through a pipe.
+        self.write_lock: WriteLock = write_lock or FairLock()
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             db_file = sqlite_path(url)
@@ -126,7 +145,7 @@ class Database:
                 pool_size=20,
                 max_overflow=40,
             )
-            _tune_sqlite(engine, busy_timeout_ms=busy_timeout_ms)
+            _tune_sqlite(engine, busy_timeout_ms=busy_timeout_ms, write_lock=self.write_lock)
         else:
             engine = create_engine(
                 url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=40

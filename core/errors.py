@@ -24,6 +24,11 @@ class MasterlineError(Exception):
         # Extra fields go into the problem body (e.g. ``current_state``); never secrets.
         self.extra = extra
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as what it is, whatever its subclass's __init__ takes: errors cross
+        # from a child process (core.child) and must reach the user unchanged.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
     def to_problem(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": f"urn:masterline:error:{type(self).__name__}",
@@ -33,6 +38,15 @@ class MasterlineError(Exception):
         }
         body.update(self.extra)
         return body
+
+
+def _rebuild(
+    cls: type[MasterlineError], args: tuple[Any, ...], state: dict[str, Any]
+) -> MasterlineError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class NotFound(MasterlineError):

@@ -17,7 +17,7 @@ from rich.table import Table
 from core.client import ApiClient, ApiError
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, err_console, print_json
 from core.errors import InvalidInput, MasterlineError
-from inventory.schemas import IntakeFormat
+from inventory.formats import IntakeFormat
 from inventory.states import to_dot, to_mermaid
 
 devices_app = typer.Typer(help="List and inspect devices (through the API).")

@@ -13,6 +13,10 @@ held that lock for 34 s: every scan on the site failed meanwhile. So:
   ``inventory.lifecycle.create_many``. Between two transactions the write lock goes to
   whoever waits for it (``core.db.FairLock``), so a scan waits for one batch at most.
 
+A large file is imported in a child process (``core.child``): its seconds of Python
+would otherwise share the API's interpreter lock with every scan. Its SQLite writers
+still queue on the API's fair write lock.
+
 All or nothing, with crashes: nothing is written before the whole file is checked.
 A crash while staging leaves nothing visible; the staged rows are dropped. Once
 publishing has begun, the import is finished, never abandoned half-way: the job's
@@ -32,8 +36,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from core.child import run_with_database
 from core.db import Database
 from core.errors import Conflict
+from core.files import sqlite_path
 from core.principal import Principal
 from inventory import intake_jobs, service
 from inventory.errors import ImportRejected
@@ -43,6 +49,9 @@ from inventory.intake_plan import Plan, plan
 from inventory.schemas import ImportSummary, IntakeFormat
 
 SMALL_IMPORT = 500
+CHILD_BYTES = 256 * 1024
+"""Files above this (about 2,500 lines) are imported in a child process: starting one
+costs about a second, planning 100,000 lines about ten."""
 
 
 def import_ship_notice(
@@ -55,11 +64,14 @@ def import_ship_notice(
     dry_run: bool = False,
     allow_other_vendor: bool = False,
     on_progress: Progress | None = None,
+    in_child: bool | None = None,
 ) -> ImportSummary:
     """Import a ship notice into a delivery as EXPECTED devices, all or nothing.
 
     Manages its own transactions (see the module's docstring). A dry run answers what
-    would happen, errors included, and writes nothing.
+    would happen, errors included, and writes nothing. ``in_child``: in a child process
+    (default: a file over ``CHILD_BYTES`` without ``on_progress``, which is called in
+    this process, on a database a child can open).
 
     :raises DeliveryNotFound: unknown delivery, or another company's for a client-bound
         caller.
@@ -68,6 +80,13 @@ def import_ship_notice(
     :raises Conflict: another import is being written, or wrote the same serials at the
         same moment.
     """
+    if in_child is None:
+        in_memory = db.is_sqlite and sqlite_path(db.url) is None
+        in_child = on_progress is None and len(data) > CHILD_BYTES and not in_memory
+    if in_child:
+        return run_with_database(
+            db, _import, delivery_id, data, principal, fmt, dry_run, allow_other_vendor, None
+        )
     with _short_gil_slices():
         return _import(
             db, delivery_id, data, principal, fmt, dry_run, allow_other_vendor, on_progress

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.values import Int64, ModelName, VendorName
+from inventory.formats import IntakeFormat
 from inventory.states import DeviceState, Event
 
 Code = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -188,13 +189,6 @@ class Reconciliation(BaseModel):
     unexpected: int
     wrong_model: int
     lines: list[ReconciliationLine]
-
-
-class IntakeFormat(StrEnum):
-    GENERIC = "generic"
-    """The documented generic ship-notice CSV (docs/intake.md)."""
-    AUTOPILOT = "autopilot"
-    """The Windows Autopilot hardware-hash CSV."""
 
 
 class IntakeError(BaseModel):

@@ -7,6 +7,12 @@ its installed OS answers where the lab started it, with the WinRM password the l
 generated at that reboot. ``register()`` makes it available to the pipeline; the
 composition root (``wiring.wire``) calls it at start, so provisioning never imports
 the lab.
+
+A lab laptop may also go unwired, its PE registered by the real agent (the
+``registered`` control): ``registered_options`` then tells that control what a lab slot's
+options would (the login user of the lab's sshd, where the installed system's files
+live), for the laptops of this installation's lab (``<data dir>/lab``) whose host key is
+the one registered.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlmodel import Session
 from inventory.models import Device
 from provisioning.bootcontrol import registry
 from provisioning.bootcontrol.base import JsonValue, PeAccess
+from provisioning.bootcontrol.registered import OS_OPTIONS, RegisteredPe
 from provisioning.bootcontrol.static import StaticBootControl
 from provisioning.configure.plan import OsFamily, OsTarget
 from provisioning.transports.base import Transport
@@ -82,5 +89,30 @@ def _laptop(options: Mapping[str, JsonValue]) -> LabLaptop:
     return _lab(options).get(str(options["lab_laptop"]))
 
 
+def registered_options(
+    session: Session, device: Device, pe: RegisteredPe
+) -> dict[str, JsonValue] | None:
+    """The slot options of the lab laptop that registered ``pe``, or None when it is not
+    one of this installation's lab laptops with that very host key."""
+    from lab.keys import fingerprint
+    from lab.lab import Lab
+
+    wanted = fingerprint(pe.host_key)
+    for laptop in Lab(keep_running=True).laptops():
+        if laptop.serial != device.serial or laptop.host_key_fingerprint != wanted:
+            continue
+        options: dict[str, JsonValue] = {"pe_user": laptop.ssh_user}
+        if laptop.os_family == "linux":
+            options["target_root"] = str(laptop.os_root)
+        else:
+            options["os_host"] = laptop.host
+            options["winrm_port"] = laptop.winrm_port
+            options["winrm_ca_path"] = str(laptop.winrm_ca_path) if laptop.winrm_ca_path else None
+        return options
+    return None
+
+
 def register() -> None:
     registry.register(LabBootControl())
+    if registered_options not in OS_OPTIONS:
+        OS_OPTIONS.append(registered_options)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import getpass
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
 from lab import keys, sshd
 from lab.faults import FaultFile
-from lab.identity import build_pe_root, macs_for
+from lab.identity import build_pe_root, macs_for, write_file
 from lab.laptop import LabLaptop, LaptopSpec, name_for
 
 
@@ -66,13 +67,22 @@ def build_laptop(laptops_dir: Path, spec: LaptopSpec, client_key_path: Path) -> 
 
 
 def write_sshd_config(laptop: LabLaptop, authorized_keys: Path) -> None:
-    """(Re)write the laptop's sshd config for its current boot (PE or installed OS)."""
+    """(Re)write the laptop's sshd config for its current boot (PE or installed OS), and
+    give the boot a new boot id.
+
+    Logins: the lab's bench key (``authorized_keys``), and the keys a PE agent running on
+    the laptop's fake root installed from its registration's go answer
+    (``pe/root/.ssh/authorized_keys``), in both boots, as a master image that trusts the
+    site's worker key would."""
     sshd_dir = laptop.dir / "sshd"
+    # Every boot (PE or installed OS) gets a boot id of its own, as the kernel's
+    # /proc/sys/kernel/random/boot_id: how a worker tells that its reboot happened.
+    write_file(laptop.pe_root / "proc/sys/kernel/random/boot_id", f"{uuid.uuid4()}\n")
     sshd.write_config(
         sshd_dir,
         port=laptop.sshd_port,
         host_key=sshd_dir / "ssh_host_ed25519_key",
-        authorized_keys=authorized_keys,
+        authorized_keys=[authorized_keys, laptop.pe_root / "root" / ".ssh" / "authorized_keys"],
         env=_session_env(laptop, booted_os=laptop.boot == "os"),
     )
 
@@ -83,6 +93,8 @@ def _session_env(laptop: LabLaptop, *, booted_os: bool) -> dict[str, str]:
     env = {
         "MASTERLINE_PE_ROOT": str(laptop.pe_root),
         "MASTERLINE_LAB_LAPTOP_DIR": str(laptop.dir),
+        # What the PE's `reboot` (lab/pe_bin/reboot) runs the lab with.
+        "MASTERLINE_LAB_PYTHON": sys.executable,
     }
     if booted_os:
         env["MASTERLINE_TARGET_ROOT"] = str(laptop.os_root)

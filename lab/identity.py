@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import boot.agent
 
 if TYPE_CHECKING:
     from lab.laptop import LabLaptop
 
 USB_STICK_BYTES = 64 * 1024**2
+AGENT_DIR = Path(boot.agent.__file__).resolve().parent
 
 
 def build_pe_root(lp: LabLaptop) -> None:
@@ -44,6 +48,16 @@ def build_pe_root(lp: LabLaptop) -> None:
     with open(lp.dir / "usb.img", "wb") as fh:
         fh.truncate(USB_STICK_BYTES)
     (dev / "sda").symlink_to(lp.dir / "usb.img")
+    install_relay(pe)
+
+
+def install_relay(pe: Path) -> None:
+    """The PE's relay program where a real PE has it (``/opt/masterline/agent/``, as
+    boot/pe's root file system ships ``boot/agent/*.py``), for relay imaging."""
+    agent = pe / "opt/masterline/agent"
+    agent.mkdir(parents=True, exist_ok=True)
+    for src in sorted(AGENT_DIR.glob("relay*.py")):
+        shutil.copyfile(src, agent / src.name)
 
 
 def write_file(path: Path, text: str) -> None:

@@ -5,6 +5,11 @@
 # sshd sets MASTERLINE_PE_ROOT (and MASTERLINE_TARGET_ROOT after a reboot into the OS) and
 # MASTERLINE_LAB_LAPTOP_DIR with SetEnv; faults.env is rewritten atomically by the lab.
 lab_dir="${MASTERLINE_LAB_LAPTOP_DIR:?pe_shell.sh runs only under a lab sshd}"
+# In the PE, `reboot` is the lab's (pe_bin/reboot): it boots the laptop's installed OS.
+if [ -z "${MASTERLINE_TARGET_ROOT:-}" ]; then
+    PATH="$(dirname "$0")/pe_bin:$PATH"
+    export PATH
+fi
 LAB_DISK_FAULT=""
 if [ -f "$lab_dir/faults.env" ]; then
     . "$lab_dir/faults.env"

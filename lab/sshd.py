@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lab.errors import LabStartFailed
@@ -40,7 +41,7 @@ def write_config(
     *,
     port: int,
     host_key: Path,
-    authorized_keys: Path,
+    authorized_keys: Sequence[Path],
     env: dict[str, str],
 ) -> Path:
     """Write ``sshd_config`` for one laptop and return its path."""
@@ -59,7 +60,7 @@ def write_config(
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        f"AuthorizedKeysFile {authorized_keys}",
+        "AuthorizedKeysFile " + " ".join(str(p) for p in authorized_keys),
         "MaxStartups 100:30:200",
         "MaxSessions 50",
         "PrintMotd no",

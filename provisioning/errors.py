@@ -42,6 +42,13 @@ class CommandFailed(ProvisioningError):
     """A command ran and exited non-zero."""
 
 
+class NoLivePe(CommandFailed):
+    """No provisioning environment of this laptop can be reached now: none registered
+    yet, its registration ended or expired, or it went silent. The engine does not
+    retry or fail the run for it: the run waits, queued, until the laptop's PE registers
+    (``pipeline/execution.py``; docs/pipeline.md, "A laptop that registers its PE")."""
+
+
 class IdentityMismatch(ProvisioningError):
     """The laptop on the bench is not the one that was scanned: nothing is written."""
 

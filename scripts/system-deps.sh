@@ -12,6 +12,8 @@ command -v zstd >/dev/null || need+=(zstd)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # Welcome sheets print names in any Latin (or other) script with DejaVu Sans.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The welcome sheets' tests read the PDF's text back (pdftotext).
+command -v pdftotext >/dev/null || need+=(poppler-utils)
 # The console's browser tests and screenshots (Playwright drives Debian's Chromium; its
 # own browser download is never used).
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -67,6 +67,7 @@ class Agent:
             "model": ident["model"],
             "interfaces": sysinfo.interfaces(self.root),
             "address": self.api.local_address() or "",
+            "ssh_port": self.params.ssh_port,
             "host_key": host_key,
             "inventory": self.inventory,
             "pe_version": self.root.read("etc/masterline-pe-version", limit=64),

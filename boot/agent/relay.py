@@ -12,12 +12,26 @@ are orders; every output line is a JSON event. The configuration::
      "manifest": {"chunk_size": …, "size": …, "sha256": "…", "chunks": ["…", …]},
      "tls": {"ca": PEM, "cert": PEM, "key": PEM},
      "upstreams": [{"member": "m2", "host": …, "port": …}, …, {"member": "source", …}],
-     "idle_timeout": 30, "uplink_bps": 0}
+     "idle_timeout": 30, "uplink_bps": 0, "state": "/var/lib/masterline/relay/….json"}
+
+Absolute paths (``target``, ``state``) are under ``$MASTERLINE_PE_ROOT`` when it is set
+(the lab's PE, a folder; empty on a real PE), as the worker's other PE commands are.
+
+``state`` (optional) is where the member keeps its verified offset, rewritten after
+every chunk: a relay started again on the same target (its PE or its process
+restarted) reads it, checks every chunk it claims against the manifest again by
+reading the target back, and resumes after the last one that still matches (a
+``resumed`` event), not from 0. The file is a hint, never trusted on its own.
 
 Orders: ``{"op": "upstreams", "upstreams": [...]}`` (the worker's new route: nearest
-first) and ``{"op": "stop"}``; end of input is a stop too. Events: ``listening``
+first; a member whose current upstream is not the first entry any more leaves it for
+the first: how the worker moves a slow member to the tail) and ``{"op": "stop"}``;
+end of input is a stop too. Events: ``listening``
 (with the port), ``connected``, ``upstream_lost``, ``corrupt``, ``progress``,
-``complete``, ``verified`` (with ``ok``), ``serving``, ``refused``, ``stalled``.
+``complete``, ``verified`` (with ``ok``), ``serving``, ``refused``, ``stalled``,
+``resumed``. ``progress`` and ``complete`` carry ``write_bps``: the bytes this member
+wrote per second spent writing them (its disk's pace, not the network's), from which
+the worker moves a slow disk to the tail of the chain.
 
 Every hop is TLS 1.3 with both sides' certificates issued by the wave's own authority,
 which the worker created for this wave alone: a machine outside the wave (another
@@ -39,33 +53,29 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import socket
 import ssl
-import struct
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-FRAME = struct.Struct("!cII")  # kind, chunk index, payload length
-DATA, ZERO, KEEPALIVE = b"D", b"Z", b"K"
+if __package__:  # imported as part of the agent (the tests, the type checker)
+    from boot.agent import relay_wire as wire
+else:  # run as a script beside it: ``python3 relay.py``
+    import relay_wire as wire  # type: ignore[no-redef]
+
+FRAME, DATA, ZERO, KEEPALIVE = wire.FRAME, wire.DATA, wire.ZERO, wire.KEEPALIVE
+VERSION = wire.VERSION
+
 KEEPALIVE_EVERY = 5.0
 CONNECT_TIMEOUT = 10.0
 RETRY_AFTER = 5.0
 """A member that failed is not tried again for this long (others first)."""
 PROGRESS_EVERY = 1.0
-HELLO_MAX = 4096
-VERSION = 1
 MAX_PEERS = 16
 """Connections served at once (handshakes included): in a chain a member serves one,
 after reroutes a few; a flood of connections from the bench network gets no more."""
-
-
-def server_name(member: str) -> str:
-    """The name in a member's certificate (and what a downstream checks)."""
-    return f"{member}.wave.invalid"
 
 
 class Corrupt(Exception):
@@ -76,85 +86,8 @@ class DiskFailed(Exception):
     """This member's own target refused a write: no upstream can help."""
 
 
-class Events:
-    """JSON lines on standard output, one per event, from any thread."""
-
-    def __init__(self, out: Any) -> None:
-        self._out = out
-        self._lock = threading.Lock()
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields}, separators=(",", ":"))
-        with self._lock:
-            try:
-                self._out.write(line + "\n")
-                self._out.flush()
-            except (OSError, ValueError):
-                pass  # the worker went away; the stop that follows ends us
-
-
-class Pacer:
-    """A token bucket over everything this member sends downstream (``uplink_bps``,
-    0 = unpaced): a laptop's port rate, on a bench that models one."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.tokens, self.last = rate, 0.0, time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate) - n
-            self.last = now
-            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        if wait > 0:
-            time.sleep(wait)
-
-
-def _contexts(tls: dict[str, str]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Server and client contexts that trust the wave's authority alone. The key is
-    written to a private temporary folder only for ``load_cert_chain`` to read it."""
-    folder = tempfile.mkdtemp(prefix="relay-")
-    try:
-        cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
-        for path, text in ((cert, tls["cert"]), (key, tls["key"])):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-        contexts = []
-        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
-            ctx = ssl.SSLContext(purpose)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            ctx.load_cert_chain(cert, key)
-            ctx.load_verify_locations(cadata=tls["ca"])
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            contexts.append(ctx)
-        return contexts[0], contexts[1]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _recv_exact(sock: socket.socket, buf: memoryview) -> None:
-    got = 0
-    while got < len(buf):
-        n = sock.recv_into(buf[got:])
-        if n == 0:
-            raise ConnectionError("closed by the peer")
-        got += n
-
-
-def _peer_member(sock: ssl.SSLSocket) -> str:
-    cert: Any = sock.getpeercert() or {}
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "DNS" and str(value).endswith(".wave.invalid"):
-            return str(value)[: -len(".wave.invalid")]
-    raise ssl.SSLError("peer certificate names no wave member")
-
-
 class Relay:
-    def __init__(self, config: dict[str, Any], events: Events) -> None:
+    def __init__(self, config: dict[str, Any], events: wire.Events) -> None:
         self.wave: str = config["wave"]
         self.member: str = config["member"]
         m = config["manifest"]
@@ -165,12 +98,20 @@ class Relay:
         if len(self.chunks) != -(-self.size // self.chunk_size):
             raise ValueError("manifest: chunk count does not match the size")
         self.idle_timeout = float(config.get("idle_timeout", 30))
-        self.pacer = Pacer(float(config.get("uplink_bps", 0)))
-        self.server_ctx, self.client_ctx = _contexts(config["tls"])
+        self.pacer = wire.Pacer(float(config.get("uplink_bps", 0)))
+        self.server_ctx, self.client_ctx = wire.contexts(config["tls"])
         self.emit = events
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self.fd = os.open(config["target"], flags, 0o600)
+        self.fd = os.open(wire.under_root(str(config["target"])), flags, 0o600)
         self.verified = 0  # chunks 0..verified-1 are checked and written
+        state = config.get("state")
+        key = {"sha256": self.sha256, "chunk_size": self.chunk_size, "size": self.size}
+        self.state = wire.StateFile(wire.under_root(str(state)), key) if state else None
+        self.write_seconds = 0.0
+        self.written = 0
+        self.chunks_written = 0  # by this process (a resumed relay starts at 0)
+        self.current: str | None = None  # the upstream being received from
+        self.sock: socket.socket | None = None
         self.cond = threading.Condition()
         self.stopping = threading.Event()
         self.upstreams: list[dict[str, Any]] = list(config.get("upstreams", []))
@@ -183,6 +124,24 @@ class Relay:
         self.listener = socket.create_server((host, int(port)))
         self.listener.settimeout(1.0)
         self.peers = threading.BoundedSemaphore(MAX_PEERS)
+
+    # Resuming --------------------------------------------------------------------
+
+    def resume(self) -> int:
+        """The chunks the state file claims, checked again against the manifest by
+        reading the target back: ``verified`` becomes the prefix that still matches."""
+        if self.state is None:
+            return 0
+        claimed = self.state.claimed()
+        self.verified = wire.recheck(
+            claimed,
+            self.chunks,
+            lambda i: os.pread(self.fd, self._length(i), i * self.chunk_size),
+        )
+        return claimed
+
+    def write_bps(self) -> float:
+        return self.written / self.write_seconds if self.write_seconds > 0 else 0.0
 
     # Receiving -------------------------------------------------------------------
 
@@ -230,6 +189,7 @@ class Relay:
                 continue
             stalled = False
             try:
+                self.current = up["member"]
                 self._receive_from(up, buf)
             except Corrupt as e:
                 self.corrupt.add(up["member"])
@@ -238,27 +198,39 @@ class Relay:
                 self._fail(f"writing the target failed: {e}")
                 return
             except (OSError, ValueError, ssl.SSLError) as e:
+                if self._switched(up["member"]):
+                    continue  # left it for the first of a new route: not a failure
                 self.failed_at[up["member"]] = time.monotonic()
                 reason = type(e).__name__ + (f": {e}" if str(e) else "")
                 offset = self.verified * self.chunk_size
                 self.emit("upstream_lost", upstream=up["member"], offset=offset, reason=reason)
+            finally:
+                with self.cond:
+                    self.current, self.sock = None, None
         if self.verified == len(self.chunks):
             self._finish()
 
+    def _switched(self, member: str) -> bool:
+        """Whether the worker's route no longer starts with ``member``."""
+        with self.cond:
+            first = self._pick()
+        return first is not None and first["member"] != member
+
     def _receive_from(self, up: dict[str, Any], buf: bytearray) -> None:
         raw = socket.create_connection((up["host"], int(up["port"])), timeout=CONNECT_TIMEOUT)
-        sock = self.client_ctx.wrap_socket(raw, server_hostname=server_name(up["member"]))
+        sock = self.client_ctx.wrap_socket(raw, server_hostname=wire.server_name(up["member"]))
         with sock:
             sock.settimeout(self.idle_timeout)
+            with self.cond:
+                self.sock = sock
             start = self.verified
             hello = {"v": VERSION, "wave": self.wave, "member": self.member, "chunk": start}
             sock.sendall(json.dumps(hello).encode() + b"\n")
             self.emit("connected", upstream=up["member"], offset=start * self.chunk_size)
             head = memoryview(bytearray(FRAME.size))
             view = memoryview(buf)
-            last_progress = time.monotonic()
             while self.verified < len(self.chunks) and not self.stopping.is_set():
-                _recv_exact(sock, head)
+                wire.recv_exact(sock, head)
                 kind, index, length = FRAME.unpack(head)
                 if kind == KEEPALIVE:
                     continue
@@ -267,7 +239,7 @@ class Relay:
                 if kind == DATA:
                     if length != self._length(index):
                         raise Corrupt(str(index))
-                    _recv_exact(sock, view[:length])
+                    wire.recv_exact(sock, view[:length])
                     data: bytes | memoryview = view[:length]
                     if hashlib.sha256(data).hexdigest() != self.chunks[index]:
                         raise Corrupt(str(index))
@@ -278,21 +250,39 @@ class Relay:
                     data = bytes(self._length(index))
                 else:
                     raise ValueError("unknown frame")
+                began = time.monotonic()
                 try:
                     os.pwrite(self.fd, data, index * self.chunk_size)
                 except OSError as e:
                     raise DiskFailed(os.strerror(e.errno) if e.errno else str(e)) from e
+                now = time.monotonic()
+                self.write_seconds += now - began
+                self.written += len(data)
+                self.chunks_written += 1
                 with self.cond:
                     self.verified += 1
                     self.cond.notify_all()
+                if self.state is not None:
+                    self.state.save(self.verified)
                 self.failed_at.pop(up["member"], None)
-                now = time.monotonic()
-                if now - last_progress >= PROGRESS_EVERY:
-                    self.emit("progress", offset=min(self.verified * self.chunk_size, self.size))
-                    last_progress = now
+
+    def report_loop(self) -> None:
+        """A ``progress`` event every ``PROGRESS_EVERY`` while the verified offset moved:
+        on a clock, not on arrivals, so a member whose upstream paused still shows
+        where it stands."""
+        reported = 0
+        while not self.stopping.wait(PROGRESS_EVERY) and not self.done.is_set():
+            if self.chunks_written and self.verified != reported:
+                reported = self.verified
+                self.emit(
+                    "progress",
+                    offset=min(reported * self.chunk_size, self.size),
+                    write_bps=round(self.write_bps()),
+                    chunks=self.chunks_written,
+                )
 
     def _finish(self) -> None:
-        self.emit("complete", offset=self.size)
+        self.emit("complete", offset=self.size, write_bps=round(self.write_bps()))
         whole = hashlib.sha256()
         offset = 0
         try:
@@ -343,8 +333,8 @@ class Relay:
             return
         with sock:
             try:
-                peer = _peer_member(sock)
-                hello = self._hello(sock)
+                peer = wire.peer_member(sock)
+                hello = wire.read_hello(sock)
                 if hello.get("wave") != self.wave or hello.get("member") != peer:
                     raise ValueError("hello does not match the peer's certificate")
                 start = int(hello["chunk"])
@@ -357,18 +347,6 @@ class Relay:
             # A downstream that goes away reconnects somewhere: nothing to do here.
             with contextlib.suppress(OSError, ssl.SSLError):
                 self._send_from(sock, start)
-
-    def _hello(self, sock: ssl.SSLSocket) -> dict[str, Any]:
-        line = b""
-        while not line.endswith(b"\n"):
-            part = sock.recv(HELLO_MAX - len(line))
-            if not part or len(line) + len(part) >= HELLO_MAX:
-                raise ValueError("no hello")
-            line += part
-        hello = json.loads(line)
-        if not isinstance(hello, dict):
-            raise ValueError("bad hello")
-        return hello
 
     def _send_from(self, sock: ssl.SSLSocket, index: int) -> None:
         while index < len(self.chunks) and not self.stopping.is_set():
@@ -397,6 +375,13 @@ class Relay:
             with self.cond:
                 self.upstreams = list(order["upstreams"])
                 self.failed_at.clear()
+                first = self._pick()
+                if self.sock is not None and first is not None and first["member"] != self.current:
+                    # Leave the current upstream: the receive loop reconnects to the
+                    # new first entry and resumes from the verified offset.
+                    # The plain socket's shutdown: the TLS object stays for the reader.
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
         elif order.get("op") == "stop":
             self.stop()
 
@@ -414,17 +399,21 @@ def outgoing(data: bytes) -> bytes:
 
 def main(stdin: Any = None, stdout: Any = None) -> int:
     stdin = stdin or sys.stdin
-    events = Events(stdout or sys.stdout)
+    events = wire.Events(stdout or sys.stdout)
     first = stdin.readline()
     try:
         relay = Relay(json.loads(first), events)
     except (ValueError, KeyError, TypeError, OSError, ssl.SSLError) as e:
         events("error", reason=f"bad configuration: {type(e).__name__}")
         return 2
+    claimed = relay.resume()
+    if claimed:
+        events("resumed", offset=relay.verified * relay.chunk_size, claimed=claimed)
     events("listening", port=relay.listener.getsockname()[1], member=relay.member)
     threads = [
         threading.Thread(target=relay.serve_loop, daemon=True),
         threading.Thread(target=relay.receive_loop, daemon=True),
+        threading.Thread(target=relay.report_loop, daemon=True),
     ]
     for t in threads:
         t.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,12 @@ class BootSettings(BaseSettings):
     agent_token_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     register_max_bytes: int = Field(default=256 * 1024, ge=4096)
     wait_retry_seconds: int = Field(default=15, ge=1, le=3600)
+    default_control: Literal["registered", "static"] = Field(
+        default="registered",
+        description="How the pipeline reaches a laptop whose bench slot is not wired: "
+        "`registered` (its PE's registration) or `static` (it must be wired, "
+        "PUT /runs/endpoints, else its run fails).",
+    )
     ca_sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",

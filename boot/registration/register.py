@@ -33,18 +33,12 @@ from boot.registration.credentials import (
 )
 from boot.registration.errors import (
     AddressMismatch,
-    AmbiguousSerial,
-    IdentityMismatch,
     InvalidRegistration,
     NotImageable,
-    OtherClient,
-    OtherSite,
     Quarantined,
     Refused,
-    UnknownSerial,
 )
 from boot.registration.models import (
-    BootSiteSettings,
     BootStatus,
     PeBoot,
     RegistrationAttempt,
@@ -56,13 +50,9 @@ from boot.registration.schemas import (
     WaitReason,
 )
 from boot.registration.sites import settings_of
-from core.principal import Principal, Role
 from core.timeutil import utcnow
 from inventory import codes
-from inventory import repository as inventory_repo
-from inventory import service as inventory
 from inventory.models import Device
-from inventory.schemas import ScanRequest
 from inventory.states import DeviceState
 
 # States in which a PE may be handed a go: received and waiting for imaging, or already
@@ -187,7 +177,9 @@ def _register(
     address = _address(body.address, peer, allow_mismatch=site.allow_address_mismatch)
     smbios_uuid = matching.normalize_uuid(body.smbios_uuid)
 
-    device = _match(session, enrollment, body, serial=serial, smbios_uuid=smbios_uuid, site=site)
+    device = matching.match_device(
+        session, enrollment, body, serial=serial, smbios_uuid=smbios_uuid, site=site
+    )
     assert device.id is not None
     state = DeviceState(device.state)
     if state in (DeviceState.EXPECTED, DeviceState.UNEXPECTED):
@@ -263,82 +255,6 @@ def _register(
 
 def _actor(enrollment: Enrollment) -> str:
     return f"pe:{enrollment.name}"[:128]
-
-
-def _principal(enrollment: Enrollment) -> Principal:
-    """Who scans a laptop in when registration is scan-in: the bench's credential."""
-    return Principal(
-        token_id=0,
-        name=f"pe-credential-{enrollment.credential_id}",
-        role=Role.TECHNICIAN,
-        client_id=None,
-    )
-
-
-def _match(
-    session: Session,
-    enrollment: Enrollment,
-    body: RegisterRequest,
-    *,
-    serial: str,
-    smbios_uuid: str | None,
-    site: BootSiteSettings,
-) -> Device:
-    found = matching.pick(repository.devices_by_serial(session, serial), body.vendor)
-    if len(found) > 1:
-        raise AmbiguousSerial(
-            f"serial {serial} matches laptops of several vendors; the PE reports "
-            f"{body.vendor or 'no vendor'}"
-        )
-    if not found:
-        if site.registration_is_scan_in and enrollment.bench_id is not None:
-            return _scan_in(session, enrollment, serial, body)
-        raise UnknownSerial(f"serial {serial} is not expected by any delivery")
-    device = found[0]
-    assert device.id is not None
-    if enrollment.client_id is not None and device.client_id != enrollment.client_id:
-        raise OtherClient(
-            f"{serial} belongs to another client than this credential's", device_id=device.id
-        )
-    where = _site_of(session, device)
-    if where is not None and where != enrollment.site_id:
-        raise OtherSite(f"{serial} is expected or received at another site", device_id=device.id)
-    conflict = matching.identity_conflict(device, vendor=body.vendor, smbios_uuid=smbios_uuid)
-    if conflict:
-        raise IdentityMismatch(f"{serial}: {conflict}", device_id=device.id)
-    if (
-        device.state == DeviceState.EXPECTED
-        and site.registration_is_scan_in
-        and enrollment.bench_id is not None
-    ):
-        return _scan_in(session, enrollment, serial, body)
-    return device
-
-
-def _site_of(session: Session, device: Device) -> int | None:
-    """Where the device is: its bench's site once scanned, else its delivery's assigned
-    site; None when nothing says (then any site may receive it, as scan-in allows)."""
-    if device.bench_id is not None:
-        bench = inventory_repo.get_bench(session, device.bench_id)
-        return bench.site_id if bench else None
-    if device.delivery_id is not None:
-        assigned = repository.delivery_site(session, device.delivery_id)
-        return assigned.site_id if assigned else None
-    return None
-
-
-def _scan_in(
-    session: Session, enrollment: Enrollment, serial: str, body: RegisterRequest
-) -> Device:
-    """The site chose "registration is scan-in": the inventory service scans the laptop
-    in at the credential's bench, with every scan-in rule (UNEXPECTED included)."""
-    assert enrollment.bench_id is not None
-    done = inventory.scan(
-        session,
-        ScanRequest(code=serial, bench_id=enrollment.bench_id, model=body.model),
-        _principal(enrollment),
-    )
-    return done.device
 
 
 def _boot(

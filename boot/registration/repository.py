@@ -91,6 +91,15 @@ def current_registered(session: Session, device_id: int) -> PeBoot | None:
     ).first()
 
 
+def latest_given_go(session: Session, device_id: int) -> PeBoot | None:
+    """The laptop's newest boot that was ever answered go (registered, or ended since)."""
+    return session.exec(
+        select(PeBoot)
+        .where(PeBoot.device_id == device_id, col(PeBoot.registered_at).is_not(None))
+        .order_by(col(PeBoot.id).desc())
+    ).first()
+
+
 def boot_by_token_hash(session: Session, token_hash: str) -> PeBoot | None:
     return session.exec(select(PeBoot).where(PeBoot.token_hash == token_hash)).first()
 

@@ -1,28 +1,31 @@
-"""Registration services the rest of Masterline calls: ``register`` (from
-``register.py``), heartbeats, and the pipeline's view of a laptop's current PE boot
-(``current_boot``), with ``end_boot`` and ``request_action``.
+"""Registration services the rest of Masterline calls: ``register`` (``register.py``'s,
+then the ``ON_GO`` hooks), heartbeats, and the pipeline's view of a laptop's PE boot
+(``current_boot``, ``last_boot``), with ``end_boot`` and ``request_action``.
 
 Services don't commit; the request, CLI command or job step does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from boot.registration import register as registration
 from boot.registration import repository
-from boot.registration.credentials import hash_secret
+from boot.registration.credentials import Enrollment, hash_secret
 from boot.registration.errors import BootNotFound, InvalidRegistration
 from boot.registration.models import BootStatus, PeBoot, RegistrationAttempt
-from boot.registration.register import GO_STATES, Outcome, close_boot, register
+from boot.registration.register import GO_STATES, Outcome, close_boot
+from boot.registration.schemas import RegisterRequest
 from boot.registration.sites import settings_of, site_by_code
 from core.timeutil import utcnow
 
 __all__ = [
     "GO_STATES",
+    "ON_GO",
     "AgentBoot",
     "Outcome",
     "PeBootView",
@@ -30,6 +33,7 @@ __all__ = [
     "current_boot",
     "end_boot",
     "heartbeat",
+    "last_boot",
     "list_attempts",
     "list_boots",
     "register",
@@ -38,6 +42,31 @@ __all__ = [
 ]
 
 _ACTIONS = ("none", "poweroff", "reboot")
+
+GoHook = Callable[[Session, int, int], None]
+ON_GO: list[GoHook] = []
+"""Called with ``(session, device_id, boot_id)`` when a PE is answered go, inside the
+registration's transaction, by the domains above that react (provisioning resumes the
+laptop's run that waits for its PE); registered at start by ``wiring.wire``. A hook
+must not commit."""
+
+
+def register(
+    session: Session,
+    enrollment: Enrollment,
+    body: RegisterRequest,
+    *,
+    peer: str,
+    now: datetime | None = None,
+) -> Outcome:
+    """``register.register`` (match, answer go, wait or a refusal), then, on a go, every
+    ``ON_GO`` hook in the same transaction: the PE's address and host key and what the
+    hooks did commit together."""
+    outcome = registration.register(session, enrollment, body, peer=peer, now=now)
+    if outcome.go is not None:
+        for hook in ON_GO:
+            hook(session, outcome.go.device_id, outcome.go.boot_id)
+    return outcome
 
 
 # What staff read.
@@ -133,6 +162,11 @@ class PeBootView:
     alive: bool
     silent_for: timedelta
     worker_key_path: str | None
+    current: bool = True
+    """Registered with an unexpired token (``current_boot``'s): the PE may be used."""
+    ended_reason: str | None = None
+    """Why it is not current (ended: superseded by a newer boot, quarantined…; told to
+    wait; its token expired), when it is not."""
 
     def known_hosts_line(self) -> str:
         """A known_hosts entry pinning this boot's host key (``[host]:port`` off 22)."""
@@ -150,16 +184,22 @@ def current_boot(
     pipeline fails its step with that reason; when the laptop boots again, a new boot
     (new host key, new address perhaps) replaces this one and the run resumes with it.
     """
-    boot = repository.current_registered(session, device_id)
+    view = last_boot(session, device_id, now=now)
+    return view if view is not None and view.current else None
+
+
+def last_boot(
+    session: Session, device_id: int, *, now: datetime | None = None
+) -> PeBootView | None:
+    """The laptop's newest boot that was ever answered go, current or not (``current``
+    False: ended, superseded by a newer boot, or its token expired), or None when no PE
+    of it ever got a go. The pipeline reads it once the laptop has left its PE: its
+    installed OS answers where its last PE did."""
+    boot = repository.latest_given_go(session, device_id)
     now = now or utcnow()
-    if (
-        boot is None
-        or boot.id is None
-        or boot.registered_at is None
-        or boot.token_expires_at is None
-        or boot.token_expires_at <= now
-    ):
+    if boot is None or boot.id is None or boot.registered_at is None:
         return None
+    expires = boot.token_expires_at or boot.registered_at
     site = settings_of(session, boot.site_id)
     silent = now - boot.last_seen_at
     return PeBootView(
@@ -172,11 +212,21 @@ def current_boot(
         host_key_fingerprint=boot.host_key_fingerprint,
         registered_at=boot.registered_at,
         last_heartbeat=boot.last_seen_at,
-        token_expires_at=boot.token_expires_at,
+        token_expires_at=expires,
         alive=silent <= timedelta(seconds=site.silence_seconds),
         silent_for=silent,
         worker_key_path=site.worker_key_path,
+        current=boot.status == BootStatus.REGISTERED and expires > now,
+        ended_reason=_not_current_because(boot, expires, now),
     )
+
+
+def _not_current_because(boot: PeBoot, expires: datetime, now: datetime) -> str | None:
+    if boot.status == BootStatus.ENDED:
+        return boot.ended_reason or "ended"
+    if boot.status == BootStatus.WAITING:
+        return f"told to wait: {boot.wait_reason}"
+    return "its agent token expired" if expires <= now else None
 
 
 def end_boot(session: Session, device_id: int, *, reason: str) -> bool:

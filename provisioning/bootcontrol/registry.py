@@ -1,9 +1,10 @@
 """Boot controls by name, and which one a laptop uses.
 
 A laptop's boot control is named by where it is plugged in: its bench slot's wiring
-(``SlotEndpoint.options["boot_control"]``), else the process's default (``static``,
-unless a domain registered at start sets another, e.g. a site whose laptops register
-their PE themselves).
+(``SlotEndpoint.options["boot_control"]``, ``static`` when it names none), else the
+process's default: ``static`` here; ``registered`` (the laptop's PE registered itself)
+once ``wiring.wire`` has connected the boot domain, unless
+``MASTERLINE_BOOT_DEFAULT_CONTROL=static``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ def register(control: BootControl, *, default: bool = False) -> None:
     _CONTROLS[control.name] = control
     if default:
         _default = control.name
+
+
+def set_default(name: str) -> None:
+    """Make ``name`` the control of laptops whose slot is not wired.
+
+    :raises CommandFailed: no boot control of that name is registered.
+    """
+    global _default
+    get(name)
+    _default = name
+
+
+def default_name() -> str:
+    return _default
 
 
 def get(name: str) -> BootControl:

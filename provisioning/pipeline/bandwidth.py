@@ -29,17 +29,38 @@ from provisioning.runs.models import ProvisioningRun
 
 log = logging.getLogger("masterline.worker")
 
-__all__ = ["SENDING_STEPS", "SHARE_KEY", "SiteShares", "drop_share"]
+__all__ = [
+    "RELAY_KEY",
+    "SENDING_STEPS",
+    "SHARE_KEY",
+    "SiteShares",
+    "counts_as_stream",
+    "drop_share",
+]
 
 SHARE_KEY = "stream_share_bps"
 """The run context key holding the bytes per second its stream is granted."""
+RELAY_KEY = "relay"
+"""The run context key holding its place in a relay wave while it streams in one:
+``{"wave", "member", "carrier"}`` (``pipeline/relays.py``)."""
+
+
+def counts_as_stream(run: ProvisioningRun) -> bool:
+    """Whether a run in a sending step is a stream of the site's ledger: a relay wave is
+    one stream, its carrier's; the members relayed laptop to laptop send nothing from
+    the server."""
+    relay = (run.context or {}).get(RELAY_KEY)
+    return not isinstance(relay, dict) or bool(relay.get("carrier"))
 
 
 def drop_share(run: ProvisioningRun, step_name: str) -> None:
     """Record that ``run`` holds no share (a new stream attempt, or one backing off
-    before a retry) until the bandwidth loop grants one again."""
+    before a retry) until the bandwidth loop grants one again; a new attempt is in no
+    relay wave yet."""
     if step_name in SENDING_STEPS and run.context.get(SHARE_KEY):
         run.context = {**run.context, SHARE_KEY: 0}
+    if run.context.get(RELAY_KEY) is not None:
+        run.context = {**run.context, RELAY_KEY: None}
 
 
 class SiteShares:
@@ -80,6 +101,10 @@ class SiteShares:
             entry = self._streams.get(run_id)
         return entry[1] if entry is not None else None
 
+    def wake(self) -> None:
+        """Re-rate now (a stream joined or left a relay wave)."""
+        self._wake.set()
+
     def unregister(self, run_id: int) -> None:
         with self._lock:
             self._streams.pop(run_id, None)
@@ -113,9 +138,13 @@ class SiteShares:
             own = {r.id: r for r in repository.lock_runs(s, sorted(mine))}
             site = repository.lock_site(s, site_id)
             rate = int(site.max_bytes_per_second or 0) if site is not None else 0
-            live = repository.runs_in_steps_at_site(
-                s, site_id=site_id, step_names=SENDING_STEPS, now=now
-            )
+            live = [
+                r
+                for r in repository.runs_in_steps_at_site(
+                    s, site_id=site_id, step_names=SENDING_STEPS, now=now
+                )
+                if counts_as_stream(r)
+            ]
             granted = {
                 r.id: int((r.context or {}).get(SHARE_KEY) or 0) for r in live if r.id is not None
             }
@@ -129,6 +158,8 @@ class SiteShares:
                 if run.abort_requested:
                     bucket.stop("aborted by a technician")  # even while held at rate 0
                     continue
+                if not counts_as_stream(run):
+                    continue  # relayed: its wave's carrier holds the share
                 eligible.append(run_id)
             shares = rerate(rate, granted, eligible)
             current = dict(granted)

@@ -30,11 +30,28 @@ class EngineConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 30.0
     sweep_seconds: float = 5.0
+    pe_wait_seconds: float = 30.0
+    """How long a run waiting for its laptop's PE stays unclaimed before another look
+    (a PE's registration makes it claimable at once)."""
     share_seconds: float = 1.0
     """How often this worker re-reads its sites' streaming runs to re-rate its streams."""
     configure_wave_seconds: float = 1.0
     """How long the first Linux laptop reaching configure waits for others to join its
     ansible-runner run (``pipeline/waves.py``); 0 configures each on its own."""
+    relay: bool = False
+    """Relay imaging (``pipeline/relays.py``, docs/relay.md): the laptops of one image
+    and site that reach the stream step together get one copy, relayed PE to PE."""
+    relay_window_seconds: float = 60.0
+    """How long the first laptop of a relay wave waits for others (it stops waiting as
+    soon as every run of this worker on its way to the stream step has joined)."""
+    relay_max_members: int = 32
+    relay_chunk_bytes: int = 4 * 1024 * 1024
+    """The chunk each relay checks against the manifest (``images.manifest``)."""
+    relay_host: str = "127.0.0.1"
+    """The address the wave's source listens on: one the PEs reach this worker at."""
+    relay_slow_ratio: float = 0.5
+    """A member whose disk writes slower than this times the wave's median is moved to
+    the tail (``relay.plan.SlowRule``); 0 never moves one."""
     step_timeouts: dict[str, float] = field(default_factory=dict)
     state_timeouts: dict[DeviceState, timedelta] = field(default_factory=lambda: dict(TIMEOUT_OF))
     plan_builder: PlanBuilder | None = None

@@ -30,13 +30,14 @@ from provisioning.configure.build import build_plan
 from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
 from provisioning.errors import Aborted, CommandFailed
 from provisioning.imaging.cache import ImageSource
-from provisioning.pipeline.bandwidth import SENDING_STEPS, SiteShares
+from provisioning.pipeline.bandwidth import RELAY_KEY, SENDING_STEPS, SHARE_KEY, SiteShares
 from provisioning.pipeline.config import EngineConfig
 from provisioning.pipeline.steps import Step, StepContext
 from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun, RunStatus
 
 if TYPE_CHECKING:  # without importing ansible-runner here
+    from provisioning.pipeline.relays import RelayWaves
     from provisioning.pipeline.waves import LinuxWaves
 
 log = logging.getLogger("masterline.worker")
@@ -97,12 +98,14 @@ class ContextBuilder:
         shares: SiteShares,
         waves: LinuxWaves | None,
         cancelled: Callable[[int], bool],
+        relays: RelayWaves | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.me = config.worker_id
         self.shares = shares
         self.waves = waves
+        self.relays = relays
         self._cancelled = cancelled
 
     def build(self, s: Session, run: ProvisioningRun, device: Device, step: Step) -> StepContext:
@@ -143,7 +146,26 @@ class ContextBuilder:
             cancelled=lambda: self._cancelled(run_id),
             bucket=bucket,
             waves=self.waves if self.config.configure_wave_seconds > 0 else None,
+            relays=self.relays,
+            site_id=site.id or 0 if site is not None else 0,
+            relay_mark=self._relay_marker(run_id),
         )
+
+    def _relay_marker(self, run_id: int) -> Callable[[dict[str, Any] | None], None]:
+        def mark(info: dict[str, Any] | None) -> None:
+            with self.db.session() as s:
+                run = repository.get_run_for_update(s, run_id)
+                if not owned_by(run, self.me):
+                    return
+                assert run is not None
+                context = {**run.context, RELAY_KEY: info}
+                if info is not None and not info.get("carrier"):
+                    context[SHARE_KEY] = 0  # relayed: the wave's carrier holds its share
+                run.context = context
+                s.add(run)
+            self.shares.wake()
+
+        return mark
 
     def _plan_loader(
         self, device_id: int, image_id: int | None, boot: BootControl, pe: PeAccess

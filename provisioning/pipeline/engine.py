@@ -40,6 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from core.db import Database
 from core.timeutil import utcnow
@@ -49,9 +50,12 @@ from provisioning.pipeline.config import EngineConfig
 from provisioning.pipeline.context import ContextBuilder, owned_by
 from provisioning.pipeline.execution import LiveRuns, RunExecutor
 from provisioning.pipeline.scheduling import Candidate, admit, on_their_way_to
-from provisioning.pipeline.steps import CONFIGURE_INDEX
+from provisioning.pipeline.steps import CONFIGURE_INDEX, STREAM_INDEX
 from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun, RunStatus
+
+if TYPE_CHECKING:
+    from provisioning.pipeline.relays import RelayWaves
 
 log = logging.getLogger("masterline.worker")
 
@@ -82,11 +86,13 @@ class JobEngine:
         self.waves = LinuxWaves(
             window=config.configure_wave_seconds, pending=self._linux_up_to_configure
         )
+        self.relays = self._relay_waves(config)
         self.contexts = ContextBuilder(
             db,
             config,
             shares=self.shares,
             waves=self.waves,
+            relays=self.relays,
             cancelled=lambda run_id: self.executor.cancelled(run_id),
         )
         self.executor = RunExecutor(
@@ -97,6 +103,7 @@ class JobEngine:
             stop=self._stop,
             backoff_base=config.backoff_base,
             backoff_cap=config.backoff_cap,
+            pe_wait_seconds=config.pe_wait_seconds,
         )
 
     # Loop.
@@ -188,6 +195,27 @@ class JobEngine:
                             s.add(run)
             except Exception:
                 log.exception("lease renewal failed")
+
+    def _relay_waves(self, config: EngineConfig) -> RelayWaves | None:
+        if not config.relay:
+            return None
+        from provisioning.pipeline.relays import RelayWaves
+        from provisioning.relay.plan import SlowRule, WaveRule
+
+        return RelayWaves(
+            rule=WaveRule(
+                window_seconds=config.relay_window_seconds, max_members=config.relay_max_members
+            ),
+            chunk_bytes=config.relay_chunk_bytes,
+            source_host=config.relay_host,
+            slow=SlowRule(ratio=config.relay_slow_ratio) if config.relay_slow_ratio > 0 else None,
+            pending=self._up_to_stream,
+        )
+
+    def _up_to_stream(self) -> int:
+        """This worker's runs in the stream step or a step before it: those a relay
+        wave's first laptop may wait for."""
+        return sum(1 for _, index in self.live.where() if index <= STREAM_INDEX)
 
     def _linux_up_to_configure(self) -> int:
         """This worker's Linux runs in configure or a step before it: those not yet in a

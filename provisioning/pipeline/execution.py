@@ -6,7 +6,10 @@ step it was in (Ironic's deploy steps). After it: its result merged into the run
 context, the next step saved, or the device READY and the run succeeded
 (``stages.complete``). A failure is retried while the scheduling rule allows
 (``scheduling.after_failure``, with its backoff), else the device and the run fail
-together (``stages.fail``). The run's status only ever changes through
+together (``stages.fail``). A step whose laptop has no live provisioning environment
+(``NoLivePe``: a registered laptop not booted yet, or whose PE went away) does not
+start: the run goes back to the queue, untouched, until its PE registers (or
+``pe_wait_seconds`` pass: another look). The run's status only ever changes through
 ``runs/lifecycle.py``; the device's through ``inventory/lifecycle.py``.
 """
 
@@ -16,13 +19,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from core import logs, metrics
 from core.db import Database
 from core.errors import MasterlineError
 from core.timeutil import utcnow
 from inventory import repository as inventory_repo
-from provisioning.errors import Aborted, CommandFailed, ProvisioningError
+from provisioning.bootcontrol.registered import PE_LEFT
+from provisioning.errors import Aborted, CommandFailed, NoLivePe, ProvisioningError
 from provisioning.pipeline import stages
 from provisioning.pipeline.bandwidth import SiteShares, drop_share
 from provisioning.pipeline.context import ContextBuilder, StepLost, owned_by
@@ -33,6 +38,19 @@ from provisioning.runs import lifecycle, repository, service
 log = logging.getLogger("masterline.worker")
 
 Begun = tuple[Step, int, StepContext | None, ProvisioningError | None]
+
+
+class _WaitForPe(Exception):
+    """Raised out of a step's begin transaction to roll it back: the step never began."""
+
+    def __init__(self, error: NoLivePe) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _waiting(step: str, why: str) -> str:
+    """A waiting run's ``last_error``: what the bench view shows while it waits."""
+    return f"{step}: waiting: {why}"
 
 
 class LiveRuns:
@@ -78,6 +96,7 @@ class RunExecutor:
         stop: threading.Event,
         backoff_base: float,
         backoff_cap: float,
+        pe_wait_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -90,6 +109,7 @@ class RunExecutor:
         self._stop = stop
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.pe_wait_seconds = pe_wait_seconds
         self._clock = clock
         self._sleep = sleep
 
@@ -170,7 +190,15 @@ class RunExecutor:
 
     def begin_step(self, run_id: int) -> Begun | None:
         """Save the step about to run on the run and move the device into its stage, in
-        one transaction; None when the run is not this worker's to run any more."""
+        one transaction; None when the run is not this worker's to run any more, or
+        waits for its laptop's PE (then nothing of the step's start is kept)."""
+        try:
+            return self._begin_step(run_id)
+        except _WaitForPe as wait:
+            self._wait_for_pe(run_id, wait.error)
+            return None
+
+    def _begin_step(self, run_id: int) -> Begun | None:
         with self.db.session() as s:
             run = repository.get_run_for_update(s, run_id)
             if not owned_by(run, self.me):
@@ -200,6 +228,10 @@ class RunExecutor:
             attempt = run.step_attempt
             try:
                 ctx = self.contexts.build(s, run, device, step)
+                if run.last_error and run.last_error.startswith(_waiting(step.name, "")):
+                    run.last_error = None  # its PE is there now: no longer the news
+            except NoLivePe as e:
+                raise _WaitForPe(e) from e
             except ProvisioningError as e:
                 return step, attempt, None, e
             except MasterlineError as e:  # no image, file gone, no configuration...
@@ -208,6 +240,19 @@ class RunExecutor:
 
     def _end_step(self, run_id: int, step: Step, out: StepResult) -> bool:
         """Commit a step's result; returns True when the run is over."""
+        over = self._commit_step(run_id, step, out)
+        if out.get("rebooted") and PE_LEFT:
+            # The laptop left its PE: its registration ends, in a transaction of its own
+            # (the registration side locks a laptop's boots before its run; this one
+            # never holds the run while it waits for them).
+            with self.db.session() as s:
+                run = repository.get_run(s, run_id)
+                if run is not None:
+                    for left in PE_LEFT:
+                        left(s, run.device_id)
+        return over
+
+    def _commit_step(self, run_id: int, step: Step, out: StepResult) -> bool:
         with self.db.session() as s:
             run = repository.get_run_for_update(s, run_id)
             if not owned_by(run, self.me):
@@ -228,6 +273,25 @@ class RunExecutor:
                 return False
             stages.complete(s, run, step=step.name, checks=out.get("checks", []), actor=self.actor)
             return True
+
+    def _wait_for_pe(self, run_id: int, e: NoLivePe) -> None:
+        """Back to the queue until the laptop's PE registers (``runs/waiting.py`` makes
+        it claimable at once) or ``pe_wait_seconds`` pass: it holds no thread and no
+        imaging stream of its site while it waits."""
+        with self.db.session() as s:
+            run = repository.get_run_for_update(s, run_id)
+            if not owned_by(run, self.me):
+                return
+            assert run is not None
+            step = step_at(run.step_index).name
+            log.info("run %s waits for its PE: %s", run_id, e.message)
+            lifecycle.wait(
+                s,
+                run,
+                step=step,
+                reason=_waiting(step, e.message),
+                not_before=utcnow() + timedelta(seconds=self.pe_wait_seconds),
+            )
 
     def _record_retry(self, run_id: int, step: Step, e: ProvisioningError) -> None:
         with self.db.session() as s:

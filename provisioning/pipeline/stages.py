@@ -87,13 +87,9 @@ def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
             run = repository.active_run_of_device(s, device.id)
             step = (run.step_name if run else None) or state.value
             reason = f"{step}: {state.value} timed out after {_human(limit)}"
+            details = {"run_id": run.id if run else None, "step": step, "error": "StateTimedOut"}
             lifecycle.apply(
-                s,
-                locked,
-                Event.FAIL,
-                actor="worker:timeout",
-                reason=reason,
-                details={"run_id": run.id if run else None, "step": step, "error": "StateTimedOut"},
+                s, locked, Event.FAIL, actor="worker:timeout", reason=reason, details=details
             )
             if run is not None:
                 run_lifecycle.finish(
@@ -104,6 +100,7 @@ def sweep_timeouts(db: Database, timeouts: dict[DeviceState, timedelta]) -> int:
                     message=reason,
                     error=reason,
                     failed_step=run.step_name,
+                    details=details,
                 )
             failed += 1
     return failed

@@ -30,10 +30,12 @@ from inventory.codes import normalize_code
 from inventory.states import DeviceState
 from provisioning.bootcontrol.base import BootControl, PeAccess
 from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
+from provisioning.configure.reachable import OS_BOOT_SECONDS, wait_until_listening
 from provisioning.errors import (
     Aborted,
     CommandFailed,
     ConfigureCancelled,
+    DiskFull,
     GateFailed,
     IdentityMismatch,
 )
@@ -47,6 +49,7 @@ from provisioning.transports.base import Transport
 
 if TYPE_CHECKING:
     # ansible-runner behind it: imported by the engine, which builds the waves.
+    from provisioning.pipeline.relays import RelayWaves
     from provisioning.pipeline.waves import LinuxWaves
 
 StepResult = dict[str, Any]
@@ -90,6 +93,11 @@ class StepContext:
     bucket: TokenBucket | None = None
     waves: LinuxWaves | None = None
     """This worker's configure waves (Linux laptops configured in one Ansible run)."""
+    relays: RelayWaves | None = None
+    """This worker's relay waves (None: relay imaging is off, every laptop streams)."""
+    site_id: int = 0
+    relay_mark: Callable[[dict[str, Any] | None], None] = lambda info: None
+    """Records the run's place in a relay wave on its row (the bandwidth ledger)."""
     transport_factory: Callable[[PeAccess], Transport] = field(default=_ssh_transport)
     _transport: Transport | None = None
 
@@ -143,6 +151,10 @@ def step_stream(ctx: StepContext) -> StepResult:
     _check_serial(ctx)
     cached = _cached(ctx)
     disk = _disk(ctx)
+    if ctx.relays is not None:
+        relayed = _relay(ctx, cached, disk)
+        if relayed is not None:
+            return relayed
     total = cached.size
     ctx.progress(0, total)
     written = stream_image(
@@ -160,6 +172,34 @@ def step_stream(ctx: StepContext) -> StepResult:
             "raw_size": cached.raw_size,
         }
     }
+
+
+def _relay(ctx: StepContext, cached: CachedImage, disk: Disk) -> StepResult | None:
+    """The stream as a member of a relay wave (``pipeline/relays.py``); None when no
+    other laptop of this image and site came in its window: a plain stream then."""
+    from provisioning.pipeline.relays import MemberRequest
+
+    assert ctx.relays is not None
+    if cached.raw_size > disk.size_bytes:
+        raise DiskFull(
+            f"image needs {cached.raw_size} bytes, disk {disk.name} has {disk.size_bytes}"
+        )
+    return ctx.relays.stream(
+        MemberRequest(
+            run_id=ctx.run_id,
+            image_id=ctx.image.image_id,
+            site_id=ctx.site_id,
+            endpoint=ctx.pe_access.endpoint,
+            disk=disk.name,
+            cached=cached,
+            cache_dir=ctx.cache_dir,
+            timeout=ctx.timeout,
+            progress=ctx.progress,
+            on_event=ctx.on_event,
+            mark=ctx.relay_mark,
+            bucket=ctx.bucket,
+        )
+    )
 
 
 def step_verify(ctx: StepContext) -> StepResult:
@@ -252,6 +292,7 @@ def step_configure(ctx: StepContext) -> StepResult:
     from provisioning.configure.apply import configure_os
 
     target, plan = ctx.plan_loader()
+    wait_until_listening(target, timeout=min(OS_BOOT_SECONDS, ctx.timeout), cancelled=ctx.cancelled)
     try:
         if ctx.waves is not None and target.os_family is OsFamily.LINUX:
             ctx.waves.configure(
@@ -336,6 +377,7 @@ STEPS: tuple[Step, ...] = (
 if tuple(s.name for s in STEPS) != STEP_NAMES:  # pragma: no cover - a wiring mistake
     raise RuntimeError("pipeline STEPS and runs.states.STEP_NAMES disagree")
 CONFIGURE_INDEX = STEP_NAMES.index("configure")
+STREAM_INDEX = STEP_NAMES.index("stream")
 
 
 def step_at(index: int) -> Step:

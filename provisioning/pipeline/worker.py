@@ -88,9 +88,16 @@ def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
         backoff_base=float(env.get("MASTERLINE_WORKER_BACKOFF_BASE", "2")),
         backoff_cap=float(env.get("MASTERLINE_WORKER_BACKOFF_CAP", "30")),
         sweep_seconds=float(env.get("MASTERLINE_WORKER_SWEEP_SECONDS", "5")),
+        pe_wait_seconds=float(env.get("MASTERLINE_WORKER_PE_WAIT_SECONDS", "30")),
         share_seconds=float(env.get("MASTERLINE_WORKER_SHARE_SECONDS", "1")),
         configure_wave_seconds=float(env.get("MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS", "1")),
         step_timeouts=_pairs(env.get("MASTERLINE_WORKER_STEP_TIMEOUTS", "")),
+        relay=env.get("MASTERLINE_WORKER_RELAY", "0").strip().lower() in ("1", "true", "yes", "on"),
+        relay_window_seconds=float(env.get("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "60")),
+        relay_max_members=int(env.get("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "32")),
+        relay_chunk_bytes=int(env.get("MASTERLINE_WORKER_RELAY_CHUNK_BYTES", str(4 * 1024 * 1024))),
+        relay_host=env.get("MASTERLINE_WORKER_RELAY_HOST", "127.0.0.1"),
+        relay_slow_ratio=float(env.get("MASTERLINE_WORKER_RELAY_SLOW_RATIO", "0.5")),
         state_timeouts=state_timeouts,
     )
 

@@ -12,7 +12,8 @@ up those after it, is what the reroutes below answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -88,6 +89,20 @@ class Route:
             raise ValueError(f"member {member} is already in the wave")
         self.order.append(member)
 
+    def move_to_tail(self, member: str) -> bool:
+        """Move ``member`` to the end of the chain (a slow disk: it no longer paces
+        anyone); False when it already is the last healthy member, or the first: the
+        one behind the first would then take from the source, a second stream out of
+        the server that the site's ledger does not count."""
+        i = self.order.index(member)
+        if not any(self.healthy(m) for m in self.order[i + 1 :]):
+            return False
+        if not any(self.healthy(m) for m in self.order[:i]):
+            return False
+        self.order.remove(member)
+        self.order.append(member)
+        return True
+
     def healthy(self, member: str) -> bool:
         return member not in self.dead and member not in self.corrupt
 
@@ -114,3 +129,31 @@ class Route:
     def affected_by(self, lost: str) -> list[str]:
         """The members whose list named ``lost`` (to be sent a new one)."""
         return [m for m in self.order if m != lost and lost in self._ahead(m)]
+
+
+@dataclass(frozen=True)
+class SlowRule:
+    """When a member's disk is slow enough to be moved to the tail of the chain.
+
+    A chain runs at its slowest member's pace: every member behind a slow disk waits
+    for it. The measure is the member's own **disk** rate (bytes written per second
+    spent in writes, reported by its relay), not its receive rate, which its upstream
+    sets: a member paced by a slow upstream still writes fast. A member is slow when
+    its rate is below ``ratio`` times the median of the wave's reported rates, once at
+    least ``min_members`` members have each written ``min_chunks`` chunks (a median of
+    fewer is noise). It is moved once; the tail is never moved.
+    """
+
+    ratio: float = 0.5
+    min_chunks: int = 4
+    min_members: int = 3
+
+
+def slow_members(rates: Mapping[str, float], rule: SlowRule) -> list[str]:
+    """The members of ``rates`` (disk bytes per second, each from at least
+    ``rule.min_chunks`` chunks) whose disks are slow (see ``SlowRule``), slowest first."""
+    if len(rates) < rule.min_members:
+        return []
+    median = statistics.median(rates.values())
+    slow = [m for m, r in rates.items() if r < rule.ratio * median]
+    return sorted(slow, key=lambda m: rates[m])

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from images.manifest import Manifest
 from provisioning.relay.credentials import WaveAuthority
-from provisioning.relay.plan import SOURCE, Route, Topology
+from provisioning.relay.plan import SOURCE, Route, SlowRule, Topology, slow_members
 from provisioning.relay.source import Pace, Source
 
 log = logging.getLogger("masterline.relay")
@@ -124,8 +124,14 @@ class Wave:
         source_host: str = "127.0.0.1",
         pace: Pace | None = None,
         idle_timeout: float = 30.0,
+        slow: SlowRule | None = None,
     ) -> None:
         self.id = "w" + secrets.token_hex(6)
+        self.slow = slow
+        self.write_rates: dict[str, float] = {}
+        """Each member's disk write rate (bytes/s), once it wrote ``slow.min_chunks``."""
+        self.moved: list[str] = []
+        """Members moved to the tail for a slow disk, in order."""
         self.manifest = manifest
         self.route = Route(topology=topology, fanout=fanout)
         self.authority = WaveAuthority(self.id)
@@ -152,7 +158,15 @@ class Wave:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def config(self, name: str, target: Path | str, *, listen: str, uplink_bps: float) -> str:
+    def config(
+        self,
+        name: str,
+        target: Path | str,
+        *,
+        listen: str,
+        uplink_bps: float,
+        state: str | None = None,
+    ) -> str:
         """The first input line of a member's relay (it holds the member's TLS key)."""
         creds = self.authority.issue(name)
         return json.dumps(
@@ -171,6 +185,7 @@ class Wave:
                 "upstreams": [],
                 "idle_timeout": self.idle_timeout,
                 "uplink_bps": uplink_bps,
+                **({"state": state} if state else {}),
             }
         )
 
@@ -182,12 +197,14 @@ class Wave:
         *,
         host: str = "127.0.0.1",
         uplink_bps: float = 0,
+        state: str | None = None,
     ) -> None:
         """Start member ``name`` (its relay at ``argv``, writing ``target``) at the tail.
-        ``host`` is where the other members reach it."""
+        ``host`` is where the other members reach it; ``state`` where its relay keeps
+        its verified offset (see ``boot/agent/relay.py``)."""
         with self._lock:
             self.route.join(name)
-            first = self.config(name, target, listen=host, uplink_bps=uplink_bps)
+            first = self.config(name, target, listen=host, uplink_bps=uplink_bps, state=state)
             self.outcomes[name] = Outcome(name)
             proc = MemberProcess(name, argv, self.inbox)
             self.members[name] = _Member(proc, host)
@@ -237,6 +254,8 @@ class Wave:
                 self._send_route(name)
                 # Members behind it that said where they listen first get their route.
                 self._reroute(name)
+            elif kind in ("progress", "complete"):
+                self._rated(name, event)
             elif kind == "corrupt":
                 bad = str(event.get("upstream"))
                 if bad in self.outcomes:
@@ -263,6 +282,29 @@ class Wave:
                 self.route.dead.add(name)
                 self.members[name].process.send({"op": "stop"})
                 self._reroute(name)
+
+    def _rated(self, name: str, event: dict[str, Any]) -> None:
+        """Record a member's disk rate; move the members it shows slow to the tail."""
+        if self.slow is None or not isinstance(event.get("write_bps"), int | float):
+            return
+        chunks = event.get("chunks", len(self.manifest.chunks))
+        if not isinstance(chunks, int) or chunks < self.slow.min_chunks:
+            return
+        self.write_rates[name] = float(event["write_bps"])
+        healthy = {m: r for m, r in self.write_rates.items() if self.route.healthy(m)}
+        for member in slow_members(healthy, self.slow):
+            receiving = not any(e.get("event") == "complete" for e in self.outcomes[member].events)
+            if member in self.moved or not receiving or self.outcomes[member].ok is not None:
+                continue
+            if not self.route.move_to_tail(member):
+                continue
+            self.moved.append(member)
+            log.info("relay wave %s: %s's disk is slow, moved to the tail", self.id, member)
+            self.outcomes[member].events.append({"event": "moved_to_tail"})
+            # Everyone's nearest upstream may have changed: each gets its list again (a
+            # member whose first entry changed leaves its upstream for it).
+            for other in self.route.order:
+                self._send_route(other)
 
     def wait(self, *, deadline: float) -> dict[str, Outcome]:
         """Handle events until every member has an outcome or ``deadline`` (monotonic)

@@ -43,6 +43,12 @@ def _eta(seconds: float | None) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+def _step(run: dict[str, Any]) -> str:
+    step = str(run.get("step_name") or run.get("failed_step") or "")
+    # A relayed stream: its progress is what its own disk verified, from its wave.
+    return f"{step} (relay {run['relay_wave']})" if run.get("relay_wave") else step
+
+
 def _progress(run: dict[str, Any]) -> str:
     total = run.get("progress_total") or 0
     if not total:
@@ -73,7 +79,7 @@ def runs_table(runs: list[dict[str, Any]], *, title: str | None = None) -> Table
             escape(r["serial"]),
             escape(r["device_state"]),
             f"[{style}]{r['status']}[/{style}]" if style else r["status"],
-            escape(r.get("step_name") or r.get("failed_step") or ""),
+            escape(_step(r)),
             _progress(r),
             rate,
             _eta(r.get("eta_seconds")),

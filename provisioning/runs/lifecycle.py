@@ -2,9 +2,10 @@
 
 Every change of ``ProvisioningRun.status`` goes through ``_move`` (checked against
 ``runs/states.py``'s table) and is logged in ``provisioning_run_event`` in the same
-transaction: ``claim`` (a worker takes it), ``finish`` (succeeded, failed or aborted:
-worker, lease and end time cleared once, here) and ``requeue`` (a retry). Like
-services, nothing here commits.
+transaction: ``claim`` (a worker takes it), ``wait`` (back to the queue until its
+laptop's PE registers), ``finish`` (succeeded, failed or aborted: worker, lease and end
+time cleared once, here) and ``requeue`` (a retry). Like services, nothing here
+commits.
 """
 
 from __future__ import annotations
@@ -39,13 +40,20 @@ def claim(
     session: Session, run: ProvisioningRun, *, worker_id: str, lease_until: datetime, now: datetime
 ) -> bool:
     """``worker_id`` takes ``run`` under a lease until ``lease_until``. Returns whether
-    it was a resumption (the run was already running: a restarted or dead worker's)."""
+    it was a resumption (the run was already running: a restarted or dead worker's).
+
+    A run waiting for its PE taken for another look (its not-before time passed) is not
+    logged: a laptop left unpowered for an hour would log a claim every look; its
+    ``step_started`` says when it went on."""
     resumed = run.status == RunStatus.RUNNING
+    another_look = run.status == RunStatus.QUEUED and run.lease_until is not None
     _move(run, RunEvent.RESUME if resumed else RunEvent.CLAIM, now)
     run.worker_id = worker_id
     run.lease_until = lease_until
     run.started_at = run.started_at or now
     session.add(run)
+    if another_look:
+        return resumed
     verb = "resumed" if resumed else "claimed"
     add_event(
         session,
@@ -55,6 +63,26 @@ def claim(
         message=f"{verb} by worker {worker_id}",
     )
     return resumed
+
+
+def wait(
+    session: Session, run: ProvisioningRun, *, step: str, reason: str, not_before: datetime
+) -> None:
+    """Put a running run back in the queue: its laptop has no live provisioning
+    environment (``reason``). A queued run's ``lease_until`` is when it may be claimed
+    again (``repository.claimable_runs``); the PE's registration clears it
+    (``waiting.resume_on_go``). Logged once per reason, not once per look.
+
+    :raises InvalidRunTransition: the run is not running.
+    """
+    _move(run, RunEvent.WAIT, utcnow())
+    repeated = run.last_error == reason
+    run.worker_id = None
+    run.lease_until = not_before
+    run.last_error = reason[:1000]
+    session.add(run)
+    if not repeated:
+        add_event(session, run, step=step, kind="waiting", message=reason)
 
 
 def finish(

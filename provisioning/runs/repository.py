@@ -66,6 +66,15 @@ def run_events(session: Session, run_id: int) -> Sequence[RunStepEvent]:
     return session.exec(stmt).all()
 
 
+def last_event(session: Session, run_id: int, kind: str) -> RunStepEvent | None:
+    stmt = (
+        select(RunStepEvent)
+        .where(RunStepEvent.run_id == run_id, RunStepEvent.kind == kind)
+        .order_by(col(RunStepEvent.seq).desc())
+    )
+    return session.exec(stmt).first()
+
+
 def next_event_seq(session: Session, run_id: int) -> int:
     stmt = select(func.max(RunStepEvent.seq)).where(RunStepEvent.run_id == run_id)
     current = session.exec(stmt).one()
@@ -75,16 +84,17 @@ def next_event_seq(session: Session, run_id: int) -> int:
 def claimable_runs(
     session: Session, *, now: datetime, worker_id: str, exclude: Sequence[int], limit: int
 ) -> Sequence[ProvisioningRun]:
-    """Queued runs, and running ones whose worker is gone (lease expired) or is us
+    """Queued runs (a run waiting for its PE once its ``lease_until``, its not-before
+    time, has passed), and running ones whose worker is gone (lease expired) or is us
     after a restart (same worker id, not in our live set)."""
-    expired = or_(
+    lapsed = or_(
         col(ProvisioningRun.lease_until).is_(None),
         col(ProvisioningRun.lease_until) < now,
-        col(ProvisioningRun.worker_id) == worker_id,
     )
+    expired = or_(lapsed, col(ProvisioningRun.worker_id) == worker_id)
     stmt = select(ProvisioningRun).where(
         or_(
-            col(ProvisioningRun.status) == RunStatus.QUEUED,
+            and_(col(ProvisioningRun.status) == RunStatus.QUEUED, lapsed),
             and_(col(ProvisioningRun.status) == RunStatus.RUNNING, expired),
         )
     )

@@ -89,7 +89,11 @@ def abort_run(
 
 @router.put("/endpoints", response_model=EndpointRead)
 def put_endpoint(body: EndpointCreate, session: SessionDep, _: AdminOnly) -> EndpointRead:
-    """Where a bench slot's laptop answers in its provisioning environment (admin)."""
+    """Where a bench slot's laptop answers in its provisioning environment (admin).
+
+    Optional: a laptop in a slot that is not wired is reached through its provisioning
+    environment's own registration (`POST /boot/register`); wire a slot for laptops
+    whose PE does not register, or to pin its address and host key by hand."""
     row = service.register_endpoint(session, body)
     assert row.id is not None
     return EndpointRead(

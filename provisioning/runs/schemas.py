@@ -53,6 +53,9 @@ class RunRead(BaseModel):
     progress_percent: float | None
     rate_bytes_per_second: float
     eta_seconds: float | None
+    relay_wave: str | None = None
+    """The relay wave this run's laptop is imaged in, while its stream step runs in one
+    (its progress is then the bytes verified on its own disk: docs/relay.md)."""
     created_at: datetime
     started_at: datetime | None
     updated_at: datetime
@@ -92,11 +95,18 @@ class RunRead(BaseModel):
             progress_percent=pct,
             rate_bytes_per_second=run.rate_bps,
             eta_seconds=run.eta_seconds,
+            relay_wave=_relay_wave(run),
             created_at=run.created_at,
             started_at=run.started_at,
             updated_at=run.updated_at,
             finished_at=run.finished_at,
         )
+
+
+def _relay_wave(run: ProvisioningRun) -> str | None:
+    relay = (run.context or {}).get("relay")
+    wave = relay.get("wave") if isinstance(relay, dict) else None
+    return str(wave) if wave else None
 
 
 class RunEventRead(BaseModel):

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
+from core.errors import InvalidInput
 from core.principal import Principal
 from core.timeutil import utcnow
 from images.errors import NoImageForDevice, PinnedImageUnavailable
 from images.service import active_config, resolve_with_config
 from inventory import lifecycle as device_lifecycle
 from inventory import repository as inventory_repo
-from inventory.errors import DeviceNotFound
+from inventory.errors import BenchNotFound, DeviceNotFound
 from inventory.models import Device
 from inventory.states import DeviceState, Event
 from provisioning.errors import NotReadyToProvision, RunConflict, RunNotFound
@@ -105,16 +106,22 @@ def retry(session: Session, run_id: int, principal: Principal) -> ProvisioningRu
     assert device is not None
     if device.state not in DeviceState.failed():
         raise RunConflict(f"device {device.serial} is {device.state}, not failed")
+    requeue_failed(session, run, device, actor=principal.actor)
+    return run
+
+
+def requeue_failed(session: Session, run: ProvisioningRun, device: Device, *, actor: str) -> None:
+    """The device FAILED_x → QUEUED and its failed or aborted run queued again from the
+    step that failed (a technician's retry; a PE that boots again, ``waiting.py``)."""
     index = retry_index(run.failed_step, run.step_index)
     device_lifecycle.apply(
         session,
         device,
         Event.RETRY,
-        actor=principal.actor,
+        actor=actor,
         details={"run_id": run.id, "from_step": STEP_NAMES[index]},
     )
-    lifecycle.requeue(session, run, step_index=index, actor=principal.actor)
-    return run
+    lifecycle.requeue(session, run, step_index=index, actor=actor)
 
 
 def abort(
@@ -241,7 +248,16 @@ def _lock_visible(session: Session, run_id: int, principal: Principal) -> Provis
 
 # Slot endpoints (where a bench slot's laptop answers in its provisioning environment).
 def register_endpoint(session: Session, body: EndpointCreate) -> SlotEndpoint:
-    """Create or replace the endpoint of one bench slot."""
+    """Create or replace the endpoint of one bench slot.
+
+    :raises BenchNotFound: no such bench (before, the foreign key answered 409).
+    :raises InvalidInput: the bench has no such slot.
+    """
+    bench = inventory_repo.get_bench(session, body.bench_id)
+    if bench is None:
+        raise BenchNotFound(str(body.bench_id))
+    if not 1 <= body.slot <= bench.slots:
+        raise InvalidInput(f"bench {bench.code} has slots 1 to {bench.slots}, not {body.slot}")
     row = repository.get_endpoint(session, body.bench_id, body.slot)
     if row is None:
         row = SlotEndpoint(**body.model_dump())

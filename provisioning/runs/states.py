@@ -23,6 +23,9 @@ class RunEvent(StrEnum):
     RESUME = "resume"
     """A worker takes back a running run: its own after a restart, or one whose worker's
     lease expired."""
+    WAIT = "wait"
+    """A running run's laptop has no live provisioning environment: it goes back to the
+    queue, not to be claimed before a set time or before its PE registers."""
     SUCCEED = "succeed"
     FAIL = "fail"
     ABORT = "abort"
@@ -35,6 +38,7 @@ S, E = RunStatus, RunEvent
 RUN_TRANSITIONS: dict[tuple[RunStatus, RunEvent], RunStatus] = {
     (S.QUEUED, E.CLAIM): S.RUNNING,
     (S.RUNNING, E.RESUME): S.RUNNING,
+    (S.RUNNING, E.WAIT): S.QUEUED,
     (S.RUNNING, E.SUCCEED): S.SUCCEEDED,
     (S.QUEUED, E.FAIL): S.FAILED,
     (S.RUNNING, E.FAIL): S.FAILED,

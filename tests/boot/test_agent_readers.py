@@ -205,3 +205,12 @@ def test_cmdline_parameters() -> None:
         cmdline.parse("masterline.enroll=x")
     with pytest.raises(cmdline.ConfigError, match="SHA-256"):
         cmdline.parse("masterline.api=https://x masterline.enroll=y masterline.ca=abc")
+
+
+def test_the_pe_sshd_port_is_22_unless_the_command_line_says() -> None:
+    base = "masterline.api=http://10.0.0.1 masterline.enroll=y"
+    assert cmdline.parse(base).ssh_port == 22
+    assert cmdline.parse(f"{base} masterline.ssh_port=2222").ssh_port == 2222
+    for bad in ("0", "65536", "22a", "-1"):
+        with pytest.raises(cmdline.ConfigError, match="ssh_port"):
+            cmdline.parse(f"{base} masterline.ssh_port={bad}")

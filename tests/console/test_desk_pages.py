@@ -208,6 +208,10 @@ def test_reports_and_the_survey_call_list(
     assert reports.status_code == 200
     assert re.search(r"<td>ACME</td><td>Dell Latitude 5440</td><td>vpn</td>", reports.text)
     assert f"/console/desk-reports/surveys/{this_month}" in reports.text
+    # The page's title is words, and the queues appear once, in the page's body.
+    title = re.search(r"<title>(.*?)</title>", reports.text, re.S)
+    assert title is not None and "<" not in title.group(1)
+    assert reports.text.count('<table class="queues">') <= 1
     calls = app_client.get(f"/console/desk-reports/surveys/{this_month}")
     assert "Amélie Poulain" in calls.text and "+33 6 12 34 56 78" in calls.text
     call_id = re.search(r"/console/desk-reports/calls/(\d+)/answer", calls.text)

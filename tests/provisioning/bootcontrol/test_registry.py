@@ -91,6 +91,7 @@ def test_a_slot_names_another_registered_control(
         assert control.pe_access(s, device).endpoint.host == "10.9.0.3"
 
 
+@pytest.mark.usefixtures("static_default")
 def test_an_unknown_control_or_an_unwired_slot_is_one_clear_error(
     db: Database, world: World, device: Device
 ) -> None:

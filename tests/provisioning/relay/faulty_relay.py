@@ -2,7 +2,8 @@
 
 ``forward``: flips a byte of every chunk it sends downstream (a corrupt relay);
 ``disk``: flips a byte of every chunk it writes (a disk that lies); ``full``: its disk
-fills up after two chunks. Everything else is the real ``relay.py``, loaded from
+fills up after two chunks; ``slow``: every write takes 0.2 s more (a slow disk).
+Everything else is the real ``relay.py``, loaded from
 ``RELAY``.
 """
 
@@ -11,6 +12,7 @@ import importlib.util
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # relay_wire.py, beside it
 spec = importlib.util.spec_from_file_location("relay", sys.argv[1])
 assert spec is not None and spec.loader is not None
 relay = importlib.util.module_from_spec(spec)
@@ -51,4 +53,19 @@ elif sys.argv[2] == "full":
             return real_pwrite(fd, data, offset)
 
     relay.os = _FullOs()  # type: ignore[attr-defined]
+elif sys.argv[2] == "slow":
+    import time
+
+    real_pwrite = os.pwrite
+
+    class _SlowOs:
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        @staticmethod
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            time.sleep(0.2)
+            return real_pwrite(fd, data, offset)
+
+    relay.os = _SlowOs()  # type: ignore[attr-defined]
 sys.exit(relay.main())

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from provisioning.relay.plan import SOURCE, Candidate, Route, Topology, WaveRule, form_waves, joins
+from provisioning.relay.plan import (
+    SOURCE,
+    Candidate,
+    Route,
+    SlowRule,
+    Topology,
+    WaveRule,
+    form_waves,
+    joins,
+    slow_members,
+)
 
 
 def c(run: int, image: int = 1, site: int = 1, at: float = 0.0) -> Candidate:
@@ -69,3 +79,31 @@ def test_a_member_joins_once() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} joined twice")
+
+
+def test_a_disk_below_half_the_median_rate_is_slow() -> None:
+    rule = SlowRule()
+    rates = {"a": 400e6, "b": 380e6, "c": 150e6, "d": 420e6}
+    assert slow_members(rates, rule) == ["c"]
+    # Two slow disks: the slowest first.
+    assert slow_members({**rates, "e": 10e6}, rule) == ["e", "c"]
+    # Within half of the median: nobody moves.
+    assert slow_members({"a": 400e6, "b": 210e6, "c": 390e6}, rule) == []
+    # Too few reports to call a median.
+    assert slow_members({"a": 400e6, "b": 1e6}, rule) == []
+
+
+def test_moving_to_the_tail_reroutes_the_chain() -> None:
+    route = Route(order=["m0", "slow", "m2", "m3"])
+    assert route.move_to_tail("slow")
+    assert route.order == ["m0", "m2", "m3", "slow"]
+    assert route.upstreams("m2") == ["m0", SOURCE]
+    assert route.upstreams("slow") == ["m3", "m2", "m0", SOURCE]
+    # Already last: nothing to gain.
+    assert not route.move_to_tail("slow")
+    # Last of the healthy ones (the members behind it are dead): stays.
+    route.dead.add("slow")
+    assert not route.move_to_tail("m3")
+    # The first healthy one stays too: the one behind it would take from the source.
+    route.dead.add("m0")
+    assert not route.move_to_tail("m2")

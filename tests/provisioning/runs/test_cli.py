@@ -120,6 +120,9 @@ def test_up_runs_the_api_and_a_worker_in_one_process(
         "MASTERLINE_DATA_DIR": str(tmp_path / "data"),
         "MASTERLINE_IMAGE_STORE_DIR": str(tmp_path / "store"),
         "MASTERLINE_WORKER_POLL_SECONDS": "0.1",
+        # Unwired slots under static wiring: the run fails with the slot's reason (the
+        # default, registered, would wait for the laptop's PE to register).
+        "MASTERLINE_BOOT_DEFAULT_CONTROL": "static",
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", "import cli; cli.main()", "up", "--port", str(port)],

@@ -100,3 +100,23 @@ def test_bad_input_is_one_clear_error(app_client: TestClient, world: World, db: 
 
         assert s.exec(select(ProvisioningRun)).all() == []
     _ = RunStatus
+
+
+def test_wiring_a_slot_of_no_bench_is_404_and_of_no_slot_422(
+    app_client: TestClient, world: World
+) -> None:
+    admin = auth(world.token(Role.ADMIN))
+    body = {
+        "host": "127.0.0.1",
+        "key_path": "/nonexistent/key",
+        "known_hosts_path": "/nonexistent/kh",
+    }
+    r = app_client.put(
+        "/runs/endpoints", json={**body, "bench_id": 999_999, "slot": 1}, headers=admin
+    )
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == "bench 999999 not found"
+    too_far = {**body, "bench_id": world.bench.id, "slot": world.bench.slots + 1}
+    r = app_client.put("/runs/endpoints", json=too_far, headers=admin)
+    assert r.status_code == 422, r.text
+    assert "slots 1 to" in r.json()["detail"]

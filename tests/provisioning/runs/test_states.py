@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_every_move_of_the_table() -> None:
     assert next_status(RunStatus.QUEUED, RunEvent.CLAIM) is RunStatus.RUNNING
     assert next_status(RunStatus.RUNNING, RunEvent.RESUME) is RunStatus.RUNNING
+    assert next_status(RunStatus.RUNNING, RunEvent.WAIT) is RunStatus.QUEUED
     assert next_status(RunStatus.RUNNING, RunEvent.SUCCEED) is RunStatus.SUCCEEDED
     assert next_status(RunStatus.RUNNING, RunEvent.FAIL) is RunStatus.FAILED
     assert next_status(RunStatus.QUEUED, RunEvent.ABORT) is RunStatus.ABORTED
@@ -38,6 +39,12 @@ def test_a_failed_or_aborted_run_only_retries(status: RunStatus) -> None:
             next_status(status, event)
         assert isinstance(e.value, RunConflict) and e.value.status_code == 409
     assert next_status(status, RunEvent.RETRY) is RunStatus.QUEUED
+
+
+def test_only_a_running_run_waits_for_its_pe() -> None:
+    for status in (RunStatus.QUEUED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ABORTED):
+        with pytest.raises(InvalidRunTransition):
+            next_status(status, RunEvent.WAIT)
 
 
 def test_a_succeeded_run_does_not_move() -> None:

@@ -1,0 +1,225 @@
+"""The registered boot control: a laptop whose provisioning environment (PE) registered
+itself, so no administrator wired its bench slot (docs/boot.md, "From power-on to
+imaging without wiring a slot").
+
+Where the PE answers and which host key to trust come from the laptop's newest
+registration answered go (its address as the server saw it, the SSH host key the PE
+generated at this boot): trusted because the registration was authenticated by the
+bench's enrollment credential, never because a key answered first on the bench network.
+The worker logs in with the site's worker key, whose public half the registration handed
+to the PE. Rebooting (the PE's ``reboot``), "already in the installed OS" and where the
+installed OS answers are the static control's (``static.py``), with options from
+``OS_OPTIONS`` instead of a slot's wiring; the reboot then waits until the laptop has
+left its PE (its kernel's boot id changed, or the PE stopped answering as itself), so
+the configure step never reaches a PE that has not gone down yet.
+
+Provisioning never imports the boot domain: ``PE_LOOKUP`` is filled at start by
+``wiring/boot.py`` with a function of ``boot.registration.service``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+
+from core.settings import get_settings
+from inventory.models import Device
+from inventory.states import DeviceState
+from provisioning.bootcontrol.base import JsonValue, PeAccess
+from provisioning.bootcontrol.static import StaticBootControl
+from provisioning.errors import (
+    AuthFailed,
+    CommandFailed,
+    CommandTimedOut,
+    ConnectFailed,
+    HostKeyMismatch,
+    NoLivePe,
+)
+from provisioning.imaging.identity import PE_ROOT
+from provisioning.transports.base import SshEndpoint, Transport
+
+NAME = "registered"
+PE_USER = "root"
+"""The PE's agent installs the worker keys in root's ``authorized_keys``."""
+
+
+@dataclass(frozen=True)
+class RegisteredPe:
+    """A laptop's newest PE boot that was answered go, as the boot domain recorded it."""
+
+    boot_id: int
+    address: str
+    ssh_port: int
+    host_key: str
+    """The OpenSSH public key line the PE registered (``ssh-ed25519 AAAA…``)."""
+    current: bool
+    """Registered, token unexpired: not ended, superseded or expired."""
+    alive: bool
+    """A heartbeat within the site's silence limit."""
+    silent_seconds: float
+    ended_reason: str | None
+    """Why it is not current, when it is not."""
+    worker_key_path: str | None
+    """The site's worker private key (its ``.pub`` went to the PE)."""
+
+    def known_hosts_line(self) -> str:
+        name = self.address if self.ssh_port == 22 else f"[{self.address}]:{self.ssh_port}"
+        key_type, key_b64 = self.host_key.split()[:2]
+        return f"{name} {key_type} {key_b64}\n"
+
+
+PeLookup = Callable[[Session, int], RegisteredPe | None]
+PE_LOOKUP: list[PeLookup] = []
+"""``(session, device id) -> RegisteredPe | None``: the device's newest boot answered go.
+Filled at start by ``wiring/boot.py``; the first one answers."""
+
+PeLeft = Callable[[Session, int], None]
+PE_LEFT: list[PeLeft] = []
+"""``(session, device id)``, called once a run's reboot step is committed, in a
+transaction of its own: the laptop has left its PE for its installed OS, so its PE
+registration ends (its agent token stops working). Filled at start by ``wiring/boot.py``."""
+
+OsOptions = Callable[[Session, Device, RegisteredPe], Mapping[str, JsonValue] | None]
+OS_OPTIONS: list[OsOptions] = []
+"""Providers of what a slot's options would say for a registered laptop (``os_host``,
+``target_root``, ``pe_user``…), when something knows better than the defaults (the
+device lab knows where its laptops' installed systems live). The first answer that is
+not None is used; none: the defaults (the installed OS answers at the PE's address)."""
+
+BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
+"""The kernel's id of the running boot: a new one after any reboot."""
+_LEFT_POLL_S = 0.5
+
+LEFT_THE_PE = frozenset({DeviceState.CONFIGURING, DeviceState.VERIFYING})
+"""In these states the laptop runs its installed OS: its PE is gone on purpose, and only
+the address its last PE had is needed (where the installed OS answers by default)."""
+
+
+class RegisteredBootControl(StaticBootControl):
+    """A PE found by its registration; the reboot and the installed OS as ``static``."""
+
+    name = NAME
+
+    def pe_access(self, session: Session, device: Device) -> PeAccess:
+        """:raises NoLivePe: no PE registered, or its registration ended, expired or went
+        silent (the run waits for it). :raises CommandFailed: this worker cannot look
+        registrations up, or the site has no worker key to log in with."""
+        assert device.id is not None
+        if not PE_LOOKUP:
+            raise CommandFailed(
+                "boot registration is not part of this worker: wire the laptop's bench "
+                "slot (PUT /runs/endpoints)"
+            )
+        pe = PE_LOOKUP[0](session, device.id)
+        if device.state not in LEFT_THE_PE:
+            require_live(device.serial, pe)
+        if pe is None:
+            raise NoLivePe(f"no provisioning environment of {device.serial} ever registered")
+        if not pe.worker_key_path:
+            raise CommandFailed(
+                f"the site of {device.serial} has no worker key path to log into its PE "
+                "(masterline boot site-settings SITE --worker-key PATH)"
+            )
+        options: dict[str, JsonValue] = {}
+        for provider in OS_OPTIONS:
+            found = provider(session, device, pe)
+            if found is not None:
+                options = dict(found)
+                break
+        return PeAccess(
+            control=self.name,
+            endpoint=SshEndpoint(
+                host=pe.address,
+                port=pe.ssh_port,
+                user=str(options.get("pe_user") or PE_USER),
+                key_path=Path(pe.worker_key_path),
+                known_hosts_path=pinned_known_hosts(pe),
+            ),
+            options={**options, "boot_id": pe.boot_id},
+        )
+
+    def reboot_into_os(
+        self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
+    ) -> None:
+        """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
+        the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the
+        step reboots it again)."""
+        before = _boot_id(connect(), timeout)
+        super().reboot_into_os(pe, connect, timeout=timeout)
+        if not before:
+            return  # nothing to compare with: as the static control, trust the reboot
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _left(pe, before, timeout=max(1.0, deadline - time.monotonic())):
+                return
+            time.sleep(_LEFT_POLL_S)
+        raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
+
+
+def _boot_id(transport: Transport, timeout: float) -> str:
+    try:
+        res = transport.run(BOOT_ID, timeout=timeout)
+    except ConnectFailed:
+        return ""
+    return res.stdout.strip() if res.ok else ""
+
+
+def _left(pe: PeAccess, before: str, *, timeout: float) -> bool:
+    """Whether the laptop no longer runs the PE boot ``before``: another boot answers,
+    or nothing answers as that PE (refused, another host key, another login)."""
+    from provisioning.transports.ssh import SSHTransport  # paramiko only when used
+
+    transport = SSHTransport(pe.endpoint)
+    try:
+        now = _boot_id(transport, timeout)
+    except (HostKeyMismatch, AuthFailed, CommandTimedOut):
+        return True
+    finally:
+        transport.close()
+    return now != before
+
+
+def require_live(serial: str, pe: RegisteredPe | None) -> RegisteredPe:
+    """The PE if the pipeline may use it now. :raises NoLivePe: why it may not."""
+    if pe is None:
+        raise NoLivePe(
+            f"no provisioning environment of {serial} has registered yet: power it on at "
+            "the bench (network boot); the run goes on when it registers"
+        )
+    if not pe.current:
+        why = pe.ended_reason or "not registered"
+        raise NoLivePe(
+            f"the provisioning environment of {serial} is no longer registered ({why}): "
+            "waiting for it to boot again"
+        )
+    if not pe.alive:
+        raise NoLivePe(
+            f"the provisioning environment of {serial} has been silent for "
+            f"{int(pe.silent_seconds)} s: waiting for it to boot again"
+        )
+    return pe
+
+
+def pinned_known_hosts(pe: RegisteredPe) -> Path:
+    """A known_hosts file holding this boot's host key and nothing else (one file per
+    boot: a newer boot of the laptop never shares the old one's trust), written
+    atomically."""
+    directory = get_settings().data_dir / "pe-known-hosts"
+    path = directory / f"boot-{pe.boot_id}"
+    line = pe.known_hosts_line()
+    try:
+        if path.read_text() == line:
+            return path
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".boot-{pe.boot_id}.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(line)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,56 @@
+"""Relay imaging's settings and the ledger's rule for a wave: pure, no lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.settings import get_settings
+from provisioning.pipeline.bandwidth import RELAY_KEY, SHARE_KEY, counts_as_stream, drop_share
+from provisioning.pipeline.worker import config_from_env
+from provisioning.runs.models import ProvisioningRun
+
+
+def test_relay_is_off_unless_asked_and_its_settings_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        for name in ("RELAY", "RELAY_WINDOW_SECONDS", "RELAY_MAX_MEMBERS", "RELAY_HOST"):
+            monkeypatch.delenv(f"MASTERLINE_WORKER_{name}", raising=False)
+        off = config_from_env(worker_id="w")
+        assert off.relay is False
+        assert (off.relay_window_seconds, off.relay_max_members) == (60.0, 32)
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY", "1")
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "5")
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "8")
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY_HOST", "10.0.0.2")
+        on = config_from_env(worker_id="w")
+        assert on.relay is True
+        assert (on.relay_window_seconds, on.relay_max_members, on.relay_host) == (
+            5.0,
+            8,
+            "10.0.0.2",
+        )
+    finally:
+        get_settings.cache_clear()
+
+
+def _run(context: dict[str, object]) -> ProvisioningRun:
+    return ProvisioningRun(device_id=1, client_id=1, context=context)
+
+
+def test_a_wave_is_one_stream_of_the_ledger() -> None:
+    assert counts_as_stream(_run({}))
+    assert counts_as_stream(_run({RELAY_KEY: None}))  # left its wave
+    assert counts_as_stream(_run({RELAY_KEY: {"wave": "w1", "carrier": True}}))
+    assert not counts_as_stream(_run({RELAY_KEY: {"wave": "w1", "carrier": False}}))
+
+
+def test_a_new_stream_attempt_is_in_no_wave_yet() -> None:
+    run = _run({RELAY_KEY: {"wave": "w1", "carrier": False}, SHARE_KEY: 5})
+    drop_share(run, "stream")
+    assert run.context[RELAY_KEY] is None and run.context[SHARE_KEY] == 0
+    assert counts_as_stream(run)
