@@ -60,8 +60,8 @@ import threading
 import time
 from typing import Any
 
-if __package__:  # imported as part of the agent (the tests, the type checker)
-    from boot.agent import relay_wire as wire
+if __package__:  # imported as part of the agent: boot.agent here, agent in the PE
+    from . import relay_wire as wire
 else:  # run as a script beside it: ``python3 relay.py``
     import relay_wire as wire  # type: ignore[no-redef]
 

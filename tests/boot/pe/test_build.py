@@ -165,6 +165,13 @@ def test_the_pe_runs_its_tools_from_its_own_files(
         "'/opt/masterline'); import agent.main, agent.relay; print(ssl.OPENSSL_VERSION)",
     )  # fmt: skip
     assert "OpenSSL" in agent
+    # The relay as the pipeline starts it: a script beside its wire module, no site.
+    relay = chroot(
+        "/usr/bin/python3", "-S", "-c",
+        "import sys; sys.path.insert(0, '/opt/masterline/agent'); import relay; "
+        "print(relay.VERSION)",
+    )  # fmt: skip
+    assert relay.strip()
     assert "zstandard" in chroot("zstd", "--version").lower()
     assert "smartctl" in chroot("smartctl", "--version")
     assert "nvme" in chroot("nvme", "version")
