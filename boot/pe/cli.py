@@ -47,7 +47,14 @@ def list_(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json([{**m, "current": m["version"] == current} for m in rows])
         return
-    table = Table("", "version", "built at", "initrd bytes", "initrd sha256", "kernel sha256")
+    # The version is what `pe use` takes: never wrapped or cut, whatever the terminal's
+    # width; the hashes give way first (the whole of them is in --json).
+    table = Table("")
+    table.add_column("version", no_wrap=True)
+    table.add_column("built at")
+    table.add_column("initrd bytes", justify="right")
+    table.add_column("initrd sha256", overflow="ellipsis", no_wrap=True, max_width=17)
+    table.add_column("kernel sha256", overflow="ellipsis", no_wrap=True, max_width=17)
     for m in rows:
         f = m["files"]
         table.add_row(

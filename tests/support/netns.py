@@ -16,10 +16,21 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = "br0"
+
+
+def vm_skip() -> pytest.MarkDecorator:
+    """Skip a VM test where it cannot run (no root, no QEMU), but never under CI: there
+    `make test` installs what they need, and a VM test that quietly skips proves nothing."""
+    why = vm_prerequisites()
+    return pytest.mark.skipif(
+        why is not None and os.environ.get("CI", "") != "true", reason=str(why)
+    )
 
 
 def vm_prerequisites() -> str | None:

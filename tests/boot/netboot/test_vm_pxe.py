@@ -26,7 +26,7 @@ from boot.registration.schemas import SiteSettingsUpdate
 from boot.registration.service import current_boot
 from inventory.models import Device
 from tests.boot.conftest import Boot
-from tests.support.netns import BenchNet, bench_network, serial_log, vm_prerequisites
+from tests.support.netns import BenchNet, bench_network, serial_log, vm_skip
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
 from tests.support.waiting import eventually
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vm,
     pytest.mark.xdist_group("vm"),  # one VM at a time on a 2-core machine
-    pytest.mark.skipif(vm_prerequisites() is not None, reason=str(vm_prerequisites())),
+    vm_skip(),
 ]
 
 SERIAL = "ACME0001"

@@ -14,6 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from typer.testing import CliRunner
@@ -21,13 +22,16 @@ from typer.testing import CliRunner
 from boot.pe import cpio, debian, elf, repository
 from boot.pe.errors import PeBuildError
 from cli import app
+from core.console import console
 from core.errors import MasterlineError
 
 runner = CliRunner()
 
 
-def masterline(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+def masterline(*args: str, columns: int = 200) -> tuple[int, str]:
+    # The console's width is read once, when core.console is imported: set it here.
+    with patch.object(console, "_width", columns):
+        result = runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
     if isinstance(result.exception, MasterlineError):
         return result.exception.exit_code, result.exception.message
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -129,6 +133,8 @@ def test_build_is_reproducible_and_stored_with_its_sha256(
     }  # fmt: skip
     code, out = masterline("pe", "list")
     assert code == 0 and again["version"] in out and "*" in out
+    code, narrow = masterline("pe", "list", columns=80)  # a CI log, a bench PC's terminal
+    assert code == 0 and again["version"] in narrow
 
 
 @pytest.mark.slow

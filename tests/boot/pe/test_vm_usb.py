@@ -25,7 +25,7 @@ from boot.registration.schemas import CredentialCreate
 from cli import app
 from core.principal import SYSTEM
 from tests.boot.conftest import Boot
-from tests.support.netns import BenchNet, bench_network, serial_log, vm_prerequisites
+from tests.support.netns import BenchNet, bench_network, serial_log, vm_skip
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
 from tests.support.waiting import eventually
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vm,
     pytest.mark.xdist_group("vm"),
-    pytest.mark.skipif(vm_prerequisites() is not None, reason=str(vm_prerequisites())),
+    vm_skip(),
     pytest.mark.skipif(
         not (OVMF / "OVMF_CODE_4M.secboot.fd").exists(), reason="ovmf missing (make system-deps)"
     ),
