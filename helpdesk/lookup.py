@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from core import helpcode
 from core.principal import Principal
-from helpdesk import kb, repository, service
+from helpdesk import kb, repository, repository_survey, service
 from helpdesk.errors import NothingFound
 from helpdesk.schemas import (
     ArticleBrief,
@@ -227,7 +227,7 @@ def cards(
                 state_changed_at=d.state_changed_at,
                 staged=staged,
                 shipment=ShipmentBrief.model_validate(shipment) if shipment else None,
-                teleworker=_person(person),
+                teleworker=_person(session, person),
                 events=[
                     EventBrief(
                         at=e.at,
@@ -256,8 +256,9 @@ def cards(
     return out
 
 
-def _person(person: Teleworker | None) -> PersonRead | None:
-    """Name, e-mail and language: enough to greet the caller and check who it is."""
+def _person(session: Session, person: Teleworker | None) -> PersonRead | None:
+    """Name, e-mail and language: enough to greet the caller and check who it is; and
+    whether they asked not to be surveyed (an advisor records that on the call)."""
     if person is None or person.id is None:
         return None
     return PersonRead(
@@ -266,6 +267,7 @@ def _person(person: Teleworker | None) -> PersonRead | None:
         email=person.email,
         language=str(person.language),
         erased=person.erased_at is not None,
+        survey_opted_out=repository_survey.is_opted_out(session, person.id),
     )
 
 

@@ -119,6 +119,10 @@ def answers(
     ).all()
 
 
+def is_opted_out(session: Session, teleworker_id: int) -> bool:
+    return session.get(SurveyOptOut, teleworker_id) is not None
+
+
 def opt_out(session: Session, teleworker_id: int) -> None:
     if session.get(SurveyOptOut, teleworker_id) is None:
         session.add(SurveyOptOut(teleworker_id=teleworker_id))

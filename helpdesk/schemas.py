@@ -113,6 +113,9 @@ class PersonRead(BaseModel):
     email: str
     language: str
     erased: bool
+    survey_opted_out: bool = Field(
+        default=False, description="Asked never to be called for a satisfaction survey."
+    )
 
 
 class EventBrief(BaseModel):

@@ -14,11 +14,11 @@ from api.deps import SessionDep
 from console.deps import PageAllow, Viewer, is_htmx
 from console.i18n import N_
 from console.nav import NavItem, register
-from console.pages._kit import page, page_router
+from console.pages._kit import go, page, page_router
 from core import helpcode
 from core.errors import InvalidInput
 from core.principal import Role
-from helpdesk import lookup, service
+from helpdesk import lookup, service, survey
 from helpdesk.errors import NothingFound
 from helpdesk.models import Channel, Reason
 from helpdesk.schemas import ContactCreate, LaptopCard
@@ -170,3 +170,18 @@ def record_contact(
     # The card again, its contacts list holding the new one.
     cards = _card_of(session, device_id, viewer)
     return _cards(request, viewer, cards, q="", template="helpdesk/_card.html", recorded=contact.id)
+
+
+@router.post("/console/helpdesk/laptops/{device_id}/survey-opt-out")
+def survey_opt_out(
+    device_id: int, request: Request, session: SessionDep, viewer: DeskViewer
+) -> Response:
+    """The caller asks never to be called for a satisfaction survey: recorded for the
+    teleworker this laptop was sent to (the API's ``POST
+    /helpdesk/teleworkers/{id}/opt-out``)."""
+    cards = _card_of(session, device_id, viewer)  # another company's: 404 first
+    person = cards[0].teleworker
+    if person is None or person.erased:
+        raise InvalidInput("this laptop was sent to nobody the survey could call")
+    survey.opt_out(session, person.id, viewer.principal)
+    return go(request, f"/console/helpdesk/laptops/{device_id}")

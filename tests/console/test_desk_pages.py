@@ -19,6 +19,7 @@ from core.principal import SYSTEM, Role
 from core.settings import get_settings
 from core.timeutil import utcnow
 from helpdesk import survey
+from helpdesk.models import SurveyOptOut
 from helpdesk.schemas import SurveyCreate
 from tests.conftest import auth
 from tests.console.support import sign_in
@@ -263,3 +264,33 @@ def test_an_admin_sets_a_queue_and_draws_a_months_survey(
     assert "graine s1" in page.text and "Amélie Poulain" in page.text
     again = app_client.post("/console/desk-reports/surveys", data={"month": month}, headers=headers)
     assert again.status_code == 409  # a month is drawn once
+
+
+def test_an_advisor_records_that_a_caller_wants_no_survey_calls(
+    app_client: TestClient, db: Database, world: World, desk: Desk
+) -> None:
+    csrf = sign_in(app_client, world.token(Role.HELPDESK, "ACME"))
+    laptop = desk.ids["ACMEH001"]  # delivered to Amélie
+    before = app_client.get(f"/console/helpdesk/laptops/{laptop}").text
+    assert f'data-post="/console/helpdesk/laptops/{laptop}/survey-opt-out"' in before
+    done = app_client.post(
+        f"/console/helpdesk/laptops/{laptop}/survey-opt-out", headers={"X-CSRF-Token": csrf, **HTMX}
+    )
+    assert done.status_code == 200, done.text
+    assert done.headers["HX-Redirect"] == f"/console/helpdesk/laptops/{laptop}"
+    after = app_client.get(f"/console/helpdesk/laptops/{laptop}").text
+    assert "survey-opt-out" not in after and "opted-out" in after
+    with db.session(write=False) as s:
+        assert s.get(SurveyOptOut, desk.people["amelie"]) is not None
+    api = app_client.post(
+        "/helpdesk/lookup",
+        json={"q": "ACMEH001"},
+        headers=auth(world.token(Role.HELPDESK, "ACME")),
+    )
+    assert api.json()["items"][0]["teleworker"]["survey_opted_out"] is True
+    # A laptop sent to nobody: one clear error, nothing written.
+    nobody = app_client.post(
+        f"/console/helpdesk/laptops/{desk.ids['ACMEH003']}/survey-opt-out",
+        headers={"X-CSRF-Token": csrf, **HTMX},
+    )
+    assert nobody.status_code == 422 and "nobody" in nobody.text

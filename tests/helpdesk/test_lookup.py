@@ -151,7 +151,10 @@ def test_an_advisor_sees_no_address_and_no_phone(
     text = r.text
     assert "Amélie Poulain" in text and "amelie.poulain@acme.example" in text
     assert "Trois Frères" not in text and "12 34 56 78" not in text
-    assert set(r.json()["items"][0]["teleworker"]) == {"id", "name", "email", "language", "erased"}
+    # What an advisor needs to greet and check the caller, and to honour a "no surveys".
+    assert set(r.json()["items"][0]["teleworker"]) == {
+        "id", "name", "email", "language", "erased", "survey_opted_out",
+    }  # fmt: skip
 
 
 def test_other_roles_cannot_look_up(app_client: TestClient, world: World, desk: Desk) -> None:
