@@ -28,6 +28,10 @@ from provisioning.relay.credentials import MemberCredentials
 
 log = logging.getLogger("masterline.relay")
 
+# The wire, as the PE's side speaks it (boot/agent/relay_wire.py). A copy, not an
+# import: the PE's module is standard library only and ships alone to the laptop, and
+# boot sits above provisioning. tests/provisioning/relay/test_wire_agreement.py keeps
+# the two sides equal.
 FRAME = struct.Struct("!cII")
 """kind, chunk index, payload length: the same frames as the PE's relay."""
 DATA, ZERO = b"D", b"Z"
