@@ -29,6 +29,8 @@ SHIM = "usr/lib/shim/shimx64.efi.signed"
 GRUB = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
 # One token each on the kernel command line, as network boot requires.
 VALUE = re.compile(r"^[A-Za-z0-9._:/+=@%,~-]{1,512}$")
+# FAT cannot date anything before 1980-01-01.
+FAT_EPOCH = 315532800
 URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
@@ -52,10 +54,17 @@ def grub_cfg(*, api_url: str, credential: str, site: str | None, bench: str | No
     )
 
 
-def _mtools(*cmd: str) -> None:
+def _mtools(*cmd: str, epoch: int) -> None:
     if shutil.which(cmd[0]) is None:
         raise PeBuildError(f"{cmd[0]} is missing on the build host (Debian package mtools)")
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C.UTF-8"}
+    # mtools stamps every directory entry with "now" unless SOURCE_DATE_EPOCH says
+    # otherwise: the PE's own epoch makes two sticks of one PE and config the same bytes.
+    env = {
+        **os.environ,
+        "MTOOLS_SKIP_CHECK": "1",
+        "LC_ALL": "C.UTF-8",
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -115,12 +124,19 @@ def build_image(
         with esp.open("wb") as f:
             f.truncate(mib * 2**20)
         serial = hashlib.sha256(chosen.encode()).hexdigest()[:8]
+        epoch = max(int(manifest.get("source_date_epoch") or 0), FAT_EPOCH)
+        # The GUIDs come from what the stick holds, not from chance: a rebuild of the same
+        # stick is byte-identical (and so checkable by its sha256), while sticks of other
+        # credentials or PEs still differ.
+        seed = hashlib.sha256(f"{chosen}\n{config}".encode()).hexdigest()
+        disk_guid = uuid.uuid5(uuid.NAMESPACE_OID, f"masterline-usb-disk:{seed}")
+        part_guid = uuid.uuid5(uuid.NAMESPACE_OID, f"masterline-usb-esp:{seed}")
         fat32 = ["-F"] if mib >= 64 else []  # else FAT16, which mformat picks for its size
-        _mtools("mformat", "-i", str(esp), *fat32, "-v", "MLPE", "-N", serial, "::")
+        _mtools("mformat", "-i", str(esp), *fat32, "-v", "MLPE", "-N", serial, "::", epoch=epoch)
         for d in ("::/EFI", "::/EFI/BOOT", "::/EFI/debian", "::/masterline"):
-            _mtools("mmd", "-i", str(esp), d)
+            _mtools("mmd", "-i", str(esp), d, epoch=epoch)
         for dest, src in sorted(payload.items()):
-            _mtools("mcopy", "-i", str(esp), str(src), dest)
+            _mtools("mcopy", "-i", str(esp), str(src), dest, epoch=epoch)
         partial = out.with_name(f".{out.name}.partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)
@@ -128,8 +144,8 @@ def build_image(
             gpt.write_disk(
                 esp,
                 partial,
-                disk_guid=uuid.uuid4(),
-                part_guid=uuid.uuid4(),
+                disk_guid=disk_guid,
+                part_guid=part_guid,
                 name="Masterline PE",
             )
             partial.replace(out)

@@ -92,6 +92,26 @@ def test_the_stick_image_has_a_valid_gpt_and_an_esp_with_the_signed_chain(tmp_pa
     assert "initrd /masterline/initrd.img" in cfg
 
 
+def test_a_rebuilt_stick_is_byte_identical_and_another_credential_differs(
+    tmp_path: Path,
+) -> None:
+    fake_pe(tmp_path)
+    cache = service.PeSettings().cache_dir
+
+    def build(name: str, credential: str) -> bytes:
+        image = tmp_path / name
+        usb.build_image(image, api_url="http://10.20.0.1:8000", credential=credential,
+                        site="PAR", bench="B1", cache_dir=cache)  # fmt: skip
+        return image.read_bytes()
+
+    first = build("a.img", CREDENTIAL)
+    assert build("b.img", CREDENTIAL) == first
+    other = build("c.img", CREDENTIAL[:-1] + "Z")
+    assert other != first and len(other) == len(first)
+    # The GPT's disk GUID follows the content, so the two sticks are told apart.
+    assert other[gpt.SECTOR + 56 : gpt.SECTOR + 72] != first[gpt.SECTOR + 56 : gpt.SECTOR + 72]
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     fake_pe(tmp_path)
     out = tmp_path / "stick.img"
