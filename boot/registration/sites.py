@@ -66,11 +66,7 @@ def update_settings(session: Session, site_code: str, body: SiteSettingsUpdate) 
     assert site.id is not None
     row = repository.site_settings(session, site.id) or BootSiteSettings(site_id=site.id)
     given = body.model_dump(exclude_unset=True, exclude_none=True)
-    if "worker_key_path" in given:
-        row.worker_key_path = given.pop("worker_key_path")
-        row.worker_public_keys = [_public_line(Path(f"{row.worker_key_path}.pub"))]
-    if "worker_public_keys" in given:
-        row.worker_public_keys = [_check_line(line) for line in given.pop("worker_public_keys")]
+    _set_worker_keys(row, given.pop("worker_key_path", None), given.pop("worker_public_keys", None))
     for key, value in given.items():
         setattr(row, key, value)
     if row.silence_seconds < 2 * row.heartbeat_seconds:
@@ -82,6 +78,41 @@ def update_settings(session: Session, site_code: str, body: SiteSettingsUpdate) 
     session.add(row)
     session.flush()
     return _read(site, row)
+
+
+def _set_worker_keys(
+    row: BootSiteSettings, key_path: str | None, public_keys: list[str] | None
+) -> None:
+    """The keys handed to PEs always include the key the worker logs in with.
+
+    The worker logs into a PE with ``worker_key_path``; the PE lets in only
+    ``worker_public_keys``. If the two disagreed, every laptop of the site would register
+    and then fail its first step with an opaque authentication error, so the disagreement
+    is refused here, when an admin can still fix it.
+    """
+    path_line = None
+    if key_path is not None:
+        path_line = _public_line(Path(f"{key_path}.pub"))
+        old_line = (
+            row.worker_public_keys[0] if row.worker_key_path and row.worker_public_keys else None
+        )
+        kept = [k for k in row.worker_public_keys or [] if k != old_line]
+        row.worker_key_path = key_path
+        row.worker_public_keys = [path_line, *(k for k in kept if k != path_line)]
+    if public_keys is not None:
+        lines = list(dict.fromkeys(_check_line(line) for line in public_keys))
+        if path_line is not None:
+            lines = [path_line, *(k for k in lines if k != path_line)]
+        elif row.worker_key_path:
+            own = _public_line(Path(f"{row.worker_key_path}.pub"))
+            if own not in lines:
+                raise InvalidInput(
+                    "worker_public_keys leaves out the key of worker_key_path "
+                    f"({row.worker_key_path}): the worker could not log into the PEs; "
+                    "include its public key line, or set worker_key_path in the same change"
+                )
+            lines = [own, *(k for k in lines if k != own)]
+        row.worker_public_keys = lines
 
 
 def _public_line(path: Path) -> str:

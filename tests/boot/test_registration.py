@@ -4,9 +4,11 @@ per-boot token, and the pipeline's view of a laptop's current boot."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlmodel import select
 
 from boot.registration import service
@@ -429,3 +431,38 @@ def test_the_credential_limit_spans_addresses(boot: Boot) -> None:
             assert register(second, boot.credential, "NOSUCH01", **body).status_code == 429
             # Another bench's credential is not affected.
             assert register(second, boot.lyon_credential, "NOSUCH01", **body).status_code == 404
+
+
+def test_the_keys_handed_to_pes_always_include_the_workers_own(
+    client: TestClient, boot: Boot, tmp_path: Path
+) -> None:
+    """The worker logs into PEs with worker_key_path; PEs let in worker_public_keys. A
+    change that would let the two disagree is refused, so no laptop fails later on an
+    opaque authentication error."""
+    own = tmp_path / "worker_ed25519"
+    own.with_suffix(".pub").write_text(HOST_KEY + "\n")
+    other = tmp_path / "rotated_ed25519"
+    other.with_suffix(".pub").write_text(HOST_KEY_2 + "\n")
+    url = "/boot/sites/PAR/settings"
+
+    def patch(body: dict[str, object]) -> Response:
+        return client.patch(url, json=body, headers=boot.admin)
+
+    def keys(r: Response) -> list[str]:
+        assert r.status_code == 200, r.text
+        return [" ".join(k.split()[:2]) for k in r.json()["worker_public_keys"]]
+
+    short = [" ".join(k.split()[:2]) for k in (HOST_KEY, HOST_KEY_2, WORKER_KEY)]
+    # A key path joins the keys already handed out (another host's worker keeps its own).
+    assert keys(patch({"worker_key_path": str(own)})) == [short[0], short[2]]
+    # A list without the worker's own key: one clear error, nothing changed.
+    r = patch({"worker_public_keys": [WORKER_KEY]})
+    assert r.status_code == 422 and "worker_key_path" in r.json()["detail"]
+    assert keys(client.get(url, headers=boot.admin)) == [short[0], short[2]]
+    # A list with it is taken as given, the worker's own key first.
+    assert keys(patch({"worker_public_keys": [WORKER_KEY, HOST_KEY]})) == [short[0], short[2]]
+    # Rotating the key path drops the old path's key and keeps the others.
+    assert keys(patch({"worker_key_path": str(other)})) == [short[1], short[2]]
+    # Both in one change: the path's key is added to the list.
+    body: dict[str, object] = {"worker_key_path": str(own), "worker_public_keys": [WORKER_KEY]}
+    assert keys(patch(body)) == [short[0], short[2]]
