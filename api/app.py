@@ -166,7 +166,10 @@ def create_app(db: Database | None = None) -> FastAPI:
             type(exc.orig).__name__,
         )
         return JSONResponse(
-            problem.to_problem(), status_code=problem.status_code, media_type=PROBLEM
+            problem.to_problem(),
+            status_code=problem.status_code,
+            media_type=PROBLEM,
+            headers=problem.headers,  # Retry-After on a busy database
         )
 
     @app.exception_handler(Exception)
