@@ -201,7 +201,13 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
             scan_serials = seeded["serials"][:-STORM]
             trace = workdir / "trace.jsonl"
             server = (
-                {"app": "bench.scan_trace:app", "env_extra": {"MASTERLINE_BENCH_TRACE": str(trace)}}
+                {
+                    "app": "bench.scan_trace:app",
+                    "env_extra": {
+                        "MASTERLINE_BENCH_TRACE": str(trace),
+                        **({"MASTERLINE_BENCH_NO_FREEZE": "1"} if args.no_freeze else {}),
+                    },
+                }
                 if args.trace
                 else {}
             )
@@ -310,16 +316,25 @@ def main(argv: list[str] | None = None) -> int:
         help="serve an instrumented API (bench.scan_trace) and report where the slowest "
         "scans' time went: write-lock wait, SQL, COMMIT, CPU, run-queue wait, GC",
     )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="with --trace: the API and the import child do not freeze their long-lived "
+        "objects out of the garbage collector (core.heap), to measure what that changes",
+    )
     args = parser.parse_args(argv)
+    if args.no_freeze and not args.trace:
+        parser.error("--no-freeze needs --trace")
     random.seed(7)
     rows: list[Row] = []
+    load_start = os.getloadavg()[0]
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         rows += run_backend(backend, args)
     table, ok = render(rows)
     print()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at the end; {args.rows:,}-line import, "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {args.rows:,}-line import, "
         f"{args.clients} technicians scanning every {args.pace} s"
     )
     print(table)

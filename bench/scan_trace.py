@@ -14,6 +14,9 @@ Per ``POST /scan``, written as one JSON line when the server stops:
   starvation, from ``/proc/self/task/<tid>/schedstat``);
 - ``gc``: garbage-collector pauses of the process that overlapped the request.
 
+With ``MASTERLINE_BENCH_NO_FREEZE=1`` (``--no-freeze``), neither this server nor the
+import's child freezes its long-lived objects (``core.heap``): the "before" of that fix.
+
 Also, per write-lock hold (SQLite): who held it (a scan, the import's child through the
 parent's pipe, anything else), when and for how long, and per GC pause its time and
 generation. ``bench.intake_scan`` reads the file back and reports the slowest scans.
@@ -178,6 +181,10 @@ def _build() -> Any:
     from core import child
 
     child.CHILD_INITIALIZERS.append(scan_trace_child.install)
+    if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):  # the "before" of core.heap
+        import api.app
+
+        api.app.freeze_long_lived = scan_trace_child.no_freeze  # type: ignore[assignment]
     _wrap_in_transaction()
     inner = create_app()
 

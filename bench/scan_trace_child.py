@@ -43,6 +43,10 @@ def install() -> None:
             )
 
     gc.callbacks.append(on_gc)
+    if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):
+        from core import child
+
+        child.freeze_long_lived = no_freeze  # type: ignore[assignment]
 
     @event.listens_for(Engine, "begin")
     def _begin(_conn: Any) -> None:
@@ -86,3 +90,7 @@ def flush(path: str) -> None:
         with open(path, "a") as f:
             f.write("\n".join(_buffer) + "\n")
         _buffer.clear()
+
+
+def no_freeze(**_: Any) -> None:
+    """``core.heap.freeze_long_lived`` switched off (``--no-freeze``)."""
