@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {args.rows:,}-line import, "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{args.rows:,}-line import, "
         f"{args.clients} technicians scanning every {args.pace} s"
     )
     print(table)
