@@ -19,6 +19,7 @@ from api.body import CloseUnreadBody
 from api.deps import PrincipalCache
 from core.db import Database, database_error, get_database
 from core.errors import MasterlineError
+from core.heap import freeze_long_lived
 from core.logs import RequestIdMiddleware
 
 log = logging.getLogger("masterline.api")
@@ -64,6 +65,10 @@ def _recover_uploads(db: Database) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
+    # The process's long-lived objects out of the garbage collector's full passes: those
+    # paused every request for 0.1-1 s (core.heap). The OpenAPI schema is built first
+    # rather than at the first /docs visit, so that it is frozen with the rest.
+    freeze_long_lived(warm=app.openapi)
     yield
 
 
@@ -161,7 +166,10 @@ def create_app(db: Database | None = None) -> FastAPI:
             type(exc.orig).__name__,
         )
         return JSONResponse(
-            problem.to_problem(), status_code=problem.status_code, media_type=PROBLEM
+            problem.to_problem(),
+            status_code=problem.status_code,
+            media_type=PROBLEM,
+            headers=problem.headers,  # Retry-After on a busy database
         )
 
     @app.exception_handler(Exception)

@@ -124,16 +124,24 @@ def seed(db: Database, n_devices: int, n_benches: int) -> Seeded:
 
 # The server.
 @contextmanager
-def uvicorn_server(url: str, workdir: Path) -> Iterator[str]:
+def uvicorn_server(
+    url: str, workdir: Path, *, app: str = "api.main:app", env_extra: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``app``: the ASGI app to serve (``bench.scan_trace:app`` for an instrumented one)."""
     port = free_port()
-    env = {**os.environ, "MASTERLINE_DATABASE_URL": url, "MASTERLINE_DATA_DIR": str(workdir)}
+    env = {
+        **os.environ,
+        "MASTERLINE_DATABASE_URL": url,
+        "MASTERLINE_DATA_DIR": str(workdir),
+        **(env_extra or {}),
+    }
     log = (workdir / "uvicorn.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "api.main:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",

@@ -35,6 +35,7 @@ import httpx
 
 from api import service as tokens
 from bench.core import Row, backend_database, render, uvicorn_server
+from bench.scan_trace_report import report
 from core.db import Database
 from core.migrate import upgrade
 from core.principal import SYSTEM, Role
@@ -198,7 +199,21 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
             db.dispose()
             notice = ship_notice(args.rows)
             scan_serials = seeded["serials"][:-STORM]
-            with uvicorn_server(url, workdir) as base:
+            trace = workdir / "trace.jsonl"
+            server = (
+                {
+                    "app": "bench.scan_trace:app",
+                    "env_extra": {
+                        "MASTERLINE_BENCH_TRACE": str(trace),
+                        **({"MASTERLINE_BENCH_NO_FREEZE": "1"} if args.no_freeze else {}),
+                    },
+                }
+                if args.trace
+                else {}
+            )
+            windows: dict[str, tuple[float, float]] = {}
+            with uvicorn_server(url, workdir, **server) as base:  # type: ignore[arg-type]
+                t_base = time.time()
                 lat, err = asyncio.run(
                     technicians(
                         base,
@@ -210,6 +225,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                         until=None,
                     )
                 )
+                windows["baseline"] = (t_base, time.time())
                 baseline = f"POST /scan, {args.clients} clients, no import (baseline)"
                 rows.append(Row(backend, baseline, lat, errors=err))
                 done = threading.Event()
@@ -233,6 +249,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                         done.set()
 
                 importer = threading.Thread(target=run_import)
+                t_import = time.time()
                 importer.start()
                 lat, err = asyncio.run(
                     technicians(
@@ -246,6 +263,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                     )
                 )
                 importer.join()
+                windows["during import"] = (t_import, time.time())
                 created = answer.get("body", {}).get("created")
                 rows.append(
                     Row(
@@ -259,7 +277,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                         f"{answer.get('seconds', 0):.1f} s",
                     )
                 )
+                t_storm = time.time()
                 lat, err, distinct = asyncio.run(storm(base, seeded))
+                windows["storm"] = (t_storm, time.time())
                 rows.append(
                     Row(
                         backend,
@@ -270,6 +290,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                         note=f"{distinct} distinct slots for {len(lat)} laptops received",
                     )
                 )
+            if args.trace:  # the server has stopped: its trace is written
+                print(f"\n{backend}, where the scans' time went (ms, server side):")
+                print(report(trace, windows))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows
@@ -287,16 +310,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=0.5)
     parser.add_argument("--baseline-scans", type=int, default=30)
     parser.add_argument("--serials-each", type=int, default=400)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="serve an instrumented API (bench.scan_trace) and report where the slowest "
+        "scans' time went: write-lock wait, SQL, COMMIT, CPU, run-queue wait, GC",
+    )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="with --trace: the API and the import child do not freeze their long-lived "
+        "objects out of the garbage collector (core.heap), to measure what that changes",
+    )
     args = parser.parse_args(argv)
+    if args.no_freeze and not args.trace:
+        parser.error("--no-freeze needs --trace")
     random.seed(7)
     rows: list[Row] = []
+    load_start = os.getloadavg()[0]
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         rows += run_backend(backend, args)
     table, ok = render(rows)
     print()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at the end; {args.rows:,}-line import, "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{args.rows:,}-line import, "
         f"{args.clients} technicians scanning every {args.pace} s"
     )
     print(table)

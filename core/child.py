@@ -35,6 +35,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.db import Database, FairLock, WriteLock, database_error
 from core.errors import MasterlineError, Unavailable
+from core.heap import freeze_long_lived
 
 log = logging.getLogger("masterline.child")
 
@@ -43,6 +44,8 @@ T = TypeVar("T")
 CHILD_INITIALIZERS: list[Callable[[], None]] = []
 """Called first in every child, in order (``wiring.wire`` registers itself): module-level
 functions, passed by reference."""
+
+_IN_CHILD = False
 
 _PR_SET_PDEATHSIG = 1
 _JOIN_SECONDS = 30.0
@@ -120,6 +123,15 @@ def run_with_database(db: Database, fn: Callable[..., T], *args: Any) -> T:
     raise ChildFailed(str(value))
 
 
+def keep_to_the_end() -> None:
+    """In a child process (``run_with_database``): what is alive now stays alive until
+    the child exits (an import's 100,000 planned rows, say), so later collections need
+    not walk it (``core.heap``). Elsewhere, nothing: a long-lived process must not keep
+    a request's data out of the collector."""
+    if _IN_CHILD:
+        freeze_long_lived(again=True)
+
+
 def _serve_lock(lock: WriteLock, conn: Connection, timeout: float) -> None:
     """The parent's write lock, lent to the child one transaction at a time, until the
     child's end of the pipe closes (a lock the child held when it died is released)."""
@@ -179,6 +191,11 @@ def _child_main(
     _die_with_parent()
     for init in initializers:
         init()
+    # Its SQLite transactions hold the API's write lock: a full collection walking
+    # every module's objects meanwhile made every scan wait (core.heap).
+    freeze_long_lived()
+    global _IN_CHILD
+    _IN_CHILD = True
     lock: WriteLock = _RemoteLock(lock_conn) if lock_conn is not None else FairLock()
     db = Database(url, busy_timeout_ms=busy_timeout_ms, write_lock=lock)
     try:

@@ -110,6 +110,7 @@ class DatabaseBusy(Unavailable):
     """A lock wait timed out or the database is unreachable: retrying can help."""
 
     title = "Database busy"
+    headers = {"Retry-After": "1"}  # (read, never mutated)
 
 
 class DatabaseFull(MasterlineError):

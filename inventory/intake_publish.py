@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from core.child import run_with_database
+from core.child import keep_to_the_end, run_with_database
 from core.db import Database
 from core.errors import Conflict
 from core.files import sqlite_path
@@ -144,6 +144,9 @@ def _import(
         summary = _summary(delivery_id, result, dry_run=dry_run)
         if dry_run:
             return summary
+        # The plan lives until publishing ends: out of the collector's full passes, which
+        # would otherwise walk it while this child holds the write lock.
+        keep_to_the_end()
         intake_jobs.publish_staged(db, result, principal, on_progress)
         return summary
     intake_jobs.resume_interrupted(db)

@@ -5,6 +5,8 @@ second, independent connection."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from core.db import Database
+from core.db import Database, FairLock
 from inventory.models import Bench, Site
 
 
@@ -99,3 +101,101 @@ def test_session_commits_on_success_and_rolls_back_on_error(sqlite_db: Database)
         codes = {s.code for s in session.exec(text("SELECT code FROM site")).all()}
     assert "OK1" in codes
     assert "NO1" not in codes
+
+
+# The fair write lock: served in arrival order; its waiters give up only when it stops
+# moving.
+class _Clock:
+    """A clock the test moves: how long the lock went without changing hands is then
+    what the test says, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _queued(lock: FairLock, n: int) -> None:
+    # (the lock's own queue: the only way to know a thread is waiting, not about to)
+    for _ in range(6000):
+        if len(lock._waiters) == n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{n} waiters never queued")
+
+
+def test_a_moving_queue_is_served_however_long_the_wait() -> None:
+    """200 scans at once on a loaded machine queued for more than the busy timeout, each
+    holder quick: they got 503 (tests/inventory/test_slots.py). A waiter whose queue
+    moves is served, here after three timeouts' worth of waiting."""
+    clock = _Clock()
+    lock = FairLock(clock=clock)
+    assert lock.acquire(timeout=10)
+    order: list[str] = []
+    got: dict[str, bool] = {}
+    holding = threading.Event()
+
+    def wait(name: str) -> None:
+        got[name] = lock.acquire(timeout=10)
+        order.append(name)  # holding the lock: one at a time
+        holding.set()
+
+    threads = []
+    for i, name in enumerate(("b", "c", "d")):
+        t = threading.Thread(target=wait, args=(name,))
+        t.start()
+        threads.append(t)
+        _queued(lock, i + 1)
+    for _ in range(3):  # each holder holds 9 s: less than the timeout, never stuck
+        clock.now += 9
+        holding.clear()
+        lock.release()
+        assert holding.wait(timeout=60), "the next waiter was not served"
+    for t in threads:
+        t.join(timeout=60)
+    assert got == {"b": True, "c": True, "d": True}
+    assert order == ["b", "c", "d"]  # arrival order
+    assert clock.now == 27  # "d" waited 27 s for a 10 s timeout
+    lock.release()
+    assert lock.acquire(timeout=0)
+
+
+def test_a_lock_that_does_not_move_fails_its_waiters_and_forgets_them() -> None:
+    lock = FairLock()
+    assert lock.acquire(timeout=0.2)
+    assert lock.acquire(timeout=0.2) is False  # the holder is stuck: busy
+    lock.release()
+    assert lock.acquire(timeout=0)  # the waiter that gave up is not in the way
+    lock.release()
+
+
+def test_a_busy_database_answers_503_with_retry_after(sqlite_db: Database) -> None:
+    """What a bench scanner sees when a transaction holds the write lock too long: one
+    problem, and when to try again."""
+    from fastapi.testclient import TestClient
+
+    from api import service as tokens
+    from api.app import create_app
+    from core.principal import Role
+
+    busy = Database(str(sqlite_db.engine.url), busy_timeout_ms=300)
+    try:
+        with busy.session() as s:
+            _, token = tokens.create_token(s, name="bench", role=Role.TECHNICIAN)
+        client = TestClient(create_app(busy))
+        assert busy.write_lock.acquire(timeout=1)  # a stuck writer
+        try:
+            r = client.post(
+                "/scan",
+                json={"code": "ABC123456", "bench_id": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        finally:
+            busy.write_lock.release()
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["title"] == "Database busy"
+    finally:
+        busy.dispose()

@@ -1,0 +1,96 @@
+"""The import child's side of ``bench.scan_trace``: per write transaction, how long the
+child waited for the write lock, how long it then worked before COMMIT (Python and
+SQL), and how long the COMMIT took (a WAL auto-checkpoint runs inside it). Installed
+through ``core.child.CHILD_INITIALIZERS``; lines appended to
+``$MASTERLINE_BENCH_TRACE.child``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+_buffer: list[str] = []
+
+
+def install() -> None:
+    import gc
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+    from core import db as core_db
+
+    state: dict[str, float] = {}
+    path = os.environ.get("MASTERLINE_BENCH_TRACE", "") + ".child"
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            state["gc"] = time.time()
+        elif "gc" in state:
+            t0 = state.pop("gc")
+            _buffer.append(
+                json.dumps(
+                    {
+                        "kind": "childgc",
+                        "t": t0,
+                        "paused": time.time() - t0,
+                        "gen": info["generation"],
+                    }
+                )
+            )
+
+    gc.callbacks.append(on_gc)
+    if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):
+        from core import child
+
+        child.freeze_long_lived = no_freeze  # type: ignore[assignment]
+
+    @event.listens_for(Engine, "begin")
+    def _begin(_conn: Any) -> None:
+        state["begin"] = time.time()
+
+    @event.listens_for(Engine, "commit")
+    def _commit(_conn: Any) -> None:
+        state["commit"] = time.time()
+
+    @event.listens_for(Session, "after_commit")
+    def _done(_session: Any) -> None:
+        now = time.time()
+        if "commit" in state and "begin" in state:
+            _buffer.append(
+                json.dumps(
+                    {
+                        "kind": "child",
+                        "t": state["begin"],
+                        "work": state["commit"] - state["begin"],
+                        "commit": now - state["commit"],
+                    }
+                )
+            )
+            if len(_buffer) >= 50:
+                flush(path)
+        state.pop("begin", None)
+        state.pop("commit", None)
+
+    # The end of the child: what is left.
+    original = core_db.Database.dispose
+
+    def dispose(self: core_db.Database) -> None:
+        flush(path)
+        original(self)
+
+    core_db.Database.dispose = dispose  # type: ignore[method-assign]
+
+
+def flush(path: str) -> None:
+    if _buffer:
+        with open(path, "a") as f:
+            f.write("\n".join(_buffer) + "\n")
+        _buffer.clear()
+
+
+def no_freeze(**_: Any) -> None:
+    """``core.heap.freeze_long_lived`` switched off (``--no-freeze``)."""

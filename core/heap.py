@@ -1,0 +1,38 @@
+"""Short garbage-collector pauses in processes that answer while they work.
+
+CPython's full (generation 2) collection walks every tracked object and holds the
+interpreter lock meanwhile: in the API process, about 190,000 objects after start-up
+(modules, routes, the ORM's and pydantic's tables), 0.1 s on a quiet core and
+0.4-1.0 s on this loaded 2-core machine. Every request in flight waits that long, and
+on SQLite a scan holding the write lock makes every other writer wait too: this was
+the 0.3-0.5 s tail of scan-in during a large import (docs/benchmarks.md, "Where the
+tail came from"). Objects that live as long as the process need not be walked:
+``gc.freeze`` moves them to a generation no collection visits, and a full collection
+then walks only what was made since (milliseconds).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable
+
+_frozen = False
+_lock = threading.Lock()
+
+
+def freeze_long_lived(*, again: bool = False, warm: Callable[[], object] | None = None) -> None:
+    """Collect the garbage there is, then freeze what is alive: later collections skip
+    it (it is still freed by reference counting; a cycle among frozen objects would
+    only be reclaimed at exit). Once per process unless ``again`` (a one-shot child
+    that has just built a large structure it keeps to the end); ``warm`` is called
+    first when it does (a cache built lazily that would otherwise be built later)."""
+    global _frozen
+    with _lock:
+        if _frozen and not again:
+            return
+        if warm is not None:
+            warm()
+        gc.collect()
+        gc.freeze()
+        _frozen = True
