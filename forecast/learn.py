@@ -211,7 +211,10 @@ def _profiles_of(records: list[StepRecord], step: int, latest: np.ndarray) -> li
         kept = [
             r.profile
             for r in records
-            if r.outcome == "ok" and r.size > 0 and r.seconds > 0 and np.isfinite(r.size / r.seconds)
+            if r.outcome == "ok"
+            and r.size > 0
+            and r.seconds > 0
+            and np.isfinite(r.size / r.seconds)
         ]
     else:
         kept = [r.profile for r in records if r.outcome == "ok" and r.seconds >= 0]

@@ -34,7 +34,9 @@ def test_concurrency_is_the_time_weighted_number_under_way_per_site() -> None:
     assert chain.tolist() == [1.0, 1.0]
 
 
-def _gate_log(alone: list[float], together: list[float], *, per_round: int) -> list[learn.StepRecord]:
+def _gate_log(
+    alone: list[float], together: list[float], *, per_round: int
+) -> list[learn.StepRecord]:
     """Gates run one at a time (``alone``, 100 s apart), then in rounds of
     ``per_round`` started together (``together``, a round every 500 s)."""
     records = [
@@ -81,16 +83,22 @@ def test_no_term_where_the_log_does_not_show_one(log: list[learn.StepRecord]) ->
 def test_a_slow_model_is_not_mistaken_for_a_busy_hour() -> None:
     # Model A (10 s) ran alone, model B (40 s) ran four at a time: the difference is
     # the model's, within each model nothing changes with the company it had.
-    records = [
-        learn.StepRecord("a/linux", "linux", GATE, 10.0 + 0.1 * (i % 3), "ok", at=100.0 * i)
-        for i in range(8)
-    ] + [
-        learn.StepRecord("b/linux", "linux", GATE, 40.0 + 0.1 * (i % 3), "ok", at=5000.0)
-        for i in range(4)
-    ] + [
-        learn.StepRecord("b/linux", "linux", GATE, 40.0 + 0.1 * (i % 3), "ok", at=5500.0 + i * 100)
-        for i in range(4)
-    ]
+    records = (
+        [
+            learn.StepRecord("a/linux", "linux", GATE, 10.0 + 0.1 * (i % 3), "ok", at=100.0 * i)
+            for i in range(8)
+        ]
+        + [
+            learn.StepRecord("b/linux", "linux", GATE, 40.0 + 0.1 * (i % 3), "ok", at=5000.0)
+            for i in range(4)
+        ]
+        + [
+            learn.StepRecord(
+                "b/linux", "linux", GATE, 40.0 + 0.1 * (i % 3), "ok", at=5500.0 + i * 100
+            )
+            for i in range(4)
+        ]
+    )
     got = learn.profiles(records, {"b/linux": ("linux", 8e6)}).profiles["b/linux"]
     assert got.steps[GATE].contention == 0.0
 
