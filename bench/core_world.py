@@ -124,9 +124,17 @@ def seed(db: Database, n_devices: int, n_benches: int) -> Seeded:
 
 # The server.
 @contextmanager
-def uvicorn_server(url: str, workdir: Path) -> Iterator[str]:
+def uvicorn_server(
+    url: str, workdir: Path, *, settings: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``settings``: more ``MASTERLINE_*`` variables for this server."""
     port = free_port()
-    env = {**os.environ, "MASTERLINE_DATABASE_URL": url, "MASTERLINE_DATA_DIR": str(workdir)}
+    env = {
+        **os.environ,
+        **(settings or {}),
+        "MASTERLINE_DATABASE_URL": url,
+        "MASTERLINE_DATA_DIR": str(workdir),
+    }
     log = (workdir / "uvicorn.log").open("w")
     proc = subprocess.Popen(
         [
