@@ -166,7 +166,7 @@ def contention(profiles: tuple[Profile, ...], fleet: Fleet) -> tuple[np.ndarray,
         if not len(mine) or not any(d.contention for d in profile.steps):
             continue
         for phase in PHASES:
-            s = list(phase.steps)
+            s = np.asarray(phase.steps, dtype=np.int64)
             cost = np.asarray([float(np.mean(profile.steps[i].samples)) for i in s])
             beta[np.ix_(mine, s)] = [profile.steps[i].contention for i in s]
             total = cost.sum()

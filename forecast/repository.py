@@ -167,19 +167,25 @@ def step_records(
     run_ids = sorted({r[0] for r in rows})
     info: dict[int, tuple[str, str, int, int]] = {}
     for i in range(0, len(run_ids), 500):
+        chunk = run_ids[i : i + 500]
+        # Where each run's laptop sits (its site: attempts share a site's machines).
+        where = select(ProvisioningRun.id, Device.bench_id).join(
+            Device, col(Device.id) == col(ProvisioningRun.device_id)
+        )
+        benches = dict(session.exec(where.where(col(ProvisioningRun.id).in_(chunk))).all())
         q = (
             select(
                 ProvisioningRun.id,
                 ProvisioningRun.os_family,
                 ProvisioningRun.progress_total,
                 Device.hardware_model_id,
-                Device.bench_id,
             )
             .join(Device, col(Device.id) == col(ProvisioningRun.device_id))
-            .where(col(ProvisioningRun.id).in_(run_ids[i : i + 500]))
+            .where(col(ProvisioningRun.id).in_(chunk))
         )
-        for rid, family, total, model, bench in session.exec(q).all():
+        for rid, family, total, model in session.exec(q).all():
             if rid is not None:
+                bench = benches.get(rid)
                 site = bench_site.get(int(bench), 0) if bench is not None else 0
                 info[rid] = (profile_key(model, family), family, int(total or 0), site)
     out: list[StepRecord] = []
