@@ -9,10 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.db import Database
 from forecast import contention, learn, montecarlo, scenario
 from forecast.world import World
 from provisioning.runs.states import STEP_NAMES
 from tests.forecast.worlds import ARRIVAL, IMAGE, STEPS, fixed
+from tests.support.factories import World
 
 GATE = STEP_NAMES.index("gate")
 STREAM_S = IMAGE / 110e6
@@ -167,3 +169,51 @@ def test_a_simulated_history_without_contention_learns_none() -> None:
     gate = learn.profiles(records, {"m/linux": ("linux", 8e6)}).profiles["m/linux"].steps[GATE]
     assert gate.contention == 0.0
     assert scenario is not None
+
+
+def test_the_run_log_says_where_each_attempt_ran(db: Database, world: World) -> None:
+    # Two laptops' gates at the same moment, one on a bench of the world's site and one
+    # on another site's bench: each record carries its own site, so neither counts
+    # the other as company.
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from forecast import repository
+    from inventory import service as inventory
+    from inventory.schemas import BenchCreate, SiteCreate
+    from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
+    from tests.support.factories import create_devices
+
+    start = utcnow() - timedelta(minutes=5)
+    with db.session() as s:
+        inventory.create_site(s, SiteCreate(code="LYS", name="Lyon"))
+        far = inventory.create_bench(s, BenchCreate(site_code="LYS", code="L1", slots=4))
+        here, there = create_devices(s, delivery=world.acme_delivery, serials=["ST0001", "ST0002"])
+        here.bench_id, there.bench_id = world.bench.id, far.id
+        for device in (here, there):
+            run = ProvisioningRun(
+                device_id=device.id or 0, client_id=device.client_id, status=RunStatus.SUCCEEDED
+            )
+            s.add(run)
+            s.flush()
+            for seq, (kind, at) in enumerate(
+                (("step_started", start), ("step_done", start + timedelta(seconds=12)))
+            ):
+                s.add(
+                    RunStepEvent(
+                        run_id=run.id or 0, seq=seq, step="gate", kind=kind, message="", at=at
+                    )
+                )
+        far_site = far.site_id
+    with db.session(write=False) as s:
+        records = repository.step_records(
+            s, since=start - timedelta(minutes=1), bench_site=repository.bench_sites(s)
+        )
+    assert sorted(r.site for r in records) == sorted([world.bench.site_id, far_site])
+    assert [r.seconds for r in records] == [12.0, 12.0]
+    conc = contention.concurrency(
+        np.asarray([r.at for r in records]),
+        np.asarray([r.seconds for r in records]),
+        [r.site for r in records],
+    )
+    assert conc.tolist() == [1.0, 1.0]
