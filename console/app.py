@@ -13,8 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from console.cache import TtlCache
 from console.deps import cookie_principal
 from console.live import Hub
+from core.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -36,6 +38,10 @@ async def _to_console(_: Request) -> Response:
 def mount(app: FastAPI) -> None:
     app.state.cookie_principal = cookie_principal
     app.state.live_hub = Hub(app.state.db)
+    figures: TtlCache[object] = TtlCache(ttl=get_settings().console_figures_seconds)
+    app.state.figures_cache = figures
+    # Dashboards told "stale" reload figures computed after the change, not kept ones.
+    app.state.live_hub.on_stale(figures.clear)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     for module in page_modules():
         app.include_router(module.router)

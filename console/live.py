@@ -63,7 +63,6 @@ class Subscriber:
 class _Topic:
     subscribers: set[Subscriber] = field(default_factory=set)
     snapshot: BoardView | None = None
-    last_signal: float = 0.0
 
 
 def bench_topic(bench_id: int) -> str:
@@ -92,6 +91,8 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._marks: tuple[int, int, Any] | None = None
         self._last_resync = 0.0
+        self._last_stale = 0.0
+        self._stale_hooks: list[Callable[[], None]] = []
         self._last_session_check = 0.0
         self.ticks = 0
         """Change-detection rounds so far (tests and the benchmark read it)."""
@@ -110,6 +111,11 @@ class Hub:
             topic.subscribers.discard(sub)
             if not topic.subscribers:
                 self._topics.pop(sub.topic, None)
+
+    def on_stale(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` each time dashboards are told their figures changed (the
+        figures cache forgets what it kept)."""
+        self._stale_hooks.append(hook)
 
     @property
     def subscriber_count(self) -> int:
@@ -152,10 +158,12 @@ class Hub:
                 topic.snapshot = board
                 for sub in list(topic.subscribers):
                     sub.offer(board)
-        waves = self._topics.get(WAVES_TOPIC)
-        if waves is not None and changed and now - waves.last_signal >= self.dashboard_every:
-            waves.last_signal = now
-            for sub in list(waves.subscribers):
+        if changed and now - self._last_stale >= self.dashboard_every:
+            self._last_stale = now
+            for hook in self._stale_hooks:
+                hook()
+            waves = self._topics.get(WAVES_TOPIC)
+            for sub in list(waves.subscribers if waves is not None else ()):
                 sub.offer(Stale(now))
         if now - self._last_session_check >= self.session_check:
             self._last_session_check = now

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="Mark console cookies Secure even when the request arrives over plain "
         "HTTP (behind a TLS-terminating proxy). Always on for HTTPS requests.",
     )
+    console_figures_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="A wave dashboard's figures are kept this long per viewer scope and "
+        "filter (one computation for a wall of screens); 0: computed on every request.",
+    )
     console_upload_chunk_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=64 * 1024,

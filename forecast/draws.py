@@ -48,6 +48,12 @@ class Draws:
     """``(R, n)``: a failure sets it aside instead of being retried."""
     arrival: np.ndarray
     """``(R, n)``: when it is at the bench (-inf: already there)."""
+    contention: np.ndarray
+    """``(n, N_STEPS)``: each step's ``beta`` (``StepDist.contention``)."""
+    share: np.ndarray
+    """``(n, N_STEPS)``: each step's share of its phase's mean cost: the walk scales a
+    timed phase by ``sum(share * c ** beta)`` over its steps, ``c`` the runs under way
+    when it starts (a sending phase, one step: its ceiling divided by ``c ** beta``)."""
 
     def rest_of_phase(self, r: np.ndarray, lap: np.ndarray, step: np.ndarray) -> np.ndarray:
         """What is left of each run's phase from ``step`` on (its steps from there)."""
@@ -151,6 +157,23 @@ def arrivals(
     return out
 
 
+def contention(profiles: tuple[Profile, ...], fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
+    """(``Draws.contention``, ``Draws.share``): learnt figures, nothing drawn."""
+    beta = np.zeros((len(fleet), N_STEPS))
+    share = np.zeros((len(fleet), N_STEPS))
+    for k, profile in enumerate(profiles):
+        mine = np.flatnonzero(fleet.profile == k)
+        if not len(mine) or not any(d.contention for d in profile.steps):
+            continue
+        for phase in PHASES:
+            s = np.asarray(phase.steps, dtype=np.int64)
+            cost = np.asarray([float(np.mean(profile.steps[i].samples)) for i in s])
+            beta[np.ix_(mine, s)] = [profile.steps[i].contention for i in s]
+            total = cost.sum()
+            share[np.ix_(mine, s)] = cost / total if total > 0 else 1.0 / len(s)
+    return beta, share
+
+
 def draw(
     rng: np.random.Generator,
     *,
@@ -180,6 +203,7 @@ def draw(
             first_fail[new] = s
             fail_cost[new] = cost[new]
     amount = np.add.reduceat(steps, _STARTS, axis=2)
+    betas, shares = contention(profiles, fleet)
     failing = first_fail < N_STEPS
     fail_phase = np.where(failing, PHASE_OF[np.minimum(first_fail, N_STEPS - 1)], N_PHASES)
     first = np.where(np.arange(N_PHASES) > fail_phase[:, :, None], 0.0, amount)
@@ -199,4 +223,6 @@ def draw(
         restart_step=RESTART[first_fail],
         give_up=rng.random((runs, n)) < site.give_up,
         arrival=np.full((runs, n), -np.inf),
+        contention=betas,
+        share=shares,
     )

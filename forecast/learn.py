@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast import defaults
+from forecast import contention, defaults
 from forecast.world import Lateness, Profile, StepDist
 from provisioning.runs.states import STEP_NAMES
 
@@ -50,6 +50,8 @@ class StepRecord:
     """When the attempt started (seconds, any fixed origin): recent attempts weigh more
     (by their start: weighing by their end would favour the long ones among attempts
     started together)."""
+    site: int = 0
+    """Where it ran: attempts share a site's machines (``contention``)."""
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,30 @@ class Learned:
     """Per profile and step: where its figures come from ("this model: 14 attempts"...)."""
 
 
-def _seen(records: list[StepRecord], step: int) -> tuple[np.ndarray, np.ndarray]:
-    """(what each successful attempt cost, when it started): seconds, or bytes per
-    second for a sending step."""
+def _seen(
+    records: list[StepRecord], step: int, concurrent: dict[int, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(what each successful attempt cost, when it started, how many attempts were
+    under way beside it, itself included): seconds, or bytes per second for a sending
+    step."""
+    conc = concurrent or {}
     if step in SENDING:
         ok = [
-            (r.size / r.seconds, r.at)
+            (r.size / r.seconds, r.at, conc.get(id(r), 1.0))
             for r in records
             if r.outcome == "ok" and r.size > 0 and r.seconds > 0
         ]
-        ok = [(v, at) for v, at in ok if np.isfinite(v)]
+        ok = [(v, at, c) for v, at, c in ok if np.isfinite(v)]
     else:
-        ok = [(r.seconds, r.at) for r in records if r.outcome == "ok" and r.seconds >= 0]
+        ok = [
+            (r.seconds, r.at, conc.get(id(r), 1.0))
+            for r in records
+            if r.outcome == "ok" and r.seconds >= 0
+        ]
     if not ok:
-        return np.zeros(0), np.zeros(0)
-    values, ats = np.asarray(ok, dtype=np.float64).T
-    return values, ats
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    values, ats, concs = np.asarray(ok, dtype=np.float64).T
+    return values, ats, concs
 
 
 def _rates(records: list[StepRecord], step: int) -> np.ndarray:
@@ -110,7 +120,11 @@ def _smoothed(k: int, n: int, prior: float) -> float:
 
 
 def profiles(records: Iterable[StepRecord], wanted: dict[str, tuple[str, float]]) -> Learned:
-    """A profile for each ``wanted`` key (its OS family and its image's raw size)."""
+    """A profile for each ``wanted`` key (its OS family and its image's raw size), its
+    steps' samples brought to a run alone at its site and their contention learnt
+    (``contention``)."""
+    records = list(records)
+    concurrent = _concurrency(records)
     by_key: dict[tuple[str, int], list[StepRecord]] = defaultdict(list)
     by_os: dict[tuple[str, int], list[StepRecord]] = defaultdict(list)
     by_step: dict[int, list[StepRecord]] = defaultdict(list)
@@ -146,11 +160,19 @@ def profiles(records: Iterable[StepRecord], wanted: dict[str, tuple[str, float]]
                         chosen, where = pool, label
                         break
             if chosen:
-                values, ats = _seen(chosen, step)
+                values, ats, concs = _seen(chosen, step, concurrent)
                 latest = np.argsort(ats, kind="stable")[-MAX_SAMPLES:]
-                samples = recent_weighted(values[latest], ats[latest])
+                values, ats, concs = values[latest], ats[latest], concs[latest]
+                sending = step in SENDING
+                beta = contention.fit(
+                    concs, values, _profiles_of(chosen, step, latest), sending=sending
+                )
+                samples = recent_weighted(
+                    contention.alone(values, concs, beta, sending=sending), ats
+                )
             else:
                 samples = default.samples
+                beta = 0.0
             n = len(chosen)
             retries = sum(1 for r in chosen if r.outcome == "retry")
             failed = sum(1 for r in chosen if r.outcome == "failed")
@@ -160,12 +182,43 @@ def profiles(records: Iterable[StepRecord], wanted: dict[str, tuple[str, float]]
                     p_retry=_smoothed(retries, n, default.p_retry),
                     p_fatal=_smoothed(failed, n, default.p_fatal),
                     learned_from=n,
+                    contention=beta,
                 )
             )
             said[name] = f"{where}: {n} attempt(s)" if n else "default"
+            if beta:
+                said[name] += f", x concurrency^{beta:.2f}"
         out[key] = Profile(name=key, os_family=os_family, steps=tuple(steps))
         sources[key] = said
     return Learned(profiles=out, sources=sources)
+
+
+def _concurrency(records: list[StepRecord]) -> dict[int, float]:
+    """Each record's concurrency (by ``id``: records are plain values, not keys)."""
+    if not records:
+        return {}
+    conc = contention.concurrency(
+        np.asarray([r.at for r in records]),
+        np.asarray([r.seconds for r in records]),
+        [r.site for r in records],
+    )
+    return {id(r): float(c) for r, c in zip(records, conc, strict=True)}
+
+
+def _profiles_of(records: list[StepRecord], step: int, latest: np.ndarray) -> list[str]:
+    """The profile of each sample ``_seen`` returned (the same filter, the same order)."""
+    if step in SENDING:
+        kept = [
+            r.profile
+            for r in records
+            if r.outcome == "ok"
+            and r.size > 0
+            and r.seconds > 0
+            and np.isfinite(r.size / r.seconds)
+        ]
+    else:
+        kept = [r.profile for r in records if r.outcome == "ok" and r.seconds >= 0]
+    return [kept[i] for i in latest]
 
 
 def lateness(days_late: Iterable[int]) -> Lateness:

@@ -165,8 +165,14 @@ def step_records(
     )
     rows = [(e.run_id, e.step, e.kind, e.at, e.details) for e in session.exec(stmt).all()]
     run_ids = sorted({r[0] for r in rows})
-    info: dict[int, tuple[str, str, int]] = {}
+    info: dict[int, tuple[str, str, int, int]] = {}
     for i in range(0, len(run_ids), 500):
+        chunk = run_ids[i : i + 500]
+        # Where each run's laptop sits (its site: attempts share a site's machines).
+        where = select(ProvisioningRun.id, Device.bench_id).join(
+            Device, col(Device.id) == col(ProvisioningRun.device_id)
+        )
+        benches = dict(session.exec(where.where(col(ProvisioningRun.id).in_(chunk))).all())
         q = (
             select(
                 ProvisioningRun.id,
@@ -175,11 +181,13 @@ def step_records(
                 Device.hardware_model_id,
             )
             .join(Device, col(Device.id) == col(ProvisioningRun.device_id))
-            .where(col(ProvisioningRun.id).in_(run_ids[i : i + 500]))
+            .where(col(ProvisioningRun.id).in_(chunk))
         )
         for rid, family, total, model in session.exec(q).all():
             if rid is not None:
-                info[rid] = (profile_key(model, family), family, int(total or 0))
+                bench = benches.get(rid)
+                site = bench_site.get(int(bench), 0) if bench is not None else 0
+                info[rid] = (profile_key(model, family), family, int(total or 0), site)
     out: list[StepRecord] = []
     open_: dict[int, tuple[str, datetime]] = {}
     for run_id, step, kind, at, details in rows:
@@ -189,7 +197,7 @@ def step_records(
         started = open_.pop(run_id, None)
         if started is None or started[0] != step or step not in STEP_NAMES:
             continue
-        key, family, total = info.get(run_id, ("?", "linux", 0))
+        key, family, total, site = info.get(run_id, ("?", "linux", 0, 0))
         size = 0.0
         if step == "stream":
             size = float(total)
@@ -200,7 +208,14 @@ def step_records(
         seconds = max(0.0, (at - started[1]).total_seconds())
         out.append(
             StepRecord(
-                key, family, STEP_NAMES.index(step), seconds, outcome, size, started[1].timestamp()
+                key,
+                family,
+                STEP_NAMES.index(step),
+                seconds,
+                outcome,
+                size,
+                started[1].timestamp(),
+                site=site,
             )
         )
     return out

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecast.draws import CONFIGURE_PHASE, N_PHASES, PHASE_OF, RESTART, SENDING, Draws
+from forecast.draws import (
+    CONFIGURE_PHASE,
+    N_PHASES,
+    PHASE_OF,
+    PHASES,
+    RESTART,
+    SENDING,
+    Draws,
+)
 from forecast.world import Fleet, Site, Status
 
 RETRY_BATCH = 8
@@ -134,11 +142,12 @@ class _Walk:
         t = claim
         for p in range(N_PHASES):
             todo = amounts[:, p]
+            slower = self._contention(p, r, lap, t)
             if SENDING[p]:
-                ceiling = self.d.ceiling[r, lap, p]
+                ceiling = self.d.ceiling[r, lap, p] / slower
                 t = self._send(r, t, todo, ceiling, place, in_order=in_order)
             else:
-                t = t + todo + self._wave(p, r, lap, t, todo)
+                t = t + todo * slower + self._wave(p, r, lap, t, todo)
         self.place_free[r, place] = t
         return t
 
@@ -173,6 +182,25 @@ class _Walk:
             amounts = np.where(phase > np.where(failing, where, N_PHASES)[:, None], 0.0, amounts)
             amounts[f, where[f]] = d.first[r[f], lap[f], where[f]]
         return amounts, failing
+
+    def _contention(
+        self, p: int, r: np.ndarray, lap: np.ndarray, t: np.ndarray
+    ) -> np.ndarray | float:
+        """How much slower phase ``p`` goes than alone: the runs under way when it
+        starts, this one included, to the learnt power. Those are the places busy then
+        (the runs walked so far: claimed before it) and, as ``_send`` counts them, the
+        places free by then that laptops already at the site will take (laptops that
+        start together slow each other alike, whichever the walk reaches first)."""
+        steps = PHASES[p].steps
+        beta = self.d.contention[lap][:, list(steps)]
+        if not beta.any():
+            return 1.0
+        free = self.place_free[r] <= t[:, None]
+        running = (~free).sum(axis=1)
+        coming = np.clip(np.minimum(free.sum(axis=1) - 1, self._ready_to_claim(r, t)), 0, None)
+        c = np.asarray(running + coming + 1, dtype=np.float64)
+        # Each step of the phase at its own power, weighed by its share of the phase.
+        return (self.d.share[lap][:, list(steps)] * c[:, None] ** beta).sum(axis=1)
 
     def _wave(
         self, p: int, r: np.ndarray, lap: np.ndarray, t: np.ndarray, todo: np.ndarray

@@ -50,6 +50,10 @@ class StepDist:
     """A failure no retry can help (checksum, disk), per attempt."""
     learned_from: int = 0
     """How many attempts these figures come from (0: the stated defaults)."""
+    contention: float = 0.0
+    """``beta``: an attempt beside ``c - 1`` others costs ``samples * c ** beta`` seconds
+    (a sending step: its rate divided by that); ``samples`` are a run alone
+    (``forecast/contention.py``). 0: no term learnt."""
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ class Device(SQLModel, table=True):
         Index("ix_device_delivery", "delivery_id"),
         # A bench's occupied slots, read under the bench lock by every scan-in.
         Index("ix_device_bench_slot", "bench_id", "slot"),
+        # The dashboard's oldest stuck laptops: a state's laptops by when they got there.
+        Index("ix_device_state_changed", "state", "state_changed_at"),
         # A slot holds at most one laptop, whatever the code above does.
         Index(
             "uq_device_bench_slot_held",
@@ -146,8 +148,9 @@ class DeviceEvent(SQLModel, table=True):
     __tablename__ = "device_event"
     __table_args__ = (
         # Laptops that reached a state per hour (the console's throughput chart) without
-        # reading the whole history (migration console_0001).
-        Index("ix_device_event_to_state_at", "to_state", "at"),
+        # reading the whole history, nor the event rows when the chart is filtered by
+        # the laptops' client, delivery or site: device_id is in the index (console_0002).
+        Index("ix_device_event_to_state_at_device", "to_state", "at", "device_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(foreign_key="device.id", index=True, ondelete="RESTRICT")

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from api.deps import SessionDep
 from console import charts, i18n
+from console.cache import ScopeKey, TtlCache
 from console.deps import AnyViewer, Viewer
 from console.i18n import N_
 from console.live import WAVES_TOPIC, Stale, sse, stream
@@ -64,7 +65,17 @@ def _query(chosen: dict[str, Any]) -> str:
     return "&".join(f"{k}={v}" for k, v in chosen.items() if v)
 
 
-def _figures(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, Any]:
+def _figures(
+    request: Request, session: Session, viewer: Viewer, wanted: WaveFilter
+) -> dict[str, Any]:
+    """The filter's figures, kept a second or two for everyone with the same scope
+    (``console/cache.py``): never another scope's."""
+    cache: TtlCache[dict[str, Any]] = request.app.state.figures_cache
+    key = ScopeKey.of(viewer.principal, viewer.language, wanted)
+    return cache.get(key, lambda: _compute(session, viewer, wanted))
+
+
+def _compute(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, Any]:
     view = overview.wave_overview(session, viewer.principal, wanted)
     token = i18n.use(viewer.language)
     try:
@@ -108,7 +119,7 @@ def dashboard(
         clients=inventory.list_clients(session, viewer.principal),
         deliveries=inventory.list_deliveries(session, viewer.principal, cursor=None, limit=500),
         sites=inventory.list_sites(session) if staff else [],
-        **_figures(session, viewer, wanted),
+        **_figures(request, session, viewer, wanted),
     )
 
 
@@ -128,7 +139,7 @@ def figures(
         "waves/_figures.html",
         viewer=viewer,
         query=_query(chosen),
-        **_figures(session, viewer, wanted),
+        **_figures(request, session, viewer, wanted),
     )
 
 

@@ -360,6 +360,17 @@ def oldest_in_states(
     limit: int,
 ) -> Sequence[tuple[Device, str | None, ProvisioningRun | None]]:
     """The laptops that have been in one of ``states`` the longest, with model and run."""
+    # The few laptops first, then their latest runs: joined before the limit, the
+    # latest-run look-up ran for every laptop in those states (thousands in a wave).
+    oldest = select(Device.id).where(col(Device.state).in_(list(states)))
+    oldest = _device_filter(oldest, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    ids = list(
+        session.exec(
+            oldest.order_by(col(Device.state_changed_at), col(Device.id)).limit(limit)
+        ).all()
+    )
+    if not ids:
+        return []
     latest = (
         select(func.max(ProvisioningRun.id))
         .where(ProvisioningRun.device_id == Device.id)
@@ -370,11 +381,9 @@ def oldest_in_states(
         select(Device, HardwareModel.model, ProvisioningRun)
         .outerjoin(HardwareModel, col(HardwareModel.id) == Device.hardware_model_id)
         .outerjoin(ProvisioningRun, col(ProvisioningRun.id) == latest)
-        .where(col(Device.state).in_(list(states)))
+        .where(col(Device.id).in_(ids))
         .order_by(col(Device.state_changed_at), col(Device.id))
-        .limit(limit)
     )
-    stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
     return [(d, m, r) for d, m, r in session.exec(stmt).all()]
 
 
