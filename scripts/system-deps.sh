@@ -31,6 +31,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v ip >/dev/null || need+=(iproute2)
+# bench.pe_download: the plain static file server the PE's download is measured against.
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -14,6 +14,7 @@ from api.deps import SessionDep, new_router
 from boot.netboot import service
 from boot.netboot.config import get_netboot_settings
 from boot.netboot.errors import BadNetbootLink
+from boot.netboot.files import MappedFileResponse
 from boot.pe import repository as pe_catalogue
 
 router = new_router(prefix="/boot/ipxe", tags=["boot"])
@@ -49,13 +50,14 @@ def pe_file(
     name: Annotated[str, Path(max_length=20)],
     request: Request,
     session: SessionDep,
-) -> FileResponse:
+) -> MappedFileResponse:
     """The PE's kernel or initramfs (a stored version: a laptop booting while another
-    version is made current finishes with the one its script named)."""
+    version is made current finishes with the one its script named). Sent from a memory
+    map, 200 laptops at a time (``files``' docstring says why)."""
     _from_bench_network(request)
     service.check_link(session, link)
     path = pe_catalogue.file_path(version, name)
-    return FileResponse(path, media_type="application/octet-stream")
+    return MappedFileResponse(path)
 
 
 @router.get("/{link}/ipxe.efi", include_in_schema=False)

@@ -27,9 +27,30 @@ from sqlmodel import Session
 
 from inventory.models import Device
 from provisioning.configure.plan import OsFamily, OsTarget
+from provisioning.errors import ConnectFailed
+from provisioning.imaging.identity import PE_ROOT
 from provisioning.transports.base import SshEndpoint, Transport
 
 JsonValue = str | int | float | bool | None
+
+REBOOT_ISSUED = "reboot_issued"
+"""The run-context key the reboot step commits *before* it reboots the laptop:
+``{"pe_boot": the PE registration's id or None, "kernel_boot": the PE kernel's boot id
+or ""}``. A worker killed right after the reboot leaves it behind, so the re-run knows
+the laptop may have left its PE on purpose and asks ``in_installed_os`` instead of
+waiting for a PE that will not come back."""
+
+BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
+"""The kernel's id of the running boot: a new one after any reboot."""
+
+
+def kernel_boot_id(transport: Transport, timeout: float) -> str:
+    """The boot id of the system ``transport`` reaches; "" when it cannot be read."""
+    try:
+        res = transport.run(BOOT_ID, timeout=timeout)
+    except ConnectFailed:
+        return ""
+    return res.stdout.strip() if res.ok else ""
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,16 @@ from sqlmodel import Session
 from core.settings import get_settings
 from inventory.models import Device
 from inventory.states import DeviceState
-from provisioning.bootcontrol.base import JsonValue, PeAccess
+from provisioning.bootcontrol.base import REBOOT_ISSUED, JsonValue, PeAccess, kernel_boot_id
 from provisioning.bootcontrol.static import StaticBootControl
 from provisioning.errors import (
     AuthFailed,
     CommandFailed,
     CommandTimedOut,
-    ConnectFailed,
     HostKeyMismatch,
     NoLivePe,
 )
-from provisioning.imaging.identity import PE_ROOT
+from provisioning.runs import repository as runs
 from provisioning.transports.base import SshEndpoint, Transport
 
 NAME = "registered"
@@ -92,9 +91,9 @@ OS_OPTIONS: list[OsOptions] = []
 device lab knows where its laptops' installed systems live). The first answer that is
 not None is used; none: the defaults (the installed OS answers at the PE's address)."""
 
-BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
-"""The kernel's id of the running boot: a new one after any reboot."""
 _LEFT_POLL_S = 0.5
+_PROBE_S = 30.0
+"""Bounds the probe of a PE that may be gone (connect and ``true``)."""
 
 LEFT_THE_PE = frozenset({DeviceState.CONFIGURING, DeviceState.VERIFYING})
 """In these states the laptop runs its installed OS: its PE is gone on purpose, and only
@@ -117,7 +116,8 @@ class RegisteredBootControl(StaticBootControl):
                 "slot (PUT /runs/endpoints)"
             )
         pe = PE_LOOKUP[0](session, device.id)
-        if device.state not in LEFT_THE_PE:
+        issued = _reboot_issued(session, device.id, pe) if pe is not None else None
+        if device.state not in LEFT_THE_PE and issued is None:
             require_live(device.serial, pe)
         if pe is None:
             raise NoLivePe(f"no provisioning environment of {device.serial} ever registered")
@@ -141,8 +141,25 @@ class RegisteredBootControl(StaticBootControl):
                 key_path=Path(pe.worker_key_path),
                 known_hosts_path=pinned_known_hosts(pe),
             ),
-            options={**options, "boot_id": pe.boot_id},
+            options={
+                **options,
+                "boot_id": pe.boot_id,
+                REBOOT_ISSUED: issued is not None,
+                "kernel_boot": issued or "",
+            },
         )
+
+    def in_installed_os(self, pe: PeAccess) -> bool:
+        """After a reboot this run issued from this very PE boot (a worker killed right
+        after it): whether the laptop left that boot, as the reboot itself judges it
+        (another kernel boot id answers, or nothing answers as that PE: another host
+        key, a refused login, nothing listening). False when no reboot was issued, or
+        the PE's boot id could not be read before it (then nothing can be compared:
+        the step reboots again, as the static control)."""
+        before = str(pe.options.get("kernel_boot") or "")
+        if not pe.options.get(REBOOT_ISSUED) or not before:
+            return False
+        return _left(pe, before, timeout=_PROBE_S)
 
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
@@ -150,7 +167,7 @@ class RegisteredBootControl(StaticBootControl):
         """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
         the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the
         step reboots it again)."""
-        before = _boot_id(connect(), timeout)
+        before = kernel_boot_id(connect(), timeout)
         super().reboot_into_os(pe, connect, timeout=timeout)
         if not before:
             return  # nothing to compare with: as the static control, trust the reboot
@@ -162,12 +179,17 @@ class RegisteredBootControl(StaticBootControl):
         raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
 
 
-def _boot_id(transport: Transport, timeout: float) -> str:
-    try:
-        res = transport.run(BOOT_ID, timeout=timeout)
-    except ConnectFailed:
-        return ""
-    return res.stdout.strip() if res.ok else ""
+def _reboot_issued(session: Session, device_id: int, pe: RegisteredPe) -> str | None:
+    """When the device's run committed "reboot issued" from this PE boot and has not
+    finished that step (the PE may be gone on purpose: its silence is no reason to
+    wait), the PE kernel's boot id recorded then ("" if unknown); otherwise None."""
+    run = runs.active_run_of_device(session, device_id)
+    if run is None or run.step_name != "reboot":
+        return None
+    issued = run.context.get(REBOOT_ISSUED)
+    if not isinstance(issued, dict) or issued.get("pe_boot") != pe.boot_id:
+        return None
+    return str(issued.get("kernel_boot") or "")
 
 
 def _left(pe: PeAccess, before: str, *, timeout: float) -> bool:
@@ -177,7 +199,7 @@ def _left(pe: PeAccess, before: str, *, timeout: float) -> bool:
 
     transport = SSHTransport(pe.endpoint)
     try:
-        now = _boot_id(transport, timeout)
+        now = kernel_boot_id(transport, timeout)
     except (HostKeyMismatch, AuthFailed, CommandTimedOut):
         return True
     finally:

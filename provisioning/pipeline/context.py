@@ -149,7 +149,21 @@ class ContextBuilder:
             relays=self.relays,
             site_id=site.id or 0 if site is not None else 0,
             relay_mark=self._relay_marker(run_id),
+            mark=self._context_marker(run_id),
         )
+
+    def _context_marker(self, run_id: int) -> Callable[[dict[str, Any]], None]:
+        def mark(values: dict[str, Any]) -> None:
+            with self.db.session() as s:
+                run = repository.get_run_for_update(s, run_id)
+                if not owned_by(run, self.me):
+                    # Not recorded, so not done: another worker (or a technician) has it.
+                    raise Aborted("the run is no longer this worker's")
+                assert run is not None
+                run.context = {**run.context, **values}
+                s.add(run)
+
+        return mark
 
     def _relay_marker(self, run_id: int) -> Callable[[dict[str, Any] | None], None]:
         def mark(info: dict[str, Any] | None) -> None:

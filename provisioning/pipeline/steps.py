@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from inventory.codes import normalize_code
 from inventory.states import DeviceState
-from provisioning.bootcontrol.base import BootControl, PeAccess
+from provisioning.bootcontrol.base import REBOOT_ISSUED, BootControl, PeAccess, kernel_boot_id
 from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
 from provisioning.configure.reachable import OS_BOOT_SECONDS, wait_until_listening
 from provisioning.errors import (
@@ -98,6 +98,9 @@ class StepContext:
     site_id: int = 0
     relay_mark: Callable[[dict[str, Any] | None], None] = lambda info: None
     """Records the run's place in a relay wave on its row (the bandwidth ledger)."""
+    mark: Callable[[dict[str, Any]], None] = lambda values: None
+    """Merges ``values`` into the run's context and commits at once: what a step must
+    know on its re-run even if the worker dies before the step ends."""
     transport_factory: Callable[[PeAccess], Transport] = field(default=_ssh_transport)
     _transport: Transport | None = None
 
@@ -269,7 +272,8 @@ def step_offline_and_reboot(ctx: StepContext) -> StepResult:
 
     The files go under the offline root and are overwritten on a re-run. A re-run after
     the laptop already rebooted (the worker was killed right after) finds it in its OS,
-    when its boot control can tell, and is done.
+    when its boot control can tell, and is done: "reboot issued" is committed before the
+    reboot (``REBOOT_ISSUED``), so the control knows the PE may be gone on purpose.
     """
     from provisioning.configure.offline import offline_files, write_files_script
 
@@ -283,6 +287,11 @@ def step_offline_and_reboot(ctx: StepContext) -> StepResult:
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
     ctx.close()
+    # Durably first: killed right after the reboot, the re-run must not wait for a PE
+    # that is gone (see REBOOT_ISSUED).
+    kernel_boot = kernel_boot_id(ctx.pe(), ctx.timeout)
+    ctx.mark({REBOOT_ISSUED: {"pe_boot": ctx.pe_access.options.get("boot_id"),
+                              "kernel_boot": kernel_boot}})  # fmt: skip
     ctx.boot.reboot_into_os(ctx.pe_access, ctx.pe, timeout=ctx.timeout)
     ctx.close()
     return {"hostname": hostname, "rebooted": True}

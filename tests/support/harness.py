@@ -192,8 +192,10 @@ def worker_process(
     *,
     worker_id: str = "proc-worker",
     extra_env: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``masterline worker`` subprocess on the test's database."""
+    """A real ``masterline worker`` subprocess on the test's database (``command``:
+    another entry point with the same environment, e.g. ``tests.support.blocking_worker``)."""
     env = {
         **os.environ,
         "MASTERLINE_DATABASE_URL": db.url,
@@ -208,7 +210,7 @@ def worker_process(
     }
     log = open(tmp / f"worker-{worker_id}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.main()", "worker"],
+        command or [sys.executable, "-c", "import cli; cli.main()", "worker"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

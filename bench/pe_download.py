@@ -1,0 +1,239 @@
+"""PE download benchmark: 200 laptops network-boot at once and each fetches the PE's
+kernel and initramfs, as iPXE does, through Masterline's real route (the bench's HMAC
+netboot link, ``GET /boot/ipxe/<link>/pe/<version>/<file>``, the API as it is deployed:
+uvicorn in a process of its own), against nginx serving the same two files from the
+same directory (``sendfile on``), in the same run.
+
+    python -m bench.pe_download [--clients 200] [--rounds 3]
+
+The client is one curl process (``--parallel --parallel-max N``: N transfers in flight
+at once, every one a new HTTP/1.1 connection, like N firmware iPXEs); each transfer's
+status and byte count are checked, so a short or failed download fails the benchmark
+instead of flattering it. Reported per server: the median wall time of the rounds, the
+aggregate throughput (bytes delivered / wall time), and the server's peak resident memory
+while serving (``VmHWM``, reset before each round through ``/proc/PID/clear_refs``).
+The ratio is Masterline's throughput over nginx's (target >= 0.9).
+
+Everything listens on 127.0.0.1: the network is loopback, so this measures the serving
+path's CPU cost (a bench network's 1 Gbit/s link would hide it). The client shares the
+machine's cores with the server under test, the same for both servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.pe import setup
+from boot.netboot import service
+from boot.pe import repository
+from tests.support.pe import cached_pe, store_in_catalogue
+from tests.support.postgres import free_port
+from wiring import wire
+
+NGINX = Path("/usr/sbin/nginx")
+DEADLINE = 900.0  # bounds a hang only
+FILES = (repository.KERNEL, repository.INITRD)
+
+
+@dataclass
+class Round:
+    seconds: float
+    bytes: int
+    peak_rss: int
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(150):  # bounded: 150 tries x 0.2 s
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        probe = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        if probe.stdout == "200":
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{url} never answered 200 ({probe.stdout}):\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+@contextmanager
+def masterline_api(work: Path, db_url: str) -> Iterator[tuple[str, list[int]]]:
+    """The API (uvicorn, one process) on 127.0.0.1; the base URL and its PID."""
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.support.serve", db_url, str(port)]
+    with _process(argv, work / "api.log") as proc:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(base + "/openapi.json", proc, work / "api.log")
+        yield base, [proc.pid]
+
+
+@contextmanager
+def nginx(work: Path, root: Path) -> Iterator[tuple[str, list[int]]]:
+    """nginx (one worker process, like the API's one process) serving ``root``."""
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+user root;  # the files sit in the run's private temporary directory
+master_process on;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {work}/nginx-tmp;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+    )
+    with _process([str(NGINX), "-c", str(conf), "-e", str(work / "nginx-error.log")],
+                  work / "nginx.log") as proc:  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/{repository.KERNEL}", proc, work / "nginx.log")
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        yield base, [proc.pid, *(int(w) for w in workers)]
+
+
+def _clear_peak(pids: list[int]) -> None:
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def _peak_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def download(urls: list[tuple[str, int]], clients: int, pids: list[int], work: Path) -> Round:
+    """Every URL once, ``clients`` at a time; checks each status and byte count."""
+    config = work / "curl.conf"
+    config.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u, _ in urls))
+    _clear_peak(pids)
+    start = time.monotonic()
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--parallel", "--parallel-immediate",
+         "--parallel-max", str(clients), "--max-time", str(int(DEADLINE)),
+         "--write-out", "%{http_code} %{size_download} %{url}\\n", "--config", str(config)],
+        capture_output=True, text=True, check=False, timeout=DEADLINE + 60,
+    )  # fmt: skip
+    seconds = time.monotonic() - start
+    peak = _peak_rss(pids)
+    if done.returncode != 0:
+        raise SystemExit(f"curl failed ({done.returncode}): {done.stderr[-2000:]}")
+    want = dict(urls)
+    got = done.stdout.splitlines()
+    if len(got) != len(urls):
+        raise SystemExit(f"{len(got)} transfers reported, {len(urls)} asked")
+    total = 0
+    for line in got:
+        code, size, url = line.split(" ", 2)
+        if code != "200" or int(size) != want[url]:
+            raise SystemExit(f"bad transfer: {line} (want 200 and {want[url]} bytes)")
+        total += int(size)
+    return Round(seconds, total, peak)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pe_download")
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    wire()  # the netboot link includes registration's kernel arguments
+    if not NGINX.exists() or shutil.which("curl") is None:
+        print("skipped: nginx or curl missing (make system-deps)")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-pe-download-") as tmp:
+        work = Path(tmp)
+        (work / "nginx-tmp").mkdir()
+        pe_dir, manifest = cached_pe()
+        db, _secret = setup(work)
+        store_in_catalogue(pe_dir, manifest)
+        version = manifest["version"]
+        root = repository.catalogue_dir() / version  # nginx serves the very same files
+        sizes = {name: (root / name).stat().st_size for name in FILES}
+        with db.session(write=False) as s:
+            link = service.bench_boot(s, service.bench_by_code(s, "BEN", "B1")).link
+        print(f"PE {version}: kernel {sizes[repository.KERNEL] / 2**20:.1f} MiB + initramfs "
+              f"{sizes[repository.INITRD] / 2**20:.1f} MiB per boot; {args.clients} boots "
+              f"at once, {args.rounds} rounds per server (alternating), loopback")  # fmt: skip
+
+        results: dict[str, list[Round]] = {"nginx": [], "masterline": []}
+        with (
+            nginx(work, root) as (n_base, n_pids),
+            masterline_api(work, db.url) as (
+                m_base,
+                m_pids,
+            ),
+        ):
+            n_urls = [(f"{n_base}/{name}", sizes[name]) for name in FILES]
+            m_urls = [(f"{m_base}/boot/ipxe/{link}/pe/{version}/{name}", sizes[name])
+                      for name in FILES]  # fmt: skip
+            # Warm both (page cache, first-request imports) before measuring.
+            download(n_urls, 1, n_pids, work)
+            download(m_urls, 1, m_pids, work)
+            idle = {"nginx": _peak_rss(n_pids), "masterline": _peak_rss(m_pids)}
+            for _ in range(args.rounds):
+                for name, urls, pids in (("nginx", n_urls, n_pids),
+                                         ("masterline", m_urls, m_pids)):  # fmt: skip
+                    # Each boot fetches the kernel, then the initramfs.
+                    boots = [u for _ in range(args.clients) for u in urls]
+                    results[name].append(download(boots, args.clients, pids, work))
+        medians = {}
+        for name, rounds in results.items():
+            seconds = statistics.median(r.seconds for r in rounds)
+            rate = rounds[0].bytes / seconds
+            medians[name] = rate
+            print(f"{name:>10}: {seconds:6.2f} s median of "
+                  f"{', '.join(f'{r.seconds:.2f}' for r in rounds)} s; "
+                  f"{rate / 2**20:7.1f} MiB/s aggregate; peak RSS while serving "
+                  f"{max(r.peak_rss for r in rounds) / 2**20:.0f} MiB "
+                  f"(idle {idle[name] / 2**20:.0f} MiB)")  # fmt: skip
+        ratio = medians["masterline"] / medians["nginx"]
+        print(f"throughput ratio masterline / nginx: {ratio:.2f}x (target >= 0.9x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The PE's files as the netboot route sends them (``boot.netboot.files``: from a memory
+map, in slices): whole or in a byte range; a forged link still gets nothing; and
+through a real uvicorn server, many laptops at once (and one that hangs up mid-way)
+each get the exact bytes. The throughput against nginx is ``bench.pe_download``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from boot.netboot import files as netboot_files
+from boot.pe import repository
+from tests.boot.conftest import Boot
+from tests.boot.netboot.test_netboot import link_of
+from tests.support.server import running_server
+
+VERSION = "6.1.0-98-amd64-0123456789ab"
+
+
+def stored_pe(tmp_path: Path) -> dict[str, bytes]:
+    """A stored version whose initramfs spans several slices and ends mid-slice."""
+    build = tmp_path / "pe-build"
+    build.mkdir()
+    data = {
+        repository.KERNEL: os.urandom(3000),
+        repository.INITRD: os.urandom(3 * netboot_files.CHUNK + 12345),
+    }
+    for name, content in data.items():
+        (build / name).write_bytes(content)
+    manifest = {
+        "version": VERSION,
+        "built_at": "2026-12-02T00:00:00+00:00",
+        "files": {n: {"sha256": "0" * 64, "size": len(d)} for n, d in data.items()},
+    }
+    repository.store(build, manifest, make_current=True)
+    return data
+
+
+def test_whole_ranges_and_forged_links(boot: Boot, client: TestClient, tmp_path: Path) -> None:
+    data = stored_pe(tmp_path)
+    initrd = data[repository.INITRD]
+    size = len(initrd)
+    url = f"/boot/ipxe/{link_of(boot)}/pe/{VERSION}/{repository.INITRD}"
+
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.content == initrd
+    assert whole.headers["content-length"] == str(size)
+    assert whole.headers["accept-ranges"] == "bytes"
+
+    cases = {
+        "bytes=10-19": (10, 19),
+        f"bytes={netboot_files.CHUNK - 3}-{netboot_files.CHUNK + 2}": (
+            netboot_files.CHUNK - 3, netboot_files.CHUNK + 2,
+        ),  # across two slices
+        "bytes=-5": (size - 5, size - 1),
+        f"bytes={size - 7}-": (size - 7, size - 1),
+        f"bytes=0-{size + 1000}": (0, size - 1),  # clipped to the end
+    }  # fmt: skip
+    for header, (first, last) in cases.items():
+        got = client.get(url, headers={"Range": header})
+        assert got.status_code == 206, header
+        assert got.content == initrd[first : last + 1], header
+        assert got.headers["content-range"] == f"bytes {first}-{last}/{size}", header
+
+    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+    assert beyond.content == b""
+    # Several ranges, or nonsense: the whole file (RFC 9110 lets a server ignore Range).
+    for header in ("bytes=0-1,5-6", "lines=1-2", "bytes=-"):
+        got = client.get(url, headers={"Range": header})
+        assert got.status_code == 200 and got.content == initrd, header
+
+    kernel = client.get(f"/boot/ipxe/{link_of(boot)}/pe/{VERSION}/{repository.KERNEL}")
+    assert kernel.status_code == 200 and kernel.content == data[repository.KERNEL]
+    bench_id, token = link_of(boot).split("-", 1)
+    forged = client.get(
+        f"/boot/ipxe/{bench_id}-{'A' * len(token)}/pe/{VERSION}/{repository.INITRD}",
+        headers={"Range": "bytes=0-99"},
+    )
+    assert forged.status_code == 404 and initrd[:100] not in forged.content
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the HTTP path is under test, not the DB
+def test_many_laptops_at_once_through_a_real_server(boot: Boot, tmp_path: Path) -> None:
+    data = stored_pe(tmp_path)
+    want = hashlib.sha256(data[repository.INITRD]).hexdigest()
+    out = tmp_path / "downloads"
+    out.mkdir()
+    with running_server(boot.db) as base:
+        url = f"{base}/boot/ipxe/{link_of(boot)}/pe/{VERSION}/{repository.INITRD}"
+        # A laptop that hangs up after the first bytes: the server goes on serving.
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            path = url.removeprefix(base)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        config = tmp_path / "curl.conf"
+        config.write_text("".join(f'url = "{url}"\noutput = "{out / str(i)}"\n' for i in range(30)))
+        done = subprocess.run(
+            ["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", "30",
+             "--max-time", "300", "--config", str(config)],
+            capture_output=True, text=True, timeout=360, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = {hashlib.sha256((out / str(i)).read_bytes()).hexdigest() for i in range(30)}
+    assert got == {want}
