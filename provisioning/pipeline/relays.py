@@ -356,6 +356,10 @@ class RelayWaves:
             me.inbox.put(("progress", int(event["offset"])))
         if me is not None and kind in _LOGGED:
             me.req.on_event({**event, "event": f"relay_{kind}", "message": describe(event)})
+        bad = by_name.get(str(event.get("upstream"))) if kind == "corrupt" else None
+        if bad is not None:  # its run's log says why no one takes the stream from it
+            told = {"event": "forwarded_corrupt", "downstream": name, "chunk": event.get("chunk")}
+            bad.req.on_event({**told, "event": "relay_bypassed", "message": describe(told)})
         settled = False
         for m in group.members:
             outcome = wave.outcomes.get(m.name)

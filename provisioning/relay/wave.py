@@ -7,8 +7,9 @@ or corrupt one, a stop for everyone once every member has an outcome.
 
 Outcomes are the members' own: ``verified`` only when the member read its whole target
 back and it matched the image's sha256 (never on the worker's word); ``failed`` with a
-reason when its channel closed first, when it relayed a corrupt chunk, or when its read
-back did not match.
+reason when its channel closed first, when its disk failed, or when its read back did
+not match. A member found to forward a corrupt chunk is bypassed (no one
+takes the stream from it again) but keeps its own outcome: its read back decides it.
 """
 
 from __future__ import annotations
@@ -257,11 +258,18 @@ class Wave:
             elif kind in ("progress", "complete"):
                 self._rated(name, event)
             elif kind == "corrupt":
+                # The link is blamed and bypassed, not the laptop: what it forwarded
+                # was damaged somewhere between its disk and the next laptop's check.
+                # Its own outcome stays its own read back's (a disk that lies fails
+                # it there; a relay that verified its own disk keeps its success).
                 bad = str(event.get("upstream"))
                 if bad in self.outcomes:
                     self.route.corrupt.add(bad)
-                    self._settle(bad, False, f"relayed a corrupt chunk ({event.get('chunk')})")
-                    self.members[bad].process.send({"op": "stop"})
+                    outcome.events.append({"event": "bypassed", "upstream": bad})
+                    self.outcomes[bad].events.append(
+                        {"event": "forwarded_corrupt", "downstream": name,
+                         "chunk": event.get("chunk")}
+                    )
                     self._reroute(bad)
             elif kind == "verified":
                 outcome.sha256 = str(event.get("sha256", ""))

@@ -274,7 +274,7 @@ def test_member_killed_mid_wave_rejoins_and_resumes(bench: Bench, victim: int) -
         assert wave.source.bytes_sent == _one_copy(wave.manifest)
 
 
-def test_corrupt_relay_is_bypassed_and_its_run_fails(bench: Bench) -> None:
+def test_corrupt_relay_is_bypassed_and_its_verified_run_goes_on(bench: Bench) -> None:
     faulty = Path(__file__).parents[1] / "relay" / "faulty_relay.py"
     middle = bench.plug(SERIALS[1], slot=2)
     agent = middle.pe_root / "opt/masterline/agent"
@@ -295,13 +295,18 @@ def test_corrupt_relay_is_bypassed_and_its_run_fails(bench: Bench) -> None:
     with running_engine(bench.db, _config(bench)) as engine:
         assert engine.relays is not None
         engine.relays.hold = gate
-        bench.wait(ids[1], timeout=120)
+        eventually(
+            lambda: any(e.kind == "relay_bypassed" for e in bench.run_events(ids[1])),
+            timeout=120,
+            message="the laptop behind the corrupt relay never found it",
+        )
         gate.opened.set()
         _past_verify(bench, ids)
-    bad = bench.run(ids[1])
-    assert bad.status == RunStatus.FAILED
-    assert bad.last_error is not None and "relayed a corrupt chunk" in bad.last_error
-    for run_id, serial in ((ids[0], SERIALS[0]), (ids[2], SERIALS[2])):
+    # Its own disk read back right: its run goes on (its verify step passes); only
+    # the link was blamed, bypassed and recorded in its log.
+    bad_events = [e.details for e in bench.run_events(ids[1]) if e.kind == "relay_bypassed"]
+    assert bad_events and bad_events[0]["downstream"]
+    for run_id, serial in ((ids[0], SERIALS[0]), (ids[1], SERIALS[1]), (ids[2], SERIALS[2])):
         assert _verified(bench, run_id)
         assert _disk_holds_image(bench, serial)
     # The laptop behind it went around it, to the head.
