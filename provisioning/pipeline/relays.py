@@ -243,10 +243,22 @@ class RelayWaves:
             member.process.stop()
 
     def _result(self, me: Member, group: Group, outcome: Outcome) -> dict[str, Any]:
-        if not outcome.ok:
-            raise error_of(outcome.reason)
         wave = group.wave
+        written = any(e.get("event") == "complete" for e in outcome.events)
+        if not outcome.ok and not (written and wave is not None):
+            raise error_of(outcome.reason)
         assert wave is not None
+        if not outcome.ok:
+            # Every chunk was checked and written, but the disk did not flush or does
+            # not read the image back: the verify step that follows flushes and reads
+            # it back and fails it as after a plain stream, so a disk that lies reads
+            # the same (failed at verify, same reason, same retry) relayed or not.
+            me.req.on_event(
+                {
+                    "event": "relay_readback_bad",
+                    "message": f"relay: {outcome.reason[:200]} (left to the verify step)",
+                }
+            )
         upstreams = [str(e["upstream"]) for e in outcome.events if e.get("event") == "connected"]
         me.req.progress(wave.manifest.size, wave.manifest.size)
         return {

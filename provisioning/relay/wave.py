@@ -35,6 +35,9 @@ from provisioning.relay.source import Pace, Source
 log = logging.getLogger("masterline.relay")
 
 STOP_GRACE = 10.0
+READBACK_MISMATCH = "read back does not match the image sha256"
+"""A member's outcome when its relay wrote every chunk but its disk does not read the
+image back (a disk that lies)."""
 RELAY_SCRIPT = Path(__file__).resolve().parents[2] / "boot" / "agent" / "relay.py"
 """The PE's relay program in this checkout (the PE has it as
 ``/opt/masterline/agent/relay.py``)."""
@@ -277,7 +280,7 @@ class Wave:
                     self._settle(name, True)
                 else:
                     self.route.corrupt.add(name)
-                    self._settle(name, False, "read back does not match the image sha256")
+                    self._settle(name, False, READBACK_MISMATCH)
                     self._reroute(name)
             elif kind == "closed":
                 if outcome.ok is None:
