@@ -31,6 +31,10 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v ip >/dev/null || need+=(iproute2)
+# The shaped relay bench (bench/relay_shaped.py): udpcast's udp-sender/udp-receiver, the
+# multicast engine behind FOG and Clonezilla, as the anchor on the same bench (tc is
+# iproute2's).
+command -v udp-sender >/dev/null || need+=(udpcast)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -270,8 +270,11 @@ class Wave:
                     self.route.corrupt.add(bad)
                     outcome.events.append({"event": "bypassed", "upstream": bad})
                     self.outcomes[bad].events.append(
-                        {"event": "forwarded_corrupt", "downstream": name,
-                         "chunk": event.get("chunk")}
+                        {
+                            "event": "forwarded_corrupt",
+                            "downstream": name,
+                            "chunk": event.get("chunk"),
+                        }
                     )
                     self._reroute(bad)
             elif kind == "verified":

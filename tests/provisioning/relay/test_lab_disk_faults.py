@@ -12,7 +12,7 @@ import pytest
 
 from images.manifest import Manifest
 from lab.faults import Fault
-from lab.lab import Lab
+from lab.lab import Lab, LabLaptop
 from lab.laptop import LaptopSpec
 from provisioning.pipeline.relays import RELAY_COMMAND
 from provisioning.relay.wave import Wave
@@ -25,8 +25,9 @@ FLIP_AT = 2 * CHUNK + 10
 """In the image's first chunk of data (chunks 0 and 1 are zeros)."""
 
 
-def _laptops(lab: Lab, n: int) -> list:  # type: ignore[type-arg]
-    return lab.up([LaptopSpec(serial=f"RELAYF{i}", disk_bytes=16 * 1024 * 1024) for i in range(n)])
+def _laptops(the_lab: Lab, n: int) -> list[LabLaptop]:
+    specs = [LaptopSpec(serial=f"RELAYF{i}", disk_bytes=16 * 1024 * 1024) for i in range(n)]
+    return the_lab.up(specs)
 
 
 @pytest.mark.parametrize(
