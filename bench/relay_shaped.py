@@ -41,6 +41,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.host import steal_seconds
 
@@ -157,11 +159,32 @@ def _inside(ns: str) -> Iterator[None]:
         os.close(target)
 
 
+class _Stamped(queue.Queue[Any]):
+    """The wave's inbox, noting when each member's relay said it listens (as it is
+    read from the relay, not when the wave's loop gets to it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening: dict[str, float] = {}
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        name, event = item
+        if isinstance(event, dict) and event.get("event") == "listening":
+            self.listening.setdefault(str(name), time.perf_counter())
+        super().put(item, block, timeout)
+
+
 class Idle:
-    """The share of the machine's cores left idle between two reads of /proc/stat."""
+    """The share of the machine's cores left idle between two reads of /proc/stat, and
+    the share this process and its reaped children used meanwhile."""
 
     def __init__(self) -> None:
         self.start = self._read()
+        self.cpu0, self.t0 = _cpu_seconds(), time.perf_counter()
+
+    def ours(self) -> float:
+        wall = time.perf_counter() - self.t0
+        return (_cpu_seconds() - self.cpu0) / (wall * (os.cpu_count() or 1))
 
     @staticmethod
     def _read() -> tuple[int, int]:
@@ -181,6 +204,24 @@ class Result:
     verified: int
     laptops: int
     idle: float
+    ours: float
+    """The share of the cores the run's own processes used (this one, the relays, the
+    udpcast ends): what the run needed, whatever else the machine ran."""
+    started: float = 0.0
+    """Seconds until the last laptop's relay was up and listening (0: not measured):
+    the wave's fixed cost, starting N PE programs (on 2 shared cores here)."""
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
 
 
 def _make_image(path: Path, mib: int) -> None:
@@ -209,6 +250,7 @@ def _relay(net: Net, way: str, n: int, image: Path, work: Path, chunk: int) -> R
         _inside(net.server),
         Wave(image=image, manifest=manifest, topology=topology, source_host=SERVER_IP) as wave,
     ):
+        inbox = wave.inbox = _Stamped()
         for i in range(n):
             argv = ["ip", "netns", "exec", net.laptop(i), PYTHON, "-S", str(RELAY_SCRIPT)]
             wave.add(f"m{i}", argv, disks / f"m{i}", host=net.laptop_ip(i))
@@ -220,13 +262,14 @@ def _relay(net: Net, way: str, n: int, image: Path, work: Path, chunk: int) -> R
             ).start()
         outcomes = wave.wait(deadline=time.monotonic() + 3600)
         wall = time.perf_counter() - t0
-    share = idle.share()
+    share, ours = idle.share(), idle.ours()
     verified = 0
     for name, outcome in outcomes.items():
         # The relay's own read back said so; the bench checks the disk itself too.
         if outcome.ok and _sha(disks / name) == manifest.sha256:
             verified += 1
-    return Result(way, wall, net.server_tx() - tx0, verified, n, share)
+    started = max(inbox.listening.values(), default=t0) - t0
+    return Result(way, wall, net.server_tx() - tx0, verified, n, share, ours, started)
 
 
 def _udpcast(net: Net, n: int, image: Path, work: Path, rate_bit: int) -> Result:
@@ -262,14 +305,14 @@ def _udpcast(net: Net, n: int, image: Path, work: Path, rate_bit: int) -> Result
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    share = idle.share()
+    share, ours = idle.share(), idle.ours()
     want = _sha(image)
     verified = sum(
         1
         for i in range(n)
         if codes[i] == 0 and (disks / f"u{i}").exists() and _sha(disks / f"u{i}") == want
     )
-    return Result("udpcast", wall, net.server_tx() - tx0, verified, n, share)
+    return Result("udpcast", wall, net.server_tx() - tx0, verified, n, share, ours)
 
 
 def _sha(path: Path) -> str:
@@ -286,13 +329,13 @@ def _table(n: int, results: list[Result], image_bytes: int) -> None:
     print(f"\n{n} laptops")
     print(
         f"{'way':<18} {'wall s':>8} {'vs alone':>9} {'vs wave':>8} {'server MB':>10} "
-        f"{'vs image':>9} {'verified':>9} {'idle CPU':>9}"
+        f"{'vs image':>9} {'verified':>9} {'idle CPU':>9} {'our CPU':>8} {'start s':>8}"
     )
     for r in results:
         print(
             f"{r.way:<18} {r.wall:>8.2f} {r.wall / alone:>8.2f}x {r.wall / wave:>7.2f}x "
             f"{r.server_bytes / 1e6:>10.1f} {r.server_bytes / image_bytes:>8.2f}x "
-            f"{r.verified:>5}/{r.laptops:<3} {r.idle:>8.0%}"
+            f"{r.verified:>5}/{r.laptops:<3} {r.idle:>8.0%} {r.ours:>8.0%} {r.started:>8.2f}"
         )
 
 
@@ -333,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             if "udpcast" not in args.skip:
                 results.append(_udpcast(net, n, image, work, rate_bit))
             _table(n, results, image.stat().st_size)
+            sys.stdout.flush()
         print(f"\nsteal during the run: {steal_seconds() - steal0:.1f} s")
     finally:
         net.down()
