@@ -16,9 +16,13 @@ if [ -f "$lab_dir/faults.env" ]; then
 fi
 if [ -n "$LAB_DISK_FAULT" ]; then
     # The dd shim stands in for a failing disk; without a disk fault nothing is wrapped.
+    # A program that writes the disk itself (the PE's relay) applies the same fault
+    # through the hook (lab/pe_disk_hook.py).
     PATH="$(dirname "$0")/shims:$PATH"
     LAB_DISK_PATH="$lab_dir/disk.img"
-    export PATH LAB_DISK_FAULT LAB_DISK_AFTER_BYTES LAB_DISK_FLIP_OFFSET LAB_DISK_PATH
+    MASTERLINE_LAB_DISK_HOOK="$(dirname "$0")/pe_disk_hook.py"
+    export PATH LAB_DISK_FAULT LAB_DISK_AFTER_BYTES LAB_DISK_FLIP_OFFSET LAB_DISK_PATH \
+        MASTERLINE_LAB_DISK_HOOK
 fi
 shell="${SHELL:-/bin/sh}"
 if [ -z "${SSH_ORIGINAL_COMMAND:-}" ]; then

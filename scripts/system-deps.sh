@@ -33,6 +33,10 @@ command -v mcopy >/dev/null || need+=(mtools)
 command -v ip >/dev/null || need+=(iproute2)
 # bench.pe_download: the plain static file server the PE's download is measured against.
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+# The shaped relay bench (bench/relay_shaped.py): udpcast's udp-sender/udp-receiver, the
+# multicast engine behind FOG and Clonezilla, as the anchor on the same bench (tc is
+# iproute2's).
+command -v udp-sender >/dev/null || need+=(udpcast)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

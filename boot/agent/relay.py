@@ -101,8 +101,7 @@ class Relay:
         self.pacer = wire.Pacer(float(config.get("uplink_bps", 0)))
         self.server_ctx, self.client_ctx = wire.contexts(config["tls"])
         self.emit = events
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self.fd = os.open(wire.under_root(str(config["target"])), flags, 0o600)
+        self.disk = wire.open_target(wire.under_root(str(config["target"])))
         self.verified = 0  # chunks 0..verified-1 are checked and written
         state = config.get("state")
         key = {"sha256": self.sha256, "chunk_size": self.chunk_size, "size": self.size}
@@ -136,7 +135,7 @@ class Relay:
         self.verified = wire.recheck(
             claimed,
             self.chunks,
-            lambda i: os.pread(self.fd, self._length(i), i * self.chunk_size),
+            lambda i: self.disk.pread(self._length(i), i * self.chunk_size),
         )
         return claimed
 
@@ -252,7 +251,7 @@ class Relay:
                     raise ValueError("unknown frame")
                 began = time.monotonic()
                 try:
-                    os.pwrite(self.fd, data, index * self.chunk_size)
+                    self.disk.pwrite(data, index * self.chunk_size)
                 except OSError as e:
                     raise DiskFailed(os.strerror(e.errno) if e.errno else str(e)) from e
                 now = time.monotonic()
@@ -286,9 +285,9 @@ class Relay:
         whole = hashlib.sha256()
         offset = 0
         try:
-            os.fsync(self.fd)  # where a disk reports a write it could not keep
+            self.disk.fsync()  # where a disk reports a write it could not keep
             while offset < self.size:
-                block = os.pread(self.fd, min(self.chunk_size, self.size - offset), offset)
+                block = self.disk.pread(min(self.chunk_size, self.size - offset), offset)
                 if not block:
                     break
                 whole.update(block)
@@ -363,7 +362,7 @@ class Relay:
             if self.chunks[index] == self._zero_hash(length):
                 sock.sendall(FRAME.pack(ZERO, index, 0))
             else:
-                data = os.pread(self.fd, length, index * self.chunk_size)
+                data = self.disk.pread(length, index * self.chunk_size)
                 self.pacer.take(FRAME.size + length)
                 sock.sendall(FRAME.pack(DATA, index, length) + outgoing(data))
             index += 1

@@ -172,3 +172,46 @@ def recheck(claimed: int, chunks: list[str], read: Callable[[int], bytes]) -> in
             break
         good += 1
     return good
+
+
+class Disk:
+    """The member's target: every write, flush and read of the relay goes through here,
+    so a lab disk's injected faults hold for the relay as for the shell tools
+    (``open_target``)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(self.fd, data, offset)
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+
+LAB_DISK_HOOK = "MASTERLINE_LAB_DISK_HOOK"
+"""Set only by a lab laptop's ForceCommand (``lab/pe_shell.sh``) while one of its disk
+faults is on: the file whose ``wrap(disk, path)`` applies it. A real PE has no lab."""
+
+
+def open_target(path: str) -> Disk:
+    """The target opened for reading and writing (created if missing: a file in tests).
+
+    :raises OSError: it cannot be opened (or the lab's hook cannot be loaded)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    disk = Disk(os.open(path, flags, 0o600))
+    hook = os.environ.get(LAB_DISK_HOOK, "")
+    if hook and os.environ.get("MASTERLINE_LAB_LAPTOP_DIR"):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("lab_disk_hook", hook)
+        if spec is None or spec.loader is None:
+            raise OSError(f"lab disk hook {hook} cannot be loaded")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        wrapped: Disk = module.wrap(disk, path)
+        return wrapped
+    return disk

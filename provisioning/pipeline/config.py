@@ -38,9 +38,10 @@ class EngineConfig:
     configure_wave_seconds: float = 1.0
     """How long the first Linux laptop reaching configure waits for others to join its
     ansible-runner run (``pipeline/waves.py``); 0 configures each on its own."""
-    relay: bool = False
+    relay: bool = True
     """Relay imaging (``pipeline/relays.py``, docs/relay.md): the laptops of one image
-    and site that reach the stream step together get one copy, relayed PE to PE."""
+    and site that reach the stream step together get one copy, relayed PE to PE. On by
+    default (``MASTERLINE_WORKER_RELAY=0`` turns it off); a laptop alone streams plainly."""
     relay_window_seconds: float = 60.0
     """How long the first laptop of a relay wave waits for others (it stops waiting as
     soon as every run of this worker on its way to the stream step has joined)."""

@@ -243,10 +243,22 @@ class RelayWaves:
             member.process.stop()
 
     def _result(self, me: Member, group: Group, outcome: Outcome) -> dict[str, Any]:
-        if not outcome.ok:
-            raise error_of(outcome.reason)
         wave = group.wave
+        written = any(e.get("event") == "complete" for e in outcome.events)
+        if not outcome.ok and not (written and wave is not None):
+            raise error_of(outcome.reason)
         assert wave is not None
+        if not outcome.ok:
+            # Every chunk was checked and written, but the disk did not flush or does
+            # not read the image back: the verify step that follows flushes and reads
+            # it back and fails it as after a plain stream, so a disk that lies reads
+            # the same (failed at verify, same reason, same retry) relayed or not.
+            me.req.on_event(
+                {
+                    "event": "relay_readback_bad",
+                    "message": f"relay: {outcome.reason[:200]} (left to the verify step)",
+                }
+            )
         upstreams = [str(e["upstream"]) for e in outcome.events if e.get("event") == "connected"]
         me.req.progress(wave.manifest.size, wave.manifest.size)
         return {
@@ -356,6 +368,10 @@ class RelayWaves:
             me.inbox.put(("progress", int(event["offset"])))
         if me is not None and kind in _LOGGED:
             me.req.on_event({**event, "event": f"relay_{kind}", "message": describe(event)})
+        bad = by_name.get(str(event.get("upstream"))) if kind == "corrupt" else None
+        if bad is not None:  # its run's log says why no one takes the stream from it
+            told = {"event": "forwarded_corrupt", "downstream": name, "chunk": event.get("chunk")}
+            bad.req.on_event({**told, "event": "relay_bypassed", "message": describe(told)})
         settled = False
         for m in group.members:
             outcome = wave.outcomes.get(m.name)

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from core import metrics
 from core.db import Database, get_database
+from core.errors import InvalidInput
 from core.settings import get_settings
 from inventory.states import TIMEOUT_OF, DeviceState
 from provisioning.pipeline.config import EngineConfig
@@ -72,6 +73,22 @@ def _worker_id(data_dir: Path, wanted: str | None) -> str:
     return host
 
 
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(env: Any, name: str, *, default: bool) -> bool:
+    """An on/off setting. A value that is neither is refused rather than guessed: a
+    typo must not silently turn relay imaging (on by default) off, or on.
+
+    :raises InvalidInput: the value is not one of 1/0, true/false, yes/no, on/off."""
+    raw = str(env.get(name, "")).strip().lower()
+    if not raw:
+        return default
+    if raw in _ON or raw in _OFF:
+        return raw in _ON
+    raise InvalidInput(f"{name}={raw[:20]!r}: use 1 (on) or 0 (off)")
+
+
 def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
     """Engine settings from ``MASTERLINE_WORKER_*`` variables (see docs/pipeline.md)."""
     env = os.environ
@@ -92,7 +109,7 @@ def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
         share_seconds=float(env.get("MASTERLINE_WORKER_SHARE_SECONDS", "1")),
         configure_wave_seconds=float(env.get("MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS", "1")),
         step_timeouts=_pairs(env.get("MASTERLINE_WORKER_STEP_TIMEOUTS", "")),
-        relay=env.get("MASTERLINE_WORKER_RELAY", "0").strip().lower() in ("1", "true", "yes", "on"),
+        relay=_switch(env, "MASTERLINE_WORKER_RELAY", default=True),
         relay_window_seconds=float(env.get("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "60")),
         relay_max_members=int(env.get("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "32")),
         relay_chunk_bytes=int(env.get("MASTERLINE_WORKER_RELAY_CHUNK_BYTES", str(4 * 1024 * 1024))),

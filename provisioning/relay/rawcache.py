@@ -65,7 +65,7 @@ def _decompress(cached: CachedImage, raw: Path, chunk_size: int) -> Manifest:
     size = 0
     zero = bytes(chunk_size)
     with open(cached.path, "rb") as src, open(temp, "wb") as dst:
-        reader = zstandard.ZstdDecompressor().stream_reader(src)
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
         while True:
             block = _read_full(reader, chunk_size)
             if not block:

@@ -7,8 +7,9 @@ or corrupt one, a stop for everyone once every member has an outcome.
 
 Outcomes are the members' own: ``verified`` only when the member read its whole target
 back and it matched the image's sha256 (never on the worker's word); ``failed`` with a
-reason when its channel closed first, when it relayed a corrupt chunk, or when its read
-back did not match.
+reason when its channel closed first, when its disk failed, or when its read back did
+not match. A member found to forward a corrupt chunk is bypassed (no one
+takes the stream from it again) but keeps its own outcome: its read back decides it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from provisioning.relay.source import Pace, Source
 log = logging.getLogger("masterline.relay")
 
 STOP_GRACE = 10.0
+READBACK_MISMATCH = "read back does not match the image sha256"
+"""A member's outcome when its relay wrote every chunk but its disk does not read the
+image back (a disk that lies)."""
 RELAY_SCRIPT = Path(__file__).resolve().parents[2] / "boot" / "agent" / "relay.py"
 """The PE's relay program in this checkout (the PE has it as
 ``/opt/masterline/agent/relay.py``)."""
@@ -257,11 +261,21 @@ class Wave:
             elif kind in ("progress", "complete"):
                 self._rated(name, event)
             elif kind == "corrupt":
+                # The link is blamed and bypassed, not the laptop: what it forwarded
+                # was damaged somewhere between its disk and the next laptop's check.
+                # Its own outcome stays its own read back's (a disk that lies fails
+                # it there; a relay that verified its own disk keeps its success).
                 bad = str(event.get("upstream"))
                 if bad in self.outcomes:
                     self.route.corrupt.add(bad)
-                    self._settle(bad, False, f"relayed a corrupt chunk ({event.get('chunk')})")
-                    self.members[bad].process.send({"op": "stop"})
+                    outcome.events.append({"event": "bypassed", "upstream": bad})
+                    self.outcomes[bad].events.append(
+                        {
+                            "event": "forwarded_corrupt",
+                            "downstream": name,
+                            "chunk": event.get("chunk"),
+                        }
+                    )
                     self._reroute(bad)
             elif kind == "verified":
                 outcome.sha256 = str(event.get("sha256", ""))
@@ -269,7 +283,7 @@ class Wave:
                     self._settle(name, True)
                 else:
                     self.route.corrupt.add(name)
-                    self._settle(name, False, "read back does not match the image sha256")
+                    self._settle(name, False, READBACK_MISMATCH)
                     self._reroute(name)
             elif kind == "closed":
                 if outcome.ok is None:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InvalidInput
 from core.settings import get_settings
 from provisioning.pipeline.bandwidth import RELAY_KEY, SHARE_KEY, counts_as_stream, drop_share
 from provisioning.pipeline.worker import config_from_env
 from provisioning.runs.models import ProvisioningRun
 
 
-def test_relay_is_off_unless_asked_and_its_settings_are_read(
+def test_relay_is_on_by_default_off_with_0_and_its_settings_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp_path))
@@ -20,9 +21,15 @@ def test_relay_is_off_unless_asked_and_its_settings_are_read(
     try:
         for name in ("RELAY", "RELAY_WINDOW_SECONDS", "RELAY_MAX_MEMBERS", "RELAY_HOST"):
             monkeypatch.delenv(f"MASTERLINE_WORKER_{name}", raising=False)
-        off = config_from_env(worker_id="w")
-        assert off.relay is False
-        assert (off.relay_window_seconds, off.relay_max_members) == (60.0, 32)
+        default = config_from_env(worker_id="w")
+        assert default.relay is True
+        assert (default.relay_window_seconds, default.relay_max_members) == (60.0, 32)
+        for off in ("0", "off", " False "):
+            monkeypatch.setenv("MASTERLINE_WORKER_RELAY", off)
+            assert config_from_env(worker_id="w").relay is False
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY", "maybe")
+        with pytest.raises(InvalidInput, match="MASTERLINE_WORKER_RELAY='maybe'"):
+            config_from_env(worker_id="w")
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY", "1")
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "5")
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "8")

@@ -36,7 +36,7 @@ elif sys.argv[2] == "disk":
         def pwrite(fd: int, data: bytes, offset: int) -> int:
             return real_pwrite(fd, _flip(data), offset)
 
-    relay.os = _LyingOs()  # type: ignore[attr-defined]
+    relay.wire.os = _LyingOs()  # type: ignore[attr-defined]
 elif sys.argv[2] == "full":
     real_pwrite = os.pwrite
     written = []
@@ -52,7 +52,7 @@ elif sys.argv[2] == "full":
             written.append(offset)
             return real_pwrite(fd, data, offset)
 
-    relay.os = _FullOs()  # type: ignore[attr-defined]
+    relay.wire.os = _FullOs()  # type: ignore[attr-defined]
 elif sys.argv[2] == "slow":
     import time
 
@@ -67,5 +67,5 @@ elif sys.argv[2] == "slow":
             time.sleep(0.2)
             return real_pwrite(fd, data, offset)
 
-    relay.os = _SlowOs()  # type: ignore[attr-defined]
+    relay.wire.os = _SlowOs()  # type: ignore[attr-defined]
 sys.exit(relay.main())
