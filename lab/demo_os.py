@@ -50,6 +50,8 @@ INITRD_MODULES = (
     "ext4",
 )
 ROOT_LABEL = "masterline-os"
+FS_UUID = "6d6c2d6f-732d-4465-8d6f-000000000001"  # fixed: same inputs, same bytes
+FS_HASH_SEED = "6d6c2d6f-732d-4465-8d6f-000000000002"
 OS_MARKER = "etc/masterline/os-release"
 """Present on the demo OS's root: the initramfs looks for it, the PE's seal step too."""
 SECTOR = 512
@@ -262,7 +264,7 @@ def make_root_fs(tree: rootfs.Tree, out: Path, *, epoch: int) -> None:
         materialise(tree.nodes, root)
         mkfs = [
             "mke2fs", "-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-m", "0",
-            "-U", "6d6c2d6f-732d-4465-8d6f-000000000001", "-E", "hash_seed=6d6c2d6f-732d-4465-8d6f-000000000002",
+            "-U", FS_UUID, "-E", f"hash_seed={FS_HASH_SEED}",
             "-d", str(root), str(out), f"{ROOT_MIB}M",
         ]  # fmt: skip
         env = {"E2FSPROGS_FAKE_TIME": str(epoch)} if epoch else {}
@@ -272,7 +274,7 @@ def make_root_fs(tree: rootfs.Tree, out: Path, *, epoch: int) -> None:
         else:
             if shutil.which("fakeroot") is None:
                 raise PeBuildError("not root and no fakeroot: the image's files must be root's")
-            script = f'chown -R -h 0:0 "$1" && shift && exec "$@"'
+            script = 'chown -R -h 0:0 "$1" && shift && exec "$@"'
             _tool("fakeroot", "sh", "-c", script, "sh", str(root), *mkfs, env=env)
 
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlmodel import Session
@@ -31,8 +31,10 @@ from sqlmodel import Session
 from core.settings import get_settings
 from inventory.models import Device
 from inventory.states import DeviceState
+from provisioning.bootcontrol import seal
 from provisioning.bootcontrol.base import JsonValue, PeAccess
 from provisioning.bootcontrol.static import StaticBootControl
+from provisioning.configure.plan import OsFamily, OsTarget
 from provisioning.errors import (
     AuthFailed,
     CommandFailed,
@@ -144,12 +146,25 @@ class RegisteredBootControl(StaticBootControl):
             options={**options, "boot_id": pe.boot_id},
         )
 
+    def prepare_offline(
+        self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
+    ) -> None:
+        """Mount the installed Linux the stream wrote at the PE's offline root, unless
+        something else says where that root is (the lab's ``offline_root``)."""
+        if pe.offline_root is None:
+            seal.mount(transport, disk, timeout=timeout)
+
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
     ) -> None:
-        """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
-        the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the
-        step reboots it again)."""
+        """Seal the installed Linux (its own SSH host key, generated on the laptop, and
+        the worker's login key: ``seal.py``), the PE's ``reboot``, then wait (within
+        ``timeout``) until the laptop has left the PE. :raises CommandTimedOut: it still
+        runs the same boot (retryable: the step reboots it again)."""
+        if pe.offline_root is None:
+            sealed = seal.seal(connect(), timeout=timeout)
+            if sealed is not None:
+                seal.record(int(str(pe.options["boot_id"])), sealed)
         before = _boot_id(connect(), timeout)
         super().reboot_into_os(pe, connect, timeout=timeout)
         if not before:
@@ -160,6 +175,26 @@ class RegisteredBootControl(StaticBootControl):
                 return
             time.sleep(_LEFT_POLL_S)
         raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
+
+    def os_target(
+        self, session: Session, device: Device, pe: PeAccess, family: OsFamily
+    ) -> OsTarget:
+        """As ``static``; a Linux this PE sealed is reached with the host key the PE
+        generated in it pinned (and, without a package manager, in marker mode)."""
+        sealed = seal.recorded(int(str(pe.options.get("boot_id") or 0)))
+        if family is OsFamily.LINUX and sealed is not None:
+            options = dict(pe.options)
+            host = str(options.get("os_host") or pe.endpoint.host)
+            port = int(str(options.get("os_ssh_port") or 22))
+            options["os_ssh_port"] = port
+            options.setdefault(
+                "os_known_hosts_path",
+                str(seal.pinned_os_known_hosts(int(str(options["boot_id"])), sealed, host, port)),
+            )
+            if not sealed.package_manager:
+                options.setdefault("target_root", "/")
+            pe = replace(pe, options=options)
+        return super().os_target(session, device, pe, family)
 
 
 def _boot_id(transport: Transport, timeout: float) -> str:
