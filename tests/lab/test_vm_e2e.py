@@ -90,9 +90,9 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
 ) -> None:
     monkeypatch.setenv("MASTERLINE_BOOT_RATE_PER_ADDRESS", "1000/minute")
     image = cached_demo_image()
-    pe_dir, _ = cached_pe()
+    pe_dir, pe_manifest = cached_pe()
     with local_store(tmp_path, monkeypatch):
-        store_in_catalogue(pe_dir, cached_pe()[1])
+        store_in_catalogue(pe_dir, pe_manifest)
         acme = boot.world.acme.id
         assert acme is not None
         publish_image(boot.db, client_id=acme, image=image, os_family="linux")
