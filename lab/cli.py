@@ -14,6 +14,7 @@ from core.console import JsonFlag, console, err_console, print_json
 from lab.errors import InvalidLabInput
 from lab.faults import Fault, parse_fault
 from lab.lab import DEFAULT_DISK_BYTES, Lab, LabLaptop, LaptopSpec
+from lab.vm_bench import VmBenchPlan
 
 app = typer.Typer(help="The device lab: lab laptops for tests and rehearsal.")
 
@@ -71,6 +72,12 @@ def up(
     bench: Annotated[str, typer.Option(help="The VM bench's bench code.")] = "B1",
     vm_subnet: Annotated[str, typer.Option(help="The bench network's /24, as A.B.C.")] = "10.77.0",
     api_port: Annotated[int, typer.Option(help="The API's port on the bench network.")] = 8080,
+    vm_vendor: Annotated[
+        str, typer.Option(help="The VMs' SMBIOS manufacturer (as the delivery expects).")
+    ] = "QEMU Lab",
+    vm_model: Annotated[
+        str, typer.Option(help="The VMs' SMBIOS product name (as the delivery expects).")
+    ] = "Masterline VM",
 ) -> None:
     """Start the lab with at least N Linux and M Windows laptops (restarts stopped ones),
     or with --vms N, a bench of N QEMU laptops that network-boot Masterline's PE
@@ -80,7 +87,17 @@ def up(
     MASTERLINE_LAB_WINRM_PASSWORD (never from the command line), else a random one.
     """
     if vm_count:
-        _vms_up(root, vm_count, serial or [], site, bench, vm_subnet, api_port, disk_size)
+        plan = VmBenchPlan(
+            serials=serial or [f"VM{i:04d}" for i in range(1, vm_count + 1)],
+            site=site,
+            bench=bench,
+            subnet=vm_subnet,
+            api_port=api_port,
+            disk_bytes=parse_size(disk_size),
+            vendor=vm_vendor,
+            model=vm_model,
+        )
+        _vms_up(root, vm_count, len(serial or []), plan)
         return
     if devices < 0 or windows < 0:
         raise InvalidLabInput("--devices and --windows must not be negative")
@@ -121,25 +138,17 @@ def up(
     )
 
 
-def _vms_up(
-    root: Path | None,
-    count: int,
-    serials: list[str],
-    site: str,
-    bench: str,
-    subnet: str,
-    api_port: int,
-    disk_size: str,
-) -> None:
+def _vms_up(root: Path | None, count: int, serials_given: int, plan: VmBenchPlan) -> None:
     from boot.netboot import service as netboot
     from boot.pe import repository as pe_catalogue
     from core.db import get_database
-    from lab.vm_bench import VmBench, VmBenchPlan
+    from lab.vm_bench import VmBench
 
+    subnet, api_port = plan.subnet, plan.api_port
     if count < 0 or count > 32:
         raise InvalidLabInput("--vms must be between 1 and 32")
-    if serials and len(serials) != count:
-        raise InvalidLabInput(f"--serial given {len(serials)} times for {count} VMs")
+    if serials_given and serials_given != count:
+        raise InvalidLabInput(f"--serial given {serials_given} times for {count} VMs")
     if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", subnet) or any(
         int(part) > 255 for part in subnet.split(".")
     ):
@@ -147,15 +156,8 @@ def _vms_up(
     if pe_catalogue.current_version() is None:
         raise InvalidLabInput("no PE in the catalogue: build one with `masterline pe build`")
     with get_database().session(write=False) as session:
-        link = netboot.bench_boot(session, netboot.bench_by_code(session, site, bench)).link
-    plan = VmBenchPlan(
-        serials=serials or [f"VM{i:04d}" for i in range(1, count + 1)],
-        site=site,
-        bench=bench,
-        subnet=subnet,
-        api_port=api_port,
-        disk_bytes=parse_size(disk_size),
-    )
+        found = netboot.bench_by_code(session, plan.site, plan.bench)
+        link = netboot.bench_boot(session, found).link
     vm_bench = VmBench(_lab(root).root)
     state = vm_bench.up(plan, script_url=f"http://{subnet}.1:{api_port}/boot/ipxe/{link}")
     table = Table("name", "serial", "mac", "tpm", "console")

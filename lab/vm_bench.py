@@ -41,6 +41,8 @@ class VmBenchPlan:
     api_port: int = 8080
     disk_bytes: int = 2 * 1024**3
     memory_mib: int = 768
+    vendor: str = "QEMU Lab"
+    model: str = "Masterline VM"
 
 
 def _ip(*args: str) -> None:
@@ -159,7 +161,7 @@ class VmBench:
         spec = vms.VmSpec(
             name=f"vm{i}", serial=serial, mac=vms.mac_of(i), disk=disk, tap=tap,
             console_log=self.dir / f"vm{i}.console.log", memory_mib=plan.memory_mib,
-            tpm_socket=tpm_socket,
+            tpm_socket=tpm_socket, vendor=plan.vendor, model=plan.model,
         )  # fmt: skip
         pid = self._start(state, f"vm{i}", vms.qemu_argv(spec, accel=accel))
         state["vms"].append(

@@ -51,7 +51,7 @@ def test_lab_up_vms_boots_a_vm_that_registers_and_down_leaves_nothing(
             app,
             ["up", "--vms", "1", "--serial", "ACME0002", "--site", "PAR", "--bench", "B1",
              "--vm-subnet", "10.78.0", "--api-port", str(free_port()), "--disk-size", "256M",
-             "--root", str(root)],
+             "--vm-vendor", "Dell Inc.", "--vm-model", "Latitude 5440", "--root", str(root)],
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         state = bench.state()

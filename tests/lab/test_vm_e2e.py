@@ -133,6 +133,7 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                     name=f"vm{i + 1}", serial=serial, mac=vms.mac_of(i + 1),
                     disk=tmp_path / f"vm{i + 1}.raw", tap=net.add_tap(f"tap{i}"),
                     console_log=tmp_path / f"vm{i + 1}.console.log",
+                    vendor="Dell Inc.", model="Latitude 5440",  # as the delivery expects
                 )  # fmt: skip
                 vms.blank_disk(spec.disk, 512 * 1024 * 1024)
                 consoles[serial] = spec.console_log
