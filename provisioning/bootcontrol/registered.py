@@ -47,6 +47,9 @@ from provisioning.imaging.identity import PE_ROOT
 from provisioning.transports.base import SshEndpoint, Transport
 
 NAME = "registered"
+PE_REBOOT = "sync; reboot -f"
+"""The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
+kernel is asked directly, after the disks are flushed."""
 PE_USER = "root"
 """The PE's agent installs the worker keys in root's ``authorized_keys``."""
 
@@ -128,7 +131,7 @@ class RegisteredBootControl(StaticBootControl):
                 f"the site of {device.serial} has no worker key path to log into its PE "
                 "(masterline boot site-settings SITE --worker-key PATH)"
             )
-        options: dict[str, JsonValue] = {}
+        options: dict[str, JsonValue] = {"reboot_command": PE_REBOOT}
         for provider in OS_OPTIONS:
             found = provider(session, device, pe)
             if found is not None:
