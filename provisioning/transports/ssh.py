@@ -49,7 +49,10 @@ from provisioning.transports.base import (
 )
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
-STREAM_CIPHER = "aes128-gcm@openssh.com"
+STREAM_CIPHER = "aes128-gcm@openssh.com,aes128-ctr"
+"""In preference order: AES-GCM where the server has it (OpenSSH); the PE's dropbear
+(Debian's build) offers no GCM, only chacha20-poly1305 and AES-CTR, and a lone GCM made
+every stream to a real PE fail with "no matching cipher"."""
 PIPE_BYTES = 1024 * 1024
 _SETPRIV = shutil.which("setpriv")
 """util-linux's ``setpriv`` (Essential on Debian), to give each ``ssh`` a parent-death
