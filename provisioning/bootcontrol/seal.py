@@ -26,9 +26,13 @@ from provisioning.errors import CommandFailed
 from provisioning.imaging.identity import last_line
 from provisioning.transports.base import Transport
 
-MOUNT_SCRIPT = r"""R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"; D="$1"
+MOUNTED = r"""mounted() { awk -v t="$1" '$2 == t { f = 1 } END { exit !f }' /proc/mounts; }
+"""
+"""``mounted DIR``: whether DIR is a mount point (busybox has no ``mountpoint``)."""
+
+MOUNT_SCRIPT = MOUNTED + r"""R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"; D="$1"
 mkdir -p "$T"
-if mountpoint -q "$T"; then echo "mounted already"; exit 0; fi
+if mounted "$T"; then echo "mounted already"; exit 0; fi
 # The kernel learns the partition table the stream just wrote.
 blockdev --rereadpt "$R/dev/$D" 2>/dev/null
 tries=0
@@ -49,9 +53,9 @@ echo "no linux root"
 the first ext4 partition holding ``/etc`` and ``/usr``. Prints ``mounted <part>`` or
 ``no linux root`` (another OS: nothing to mount)."""
 
-SEAL_SCRIPT = r"""set -e
+SEAL_SCRIPT = MOUNTED + r"""set -e
 R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"
-if ! mountpoint -q "$T"; then echo "not mounted"; exit 0; fi
+if ! mounted "$T"; then echo "not mounted"; exit 0; fi
 mkdir -p "$T/etc/dropbear" "$T/root/.ssh"
 chmod 700 "$T/root" "$T/root/.ssh" "$T/etc/dropbear"
 KEY="$T/etc/dropbear/dropbear_ed25519_host_key"
