@@ -57,7 +57,7 @@ OS_MARKER = "etc/masterline/os-release"
 SECTOR = 512
 FIRST_LBA = 2048
 BOOT_MIB = 16
-ROOT_MIB = 112
+ROOT_MIB = 64  # ~43 MiB used: room for configuration, little for verify to read back
 MiB = 1024 * 1024
 RAW = "demo-os.raw"
 

@@ -93,9 +93,11 @@ class SSHTransport:
             )
             try:
                 transport.start_client(timeout=self.connect_timeout)
+                # Raises "No existing session" when the peer hung up right after the
+                # handshake (a PE going down for its reboot): a dropped connection too.
+                key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as e:
                 raise ConnectFailed(f"SSH handshake with {ep} failed: {_short(e)}") from e
-            key = transport.get_remote_server_key()
             entry = known.lookup(ep.host_key_name)
             if entry is None or key.get_name() not in entry:
                 raise HostKeyMismatch(f"host key of {ep} is not pinned in known_hosts")
