@@ -1,7 +1,8 @@
 """``masterline lab up --vms`` and ``lab down`` for real: the namespace, the bench's
 dnsmasq, the API and a worker inside it, a QEMU laptop that network-boots Masterline's PE
-and registers (its serial is expected but not scanned: it waits, visibly); ``down``
-leaves no process and no namespace behind. Bad input is one line, nothing started."""
+and tries to register. Its serial is in no delivery: it is refused (``unknown_serial``),
+no run exists and its disk is never written. ``down`` leaves no process and no namespace
+behind. Bad input is one line, nothing started."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from core.errors import MasterlineError
 from core.settings import get_settings
+from inventory.models import Device
 from lab.cli import app
 from lab.vm_bench import VmBench
+from provisioning.runs.models import ProvisioningRun
 from tests.boot.conftest import Boot, boot, boot_settings
 from tests.support.netns import serial_log, vm_skip
 from tests.support.pe import cached_pe, store_in_catalogue
@@ -49,7 +53,7 @@ def test_lab_up_vms_boots_a_vm_that_registers_and_down_leaves_nothing(
     try:
         result = runner.invoke(
             app,
-            ["up", "--vms", "1", "--serial", "ACME0002", "--site", "PAR", "--bench", "B1",
+            ["up", "--vms", "1", "--serial", "ZZZ0001", "--site", "PAR", "--bench", "B1",
              "--vm-subnet", "10.78.0", "--api-port", str(free_port()), "--disk-size", "256M",
              "--vm-vendor", "Dell Inc.", "--vm-model", "Latitude 5440", "--root", str(root)],
         )  # fmt: skip
@@ -57,7 +61,7 @@ def test_lab_up_vms_boots_a_vm_that_registers_and_down_leaves_nothing(
         state = bench.state()
         assert state is not None and state["namespace"] in _namespaces()
         (vm,) = state["vms"]
-        assert vm["serial"] == "ACME0002" and vm["mac"] == "52:54:00:4d:00:01"
+        assert vm["serial"] == "ZZZ0001" and vm["mac"] == "52:54:00:4d:00:01"
         console = Path(vm["console"])
 
         def waits() -> bool:
@@ -65,12 +69,18 @@ def test_lab_up_vms_boots_a_vm_that_registers_and_down_leaves_nothing(
                 if not Path(f"/proc/{p['pid']}").exists():
                     log = serial_log(bench.dir / f"{p['role']}.log")[-2000:]
                     raise AssertionError(f"{p['role']} exited:\n{log}")
-            return "reason=booted,-not-scanned" in serial_log(console)
+            return "refused reason=unknown_serial" in serial_log(console)
 
         eventually(waits, timeout=DEADLINE, every=1.0, message=lambda: serial_log(console)[-3000:])
-        # The PE registered through the API in the namespace: the bench's link and the
-        # SMBIOS serial were right, and the laptop waits for its scan.
+        # The PE reached the API in the namespace through the bench's link, with its
+        # SMBIOS serial: refused, so nothing runs for it and nothing touched its disk.
         assert "MASTERLINE-PE network eth0 10.78.0." in serial_log(console)
+        with boot.db.session(write=False) as s:
+            assert s.exec(select(ProvisioningRun)).all() == []
+            assert s.exec(select(Device).where(Device.serial == "ZZZ0001")).first() is None
+        with Path(vm["disk"]).open("rb") as disk:
+            chunks = iter(lambda: disk.read(1 << 20), b"")
+            assert all(chunk.count(0) == len(chunk) for chunk in chunks)
         again = runner.invoke(app, ["up", "--vms", "1", "--root", str(root)])
         assert isinstance(again.exception, MasterlineError)
         assert "lab down" in again.exception.message
