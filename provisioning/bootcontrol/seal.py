@@ -73,7 +73,8 @@ cp "$R/root/.ssh/authorized_keys" "$T/root/.ssh/authorized_keys"
 chmod 600 "$T/root/.ssh/authorized_keys"
 chown -R 0:0 "$T/root/.ssh"
 echo "hostkey $(dropbearkey -y -f "$KEY" | grep '^ssh-ed25519 ' | cut -d' ' -f1,2)"
-if [ -x "$T/usr/bin/dpkg" ]; then echo "packages apt"; else echo "packages none"; fi
+# apt-get, not dpkg: busybox, which small images carry, has a dpkg applet.
+if [ -x "$T/usr/bin/apt-get" ]; then echo "packages apt"; else echo "packages none"; fi
 sync
 umount "$T"
 """

@@ -15,6 +15,7 @@ import zstandard
 
 from lab import demo_os
 from tests.support.images import GeneratedImage
+from tests.support.pe import resolved
 
 BUILDS = Path.home() / ".cache" / "masterline" / "demo-os"
 
@@ -28,7 +29,7 @@ def _sha256(path: Path) -> str:
 
 
 def cached_demo_image() -> GeneratedImage:
-    key = demo_os.inputs_key(demo_os.resolve())
+    key = demo_os.inputs_key(resolved("demo-os", demo_os.resolve))
     target = BUILDS / key
     BUILDS.mkdir(parents=True, exist_ok=True)
     with (BUILDS / ".lock").open("w") as lock:
