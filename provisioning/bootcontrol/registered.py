@@ -47,6 +47,8 @@ from provisioning.imaging.identity import PE_ROOT
 from provisioning.transports.base import SshEndpoint, Transport
 
 NAME = "registered"
+SEAL = "seal_os"
+"""Option: mount the installed Linux after the stream and give it its own host key."""
 PE_REBOOT = "sync; reboot -f"
 """The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
 kernel is asked directly, after the disks are flushed."""
@@ -131,7 +133,9 @@ class RegisteredBootControl(StaticBootControl):
                 f"the site of {device.serial} has no worker key path to log into its PE "
                 "(masterline boot site-settings SITE --worker-key PATH)"
             )
-        options: dict[str, JsonValue] = {"reboot_command": PE_REBOOT}
+        # A PE of Masterline's own (no provider knows better): it reboots with
+        # PE_REBOOT and seals the installed Linux it wrote (``seal.py``).
+        options: dict[str, JsonValue] = {"reboot_command": PE_REBOOT, SEAL: True}
         for provider in OS_OPTIONS:
             found = provider(session, device, pe)
             if found is not None:
@@ -152,9 +156,9 @@ class RegisteredBootControl(StaticBootControl):
     def prepare_offline(
         self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
     ) -> None:
-        """Mount the installed Linux the stream wrote at the PE's offline root, unless
-        something else says where that root is (the lab's ``offline_root``)."""
-        if pe.offline_root is None:
+        """Mount the installed Linux the stream wrote at the PE's offline root (a PE of
+        Masterline's own; a lab laptop has its installed system where its options say)."""
+        if pe.options.get(SEAL) and pe.offline_root is None:
             seal.mount(transport, disk, timeout=timeout)
 
     def reboot_into_os(
@@ -164,7 +168,7 @@ class RegisteredBootControl(StaticBootControl):
         the worker's login key: ``seal.py``), the PE's ``reboot``, then wait (within
         ``timeout``) until the laptop has left the PE. :raises CommandTimedOut: it still
         runs the same boot (retryable: the step reboots it again)."""
-        if pe.offline_root is None:
+        if pe.options.get(SEAL) and pe.offline_root is None:
             sealed = seal.seal(connect(), timeout=timeout)
             if sealed is not None:
                 seal.record(int(str(pe.options["boot_id"])), sealed)
