@@ -14,6 +14,7 @@ from core.console import JsonFlag, console, err_console, print_json
 from lab.errors import InvalidLabInput
 from lab.faults import Fault, parse_fault
 from lab.lab import DEFAULT_DISK_BYTES, Lab, LabLaptop, LaptopSpec
+from lab.vm_bench import VmBenchPlan
 
 app = typer.Typer(help="The device lab: lab laptops for tests and rehearsal.")
 
@@ -59,12 +60,45 @@ def up(
     disk_size: Annotated[str, typer.Option("--disk-size", help="Target disk size.")] = "2G",
     root: RootOpt = None,
     as_json: JsonFlag = False,
+    vm_count: Annotated[
+        int,
+        typer.Option("--vms", help="VM laptops (QEMU) on a bench network, instead of lab laptops."),
+    ] = 0,
+    serial: Annotated[
+        list[str] | None,
+        typer.Option("--serial", help="A VM's SMBIOS serial (repeat; default VM0001, ...)."),
+    ] = None,
+    site: Annotated[str, typer.Option(help="The VM bench's site code.")] = "PAR",
+    bench: Annotated[str, typer.Option(help="The VM bench's bench code.")] = "B1",
+    vm_subnet: Annotated[str, typer.Option(help="The bench network's /24, as A.B.C.")] = "10.77.0",
+    api_port: Annotated[int, typer.Option(help="The API's port on the bench network.")] = 8080,
+    vm_vendor: Annotated[
+        str, typer.Option(help="The VMs' SMBIOS manufacturer (as the delivery expects).")
+    ] = "QEMU Lab",
+    vm_model: Annotated[
+        str, typer.Option(help="The VMs' SMBIOS product name (as the delivery expects).")
+    ] = "Masterline VM",
 ) -> None:
-    """Start the lab with at least N Linux and M Windows laptops (restarts stopped ones).
+    """Start the lab with at least N Linux and M Windows laptops (restarts stopped ones),
+    or with --vms N, a bench of N QEMU laptops that network-boot Masterline's PE
+    (docs/boot.md, "Rehearse with VMs").
 
     New Windows laptops take their local admin password from
     MASTERLINE_LAB_WINRM_PASSWORD (never from the command line), else a random one.
     """
+    if vm_count:
+        plan = VmBenchPlan(
+            serials=serial or [f"VM{i:04d}" for i in range(1, vm_count + 1)],
+            site=site,
+            bench=bench,
+            subnet=vm_subnet,
+            api_port=api_port,
+            disk_bytes=parse_size(disk_size),
+            vendor=vm_vendor,
+            model=vm_model,
+        )
+        _vms_up(root, vm_count, len(serial or []), plan)
+        return
     if devices < 0 or windows < 0:
         raise InvalidLabInput("--devices and --windows must not be negative")
     disk_bytes = parse_size(disk_size) if disk_size else DEFAULT_DISK_BYTES
@@ -104,10 +138,48 @@ def up(
     )
 
 
+def _vms_up(root: Path | None, count: int, serials_given: int, plan: VmBenchPlan) -> None:
+    from boot.netboot import service as netboot
+    from boot.pe import repository as pe_catalogue
+    from core.db import get_database
+    from lab.vm_bench import VmBench
+
+    subnet, api_port = plan.subnet, plan.api_port
+    if count < 0 or count > 32:
+        raise InvalidLabInput("--vms must be between 1 and 32")
+    if serials_given and serials_given != count:
+        raise InvalidLabInput(f"--serial given {serials_given} times for {count} VMs")
+    if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", subnet) or any(
+        int(part) > 255 for part in subnet.split(".")
+    ):
+        raise InvalidLabInput(f"--vm-subnet {subnet!r}: write the /24's first three bytes")
+    if pe_catalogue.current_version() is None:
+        raise InvalidLabInput("no PE in the catalogue: build one with `masterline pe build`")
+    with get_database().session(write=False) as session:
+        found = netboot.bench_by_code(session, plan.site, plan.bench)
+        link = netboot.bench_boot(session, found).link
+    vm_bench = VmBench(_lab(root).root)
+    state = vm_bench.up(plan, script_url=f"http://{subnet}.1:{api_port}/boot/ipxe/{link}")
+    table = Table("name", "serial", "mac", "tpm", "console")
+    for vm in state["vms"]:
+        table.add_row(
+            vm["name"], vm["serial"], vm["mac"], "yes" if vm["tpm"] else "no", vm["console"]
+        )
+    console.print(table)
+    err_console.print(
+        f"bench network {subnet}.0/24 in namespace {state['namespace']} (QEMU {state['accel']}); "
+        f"API at {state['api']} inside it; stop it with `masterline lab down`"
+    )
+
+
 @app.command("down")
 def down(root: RootOpt = None) -> None:
-    """Stop every lab process (files are kept; `lab up` starts them again)."""
+    """Stop every lab process and VM (files are kept; `lab up` starts them again)."""
+    from lab.vm_bench import VmBench
+
     lab = _lab(root)
+    if VmBench(lab.root).down():
+        err_console.print("VM bench stopped, its network namespace deleted")
     lab.down()
     err_console.print(f"lab in {lab.root} stopped")
 

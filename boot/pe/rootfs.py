@@ -20,6 +20,7 @@ from boot.pe.errors import PeBuildError
 BINARIES = (
     "dropbear",
     "dropbearkey",
+    "dropbearconvert",
     "zstd",
     "lsblk",
     "blkid",
@@ -32,7 +33,7 @@ BINARIES = (
 )
 # Drivers, as module names: wired NICs (Intel, Realtek, Broadcom), the USB adapters and
 # docks laptops use, the VM's virtio/e1000, NVMe, SATA, USB disks, and efivarfs for the
-# Secure Boot state. Modules built into Debian's kernel are skipped.
+# Secure Boot state, ext4 for the installed Linux. Modules built into Debian's kernel are skipped.
 MODULES = (
     "e1000",
     "e1000e",
@@ -57,6 +58,10 @@ MODULES = (
     "uas",
     "efivarfs",
     "virtio_rng",
+    # The installed Linux's root, mounted after the stream to write its offline settings
+    # and its SSH host key (crc32c: ext4's checksums, a dependency modinfo leaves out).
+    "crc32c_generic",
+    "ext4",
 )
 # Parts of the standard library the agent never imports (tests, GUIs, build tools).
 PYTHON_SKIP = {

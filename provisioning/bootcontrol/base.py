@@ -88,6 +88,14 @@ class BootControl(Protocol):
         has nothing left to do). False when that cannot be known."""
         ...
 
+    def prepare_offline(
+        self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
+    ) -> None:
+        """Make the installed system's files reachable at the offline root before the
+        offline settings or installers are written there (a registered PE mounts the
+        partition of ``disk`` that holds the installed Linux). Idempotent."""
+        ...
+
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
     ) -> None:

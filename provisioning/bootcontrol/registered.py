@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlmodel import Session
@@ -31,8 +31,10 @@ from sqlmodel import Session
 from core.settings import get_settings
 from inventory.models import Device
 from inventory.states import DeviceState
+from provisioning.bootcontrol import seal
 from provisioning.bootcontrol.base import REBOOT_ISSUED, JsonValue, PeAccess, kernel_boot_id
 from provisioning.bootcontrol.static import StaticBootControl
+from provisioning.configure.plan import OsFamily, OsTarget
 from provisioning.errors import (
     AuthFailed,
     CommandFailed,
@@ -44,6 +46,11 @@ from provisioning.runs import repository as runs
 from provisioning.transports.base import SshEndpoint, Transport
 
 NAME = "registered"
+SEAL = "seal_os"
+"""Option: mount the installed Linux after the stream and give it its own host key."""
+PE_REBOOT = "sync; reboot -f"
+"""The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
+kernel is asked directly, after the disks are flushed."""
 PE_USER = "root"
 """The PE's agent installs the worker keys in root's ``authorized_keys``."""
 
@@ -126,7 +133,9 @@ class RegisteredBootControl(StaticBootControl):
                 f"the site of {device.serial} has no worker key path to log into its PE "
                 "(masterline boot site-settings SITE --worker-key PATH)"
             )
-        options: dict[str, JsonValue] = {}
+        # A PE of Masterline's own (no provider knows better): it reboots with
+        # PE_REBOOT and seals the installed Linux it wrote (``seal.py``).
+        options: dict[str, JsonValue] = {"reboot_command": PE_REBOOT, SEAL: True}
         for provider in OS_OPTIONS:
             found = provider(session, device, pe)
             if found is not None:
@@ -161,12 +170,25 @@ class RegisteredBootControl(StaticBootControl):
             return False
         return _left(pe, before, timeout=_PROBE_S)
 
+    def prepare_offline(
+        self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
+    ) -> None:
+        """Mount the installed Linux the stream wrote at the PE's offline root (a PE of
+        Masterline's own; a lab laptop has its installed system where its options say)."""
+        if pe.options.get(SEAL) and pe.offline_root is None:
+            seal.mount(transport, disk, timeout=timeout)
+
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
     ) -> None:
-        """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
-        the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the
-        step reboots it again)."""
+        """Seal the installed Linux (its own SSH host key, generated on the laptop, and
+        the worker's login key: ``seal.py``), the PE's ``reboot``, then wait (within
+        ``timeout``) until the laptop has left the PE. :raises CommandTimedOut: it still
+        runs the same boot (retryable: the step reboots it again)."""
+        if pe.options.get(SEAL) and pe.offline_root is None:
+            sealed = seal.seal(connect(), timeout=timeout)
+            if sealed is not None:
+                seal.record(int(str(pe.options["boot_id"])), sealed)
         before = kernel_boot_id(connect(), timeout)
         super().reboot_into_os(pe, connect, timeout=timeout)
         if not before:
@@ -177,6 +199,26 @@ class RegisteredBootControl(StaticBootControl):
                 return
             time.sleep(_LEFT_POLL_S)
         raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
+
+    def os_target(
+        self, session: Session, device: Device, pe: PeAccess, family: OsFamily
+    ) -> OsTarget:
+        """As ``static``; a Linux this PE sealed is reached with the host key the PE
+        generated in it pinned (and, without a package manager, in marker mode)."""
+        sealed = seal.recorded(int(str(pe.options.get("boot_id") or 0)))
+        if family is OsFamily.LINUX and sealed is not None:
+            options = dict(pe.options)
+            host = str(options.get("os_host") or pe.endpoint.host)
+            port = int(str(options.get("os_ssh_port") or 22))
+            options["os_ssh_port"] = port
+            options.setdefault(
+                "os_known_hosts_path",
+                str(seal.pinned_os_known_hosts(int(str(options["boot_id"])), sealed, host, port)),
+            )
+            if not sealed.package_manager:
+                options.setdefault("target_root", "/")
+            pe = replace(pe, options=options)
+        return super().os_target(session, device, pe, family)
 
 
 def _reboot_issued(session: Session, device_id: int, pe: RegisteredPe) -> str | None:

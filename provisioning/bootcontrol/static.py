@@ -52,6 +52,11 @@ class StaticBootControl:
     def in_installed_os(self, pe: PeAccess) -> bool:
         return False
 
+    def prepare_offline(
+        self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
+    ) -> None:
+        """Nothing: a wired slot's PE has the installed system at its offline root."""
+
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
     ) -> None:

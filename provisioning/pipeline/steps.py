@@ -218,6 +218,12 @@ def _offline_root(ctx: StepContext) -> str:
     return shlex.quote(root) if root else f"{PE_ROOT}/mnt/target"
 
 
+def _mount_offline_root(ctx: StepContext) -> None:
+    """The boot control makes the installed system reachable at the offline root (a
+    real PE mounts the disk just written; a wired slot or the lab has it there)."""
+    ctx.boot.prepare_offline(ctx.pe_access, ctx.pe(), disk=_disk(ctx).name, timeout=ctx.timeout)
+
+
 def _abort_check(ctx: StepContext) -> Callable[[], None]:
     def check() -> None:
         if ctx.cancelled():
@@ -241,6 +247,7 @@ def step_installers(ctx: StepContext) -> StepResult:
     placements = installers.prepare(plan, ctx.cache_dir)
     if not placements:
         return {}
+    _mount_offline_root(ctx)
     # The run's progress fields stay the image stream's (what the bench view and the API
     # show for a run); each installer written is in the step's result.
     written = installers.place(
@@ -282,6 +289,7 @@ def step_offline_and_reboot(ctx: StepContext) -> StepResult:
     if ctx.boot.in_installed_os(ctx.pe_access):
         return {"hostname": hostname, "rebooted": True}
     files = offline_files(target.os_family, hostname)
+    _mount_offline_root(ctx)
     script = write_files_script(_offline_root(ctx), files)
     res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:

@@ -49,7 +49,10 @@ from provisioning.transports.base import (
 )
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
-STREAM_CIPHER = "aes128-gcm@openssh.com"
+STREAM_CIPHER = "aes128-gcm@openssh.com,aes128-ctr"
+"""In preference order: AES-GCM where the server has it (OpenSSH); the PE's dropbear
+(Debian's build) offers no GCM, only chacha20-poly1305 and AES-CTR, and a lone GCM made
+every stream to a real PE fail with "no matching cipher"."""
 PIPE_BYTES = 1024 * 1024
 _SETPRIV = shutil.which("setpriv")
 """util-linux's ``setpriv`` (Essential on Debian), to give each ``ssh`` a parent-death
@@ -90,9 +93,11 @@ class SSHTransport:
             )
             try:
                 transport.start_client(timeout=self.connect_timeout)
+                # Raises "No existing session" when the peer hung up right after the
+                # handshake (a PE going down for its reboot): a dropped connection too.
+                key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as e:
                 raise ConnectFailed(f"SSH handshake with {ep} failed: {_short(e)}") from e
-            key = transport.get_remote_server_key()
             entry = known.lookup(ep.host_key_name)
             if entry is None or key.get_name() not in entry:
                 raise HostKeyMismatch(f"host key of {ep} is not pinned in known_hosts")

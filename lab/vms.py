@@ -1,0 +1,131 @@
+"""Virtual-machine laptops: QEMU machines that boot like a laptop on a bench, each with its
+own SMBIOS serial, MAC address, blank virtual disk and, when Debian's ``swtpm`` is
+installed, a TPM 2.0 of its own.
+
+A VM's boot order is its disk, then the network: a blank disk is not bootable, so a new
+VM network-boots (the NIC's iPXE ROM, then Masterline's script and PE); once imaged, its
+reboot starts the installed system from its own disk, as a laptop whose firmware lists
+the disk first does. KVM is used only when a real probe shows that a guest runs under it
+(``kvm_works``): on some hosts ``/dev/kvm`` exists and accepts a VM that never runs; TCG
+otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+PROBE_SECONDS = 15.0
+"""A KVM guest prints within a second; one that has printed nothing by then never will."""
+
+# A boot sector that writes "OK\n" to COM1 and halts: mov dx,0x3f8; mov al,c; out dx,al
+# (three times); hlt; jmp back to hlt.
+_PROBE_CODE = bytes.fromhex("baf803b04feeb04beeb00aeef4ebfd")
+
+
+@functools.cache
+def kvm_works() -> bool:
+    """Whether a guest really runs under KVM here: a boot sector must print on its serial
+    port within ``PROBE_SECONDS`` (the device node alone proves nothing)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK) or shutil.which(QEMU) is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="ml-kvm-probe-") as tmp:
+        disk = Path(tmp) / "probe.img"
+        sector = bytearray(512)
+        sector[: len(_PROBE_CODE)] = _PROBE_CODE
+        sector[510:512] = b"\x55\xaa"
+        disk.write_bytes(bytes(sector) + bytes(512 * 15))
+        proc = subprocess.Popen(
+            [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "32", "-display", "none",
+             "-nodefaults", "-nic", "none", "-serial", "stdio", "-no-reboot",
+             "-drive", f"file={disk},format=raw,if=ide"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            out, _ = proc.communicate(timeout=PROBE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=30)
+        return b"OK" in (out or b"")
+
+
+def accelerator() -> str:
+    return "kvm" if kvm_works() else "tcg"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    serial: str
+    mac: str
+    disk: Path
+    tap: str
+    console_log: Path
+    memory_mib: int = 768
+    tpm_socket: Path | None = None
+    vendor: str = "QEMU Lab"
+    model: str = "Masterline VM"
+
+
+def mac_of(index: int) -> str:
+    """A locally administered MAC per VM (QEMU's 52:54:00 prefix)."""
+    return f"52:54:00:4d:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def blank_disk(path: Path, size_bytes: int) -> None:
+    """A sparse, all-zero disk: not bootable, so the VM network-boots."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size_bytes)
+
+
+def qemu_argv(spec: VmSpec, *, accel: str | None = None) -> list[str]:
+    """The QEMU command of one VM laptop: BIOS (SeaBIOS), e1000 with its iPXE ROM on the
+    TAP device ``spec.tap``, the disk as virtio, the console on a serial log."""
+    kind = accel or accelerator()
+    argv = [
+        QEMU, "-accel", kind, "-m", str(spec.memory_mib), "-smp", "1",
+        "-display", "none", "-serial", f"file:{spec.console_log}",
+        "-smbios",
+        f"type=1,serial={spec.serial},manufacturer={spec.vendor},product={spec.model}",
+        "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
+        "-device", f"e1000,netdev=n0,mac={spec.mac}",
+        "-drive", f"file={spec.disk},format=raw,if=virtio",
+        "-boot", "order=cn",
+    ]  # fmt: skip
+    if kind == "kvm":
+        argv[3:3] = ["-cpu", "host"]
+    if spec.tpm_socket is not None:
+        argv += [
+            "-chardev", f"socket,id=chrtpm,path={spec.tpm_socket}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+        ]  # fmt: skip
+    return argv
+
+
+def swtpm_argv(state_dir: Path, socket: Path) -> list[str] | None:
+    """A TPM 2.0 emulator for one VM, or None when ``swtpm`` is not installed."""
+    if shutil.which("swtpm") is None:
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state_dir}",
+        "--ctrl", f"type=unixio,path={socket}", "--terminate",
+    ]  # fmt: skip
+
+
+def wait_for_socket(path: Path, *, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.1)
+    return False
