@@ -23,11 +23,13 @@ from api.app import create_app
 from core.db import Database
 from core.migrate import upgrade
 from core.registry import load_all_models
+from tests.support import routecache
 from tests.support.factories import World, build_world, reload_world
 from tests.support.postgres import PostgresCluster, start_cluster
 from wiring import wire
 
 wire()  # the hooks every process registers at start (scan-in queues runs...)
+routecache.install()  # FastAPI's per-route set-up once per process, not once per app
 
 _WANTED = os.environ.get("MASTERLINE_TEST_BACKENDS", "sqlite,postgres")
 BACKENDS = [b.strip() for b in _WANTED.split(",") if b.strip()]
