@@ -170,7 +170,9 @@ def uncached(
     """The dashboards with their figures computed on every request (a server with
     ``console_figures_seconds = 0``): what one viewer alone, or the first of a wall of
     screens after a change, waits for."""
-    with uvicorn_server(url, workdir, env_extra={"MASTERLINE_CONSOLE_FIGURES_SECONDS": "0"}) as base:
+    with uvicorn_server(
+        url, workdir, env_extra={"MASTERLINE_CONSOLE_FIGURES_SECONDS": "0"}
+    ) as base:
         urls = {
             "baseline: account page (no cache)": "/console/account",
             "wave dashboard, every client, forecast, no cache": "/console/waves",
