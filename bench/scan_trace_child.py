@@ -46,7 +46,7 @@ def install() -> None:
     if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):
         from core import child
 
-        child.freeze_long_lived = no_freeze  # type: ignore[assignment]
+        child.freeze_long_lived = no_freeze
 
     @event.listens_for(Engine, "begin")
     def _begin(_conn: Any) -> None:
