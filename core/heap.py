@@ -6,9 +6,9 @@ interpreter lock meanwhile: in the API process, about 190,000 objects after star
 of wall time on a loaded 2-core machine. Every request in flight waits that long, and
 on SQLite a scan holding the write lock makes every other writer wait too: the trace
 of scan-in during a large import found these pauses in its slowest scans
-(docs/benchmarks.md, "Where the tail came from"). Objects that live as long as the process need not be walked:
-``gc.freeze`` moves them to a generation no collection visits, and a full collection
-then walks only what was made since (milliseconds).
+(docs/benchmarks.md, "Where the tail came from"). Objects that live as long as the
+process need not be walked: ``gc.freeze`` moves them to a generation no collection
+visits, and a full collection then walks only what was made since (milliseconds).
 """
 
 from __future__ import annotations
