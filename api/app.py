@@ -66,7 +66,7 @@ def _recover_uploads(db: Database) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
     # The process's long-lived objects out of the garbage collector's full passes: those
-    # paused every request for 0.1-1 s (core.heap). The OpenAPI schema is built first
+    # paused every request for 0.13 s and more (core.heap). The OpenAPI schema is built first
     # rather than at the first /docs visit, so that it is frozen with the rest.
     freeze_long_lived(warm=app.openapi)
     yield

@@ -2,7 +2,7 @@
 on SQLite and PostgreSQL, against a real uvicorn server (one worker process).
 
     python -m bench.intake_scan [--backends sqlite,postgres] [--rows 100000]
-                                [--clients 20] [--pace 0.5]
+                                [--clients 20] [--pace 0.5] [--trace [--no-freeze]]
 
 - **baseline**: ``--clients`` technicians, each at its own bench, each scanning every
   ``--pace`` s (random phase), nothing else running.
@@ -12,7 +12,8 @@ on SQLite and PostgreSQL, against a real uvicorn server (one worker process).
 - **storm**: 200 scans sent at once, each on its own connection, at one bench of 512
   slots: distinct slots and errors are counted (target: 200 distinct, 0 errors).
 
-Ratios are to the baseline measured in the same run.
+Ratios are to the baseline measured in the same run. ``--trace`` serves an instrumented
+API (``bench.scan_trace``) and prints, per phase, where the slowest scans' time went.
 """
 
 from __future__ import annotations

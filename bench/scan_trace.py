@@ -30,6 +30,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from sqlalchemy import event
@@ -141,7 +142,7 @@ def _wrap_in_transaction() -> None:
             if rec is not None:
                 rec["thread"] = time.time() - t0
 
-    router.in_transaction = traced  # type: ignore[attr-defined]
+    router.in_transaction = traced
 
 
 # GC pauses.
@@ -184,14 +185,14 @@ def _build() -> Any:
     if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):  # the "before" of core.heap
         import api.app
 
-        api.app.freeze_long_lived = scan_trace_child.no_freeze  # type: ignore[assignment]
+        api.app.freeze_long_lived = scan_trace_child.no_freeze
     _wrap_in_transaction()
     inner = create_app()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             # Written at shutdown (uvicorn re-raises SIGTERM after it: no atexit).
-            async def at_shutdown(message: dict[str, Any]) -> None:
+            async def at_shutdown(message: MutableMapping[str, Any]) -> None:
                 if message["type"] == "lifespan.shutdown.complete":
                     _dump()
                 await send(message)
@@ -205,7 +206,7 @@ def _build() -> Any:
         token = _request.set(rec)
         status = 0
 
-        async def sent(message: dict[str, Any]) -> None:
+        async def sent(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])

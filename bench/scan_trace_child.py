@@ -1,8 +1,8 @@
-"""The import child's side of ``bench.scan_trace``: per write transaction, how long the
-child waited for the write lock, how long it then worked before COMMIT (Python and
-SQL), and how long the COMMIT took (a WAL auto-checkpoint runs inside it). Installed
-through ``core.child.CHILD_INITIALIZERS``; lines appended to
-``$MASTERLINE_BENCH_TRACE.child``."""
+"""The import child's side of ``bench.scan_trace``: per write transaction, the time from
+its BEGIN to its COMMIT (``work``: its wait for the lent write lock included; the
+parent's trace has the holds themselves), and how long the COMMIT took (a WAL
+auto-checkpoint runs inside it); and its GC pauses. Installed through
+``core.child.CHILD_INITIALIZERS``; lines appended to ``$MASTERLINE_BENCH_TRACE.child``."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def install() -> None:
     if os.environ.get("MASTERLINE_BENCH_NO_FREEZE"):
         from core import child
 
-        child.freeze_long_lived = no_freeze  # type: ignore[assignment]
+        child.freeze_long_lived = no_freeze
 
     @event.listens_for(Engine, "begin")
     def _begin(_conn: Any) -> None:

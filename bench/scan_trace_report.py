@@ -110,7 +110,8 @@ def report(path: Path, windows: dict[str, tuple[float, float]]) -> str:
             work = [c["work"] for c in child]
             commits = [c["commit"] for c in child]
             lines.append(
-                f"  child transactions: {len(child)}, work p50 {_pct(work, 50) * 1000:.1f} / "
+                f"  child transactions: {len(child)}, BEGIN to COMMIT (lock wait included) "
+                f"p50 {_pct(work, 50) * 1000:.1f} / "
                 f"p99 {_pct(work, 99) * 1000:.1f} / max {max(work) * 1000:.1f} ms, COMMIT p50 "
                 f"{_pct(commits, 50) * 1000:.1f} / p99 {_pct(commits, 99) * 1000:.1f} / max "
                 f"{max(commits) * 1000:.1f} ms"

@@ -2,13 +2,13 @@
 
 CPython's full (generation 2) collection walks every tracked object and holds the
 interpreter lock meanwhile: in the API process, about 190,000 objects after start-up
-(modules, routes, the ORM's and pydantic's tables), 0.1 s on a quiet core and
-0.4-1.0 s on this loaded 2-core machine. Every request in flight waits that long, and
-on SQLite a scan holding the write lock makes every other writer wait too: this was
-the 0.3-0.5 s tail of scan-in during a large import (docs/benchmarks.md, "Where the
-tail came from"). Objects that live as long as the process need not be walked:
-``gc.freeze`` moves them to a generation no collection visits, and a full collection
-then walks only what was made since (milliseconds).
+(modules, routes, the ORM's and pydantic's tables), 0.13-0.18 s of CPU and up to 2.2 s
+of wall time on a loaded 2-core machine. Every request in flight waits that long, and
+on SQLite a scan holding the write lock makes every other writer wait too: the trace
+of scan-in during a large import found these pauses in its slowest scans
+(docs/benchmarks.md, "Where the tail came from"). Objects that live as long as the
+process need not be walked: ``gc.freeze`` moves them to a generation no collection
+visits, and a full collection then walks only what was made since (milliseconds).
 """
 
 from __future__ import annotations
