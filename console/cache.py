@@ -8,9 +8,10 @@ So the first viewer computes and the others within ``ttl`` seconds read that.
 
 The key is the caller's whole visible scope (role, the one client a client-bound caller
 may see, language) plus the filter: two callers share figures only when they may see
-exactly the same laptops. Cleared by the live hub when it signals dashboards "stale"
-(``Hub.on_stale``), so a reload after the signal computes afresh. One process, one
-cache: each uvicorn worker keeps its own.
+exactly the same laptops. The page adds the data's version to it (the live hub's marks,
+the stored forecast's: ``console/pages/waves.py``), so kept figures are never older
+than the data; the live hub clears everything when it signals dashboards "stale"
+(``Hub.on_stale``). One process, one cache: each uvicorn worker keeps its own.
 """
 
 from __future__ import annotations
