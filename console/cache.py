@@ -57,8 +57,9 @@ class ScopeKey:
 class TtlCache(Generic[T]):
     """Values kept ``ttl`` seconds per key, at most ``max_entries`` keys (the oldest
     go first: keys that hold a data version pile up as the data moves, and a
-    dashboard's figures are tens of kilobytes). One computation per key at a time: callers that come while it runs wait
-    for its value instead of computing it again (threads: sync routes run in a pool)."""
+    dashboard's figures are tens of kilobytes). One computation per key at a time:
+    callers that come while it runs wait for its value instead of computing it again
+    (threads: sync routes run in a pool)."""
 
     def __init__(
         self,
