@@ -8,9 +8,10 @@ So the first viewer computes and the others within ``ttl`` seconds read that.
 
 The key is the caller's whole visible scope (role, the one client a client-bound caller
 may see, language) plus the filter: two callers share figures only when they may see
-exactly the same laptops. Cleared by the live hub when it signals dashboards "stale"
-(``Hub.on_stale``), so a reload after the signal computes afresh. One process, one
-cache: each uvicorn worker keeps its own.
+exactly the same laptops. The page adds the data's version to it (the live hub's marks,
+the stored forecast's: ``console/pages/waves.py``), so kept figures are never older
+than the data; the live hub clears everything when it signals dashboards "stale"
+(``Hub.on_stale``). One process, one cache: each uvicorn worker keeps its own.
 """
 
 from __future__ import annotations
@@ -55,14 +56,16 @@ class ScopeKey:
 
 class TtlCache(Generic[T]):
     """Values kept ``ttl`` seconds per key, at most ``max_entries`` keys (the oldest
-    go first). One computation per key at a time: callers that come while it runs wait
-    for its value instead of computing it again (threads: sync routes run in a pool)."""
+    go first: keys that hold a data version pile up as the data moves, and a
+    dashboard's figures are tens of kilobytes). One computation per key at a time:
+    callers that come while it runs wait for its value instead of computing it again
+    (threads: sync routes run in a pool)."""
 
     def __init__(
         self,
         *,
         ttl: float,
-        max_entries: int = 256,
+        max_entries: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl

@@ -298,6 +298,19 @@ def snapshots(
     return session.exec(stmt).all()
 
 
+def version(session: Session) -> tuple[int, int, datetime | None]:
+    """Moves whenever what the console's forecast panel shows may have: the stored
+    forecast replaced (new ids), a notice, a committed date set. Three ``max()`` in
+    one round trip."""
+    stmt = select(
+        select(func.max(ForecastSnapshot.id)).scalar_subquery(),
+        select(func.max(ForecastNotice.id)).scalar_subquery(),
+        select(func.max(ForecastDelivery.committed_at)).scalar_subquery(),
+    )
+    snapshots, notices, committed = session.exec(stmt).one()
+    return int(snapshots or 0), int(notices or 0), committed
+
+
 def snapshot(session: Session, scope: str, scope_id: int) -> ForecastSnapshot | None:
     stmt = select(ForecastSnapshot).where(
         ForecastSnapshot.scope == scope, ForecastSnapshot.scope_id == scope_id

@@ -344,6 +344,11 @@ def _figures(world: World, index: inputs.Index, out: montecarlo.Outcome) -> Comp
     return Computed(world, index, out, figures)
 
 
+def version(session: Session) -> tuple[int, int, datetime | None]:
+    """See ``repository.version`` (what the console's kept figures are keyed by)."""
+    return repository.version(session)
+
+
 def has_forecast(session: Session) -> bool:
     return repository.snapshot(session, "wave", 0) is not None
 

@@ -17,6 +17,7 @@ from console.live import WAVES_TOPIC, Stale, sse, stream
 from console.nav import NavItem, register
 from console.pages import forecast as forecast_panel
 from console.pages._kit import EVERYONE, hub_of, page, page_router
+from forecast import service as forecast_service
 from inventory import service as inventory
 from provisioning.runs import overview
 from provisioning.runs.overview import WaveFilter
@@ -69,9 +70,15 @@ def _figures(
     request: Request, session: Session, viewer: Viewer, wanted: WaveFilter
 ) -> dict[str, Any]:
     """The filter's figures, kept a second or two for everyone with the same scope
-    (``console/cache.py``): never another scope's."""
+    (``console/cache.py``): never another scope's, and never older than the data: the
+    key holds the live hub's marks (they move with every laptop's event and run) and
+    the stored forecast's version, a few index look-ups."""
     cache: TtlCache[dict[str, Any]] = request.app.state.figures_cache
-    key = ScopeKey.of(viewer.principal, viewer.language, wanted)
+    key = (
+        ScopeKey.of(viewer.principal, viewer.language, wanted),
+        overview.change_marks(session),
+        forecast_service.version(session),
+    )
     return cache.get(key, lambda: _compute(session, viewer, wanted))
 
 

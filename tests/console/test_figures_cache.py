@@ -68,22 +68,37 @@ def test_each_client_sees_its_own_figures_and_one_scope_computes_once(
         assert cache.computed == 4
 
 
-def test_a_change_the_live_hub_sees_clears_the_kept_figures(db: Database, world: World) -> None:
+def test_a_change_or_a_new_forecast_shows_at_once_and_the_hub_signal_clears(
+    db: Database, world: World
+) -> None:
+    from forecast import service as forecast
+
     app = create_app(db)
     with TestClient(app, raise_server_exceptions=False) as client:
         cache: TtlCache[object] = app.state.figures_cache
         cache.ttl = 3600.0
-        hub = app.state.live_hub
-        hub.dashboard_every = 0.0
         sign_in(client, world.token(Role.ADMIN))
         before = _total(client.get("/console/waves").text)
-        asyncio.run(hub._tick())  # the hub's first look: its marks
+        assert _total(client.get("/console/waves").text) == before
+        assert cache.computed == 1
+        # A laptop's event moves the marks the figures are kept under: seen at once.
         with db.session() as s:
             create_devices(s, delivery=world.acme_delivery, serials=["NEW0001", "NEW0002"])
-        # Kept: the change is not seen until the hub signals it.
-        assert _total(client.get("/console/waves").text) == before
-        asyncio.run(hub._tick())  # the marks moved: dashboards told "stale"
         assert _total(client.get("/console/waves").text) == before + 2
+        assert cache.computed == 2
+        # So does a forecast stored by the refresher (no laptop moved).
+        assert "Pas encore de prévision" in client.get("/console/waves").text
+        assert forecast.refresh(db)
+        assert "Tous prêts" in client.get("/console/waves").text
+        assert cache.computed == 3
+        # The live hub's "stale" signal forgets what was kept.
+        hub = app.state.live_hub
+        hub.dashboard_every = 0.0
+        asyncio.run(hub._tick())  # its first look: the marks
+        with db.session() as s:
+            create_devices(s, delivery=world.globex_delivery, serials=["NEW0003"])
+        asyncio.run(hub._tick())  # they moved: dashboards told "stale", kept figures gone
+        assert cache._entries == {}
 
 
 class _Clock:

@@ -14,7 +14,7 @@ from forecast import contention, learn, montecarlo, scenario
 from forecast.world import World
 from provisioning.runs.states import STEP_NAMES
 from tests.forecast.worlds import ARRIVAL, IMAGE, STEPS, fixed
-from tests.support.factories import World
+from tests.support import factories
 
 GATE = STEP_NAMES.index("gate")
 STREAM_S = IMAGE / 110e6
@@ -171,7 +171,7 @@ def test_a_simulated_history_without_contention_learns_none() -> None:
     assert scenario is not None
 
 
-def test_the_run_log_says_where_each_attempt_ran(db: Database, world: World) -> None:
+def test_the_run_log_says_where_each_attempt_ran(db: Database, world: factories.World) -> None:
     # Two laptops' gates at the same moment, one on a bench of the world's site and one
     # on another site's bench: each record carries its own site, so neither counts
     # the other as company.
@@ -182,13 +182,14 @@ def test_the_run_log_says_where_each_attempt_ran(db: Database, world: World) -> 
     from inventory import service as inventory
     from inventory.schemas import BenchCreate, SiteCreate
     from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
-    from tests.support.factories import create_devices
 
     start = utcnow() - timedelta(minutes=5)
     with db.session() as s:
         inventory.create_site(s, SiteCreate(code="LYS", name="Lyon"))
         far = inventory.create_bench(s, BenchCreate(site_code="LYS", code="L1", slots=4))
-        here, there = create_devices(s, delivery=world.acme_delivery, serials=["ST0001", "ST0002"])
+        here, there = factories.create_devices(
+            s, delivery=world.acme_delivery, serials=["ST0001", "ST0002"]
+        )
         here.bench_id, there.bench_id = world.bench.id, far.id
         for device in (here, there):
             run = ProvisioningRun(
