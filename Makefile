@@ -1,5 +1,5 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
-# The daily loop: `make test-fast` (SQLite, no lab, well under a minute), `make fmt`,
+# The daily loop: `make test-fast` (SQLite, no lab, ~30 s on 2 cores), `make fmt`,
 # `make migration NAME="what changed" BRANCH=<domain>`.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -67,7 +67,8 @@ test: venv system-deps lint typecheck
 	$(PYTEST_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The inner loop: SQLite only, no lab laptops, no slow or browser tests (markers in
-# pyproject.toml).
+# pyproject.toml). About 50 s of CPU, ~30 s of wall time on a quiet 2-core machine (it was
+# 116 s of CPU; what was done, and how to measure on a shared machine: docs/development.md).
 test-fast: venv
 	$(PYTEST_ENV) MASTERLINE_TEST_BACKENDS=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not lab and not slow and not browser" -q
 
