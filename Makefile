@@ -1,5 +1,5 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
-# The daily loop: `make test-fast` (SQLite, no lab, well under a minute), `make fmt`,
+# The daily loop: `make test-fast` (SQLite, no lab, ~30 s on 2 cores), `make fmt`,
 # `make migration NAME="what changed" BRANCH=<domain>`.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_WORKERS ?= 2
+# Compiled modules (and pytest's rewritten test modules) are kept under .venv, even where
+# PYTHONDONTWRITEBYTECODE is set to keep the tree free of __pycache__: without them every
+# test process compiles the whole product and its tests again (about 7 s of CPU per
+# xdist worker, docs/development.md).
+PYTEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache
 
 .PHONY: run test test-fast lint fmt imports typecheck migration system-deps venv clean bench lock audit messages screenshots
 
@@ -59,12 +64,13 @@ typecheck: venv
 	$(BIN)/mypy
 
 test: venv system-deps lint typecheck
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PYTEST_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The inner loop: SQLite only, no lab laptops, no slow or browser tests (markers in
-# pyproject.toml).
+# pyproject.toml). About 50 s of CPU, ~30 s of wall time on a quiet 2-core machine (it was
+# 116 s of CPU; what was done, and how to measure on a shared machine: docs/development.md).
 test-fast: venv
-	MASTERLINE_TEST_BACKENDS=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not lab and not slow and not browser" -q
+	$(PYTEST_ENV) MASTERLINE_TEST_BACKENDS=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not lab and not slow and not browser" -q
 
 migration: venv
 	@test -n "$(NAME)" -a -n "$(BRANCH)" || { echo 'usage: make migration NAME="what changed" BRANCH=<domain>'; exit 2; }

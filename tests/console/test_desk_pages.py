@@ -21,9 +21,9 @@ from core.timeutil import utcnow
 from helpdesk import survey
 from helpdesk.models import SurveyOptOut
 from helpdesk.schemas import SurveyCreate
-from tests.conftest import auth
+from tests.conftest import auth, seeded_desk
 from tests.console.support import sign_in
-from tests.helpdesk.conftest import Desk, build_desk
+from tests.helpdesk.conftest import Desk
 from tests.support.factories import World
 
 HTMX = {"HX-Request": "true"}
@@ -40,8 +40,8 @@ def secret_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def desk(db: Database, world: World) -> Desk:
-    return build_desk(db, world)
+def desk(db: Database, world: World, request: pytest.FixtureRequest) -> Desk:
+    return seeded_desk(db, world, request)  # on SQLite, copied from a template made once
 
 
 def _lookup(client: TestClient, csrf: str, q: str) -> str:

@@ -30,6 +30,7 @@ from logistics.schemas import TeleworkerIn
 from provisioning.configure.plan import ConfigPlan
 from provisioning.pipeline.steps import staged_summary
 from provisioning.runs.models import ProvisioningRun, RunStatus
+from tests.conftest import seeded_desk
 from tests.logistics.conftest import make_ready
 from tests.support.factories import World
 
@@ -273,5 +274,5 @@ def build_desk(db: Database, world: World, *, delivered_at: datetime | None = No
 
 
 @pytest.fixture
-def desk(db: Database, world: World) -> Desk:
-    return build_desk(db, world)
+def desk(db: Database, world: World, request: pytest.FixtureRequest) -> Desk:
+    return seeded_desk(db, world, request)  # on SQLite, copied from a template made once
