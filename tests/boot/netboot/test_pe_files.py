@@ -1,7 +1,8 @@
 """The PE's files as the netboot route sends them (``boot.netboot.files``: from a memory
-map, in slices): whole, in a byte range, or HEAD (as ``ipxe.efi``); a forged link still gets nothing; and
-through a real uvicorn server, many laptops at once (and one that hangs up mid-way)
-each get the exact bytes. The throughput against nginx is ``bench.pe_download``."""
+map, in slices): whole, in a byte range, or HEAD (as ``ipxe.efi``); a forged link still
+gets nothing; and through a real uvicorn server, many laptops at once (and one that
+hangs up mid-way) each get the exact bytes. The throughput against nginx is
+``bench.pe_download``."""
 
 from __future__ import annotations
 
