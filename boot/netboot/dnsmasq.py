@@ -4,8 +4,9 @@ Two set-ups (docs/boot.md): the site keeps its DHCP server and dnsmasq answers o
 boot part (**proxy-DHCP**), or dnsmasq is the DHCP server of an isolated bench network.
 Either way: firmware PXE (BIOS or UEFI) is chainloaded into Debian's iPXE over TFTP, a
 NIC whose boot ROM is iPXE already skips that step, UEFI HTTP boot (vendor class
-``HTTPClient``) fetches ``ipxe.efi`` from Masterline over HTTP, and iPXE (user class
-``iPXE``) is given the bench's script URL."""
+``HTTPClient``) fetches ``ipxe.efi`` from Masterline over HTTP (when dnsmasq is the DHCP
+server: a proxy does not answer HTTP boot clients), and iPXE (user class ``iPXE``) is
+given the bench's script URL."""
 
 from __future__ import annotations
 
@@ -104,13 +105,14 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
         "dhcp-match=set:efi64,option:client-arch,7",
         "dhcp-match=set:efi64,option:client-arch,9",
         "",
-        "# UEFI HTTP boot: the firmware fetches iPXE from Masterline over HTTP (option 60",
-        "# must echo HTTPClient for the firmware to accept the answer).",
-        "dhcp-option-force=tag:httpclient,60,HTTPClient",
     ]
     if p.proxy:
         lines += [
-            f"dhcp-boot=tag:httpclient,tag:!ipxe,{efi_url}",
+            "# UEFI HTTP boot is not answered here: a proxy answers PXE clients only (measured",
+            "# with OVMF: dnsmasq logs the HTTPClient request and stays silent). For laptops",
+            "# that boot over HTTP, the site's DHCP server answers vendor class HTTPClient",
+            "# with option 60 = HTTPClient and this boot file URL:",
+            f"#   {efi_url}",
             "",
             "# Firmware PXE: chainload Debian's iPXE over TFTP; iPXE: the bench's script.",
             'pxe-service=tag:!ipxe,x86PC,"Masterline (BIOS)",undionly.kpxe',
@@ -123,6 +125,9 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
         ]
     else:
         lines += [
+            "# UEFI HTTP boot: the firmware fetches iPXE from Masterline over HTTP (option 60",
+            "# must echo HTTPClient for the firmware to accept the answer).",
+            "dhcp-option-force=tag:httpclient,60,HTTPClient",
             f"dhcp-boot=tag:httpclient,tag:!ipxe,{efi_url}",
             "",
             "# Firmware PXE: chainload Debian's iPXE over TFTP; iPXE: the bench's script.",

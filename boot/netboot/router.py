@@ -43,7 +43,7 @@ def ipxe_script(link: Link, request: Request, session: SessionDep) -> PlainTextR
     return PlainTextResponse(script, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/{link}/pe/{version}/{name}", include_in_schema=False)
+@router.api_route("/{link}/pe/{version}/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 def pe_file(
     link: Link,
     version: Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")],
@@ -60,10 +60,12 @@ def pe_file(
     return MappedFileResponse(path)
 
 
-@router.get("/{link}/ipxe.efi", include_in_schema=False)
+@router.api_route("/{link}/ipxe.efi", methods=["GET", "HEAD"], include_in_schema=False)
 def ipxe_efi(link: Link, request: Request, session: SessionDep) -> FileResponse:
     """Debian's iPXE for UEFI HTTP boot (the firmware fetches it from the DHCP answer's
-    URL; iPXE then asks DHCP again and is given the bench's script)."""
+    URL; iPXE then asks DHCP again and is given the bench's script). HEAD too: OVMF's
+    HTTP boot asks for the file's size first and gives up on a 405
+    (tests/boot/netboot/test_vm_uefi.py)."""
     _from_bench_network(request)
     service.check_link(session, link)
     path = get_netboot_settings().ipxe_dir / "ipxe.efi"

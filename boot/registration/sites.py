@@ -103,7 +103,8 @@ def _set_worker_keys(
         lines = list(dict.fromkeys(_check_line(line) for line in public_keys))
         if path_line is not None:
             lines = [path_line, *(k for k in lines if k != path_line)]
-        elif row.worker_key_path:
+        elif row.worker_key_path and lines:
+            # An empty list is a deliberate pause: PEs wait, visibly ("no worker key").
             own = _public_line(Path(f"{row.worker_key_path}.pub"))
             if own not in lines:
                 raise InvalidInput(

@@ -294,10 +294,10 @@ def step_offline_and_reboot(ctx: StepContext) -> StepResult:
     res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
+    kernel_boot = kernel_boot_id(ctx.pe(), ctx.timeout)  # on the same connection
     ctx.close()
     # Durably first: killed right after the reboot, the re-run must not wait for a PE
     # that is gone (see REBOOT_ISSUED).
-    kernel_boot = kernel_boot_id(ctx.pe(), ctx.timeout)
     ctx.mark({REBOOT_ISSUED: {"pe_boot": ctx.pe_access.options.get("boot_id"),
                               "kernel_boot": kernel_boot}})  # fmt: skip
     ctx.boot.reboot_into_os(ctx.pe_access, ctx.pe, timeout=ctx.timeout)

@@ -466,3 +466,5 @@ def test_the_keys_handed_to_pes_always_include_the_workers_own(
     # Both in one change: the path's key is added to the list.
     body: dict[str, object] = {"worker_key_path": str(own), "worker_public_keys": [WORKER_KEY]}
     assert keys(patch(body)) == [short[0], short[2]]
+    # An empty list is a deliberate pause, not a disagreement: PEs will wait.
+    assert keys(patch({"worker_public_keys": []})) == []

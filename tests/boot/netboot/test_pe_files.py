@@ -1,7 +1,8 @@
 """The PE's files as the netboot route sends them (``boot.netboot.files``: from a memory
-map, in slices): whole or in a byte range; a forged link still gets nothing; and
-through a real uvicorn server, many laptops at once (and one that hangs up mid-way)
-each get the exact bytes. The throughput against nginx is ``bench.pe_download``."""
+map, in slices): whole, in a byte range, or HEAD (as ``ipxe.efi``); a forged link still
+gets nothing; and through a real uvicorn server, many laptops at once (and one that
+hangs up mid-way) each get the exact bytes. The throughput against nginx is
+``bench.pe_download``."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def stored_pe(tmp_path: Path) -> dict[str, bytes]:
     return data
 
 
-def test_whole_ranges_and_forged_links(boot: Boot, client: TestClient, tmp_path: Path) -> None:
+def test_whole_ranges_head_and_forged_links(boot: Boot, client: TestClient, tmp_path: Path) -> None:
     data = stored_pe(tmp_path)
     initrd = data[repository.INITRD]
     size = len(initrd)
@@ -75,6 +76,14 @@ def test_whole_ranges_and_forged_links(boot: Boot, client: TestClient, tmp_path:
     for header in ("bytes=0-1,5-6", "lines=1-2", "bytes=-"):
         got = client.get(url, headers={"Range": header})
         assert got.status_code == 200 and got.content == initrd, header
+
+    # HEAD: the size, no body (UEFI HTTP boot asks so before it downloads ipxe.efi).
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(size)
+    efi = client.head(f"/boot/ipxe/{link_of(boot)}/ipxe.efi")
+    assert efi.status_code == 200 and int(efi.headers["content-length"]) > 0
+    assert client.head(f"/boot/ipxe/{link_of(boot)[:-2]}AA/ipxe.efi").status_code == 404
 
     kernel = client.get(f"/boot/ipxe/{link_of(boot)}/pe/{VERSION}/{repository.KERNEL}")
     assert kernel.status_code == 200 and kernel.content == data[repository.KERNEL]

@@ -13,8 +13,9 @@ b. **UEFI HTTP boot**: OVMF's HTTP boot client (vendor class ``HTTPClient``; PXE
 The NIC is virtio (OVMF drives it itself; QEMU's e1000 ROMs are iPXE, which would skip
 the firmware's client). Secure Boot is off: Debian's iPXE is not signed (the signed
 path is the USB stick's, ``tests/boot/pe/test_vm_usb.py``). Proxy-DHCP with BIOS PXE is
-``test_vm_pxe``; HTTP boot needs dnsmasq as the DHCP server, since a proxy answers only
-PXE clients (docs/boot.md). One VM at a time; each stops at registration."""
+``test_vm_pxe``; HTTP boot needs dnsmasq as the DHCP server: a proxy does not answer
+HTTP boot clients (measured: dnsmasq logs the request and stays silent; docs/boot.md).
+One VM at a time; each stops at registration."""
 
 from __future__ import annotations
 
