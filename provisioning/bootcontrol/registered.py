@@ -19,6 +19,7 @@ Provisioning never imports the boot domain: ``PE_LOOKUP`` is filled at start by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -49,9 +50,11 @@ from provisioning.transports.base import SshEndpoint, Transport
 NAME = "registered"
 SEAL = "seal_os"
 """Option: mount the installed Linux after the stream and give it its own host key."""
-PE_REBOOT = "sync; reboot -f"
+PE_REBOOT = "sync; { sleep 1; reboot -f; }"
 """The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
-kernel is asked directly, after the disks are flushed."""
+kernel is asked directly, after the disks are flushed, a second after the command has
+answered (so its exit status reaches the worker before the PE goes)."""
+REBOOT_ANSWER_S = 30.0
 PE_USER = "root"
 """The PE's agent installs the worker keys in root's ``authorized_keys``."""
 
@@ -173,7 +176,10 @@ class RegisteredBootControl(StaticBootControl):
             if sealed is not None:
                 seal.record(int(str(pe.options["boot_id"])), sealed)
         before = _boot_id(connect(), timeout)
-        super().reboot_into_os(pe, connect, timeout=timeout)
+        # A PE whose reboot wins the race against the command's exit status leaves the
+        # session open with nobody behind it: wait for that answer a bounded time only.
+        with contextlib.suppress(CommandTimedOut):
+            super().reboot_into_os(pe, connect, timeout=min(timeout, REBOOT_ANSWER_S))
         if not before:
             return  # nothing to compare with: as the static control, trust the reboot
         deadline = time.monotonic() + timeout
