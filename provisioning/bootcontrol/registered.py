@@ -50,11 +50,13 @@ from provisioning.transports.base import SshEndpoint, Transport
 NAME = "registered"
 SEAL = "seal_os"
 """Option: mount the installed Linux after the stream and give it its own host key."""
-PE_REBOOT = "sync; { sleep 1; reboot -f; }"
+PE_REBOOT = "sync; { sleep 1; reboot -f; } </dev/null"
 """The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
 kernel is asked directly, after the disks are flushed, a second after the command has
-answered (so its exit status reaches the worker before the PE goes)."""
+answered (so its exit status reaches the worker before the PE goes; its own stdin, so
+the SSH session does not wait for the background job)."""
 REBOOT_ANSWER_S = 30.0
+LEFT_PROBE_S = 15.0
 PE_USER = "root"
 """The PE's agent installs the worker keys in root's ``authorized_keys``."""
 
@@ -184,7 +186,10 @@ class RegisteredBootControl(StaticBootControl):
             return  # nothing to compare with: as the static control, trust the reboot
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _left(pe, before, timeout=max(1.0, deadline - time.monotonic())):
+            # Each probe is short: one that reached the PE in its last second (the
+            # reboot fires a second after its command answered) hangs with the PE gone.
+            probe = min(LEFT_PROBE_S, max(1.0, deadline - time.monotonic()))
+            if _left(pe, before, timeout=probe):
                 return
             time.sleep(_LEFT_POLL_S)
         raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")
