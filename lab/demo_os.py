@@ -48,6 +48,9 @@ INITRD_MODULES = (
     "e1000",
     "e1000e",
     "ext4",
+    # The VM's entropy source: without one, dropbear in a TCG guest blocks for minutes
+    # ("Waiting for kernel randomness") before it answers (a laptop has RDRAND, a TPM).
+    "virtio_rng",
 )
 ROOT_LABEL = "masterline-os"
 FS_UUID = "6d6c2d6f-732d-4465-8d6f-000000000001"  # fixed: same inputs, same bytes

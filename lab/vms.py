@@ -100,6 +100,9 @@ def qemu_argv(spec: VmSpec, *, accel: str | None = None) -> list[str]:
         "-device", f"e1000,netdev=n0,mac={spec.mac}",
         "-drive", f"file={spec.disk},format=raw,if=virtio",
         "-boot", "order=cn",
+        # Entropy from the host, as a laptop's RDRAND/TPM gives it: a TCG guest without
+        # it waits minutes before its SSH server can answer.
+        "-device", "virtio-rng-pci",
     ]  # fmt: skip
     if kind == "kvm":
         argv[3:3] = ["-cpu", "host"]

@@ -19,6 +19,7 @@ Provisioning never imports the boot domain: ``PE_LOOKUP`` is filled at start by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -48,9 +49,13 @@ from provisioning.transports.base import SshEndpoint, Transport
 NAME = "registered"
 SEAL = "seal_os"
 """Option: mount the installed Linux after the stream and give it its own host key."""
-PE_REBOOT = "sync; reboot -f"
+PE_REBOOT = "sync; { sleep 1; reboot -f; } </dev/null"
 """The PE's PID 1 is a shell script, not an init that acts on ``reboot``'s signal: the
-kernel is asked directly, after the disks are flushed."""
+kernel is asked directly, after the disks are flushed, a second after the command has
+answered (so its exit status reaches the worker before the PE goes; its own stdin, so
+the SSH session does not wait for the background job)."""
+REBOOT_ANSWER_S = 30.0
+LEFT_PROBE_S = 15.0
 PE_USER = "root"
 """The PE's agent installs the worker keys in root's ``authorized_keys``."""
 
@@ -190,12 +195,18 @@ class RegisteredBootControl(StaticBootControl):
             if sealed is not None:
                 seal.record(int(str(pe.options["boot_id"])), sealed)
         before = kernel_boot_id(connect(), timeout)
-        super().reboot_into_os(pe, connect, timeout=timeout)
+        # A PE whose reboot wins the race against the command's exit status leaves the
+        # session open with nobody behind it: wait for that answer a bounded time only.
+        with contextlib.suppress(CommandTimedOut):
+            super().reboot_into_os(pe, connect, timeout=min(timeout, REBOOT_ANSWER_S))
         if not before:
             return  # nothing to compare with: as the static control, trust the reboot
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _left(pe, before, timeout=max(1.0, deadline - time.monotonic())):
+            # Each probe is short: one that reached the PE in its last second (the
+            # reboot fires a second after its command answered) hangs with the PE gone.
+            probe = min(LEFT_PROBE_S, max(1.0, deadline - time.monotonic()))
+            if _left(pe, before, timeout=probe):
                 return
             time.sleep(_LEFT_POLL_S)
         raise CommandTimedOut(f"the laptop at {pe.endpoint} did not reboot within {int(timeout)} s")

@@ -30,7 +30,9 @@ MOUNTED = r"""mounted() { awk -v t="$1" '$2 == t { f = 1 } END { exit !f }' /pro
 """
 """``mounted DIR``: whether DIR is a mount point (busybox has no ``mountpoint``)."""
 
-MOUNT_SCRIPT = MOUNTED + r"""R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"; D="$1"
+MOUNT_SCRIPT = (
+    MOUNTED
+    + r"""R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"; D="$1"
 mkdir -p "$T"
 if mounted "$T"; then echo "mounted already"; exit 0; fi
 # The kernel learns the partition table the stream just wrote.
@@ -49,11 +51,14 @@ while [ $tries -lt 40 ]; do
 done
 echo "no linux root"
 """
+)
 """Mount the installed Linux's root partition of the disk ``$1`` at the offline root:
 the first ext4 partition holding ``/etc`` and ``/usr``. Prints ``mounted <part>`` or
 ``no linux root`` (another OS: nothing to mount)."""
 
-SEAL_SCRIPT = MOUNTED + r"""set -e
+SEAL_SCRIPT = (
+    MOUNTED
+    + r"""set -e
 R="${MASTERLINE_PE_ROOT:-}"; T="$R/mnt/target"
 if ! mounted "$T"; then echo "not mounted"; exit 0; fi
 mkdir -p "$T/etc/dropbear" "$T/root/.ssh"
@@ -78,6 +83,7 @@ if [ -x "$T/usr/bin/apt-get" ]; then echo "packages apt"; else echo "packages no
 sync
 umount "$T"
 """
+)
 """Host key and login key into the mounted installed system, then unmount it. Prints
 ``hostkey ssh-ed25519 AAAA…`` and ``packages apt|none`` (a system without a package
 manager is configured in marker mode), or ``not mounted``."""

@@ -207,6 +207,14 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                     ).all()
                     (pe,) = s.exec(select(PeBoot).where(PeBoot.device_id == run.device_id)).all()
                 assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)
+                # Each step's duration, for docs/benchmarks.md (printed, never asserted).
+                started = {e.step: e.at for e in events if e.kind == "step_started"}
+                phases = {
+                    e.step: round((e.at - started[e.step]).total_seconds(), 1)
+                    for e in events
+                    if e.kind == "step_done" and e.step in started
+                }
+                print(f"{serial} steps (s): {phases}")
                 # The installed OS came up from its own disk with the hostname the PE wrote
                 # and the host key the PE generated in it: the one the worker pinned.
                 assert pe.id is not None
