@@ -38,10 +38,12 @@ class EngineConfig:
     configure_wave_seconds: float = 1.0
     """How long the first Linux laptop reaching configure waits for others to join its
     ansible-runner run (``pipeline/waves.py``); 0 configures each on its own."""
-    relay: bool = True
+    relay: bool = False
     """Relay imaging (``pipeline/relays.py``, docs/relay.md): the laptops of one image
-    and site that reach the stream step together get one copy, relayed PE to PE. On by
-    default (``MASTERLINE_WORKER_RELAY=0`` turns it off); a laptop alone streams plainly."""
+    and site that reach the stream step together get one copy, relayed PE to PE. Off by
+    default (``MASTERLINE_WORKER_RELAY=1`` with ``…_RELAY_HOST`` set to the worker's
+    bench address turns it on): the first wave through real PEs (VM laptops) hung on the
+    default 127.0.0.1, which no real PE reaches. A laptop alone streams plainly."""
     relay_window_seconds: float = 60.0
     """How long the first laptop of a relay wave waits for others (it stops waiting as
     soon as every run of this worker on its way to the stream step has joined)."""

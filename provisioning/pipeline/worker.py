@@ -78,7 +78,7 @@ _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 def _switch(env: Any, name: str, *, default: bool) -> bool:
     """An on/off setting. A value that is neither is refused rather than guessed: a
-    typo must not silently turn relay imaging (on by default) off, or on.
+    typo must not silently turn relay imaging on, or off.
 
     :raises InvalidInput: the value is not one of 1/0, true/false, yes/no, on/off."""
     raw = str(env.get(name, "")).strip().lower()
@@ -109,7 +109,7 @@ def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
         share_seconds=float(env.get("MASTERLINE_WORKER_SHARE_SECONDS", "1")),
         configure_wave_seconds=float(env.get("MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS", "1")),
         step_timeouts=_pairs(env.get("MASTERLINE_WORKER_STEP_TIMEOUTS", "")),
-        relay=_switch(env, "MASTERLINE_WORKER_RELAY", default=True),
+        relay=_switch(env, "MASTERLINE_WORKER_RELAY", default=False),
         relay_window_seconds=float(env.get("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "60")),
         relay_max_members=int(env.get("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "32")),
         relay_chunk_bytes=int(env.get("MASTERLINE_WORKER_RELAY_CHUNK_BYTES", str(4 * 1024 * 1024))),

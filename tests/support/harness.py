@@ -168,8 +168,7 @@ def engine_config(tmp: Path, **kw: Any) -> EngineConfig:
         "sweep_seconds": 0.2,
         "state_timeouts": dict(TIMEOUT_OF),
         # The engine tests exercise the plain stream (one stream per laptop); relay
-        # waves, on by default in a worker, are tests/provisioning/pipeline/
-        # test_relay_*.py's, which ask for them.
+        # waves are tests/provisioning/pipeline/test_relay_*.py's, which ask for them.
         "relay": False,
     }
     base.update(kw)

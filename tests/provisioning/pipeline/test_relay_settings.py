@@ -13,7 +13,7 @@ from provisioning.pipeline.worker import config_from_env
 from provisioning.runs.models import ProvisioningRun
 
 
-def test_relay_is_on_by_default_off_with_0_and_its_settings_are_read(
+def test_relay_is_off_by_default_a_typo_is_refused_and_its_settings_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp_path))
@@ -22,11 +22,14 @@ def test_relay_is_on_by_default_off_with_0_and_its_settings_are_read(
         for name in ("RELAY", "RELAY_WINDOW_SECONDS", "RELAY_MAX_MEMBERS", "RELAY_HOST"):
             monkeypatch.delenv(f"MASTERLINE_WORKER_{name}", raising=False)
         default = config_from_env(worker_id="w")
-        assert default.relay is True
+        assert default.relay is False
         assert (default.relay_window_seconds, default.relay_max_members) == (60.0, 32)
         for off in ("0", "off", " False "):
             monkeypatch.setenv("MASTERLINE_WORKER_RELAY", off)
             assert config_from_env(worker_id="w").relay is False
+        for on in ("1", "on", " True "):
+            monkeypatch.setenv("MASTERLINE_WORKER_RELAY", on)
+            assert config_from_env(worker_id="w").relay is True
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY", "maybe")
         with pytest.raises(InvalidInput, match="MASTERLINE_WORKER_RELAY='maybe'"):
             config_from_env(worker_id="w")
