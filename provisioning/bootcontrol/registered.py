@@ -181,6 +181,8 @@ class RegisteredBootControl(StaticBootControl):
         """Mount the installed Linux the stream wrote at the PE's offline root (a PE of
         Masterline's own; a lab laptop has its installed system where its options say)."""
         if pe.options.get(SEAL) and pe.offline_root is None:
+            if not disk:
+                raise CommandFailed("no target disk chosen: the installed Linux cannot be mounted")
             seal.mount(transport, disk, timeout=timeout)
 
     def reboot_into_os(

@@ -220,8 +220,12 @@ def _offline_root(ctx: StepContext) -> str:
 
 def _mount_offline_root(ctx: StepContext) -> None:
     """The boot control makes the installed system reachable at the offline root (a
-    real PE mounts the disk just written; a wired slot or the lab has it there)."""
-    ctx.boot.prepare_offline(ctx.pe_access, ctx.pe(), disk=_disk(ctx).name, timeout=ctx.timeout)
+    real PE mounts the disk just written; a wired slot or the lab has it there). The disk
+    is the boot control's to require: a wired slot's run resumed past pick_disk has none
+    in its state and needs none."""
+    chosen = ctx.state.get("disk")
+    disk = str(chosen["name"]) if chosen else ""
+    ctx.boot.prepare_offline(ctx.pe_access, ctx.pe(), disk=disk, timeout=ctx.timeout)
 
 
 def _abort_check(ctx: StepContext) -> Callable[[], None]:
