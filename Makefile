@@ -60,6 +60,8 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The product and bench/ ([tool.mypy] files in pyproject.toml); the test helpers the
+# benches import are read for their types, not checked.
 typecheck: venv
 	$(BIN)/mypy
 

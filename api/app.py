@@ -64,7 +64,14 @@ def _recover_uploads(db: Database) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from inventory.intake_jobs import resume_in_background
+
     await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
+    # A large import that a crash interrupted is finished (or dropped, if it had not
+    # begun to publish) once its lease runs out. Started here, not in ``create_app``:
+    # building the app (importing ``api.main``) must start nothing, and a tool that only
+    # imports it (the OpenAPI export, a test) has no import to resume.
+    resume_in_background(app.state.db)
     # The process's long-lived objects out of the garbage collector's full passes: those
     # paused every request for 0.13 s and more (core.heap). The OpenAPI schema is built first
     # rather than at the first /docs visit, so that it is frozen with the rest.
@@ -206,9 +213,4 @@ def create_app(db: Database | None = None) -> FastAPI:
     openapi.install(app)
     docs.install(app)
 
-    from inventory.intake_jobs import resume_in_background
-
-    # A large import that a crash interrupted is finished (or dropped, if it had not
-    # begun to publish) once its lease runs out.
-    resume_in_background(app.state.db)
     return app

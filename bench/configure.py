@@ -43,13 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.lab import Lab, LabLaptop, LaptopSpec
-from provisioning.configure.ansible import (
-    default_forks,
-    envvars,
-    host_alias,
-    inventory_host,
-    stop_control_masters,
-)
+from provisioning.configure.ansible import default_forks, host_alias, inventory_host
+from provisioning.configure.ansible_procs import envvars, stop_control_masters
 from provisioning.configure.apply import configure_os
 from provisioning.configure.linux import (
     CONFIGURE_PLAYBOOK,

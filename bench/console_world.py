@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlmodel import col
 
 from core.db import Database
 from core.timeutil import utcnow
@@ -47,15 +48,15 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
         benches = [int(wall.id or 0)] + [
             int(b)
             for b in s.execute(
-                select(Bench.id).where(Bench.id != wall.id).order_by(Bench.id)
+                select(col(Bench.id)).where(col(Bench.id) != wall.id).order_by(col(Bench.id))
             ).scalars()
         ]
         ids = [
             int(i)
             for i in s.execute(
-                select(Device.id)
-                .where(Device.state == "expected")
-                .order_by(Device.id)
+                select(col(Device.id))
+                .where(col(Device.state) == "expected")
+                .order_by(col(Device.id))
                 .limit(in_flight + ready)
             ).scalars()
         ]
@@ -78,7 +79,7 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
             changed = now - timedelta(minutes=rng.randint(1, 240))
             s.execute(
                 update(Device)
-                .where(Device.id == device_id)
+                .where(col(Device.id) == device_id)
                 .values(state=state, bench_id=bench, slot=slot, state_changed_at=changed)
             )
             if bench == board and state in ("queued", "failed_imaging", "failed_verifying"):
@@ -110,7 +111,7 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
         for i in range(0, len(runs), 1000):
             s.execute(insert(ProvisioningRun), runs[i : i + 1000])
         failed = s.execute(
-            select(ProvisioningRun.id).where(ProvisioningRun.status == "failed")
+            select(col(ProvisioningRun.id)).where(col(ProvisioningRun.status) == "failed")
         ).scalars()
         causes = ["ChecksumMismatch", "ConnectFailed", "GateFailed", "IdentityMismatch"]
         s.execute(
@@ -131,8 +132,8 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
         )
         for i in range(0, len(done), 1000):
             chunk = done[i : i + 1000]
-            s.execute(update(Device).where(Device.id.in_(chunk)).values(state="ready"))  # type: ignore[union-attr]
-            events = []
+            s.execute(update(Device).where(col(Device.id).in_(chunk)).values(state="ready"))
+            events: list[dict[str, Any]] = []
             for device_id in chunk:
                 for state in ("received", "ready"):
                     events.append(
@@ -189,7 +190,7 @@ def store_forecast(db: Database) -> None:
         },
     }
     with db.session() as s:
-        deliveries = s.execute(select(Delivery.id, Delivery.client_id)).all()
+        deliveries = s.execute(select(col(Delivery.id), col(Delivery.client_id))).all()
         rows = [
             ForecastSnapshot(
                 scope="wave",
@@ -202,7 +203,7 @@ def store_forecast(db: Database) -> None:
                 },
             ),
         ]
-        site = s.execute(select(Site.id)).scalar_one()
+        site = s.execute(select(col(Site.id))).scalar_one()
         rows.append(
             ForecastSnapshot(
                 scope="site",

@@ -170,6 +170,7 @@ def uvicorn_server(
                 time.sleep(0.1)
         yield base
     finally:
+        died = proc.poll()  # before we stop it: the server ended by itself
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -177,6 +178,13 @@ def uvicorn_server(
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+        if died is not None:
+            # The work directory, and the log with it, is removed by the caller.
+            tail = (workdir / "uvicorn.log").read_text(errors="replace")[-4000:]
+            print(
+                f"the server exited with {died} during the run; its log ends:\n{tail}",
+                file=sys.stderr,
+            )
 
 
 def pg_sessions(db: Database) -> int:

@@ -120,6 +120,7 @@ def _run(tmp: Path) -> float:
             with db.session(write=False) as s:
                 devices = s.exec(select(Device).where(Device.serial.in_(serials))).all()  # type: ignore[attr-defined]
             delivery_id = devices[0].delivery_id
+            assert delivery_id is not None, "the lab's laptops were scanned from a delivery"
             ready = sum(1 for d in devices if d.state == DeviceState.READY)
             for d in devices:
                 if d.state in (

@@ -2,7 +2,7 @@
 on SQLite and PostgreSQL, against a real uvicorn server (one worker process).
 
     python -m bench.intake_scan [--backends sqlite,postgres] [--rows 100000]
-                                [--clients 20] [--pace 0.5] [--trace [--no-freeze]]
+                                [--clients 20] [--pace 0.5] [--trace [--no-freeze] [--gc-default]]
 
 - **baseline**: ``--clients`` technicians, each at its own bench, each scanning every
   ``--pace`` s (random phase), nothing else running.
@@ -207,6 +207,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[Row]:
                     "env_extra": {
                         "MASTERLINE_BENCH_TRACE": str(trace),
                         **({"MASTERLINE_BENCH_NO_FREEZE": "1"} if args.no_freeze else {}),
+                        **({"MASTERLINE_BENCH_GC_DEFAULT": "1"} if args.gc_default else {}),
                     },
                 }
                 if args.trace
@@ -323,9 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         help="with --trace: the API and the import child do not freeze their long-lived "
         "objects out of the garbage collector (core.heap), to measure what that changes",
     )
+    parser.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="with --trace: the import child keeps Python's automatic full collections "
+        "(core.heap.no_automatic_full_collections off), to measure what that changes",
+    )
     args = parser.parse_args(argv)
-    if args.no_freeze and not args.trace:
-        parser.error("--no-freeze needs --trace")
+    if (args.no_freeze or args.gc_default) and not args.trace:
+        parser.error("--no-freeze and --gc-default need --trace")
     random.seed(7)
     rows: list[Row] = []
     load_start = os.getloadavg()[0]

@@ -1,13 +1,20 @@
 """The import child's side of ``bench.scan_trace``: per write transaction, the time from
 its BEGIN to its COMMIT (``work``: its wait for the lent write lock included; the
 parent's trace has the holds themselves), and how long the COMMIT took (a WAL
-auto-checkpoint runs inside it); and its GC pauses. Installed through
-``core.child.CHILD_INITIALIZERS``; lines appended to ``$MASTERLINE_BENCH_TRACE.child``."""
+auto-checkpoint runs inside it); its GC pauses; at its end, its CPU time and peak
+resident memory (what keeping cyclic garbage to the end costs, ``core.heap``).
+Installed through ``core.child.CHILD_INITIALIZERS``; lines appended to
+``$MASTERLINE_BENCH_TRACE.child``.
+
+``MASTERLINE_BENCH_NO_FREEZE=1``: the child freezes nothing (``--no-freeze``);
+``MASTERLINE_BENCH_GC_DEFAULT=1``: the child keeps Python's automatic full collections
+(``--gc-default``), the "before" of ``core.heap.no_automatic_full_collections``."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from typing import Any
 
@@ -47,6 +54,10 @@ def install() -> None:
         from core import child
 
         child.freeze_long_lived = no_freeze
+    if os.environ.get("MASTERLINE_BENCH_GC_DEFAULT"):
+        from core import child
+
+        child.no_automatic_full_collections = gc_default
 
     @event.listens_for(Engine, "begin")
     def _begin(_conn: Any) -> None:
@@ -79,6 +90,18 @@ def install() -> None:
     original = core_db.Database.dispose
 
     def dispose(self: core_db.Database) -> None:
+        times = os.times()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _buffer.append(
+            json.dumps(
+                {
+                    "kind": "childend",
+                    "t": time.time(),
+                    "cpu": times.user + times.system,
+                    "maxrss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+                }
+            )
+        )
         flush(path)
         original(self)
 
@@ -94,3 +117,7 @@ def flush(path: str) -> None:
 
 def no_freeze(**_: Any) -> None:
     """``core.heap.freeze_long_lived`` switched off (``--no-freeze``)."""
+
+
+def gc_default() -> None:
+    """``core.heap.no_automatic_full_collections`` switched off (``--gc-default``)."""

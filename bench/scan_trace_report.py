@@ -31,6 +31,7 @@ def load(path: Path) -> dict[str, list[dict[str, Any]]]:
         "gc": [],
         "child": [],
         "childgc": [],
+        "childend": [],
     }
     if not path.exists():
         return out
@@ -123,6 +124,12 @@ def report(path: Path, windows: dict[str, tuple[float, float]]) -> str:
                 f" (gen 2: {sum(1 for g in cgc if g['gen'] == 2)}, "
                 f"{sum(g['paused'] for g in cgc if g['gen'] == 2) * 1000:.0f} ms in all)"
             )
+        for c in trace["childend"]:
+            if start <= c["t"] < end:
+                lines.append(
+                    f"  child: {c['cpu']:.1f} s of CPU, peak resident memory "
+                    f"{c['maxrss_mb']:.0f} MiB"
+                )
         gcs = [g for g in trace["gc"] if start <= g["t"] < end]
         if gcs:
             longest = max(gcs, key=lambda g: g["paused"])

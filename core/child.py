@@ -35,7 +35,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.db import Database, FairLock, WriteLock, database_error
 from core.errors import MasterlineError, Unavailable
-from core.heap import freeze_long_lived
+from core.heap import freeze_long_lived, no_automatic_full_collections
 
 log = logging.getLogger("masterline.child")
 
@@ -194,6 +194,9 @@ def _child_main(
     # Its SQLite transactions hold the API's write lock: a full collection walking
     # every module's objects meanwhile made every scan wait (core.heap).
     freeze_long_lived()
+    # And no full collection while it plans and publishes: each walked the rows built
+    # so far, CPU taken from the scans (core.heap). It lives as long as its one job.
+    no_automatic_full_collections()
     global _IN_CHILD
     _IN_CHILD = True
     lock: WriteLock = _RemoteLock(lock_conn) if lock_conn is not None else FairLock()

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.client import ApiClient, ApiError
+from core.client import ApiClient, ApiError, ServerBusy
 from core.console import ApiUrlOpt, JsonFlag, TokenOpt, console, err_console, print_json
 from core.errors import InvalidInput, MasterlineError
 from inventory.formats import IntakeFormat
@@ -69,23 +69,23 @@ def scan(
     if interactive:
         console.print(f"[bold]Scanning at bench {bench}[/bold] — scan a serial or asset tag")
     scanned = 0
-    for raw in sys.stdin:
-        code = raw.strip()
-        if not code:
-            continue
-        if code.lower() in ("quit", "exit"):
-            break
-        scanned += 1
-        _scan_one(
-            client,
-            code,
-            bench=bench,
-            slot=slot,
-            damaged=damaged,
-            reason=reason,
-            printer=printer if print_label else None,
-        )
-    client.close()
+    with client:
+        for raw in sys.stdin:
+            code = raw.strip()
+            if not code:
+                continue
+            if code.lower() in ("quit", "exit"):
+                break
+            scanned += 1
+            _scan_one(
+                client,
+                code,
+                bench=bench,
+                slot=slot,
+                damaged=damaged,
+                reason=reason,
+                printer=printer if print_label else None,
+            )
     if interactive:
         console.print(f"{scanned} scan(s)")
 
@@ -112,6 +112,11 @@ def _scan_one(
         result = client.post("/scan", json=body)
         outcome, message = str(result["outcome"]), str(result["message"])
         attention = bool(result.get("attention", True))
+    except ServerBusy as e:
+        # Retried already (core.client): the loop stops rather than make every later
+        # scan wait as long; the technician sees which laptop was not recorded.
+        _result("bold red", f"✖ {code}: not recorded: {e.message}", bell=True)
+        raise typer.Exit(e.exit_code) from None
     except MasterlineError as e:
         _result("bold red", f"✖ {code}: error: {e.message}", bell=True)
         return

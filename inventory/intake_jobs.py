@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
 from core.db import Database, is_disk_full
@@ -204,6 +204,8 @@ def resume_in_background(db: Database) -> None:
     def run() -> None:
         try:
             resume_interrupted(db, wait=True)
+        except SQLAlchemyError as e:  # a database not migrated yet, or down: say so
+            log.warning("could not check for an interrupted import: %s", type(e).__name__)
         except Exception:  # a start must not fail for this; the next import retries
             log.exception("resuming an interrupted import failed")
 

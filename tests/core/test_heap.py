@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.child import keep_to_the_end, run_with_database
 from core.db import Database
+from core.heap import ONE_SHOT_GEN2_THRESHOLD
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,7 @@ before = gc.get_freeze_count()
 with TestClient(create_app(db)) as client:  # runs the start-up, as uvicorn does
     client.get("/openapi.json")
     print(json.dumps({"before": before, "frozen": gc.get_freeze_count(),
-                      "walked": len(gc.get_objects())}))
+                      "walked": len(gc.get_objects()), "threshold": gc.get_threshold()}))
 db.dispose()
 """
 
@@ -52,6 +53,9 @@ def test_a_started_api_leaves_its_start_up_objects_out_of_full_collections(
     # a full collection still walks is what was made since, a small part of it.
     assert seen["frozen"] > 100_000, seen
     assert seen["walked"] < seen["frozen"] // 4, seen
+    # A long-lived process keeps its full collections (Python's defaults): what a
+    # one-shot child may keep to its end would grow with the server's life here.
+    assert seen["threshold"] == [700, 10, 10], seen
 
 
 def _frozen_in_child(_db: Database, n: int) -> tuple[int, int]:
@@ -73,3 +77,15 @@ def test_outside_a_child_nothing_is_kept_out_of_the_collector() -> None:
     before = gc.get_freeze_count()
     keep_to_the_end()  # a long-lived process must not freeze a request's data
     assert gc.get_freeze_count() == before
+
+
+def _thresholds_in_child(_db: Database) -> tuple[int, int, int]:
+    return gc.get_threshold()
+
+
+def test_the_import_child_makes_no_automatic_full_collection(db: Database) -> None:
+    """Set before the child's work runs (its plan is built under it); the young
+    generations keep their thresholds."""
+    young, middle, full = run_with_database(db, _thresholds_in_child)
+    assert full == ONE_SHOT_GEN2_THRESHOLD
+    assert (young, middle) == (700, 10)  # Python's defaults

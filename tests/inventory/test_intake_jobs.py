@@ -3,6 +3,7 @@ when the importing process dies (a real SIGKILL-like exit, both backends)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import ssl
@@ -19,6 +20,7 @@ from sqlalchemy import update
 from sqlmodel import col, func, select
 
 from api.app import create_app
+from core.child import CHILD_INITIALIZERS
 from core.db import Database
 from core.principal import Role
 from core.timeutil import utcnow
@@ -27,7 +29,9 @@ from inventory.models import Device, DeviceEvent, IntakeJob, IntakeJobChunk
 from tests.conftest import auth
 from tests.inventory.test_intake_bulk import ship_notice
 from tests.support.factories import World, create_devices
+from tests.support.paused_import import pause_after_first_published_batch
 from tests.support.server import running_server
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # imports thousands of rows, in subprocesses
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.slow  # imports thousands of rows, in subprocesses
 # at a chosen point: after `at` rows of phase `phase` are committed.
 _CRASHING_IMPORT = """
 import os, sys
+from core.child import CHILD_INITIALIZERS
 from core.db import Database
 from core.principal import SYSTEM
 from inventory import intake_publish
@@ -132,20 +137,29 @@ def test_a_crash_while_publishing_is_finished_exactly_once(
         assert s.exec(select(func.count()).select_from(IntakeJobChunk)).one() == 0
 
 
-def test_scans_succeed_while_a_large_notice_is_written(database_url: str, world: World) -> None:
-    """A short busy timeout (1 s): the whole import under one write lock made every
-    scan meanwhile fail with 503; now a scan waits for one batch at most."""
-    db = Database(database_url, busy_timeout_ms=1000)
+def test_scans_succeed_while_a_large_notice_is_written(
+    database_url: str, world: World, tmp_path: Path
+) -> None:
+    """The import is stopped half-way (after its first published batch, in its child
+    process) until every scan has answered: scans are served between the import's
+    transactions, not after the import. The whole import under one write lock made every
+    scan meanwhile wait for the end (or fail with 503 when the busy timeout ran out);
+    here, whatever the machine's speed, a scan waits for one batch at most and the
+    import is still half-way when they have all answered."""
+    db = Database(database_url)
     serials = [f"LIVE{i:04d}" for i in range(30)]
     with db.session() as s:
         create_devices(s, delivery=world.acme_delivery, serials=serials)
     tls = ssl.create_default_context()
     answer: dict[str, object] = {}
+    pause = functools.partial(pause_after_first_published_batch, str(tmp_path))
+    CHILD_INITIALIZERS.append(pause)
+    importer: threading.Thread | None = None
     try:
-        with running_server(db) as base, httpx.Client(base_url=base, timeout=120, verify=tls) as c:
+        with running_server(db) as base, httpx.Client(base_url=base, timeout=600, verify=tls) as c:
 
             def run_import() -> None:
-                with httpx.Client(base_url=base, timeout=600, verify=tls) as own:
+                with httpx.Client(base_url=base, timeout=900, verify=tls) as own:
                     r = own.post(
                         f"/deliveries/{world.acme_delivery.id}/import",
                         content=ship_notice(6000),
@@ -158,32 +172,42 @@ def test_scans_succeed_while_a_large_notice_is_written(database_url: str, world:
 
             importer = threading.Thread(target=run_import)
             importer.start()
-            # Scan while the import job is live (staging or publishing).
-            seen_live = threading.Event()
-            give_up = 600
-            while importer.is_alive() and give_up:
-                with db.session(write=False) as s:
-                    if s.exec(select(IntakeJob)).first() is not None:
-                        seen_live.set()
-                        break
-                importer.join(timeout=0.05)
-                give_up -= 1
-            statuses = []
-            for serial in serials:
-                r = c.post(
-                    "/scan",
-                    json={"code": serial, "bench_id": world.bench.id},
-                    headers=auth(world.token(Role.TECHNICIAN)),
+            try:
+                eventually(
+                    lambda: (tmp_path / "paused").exists() or not importer.is_alive(),
+                    timeout=600,
+                    message="the import did not reach its first published batch",
                 )
-                statuses.append((r.status_code, r.text[:200]))
-            importer.join(timeout=600)
-        assert seen_live.is_set(), "the import finished before it could be observed"
+                assert (tmp_path / "paused").exists(), json.dumps(answer)[:500]
+                half_way = _live_job_progress(db)
+                statuses = []
+                for serial in serials:
+                    r = c.post(
+                        "/scan",
+                        json={"code": serial, "bench_id": world.bench.id},
+                        headers=auth(world.token(Role.TECHNICIAN)),
+                    )
+                    statuses.append((r.status_code, r.text[:200]))
+                # Still where it stopped: the scans did not wait for the import.
+                assert _live_job_progress(db) == half_way
+            finally:
+                (tmp_path / "resume").touch()
+                importer.join(timeout=900)
+        assert half_way is not None and 0 < half_way[0] < half_way[1] == 6000, half_way
         assert [s for s, _ in statuses] == [200] * len(serials), statuses
         assert answer["status"] == 200, json.dumps(answer)[:500]
         assert isinstance(answer["body"], dict) and answer["body"]["created"] == 6000
         assert _bulk_counts(db) == (6000, 6000)
     finally:
+        CHILD_INITIALIZERS.remove(pause)
         db.dispose()
+
+
+def _live_job_progress(db: Database) -> tuple[int, int] | None:
+    """(published, rows) of the live import job, if any."""
+    with db.session(write=False) as s:
+        job = s.exec(select(IntakeJob)).first()
+        return (job.published, job.rows) if job is not None else None
 
 
 def test_a_second_import_while_one_is_written_is_a_409(db: Database, world: World) -> None:

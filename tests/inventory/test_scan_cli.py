@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.db import Database
 from core.principal import Role
@@ -211,3 +212,128 @@ def test_scan_loop_survives_bytes_that_are_not_utf8() -> None:
     assert len(lines) == 2
     assert "unreadable scan" in lines[0]
     assert "cannot reach" in lines[1]
+
+
+# SQLite's write lock, held by the test: the server's scans cannot begin their write
+# transaction, and after its busy timeout (short here, so that the server says so
+# quickly) the server answers 503 with Retry-After (core.db.FairLock, DatabaseBusy).
+_BUSY_TIMEOUT_MS = 200
+
+
+def _scan_process(
+    url: str, token: str, bench: int, codes: Path, retries: int
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "MASTERLINE_API_URL": url,
+        "MASTERLINE_TOKEN": token,
+        "MASTERLINE_API_RETRIES": str(retries),
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+    }
+    with codes.open() as stdin:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import cli; cli.main()", "scan", "--bench", str(bench)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_scan_waits_while_the_database_is_busy_then_records_the_scan(
+    database_url: str, world: World, tmp_path: Path
+) -> None:
+    codes = tmp_path / "codes.txt"
+    codes.write_text("ACME0001\n")
+    busy = Database(database_url, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+    held = False
+    try:
+        with running_server(busy) as url:
+            held = busy.write_lock.acquire(timeout=10)
+            assert held
+            proc = _scan_process(
+                url, world.token(Role.TECHNICIAN), world.bench.id or 0, codes, retries=100
+            )
+            # A hang would block readline: the process is killed past a generous bound.
+            watchdog = threading.Timer(300, proc.kill)
+            watchdog.start()
+            try:
+                assert proc.stderr is not None
+                first = proc.stderr.readline()  # the CLI's first "waiting" line
+                assert "server busy" in first and "waiting 1 s, then retry 1 of 100" in first, (
+                    first + proc.stderr.read()[-2000:]
+                )
+                busy.write_lock.release()
+                held = False
+                out, err = proc.communicate(timeout=300)
+            finally:
+                watchdog.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        if held:
+            busy.write_lock.release()
+    try:
+        assert proc.returncode == 0, err
+        assert "ACME0001 received at slot 1" in out, out
+        # One line per wait, each about the busy server; nothing else, no traceback.
+        assert all(line.startswith("server busy") for line in err.splitlines()), err
+        with busy.session(write=False) as s:
+            device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
+            assert device.state == "received"
+    finally:
+        busy.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_scan_gives_up_on_a_database_that_stays_busy(
+    database_url: str, world: World, tmp_path: Path
+) -> None:
+    codes = tmp_path / "codes.txt"
+    codes.write_text("ACME0001\nACME0002\n")
+    busy = Database(database_url, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+    held = False
+    try:
+        with running_server(busy) as url:
+            held = busy.write_lock.acquire(timeout=10)
+            assert held
+            proc = _scan_process(
+                url,
+                world.token(Role.TECHNICIAN),
+                world.bench.id or 0,
+                codes,
+                retries=1,
+            )
+            try:
+                out, err = proc.communicate(timeout=300)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        if held:
+            busy.write_lock.release()
+    try:
+        assert proc.returncode == 7, (out, err)
+        waits = err.splitlines()
+        assert len(waits) == 1 and "retry 1 of 1" in waits[0], err
+        # One line for the scan that was not recorded; the loop stopped there.
+        (line,) = out.splitlines()
+        assert line.startswith(BEL) and "ACME0001: not recorded" in line, line
+        assert "still busy after 1 retries" in line
+        with busy.session(write=False) as s:
+            states = dict(
+                s.exec(
+                    select(Device.serial, Device.state).where(
+                        col(Device.serial).in_(["ACME0001", "ACME0002"])
+                    )
+                ).all()
+            )
+        assert states == {"ACME0001": "expected", "ACME0002": "expected"}
+    finally:
+        busy.dispose()

@@ -46,17 +46,14 @@ from provisioning.transports.ssh import SSHTransport
 from tests.boot.conftest import HOST_KEY, HOST_KEY_2, PE_ADDRESS, Boot, pe_client, register
 from tests.support.harness import LINUX_CONFIG, activate_config, local_store, publish_image
 from tests.support.images import make_image
+from tests.support.registered_lab import site_worker_key
 
 
 @pytest.fixture
 def worker_key(boot: Boot, tmp_path: Path) -> Path:
     """The site's worker key: its private half on the worker, its public half handed to
     every PE that registers at PAR."""
-    key = tmp_path / "worker" / "id_ed25519"
-    generate_ed25519(key, "worker@par")
-    with boot.db.session() as s:
-        sites.update_settings(s, "PAR", SiteSettingsUpdate(worker_key_path=str(key)))
-    return key
+    return site_worker_key(boot, tmp_path)
 
 
 @pytest.fixture

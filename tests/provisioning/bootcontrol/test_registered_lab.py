@@ -8,32 +8,27 @@ called."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlmodel import select
 
-from boot.registration import sites
 from boot.registration.models import BootStatus, PeBoot
-from boot.registration.schemas import SiteSettingsUpdate
 from inventory.states import DeviceState
-from lab.keys import generate_ed25519
-from lab.lab import Lab, LabLaptop
-from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent, SlotEndpoint
+from lab.lab import Lab
+from provisioning.runs.models import RunStatus, RunStepEvent, SlotEndpoint
 from provisioning.runs.states import STEP_NAMES
 from tests.boot.conftest import Boot
-from tests.boot.test_agent_e2e import AgentRun, install_agent
-from tests.support.harness import (
-    LINUX_CONFIG,
-    activate_config,
-    engine_config,
-    local_store,
-    publish_image,
-    running_engine,
+from tests.boot.test_agent_e2e import AgentRun
+from tests.support.harness import engine_config, running_engine
+from tests.support.registered_lab import (
+    device_state,
+    finished_run,
+    only_run,
+    registered_lab,
+    start_agent,
 )
-from tests.support.images import make_image
 from tests.support.server import running_server
 from tests.support.waiting import eventually
 
@@ -50,32 +45,8 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
     monkeypatch: pytest.MonkeyPatch,
     powered_on_first: bool,
 ) -> None:
-    # The PE retries every second while it waits: more than the default per-address rate.
-    monkeypatch.setenv("MASTERLINE_BOOT_RATE_PER_ADDRESS", "1000/minute")
-    with local_store(tmp_path, monkeypatch):
-        acme = boot.world.acme.id
-        assert acme is not None
-        image = make_image(tmp_path / "img", mib=4)
-        publish_image(boot.db, client_id=acme, image=image, os_family="linux")
-        activate_config(boot.db, client_id=acme, body=LINUX_CONFIG)
-        # A worker key of the site's own, which the lab's sshd knows nothing of: only the
-        # agent's authorized_keys (written from the go answer) lets the worker in.
-        worker_key = tmp_path / "worker" / "id_ed25519"
-        generate_ed25519(worker_key, "worker@par")
-        with boot.db.session() as s:
-            sites.update_settings(
-                s,
-                "PAR",
-                SiteSettingsUpdate(
-                    worker_key_path=str(worker_key), heartbeat_seconds=2, silence_seconds=120
-                ),
-            )
-        (laptop,) = lab.up_n(1, serial_prefix="ACME", disk_bytes=16 * 1024 * 1024)
-        assert laptop.serial == "ACME0001"
-        # The PE's fresh host key is where the agent reads it: the laptop's sshd's.
-        etc_ssh = laptop.pe_root / "etc" / "ssh"
-        etc_ssh.mkdir(parents=True)
-        shutil.copy(laptop.dir / "sshd" / "ssh_host_ed25519_key.pub", etc_ssh)
+    with registered_lab(boot, lab, tmp_path, monkeypatch, silence_seconds=120) as rl:
+        image, laptop = rl.image, rl.laptop
         with running_server(boot.db) as api:
             # Scanned first: its run is queued and waits for its PE (nothing booted).
             # Backoff of seconds, not tenths: configure may reach the laptop while its
@@ -88,7 +59,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                 with running_engine(boot.db, config):
                     if powered_on_first:
                         # Booted before it was scanned: its PE is told to wait.
-                        agent = _agent(tmp_path, laptop, api, boot.credential)
+                        agent = start_agent(tmp_path, laptop, api, boot.credential)
                         agent.wait_for("MASTERLINE-AGENT waiting reason=booted,-not-scanned")
                     r = httpx.post(
                         f"{api}/scan",
@@ -99,7 +70,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                     if agent is None:
                         # Scanned, nothing booted: the run waits for its PE.
                         run = eventually(
-                            lambda: (r := _run(boot)).last_error and r,
+                            lambda: (r := only_run(boot)).last_error and r,
                             timeout=DEADLINE,
                             message="the run never waited for its PE",
                         )
@@ -107,17 +78,9 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                         assert "has registered yet" in (run.last_error or "")
                         # Power on: the agent registers; its go resumes the run at once
                         # (the worker would otherwise look again in an hour).
-                        agent = _agent(tmp_path, laptop, api, boot.credential)
+                        agent = start_agent(tmp_path, laptop, api, boot.credential)
                     agent.wait_for("MASTERLINE-AGENT registered")
-                    done = eventually(
-                        lambda: (
-                            (r := _run(boot)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-                            and r
-                        ),
-                        timeout=DEADLINE,
-                        every=0.2,
-                        message=lambda: f"run still {_run(boot).status} {_run(boot).step_name}",
-                    )
+                    done = finished_run(boot, timeout=DEADLINE)
             finally:
                 if agent is not None:
                     agent.stop()
@@ -142,7 +105,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
         # Its PE registration ended with the reboot: its agent token works no more.
         assert pe.status == BootStatus.ENDED and pe.token_hash is None
         assert pe.ended_reason == "rebooted into its installed OS"
-        assert _device_state(boot) == DeviceState.READY
+        assert device_state(boot) == DeviceState.READY
         # Configured by Ansible in the installed system the PE rebooted into.
         assert lab.get(laptop.name).boot == "os"
         hostname = (laptop.os_root / "etc" / "hostname").read_text().strip()
@@ -150,30 +113,3 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
         assert agent is not None
         text = "\n".join(agent.lines)
         assert boot.credential not in text and "mla_" not in text
-
-
-def _run(boot: Boot) -> ProvisioningRun:
-    with boot.db.session(write=False) as s:
-        return s.exec(select(ProvisioningRun)).one()
-
-
-def _device_state(boot: Boot) -> DeviceState:
-    from inventory.models import Device
-
-    with boot.db.session(write=False) as s:
-        return DeviceState(s.exec(select(Device).where(Device.serial == "ACME0001")).one().state)
-
-
-def _agent(tmp: Path, laptop: LabLaptop, api: str, credential: str) -> AgentRun:
-    """The real agent on the laptop's fake root, as the PE runs it (``--cmdline``: the
-    kernel command line the iPXE script gives, with the lab sshd's port)."""
-    cmdline = tmp / "cmdline"
-    cmdline.write_text(
-        "BOOT_IMAGE=/vmlinuz ip=dhcp "
-        f"masterline.api={api} masterline.enroll={credential} masterline.bench=B1 "
-        f"masterline.site=PAR masterline.ssh_port={laptop.ssh_port}\n"
-    )
-    bin_dir = tmp / "agent-bin"  # no disk tools: the inventory reports them unknown
-    bin_dir.mkdir()
-    cwd = install_agent(tmp / "opt" / "masterline")
-    return AgentRun(cwd, laptop.pe_root, bin_dir, "--cmdline", str(cmdline))
