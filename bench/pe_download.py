@@ -38,6 +38,7 @@ from boot.netboot import service
 from boot.pe import repository
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
+from tests.support.processes import running
 from wiring import wire
 
 NGINX = Path("/usr/sbin/nginx")
@@ -67,30 +68,11 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-
-@contextmanager
 def masterline_api(work: Path, db_url: str) -> Iterator[tuple[str, list[int]]]:
     """The API (uvicorn, one process) on 127.0.0.1; the base URL and its PID."""
     port = free_port()
     argv = [sys.executable, "-m", "tests.support.serve", db_url, str(port)]
-    with _process(argv, work / "api.log") as proc:
+    with running(argv, work / "api.log") as proc:
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/openapi.json", proc, work / "api.log")
         yield base, [proc.pid]
@@ -122,7 +104,7 @@ http {{
 }}
 """
     )
-    with _process([str(NGINX), "-c", str(conf), "-e", str(work / "nginx-error.log")],
+    with running([str(NGINX), "-c", str(conf), "-e", str(work / "nginx-error.log")],
                   work / "nginx.log") as proc:  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/{repository.KERNEL}", proc, work / "nginx.log")
