@@ -238,15 +238,12 @@ def serve(
     # Live pages (server-sent events) stay open; a shutdown waits this long for them.
     graceful = 3
 
-    from api.app import SERVER_LOOP
-
     if workers > 1:
         uvicorn.run(
             "api.main:app",
             host=host,
             port=port,
             workers=workers,
-            loop=SERVER_LOOP,
             log_config=None,
             timeout_graceful_shutdown=graceful,
         )
@@ -257,7 +254,6 @@ def serve(
             create_app(),
             host=host,
             port=port,
-            loop=SERVER_LOOP,
             log_config=None,
             timeout_graceful_shutdown=graceful,
         )
@@ -272,7 +268,7 @@ def up(
 
     import uvicorn
 
-    from api.app import SERVER_LOOP, create_app
+    from api.app import create_app
     from core.db import get_database
     from provisioning.pipeline.engine import JobEngine
     from provisioning.pipeline.worker import config_from_env, start_companions
@@ -284,7 +280,7 @@ def up(
     thread.start()
     start_companions(db, stop)
     try:
-        uvicorn.run(create_app(db), host=host, port=port, loop=SERVER_LOOP, log_level="warning")
+        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
     finally:
         stop.set()
         thread.join(timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,15 +25,6 @@ from core.logs import RequestIdMiddleware
 log = logging.getLogger("masterline.api")
 
 PROBLEM = "application/problem+json"
-
-SERVER_LOOP = "asyncio" if sys.platform == "win32" else "uvloop"
-"""The event loop every server of the app runs on: ``uvicorn.run(..., loop=SERVER_LOOP)``
-(``uvicorn api.main:app --loop uvloop`` from a shell). Named, not left to uvicorn's
-"auto", so that a missing uvloop fails the start instead of slowing it down: uvloop
-(libuv) writes to sockets with less CPU than asyncio's selector loop, and took the PE's
-download to 200 boots at once from 0.84x nginx's throughput to 1.15x in the same run
-(docs/benchmarks.md). uvloop has no Windows build: a client machine installing the CLI
-there gets asyncio."""
 
 DESCRIPTION = """
 Masterline tracks laptops from a vendor's ship notice to a teleworker's door.

@@ -60,7 +60,7 @@ def _ok(r: httpx.Response) -> Any:
 def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
     import uvicorn
 
-    from api.app import SERVER_LOOP, create_app
+    from api.app import create_app
     from demo import end as demo_end
     from demo.seed import DEMO_CLIENT, seed
     from lab.faults import Fault
@@ -100,9 +100,7 @@ def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
                 serial_prefix=f"W{stamp}",
             )
         server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(db), host=host, port=port, loop=SERVER_LOOP, log_level="warning"
-            )
+            uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
         )
         api = threading.Thread(target=server.run, name="api", daemon=True)
         api.start()

@@ -60,7 +60,7 @@ def seed() -> str:
 def run_api_only(*, host: str, port: int) -> None:
     import uvicorn
 
-    from api.app import SERVER_LOOP, create_app
+    from api.app import create_app
 
     token = seed()
     base = f"http://{host}:{port}"
@@ -68,4 +68,4 @@ def run_api_only(*, host: str, port: int) -> None:
     console.print(f"  OpenAPI docs: {base}/docs")
     console.print(f"  admin token:  {token}")
     console.print(f"  try: MASTERLINE_TOKEN={token} .venv/bin/masterline devices list")
-    uvicorn.run(create_app(), host=host, port=port, loop=SERVER_LOOP, log_level="warning")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")

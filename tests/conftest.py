@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.app import SERVER_LOOP, create_app
+from api.app import create_app
 from core.db import Database
 from core.migrate import upgrade
 from core.registry import load_all_models
@@ -173,16 +173,9 @@ def seeded_desk(db: Database, world: World, request: pytest.FixtureRequest) -> D
     return seeded if seeded is not None else build_desk(db, world)
 
 
-ON_SERVER_LOOP = {"use_uvloop": SERVER_LOOP == "uvloop"}
-"""``TestClient(..., backend_options=ON_SERVER_LOOP)``: the app on the loop its servers
-run on (``api.app.SERVER_LOOP``)."""
-
-
 @pytest.fixture
 def app_client(db: Database) -> Iterator[TestClient]:
-    with TestClient(
-        create_app(db), raise_server_exceptions=False, backend_options=ON_SERVER_LOOP
-    ) as client:
+    with TestClient(create_app(db), raise_server_exceptions=False) as client:
         yield client
 
 

@@ -23,7 +23,7 @@ from core.settings import get_settings
 from inventory import service as inventory
 from inventory.models import Bench
 from inventory.schemas import BenchCreate, SiteCreate
-from tests.conftest import ON_SERVER_LOOP, auth
+from tests.conftest import auth
 from tests.support.factories import World
 
 WORKER_KEY = (
@@ -120,9 +120,7 @@ def pe_client(db: Database, address: str = PE_ADDRESS, **rates: str) -> TestClie
         **rates,
     }
     app.state.boot_rate_limits = BootRateLimits(**limits)
-    return TestClient(
-        app, raise_server_exceptions=False, client=(address, 50000), backend_options=ON_SERVER_LOOP
-    )
+    return TestClient(app, raise_server_exceptions=False, client=(address, 50000))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from api.app import SERVER_LOOP, create_app
+from api.app import create_app
 from core.db import Database
 
 
@@ -43,9 +43,7 @@ def main(argv: list[str]) -> None:
     # A VM test runs this inside its network namespace, on the bench bridge's address
     # (reachable from nowhere else); everything else stays on 127.0.0.1.
     host = os.environ.get("MASTERLINE_TEST_SERVE_HOST", "127.0.0.1")
-    uvicorn.run(
-        create_app(Database(url)), host=host, port=port, loop=SERVER_LOOP, log_level="warning"
-    )
+    uvicorn.run(create_app(Database(url)), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from api.app import SERVER_LOOP, create_app
+from api.app import create_app
 from core.db import Database
 from tests.support.postgres import free_port
 from tests.support.processes import stop
@@ -33,7 +33,6 @@ def running_server(db: Database, *, wrap: Callable[[Any], Any] | None = None) ->
         wrap(create_app(db)) if wrap else create_app(db),
         host="127.0.0.1",
         port=port,
-        loop=SERVER_LOOP,
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
