@@ -28,7 +28,9 @@ CHUNK = 256 << 10
 """Bytes per ASGI body message: large enough that per-message overhead vanishes, small
 enough that a socket usually takes it whole (what it does not take is copied into the
 transport's buffer: 1 MiB slices measured 0.64x nginx, 4 MiB 0.87x, 256 KiB 1.09x on
-50 clients) and that a slow client holds little memory."""
+50 clients) and that a slow client holds little memory. Measured again by server CPU per
+GiB with 200 clients: 64 KiB and 1 MiB cost no less than 256 KiB, and 1 MiB peaked 50 MiB
+higher (docs/benchmarks.md)."""
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
