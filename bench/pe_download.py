@@ -11,8 +11,10 @@ at once, every one a new HTTP/1.1 connection, like N firmware iPXEs); each trans
 status and byte count are checked, so a short or failed download fails the benchmark
 instead of flattering it. Reported per server: the median wall time of the rounds, the
 aggregate throughput (bytes delivered / wall time), and the server's peak resident memory
-while serving (``VmHWM``, reset before each round through ``/proc/PID/clear_refs``).
-The ratio is Masterline's throughput over nginx's (target >= 0.9).
+while serving (``VmHWM``, reset before each round through ``/proc/PID/clear_refs``), and
+its CPU seconds per GiB served (user + system from ``/proc/PID/stat``: the serving path's
+cost, which a loaded machine disturbs far less than the wall time). The ratio is
+Masterline's throughput over nginx's (target >= 0.9).
 
 Everything listens on 127.0.0.1: the network is loopback, so this measures the serving
 path's CPU cost (a bench network's 1 Gbit/s link would hide it). The client shares the
@@ -22,6 +24,7 @@ machine's cores with the server under test, the same for both servers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -38,6 +41,7 @@ from boot.netboot import service
 from boot.pe import repository
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
+from tests.support.processes import running
 from wiring import wire
 
 NGINX = Path("/usr/sbin/nginx")
@@ -50,6 +54,9 @@ class Round:
     seconds: float
     bytes: int
     peak_rss: int
+    cpu: float
+    """The server's CPU seconds (user + system, all its processes) during the round: what
+    the serving path costs, much less sensitive to the machine's load than wall time."""
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -67,32 +74,14 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-
-@contextmanager
 def masterline_api(work: Path, db_url: str) -> Iterator[tuple[str, list[int]]]:
     """The API (uvicorn, one process) on 127.0.0.1; the base URL and its PID."""
     port = free_port()
     argv = [sys.executable, "-m", "tests.support.serve", db_url, str(port)]
-    with _process(argv, work / "api.log") as proc:
+    log = work / "api.log"
+    with running(argv, log) as proc:
         base = f"http://127.0.0.1:{port}"
-        _wait_http(base + "/openapi.json", proc, work / "api.log")
+        _wait_http(base + "/openapi.json", proc, log)
         yield base, [proc.pid]
 
 
@@ -122,7 +111,7 @@ http {{
 }}
 """
     )
-    with _process([str(NGINX), "-c", str(conf), "-e", str(work / "nginx-error.log")],
+    with running([str(NGINX), "-c", str(conf), "-e", str(work / "nginx-error.log")],
                   work / "nginx.log") as proc:  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/{repository.KERNEL}", proc, work / "nginx.log")
@@ -146,11 +135,20 @@ def _peak_rss(pids: list[int]) -> int:
     return total
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def download(urls: list[tuple[str, int]], clients: int, pids: list[int], work: Path) -> Round:
     """Every URL once, ``clients`` at a time; checks each status and byte count."""
     config = work / "curl.conf"
     config.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u, _ in urls))
     _clear_peak(pids)
+    cpu = _cpu_seconds(pids)
     start = time.monotonic()
     done = subprocess.run(
         ["curl", "--silent", "--show-error", "--parallel", "--parallel-immediate",
@@ -160,6 +158,7 @@ def download(urls: list[tuple[str, int]], clients: int, pids: list[int], work: P
     )  # fmt: skip
     seconds = time.monotonic() - start
     peak = _peak_rss(pids)
+    cpu = _cpu_seconds(pids) - cpu
     if done.returncode != 0:
         raise SystemExit(f"curl failed ({done.returncode}): {done.stderr[-2000:]}")
     want = dict(urls)
@@ -172,7 +171,7 @@ def download(urls: list[tuple[str, int]], clients: int, pids: list[int], work: P
         if code != "200" or int(size) != want[url]:
             raise SystemExit(f"bad transfer: {line} (want 200 and {want[url]} bytes)")
         total += int(size)
-    return Round(seconds, total, peak)
+    return Round(seconds, total, peak, cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,28 +194,28 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {name: (root / name).stat().st_size for name in FILES}
         with db.session(write=False) as s:
             link = service.bench_boot(s, service.bench_by_code(s, "BEN", "B1")).link
+        print(f"load average before the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"PE {version}: kernel {sizes[repository.KERNEL] / 2**20:.1f} MiB + initramfs "
               f"{sizes[repository.INITRD] / 2**20:.1f} MiB per boot; {args.clients} boots "
               f"at once, {args.rounds} rounds per server (alternating), loopback")  # fmt: skip
 
-        results: dict[str, list[Round]] = {"nginx": [], "masterline": []}
+        servers: dict[str, tuple[list[tuple[str, int]], list[int]]] = {}
         with (
             nginx(work, root) as (n_base, n_pids),
-            masterline_api(work, db.url) as (
-                m_base,
-                m_pids,
-            ),
+            masterline_api(work, db.url) as (m_base, m_pids),
         ):
-            n_urls = [(f"{n_base}/{name}", sizes[name]) for name in FILES]
-            m_urls = [(f"{m_base}/boot/ipxe/{link}/pe/{version}/{name}", sizes[name])
-                      for name in FILES]  # fmt: skip
-            # Warm both (page cache, first-request imports) before measuring.
-            download(n_urls, 1, n_pids, work)
-            download(m_urls, 1, m_pids, work)
-            idle = {"nginx": _peak_rss(n_pids), "masterline": _peak_rss(m_pids)}
+            servers["nginx"] = ([(f"{n_base}/{name}", sizes[name]) for name in FILES], n_pids)
+            servers["masterline"] = (
+                [(f"{m_base}/boot/ipxe/{link}/pe/{version}/{n}", sizes[n]) for n in FILES],
+                m_pids,
+            )
+            # Warm every server (page cache, first-request imports) before measuring.
+            for urls, pids in servers.values():
+                download(urls, 1, pids, work)
+            idle = {name: _peak_rss(pids) for name, (_, pids) in servers.items()}
+            results: dict[str, list[Round]] = {name: [] for name in servers}
             for _ in range(args.rounds):
-                for name, urls, pids in (("nginx", n_urls, n_pids),
-                                         ("masterline", m_urls, m_pids)):  # fmt: skip
+                for name, (urls, pids) in servers.items():
                     # Each boot fetches the kernel, then the initramfs.
                     boots = [u for _ in range(args.clients) for u in urls]
                     results[name].append(download(boots, args.clients, pids, work))
@@ -225,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             seconds = statistics.median(r.seconds for r in rounds)
             rate = rounds[0].bytes / seconds
             medians[name] = rate
+            cpu = statistics.median(r.cpu / (r.bytes / 2**30) for r in rounds)
             print(f"{name:>10}: {seconds:6.2f} s median of "
                   f"{', '.join(f'{r.seconds:.2f}' for r in rounds)} s; "
-                  f"{rate / 2**20:7.1f} MiB/s aggregate; peak RSS while serving "
-                  f"{max(r.peak_rss for r in rounds) / 2**20:.0f} MiB "
+                  f"{rate / 2**20:7.1f} MiB/s aggregate; server CPU {cpu:.2f} s per GiB; "
+                  f"peak RSS while serving {max(r.peak_rss for r in rounds) / 2**20:.0f} MiB "
                   f"(idle {idle[name] / 2**20:.0f} MiB)")  # fmt: skip
         ratio = medians["masterline"] / medians["nginx"]
         print(f"throughput ratio masterline / nginx: {ratio:.2f}x (target >= 0.9x)")
+        print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

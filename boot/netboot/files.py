@@ -28,7 +28,9 @@ CHUNK = 256 << 10
 """Bytes per ASGI body message: large enough that per-message overhead vanishes, small
 enough that a socket usually takes it whole (what it does not take is copied into the
 transport's buffer: 1 MiB slices measured 0.64x nginx, 4 MiB 0.87x, 256 KiB 1.09x on
-50 clients) and that a slow client holds little memory."""
+50 clients) and that a slow client holds little memory. Measured again by server CPU per
+GiB with 200 clients: 64 KiB and 1 MiB cost no less than 256 KiB, and 1 MiB peaked 50 MiB
+higher (docs/benchmarks.md)."""
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -74,15 +76,26 @@ def mapped(path: Path) -> _Mapped:
 
 
 class MappedFileResponse(Response):
-    """An immutable file sent from its memory map (module docstring says why)."""
+    """A file sent from its memory map (module docstring says why).
 
-    def __init__(self, path: Path, *, media_type: str = "application/octet-stream") -> None:
+    ``immutable``: the file never changes under its URL (a PE version), so a cache in
+    between may keep it; otherwise (Debian's ``ipxe.efi``, replaced by a package upgrade:
+    a new file, so a response still sending keeps the old map) no cache header.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        media_type: str = "application/octet-stream",
+        immutable: bool = True,
+    ) -> None:
         self.file = mapped(path)
         super().__init__(content=None, media_type=media_type)
         self.headers["accept-ranges"] = "bytes"
         self.headers["last-modified"] = formatdate(self.file.mtime, usegmt=True)
-        # Immutable per version: a cache in between may keep it.
-        self.headers["cache-control"] = "public, max-age=86400, immutable"
+        if immutable:
+            self.headers["cache-control"] = "public, max-age=86400, immutable"
 
     def _range(self, scope: Scope) -> tuple[int, int] | bool | None:
         """(first, last) of a satisfiable single range, None for the whole file, False

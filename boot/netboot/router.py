@@ -8,7 +8,7 @@ import ipaddress
 from typing import Annotated
 
 from fastapi import Path, Request
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from api.deps import SessionDep, new_router
 from boot.netboot import service
@@ -61,14 +61,15 @@ def pe_file(
 
 
 @router.api_route("/{link}/ipxe.efi", methods=["GET", "HEAD"], include_in_schema=False)
-def ipxe_efi(link: Link, request: Request, session: SessionDep) -> FileResponse:
+def ipxe_efi(link: Link, request: Request, session: SessionDep) -> MappedFileResponse:
     """Debian's iPXE for UEFI HTTP boot (the firmware fetches it from the DHCP answer's
     URL; iPXE then asks DHCP again and is given the bench's script). HEAD too: OVMF's
     HTTP boot asks for the file's size first and gives up on a 405
-    (tests/boot/netboot/test_vm_uefi.py)."""
+    (tests/boot/netboot/test_vm_uefi.py). From a memory map like the PE's files: every
+    laptop of a wave fetches it at once."""
     _from_bench_network(request)
     service.check_link(session, link)
     path = get_netboot_settings().ipxe_dir / "ipxe.efi"
     if not path.is_file():
         raise BadNetbootLink()
-    return FileResponse(path, media_type="application/efi")
+    return MappedFileResponse(path, media_type="application/efi", immutable=False)

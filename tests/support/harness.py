@@ -35,6 +35,7 @@ from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 from provisioning.runs.schemas import EndpointCreate
 from tests.support.factories import World
 from tests.support.images import GeneratedImage, MiB
+from tests.support.processes import stop
 from tests.support.waiting import eventually
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ABORTED}
@@ -221,13 +222,7 @@ def worker_process(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         log.close()
 
 

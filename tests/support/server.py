@@ -18,6 +18,7 @@ import uvicorn
 from api.app import create_app
 from core.db import Database
 from tests.support.postgres import free_port
+from tests.support.processes import stop
 from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,10 +88,4 @@ def server_process(
         eventually(started, timeout=180, message="test server did not start")
         yield base, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
+        stop(proc, grace=20)

@@ -73,6 +73,11 @@ def test_the_script_chains_to_the_pe_with_the_api_bench_and_credential(
     assert client.get(f"/boot/ipxe/{link}/pe/{VERSION}/..%2fcurrent").status_code == 404
     efi = client.get(f"/boot/ipxe/{link}/ipxe.efi")
     assert efi.status_code == 200 and efi.content[:2] == b"MZ"  # a PE/COFF executable
+    assert efi.content == (get_netboot_settings().ipxe_dir / "ipxe.efi").read_bytes()
+    # Debian's file, replaced by a package upgrade: no cache may keep it as immutable.
+    assert "cache-control" not in efi.headers
+    resumed = client.get(f"/boot/ipxe/{link}/ipxe.efi", headers={"Range": "bytes=1-2"})
+    assert resumed.status_code == 206 and resumed.content == efi.content[1:3]
 
 
 def test_forged_stale_and_foreign_links_get_one_404(
