@@ -132,12 +132,24 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
         for i in range(0, len(done), 1000):
             chunk = done[i : i + 1000]
             s.execute(update(Device).where(Device.id.in_(chunk)).values(state="ready"))  # type: ignore[union-attr]
+            # What the lifecycle writes with each event: the laptop's client and
+            # delivery (these laptops have no bench, so no site).
+            owners = s.execute(
+                select(Device.id, Device.client_id, Device.delivery_id)
+                .where(
+                    Device.id.in_(chunk)  # type: ignore[union-attr]
+                )
+                .order_by(Device.id)
+            ).all()
             events = []
-            for device_id in chunk:
+            for device_id, client_id, delivery_id in owners:
                 for state in ("received", "ready"):
                     events.append(
                         {
                             "device_id": device_id,
+                            "client_id": client_id,
+                            "delivery_id": delivery_id,
+                            "site_id": None,
                             "from_state": None,
                             "to_state": state,
                             "event": "bench",
