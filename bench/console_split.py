@@ -10,6 +10,9 @@ world (100,000 laptops, 2,500 in flight, a stored forecast), on SQLite and Postg
   index, no join), switched back and forth ``--rounds`` times on the same database
   (index dropped and built, statistics refreshed after each switch). Per filter: the
   median of ``--calls`` calls of ``wave_overview`` and of the chart's query alone.
+- **lists**: the computed dashboard in process with the forecast panel listing the
+  viewer's deliveries itself (before) or taking the list the filter menu read (after),
+  alternated; its median time and its SQL statements per request.
 - **parts** (after): the median of ``--calls`` calls of each read the dashboard makes
   (``wave_overview``'s five queries, the forecast panel, the page's lists of clients,
   deliveries and sites) and of the whole page in process (``TestClient``, figures
@@ -254,6 +257,62 @@ def parts(
         print(f"| {name} | {part} | {ms:.1f} |")
 
 
+def page_lists(
+    db: Database, filters: dict[str, WaveFilter], token: str, args: argparse.Namespace
+) -> None:
+    """The computed dashboard in process with the forecast panel listing the deliveries
+    itself (before) or taking the filter menu's list (after), alternated ``--rounds``
+    times: the page's median time and its SQL statements per request."""
+    from api.app import create_app
+
+    given = forecast_panel.panel
+
+    def own_list(session: Session, viewer: Viewer, wanted: WaveFilter, **_: Any) -> Any:
+        return given(session, viewer, wanted)
+
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    app = create_app(db)
+    app.state.figures_cache = TtlCache(ttl=0)
+    results: dict[tuple[str, str], list[float]] = {}
+    queries: dict[tuple[str, str], int] = {}
+    with TestClient(app) as client:
+        _sign_in(client, token)
+        for _ in range(args.rounds):
+            for variant in ("before", "after"):
+                forecast_panel.panel = own_list if variant == "before" else given  # type: ignore[assignment]
+                for name, w in filters.items():
+                    url = "/console/waves"
+                    if w.client_id:
+                        url += "?client=ACME"
+                    elif w.delivery_id:
+                        url += f"?delivery={w.delivery_id}"
+
+                    def page(url: str = url) -> object:
+                        return client.get(url)
+
+                    results.setdefault((name, variant), []).append(_median_ms(page, args.calls))
+                    event.listen(db.engine, "before_cursor_execute", count)
+                    statements = 0
+                    page()
+                    event.remove(db.engine, "before_cursor_execute", count)
+                    queries[(name, variant)] = statements
+    forecast_panel.panel = given  # type: ignore[assignment]
+    print("\n| filter | computed page before → after | SQL statements per page |")
+    print("|---|---|---|")
+    for name in filters:
+        b = statistics.median(results[(name, "before")])
+        a = statistics.median(results[(name, "after")])
+        print(
+            f"| {name} | {b:.1f} → {a:.1f} ms ({a / b:.2f}x) | "
+            f"{queries[(name, 'before')]} → {queries[(name, 'after')]} |"
+        )
+
+
 def run_backend(backend: str, args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"masterline-bench-split-{backend}-"))
     try:
@@ -273,6 +332,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> None:
             if "parts" in args.what:
                 _switch(db, "after")
                 parts(db, filters, seeded.admin, args)
+            if "lists" in args.what:
+                _switch(db, "after")
+                page_lists(db, filters, seeded.admin, args)
             print(f"[{backend}] load average {os.getloadavg()} after", flush=True)
             db.dispose()
     finally:
@@ -291,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready", type=int, default=5_000)
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--what", default="split,parts", help="split, parts, or both")
+    parser.add_argument(
+        "--what", default="split,parts,lists", help="any of split, parts, lists (comma-separated)"
+    )
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
