@@ -133,12 +133,22 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
         for i in range(0, len(done), 1000):
             chunk = done[i : i + 1000]
             s.execute(update(Device).where(col(Device.id).in_(chunk)).values(state="ready"))
+            # What the lifecycle writes with each event: the laptop's client and
+            # delivery (these laptops have no bench, so no site).
+            owners = s.execute(
+                select(Device.id, Device.client_id, Device.delivery_id)
+                .where(col(Device.id).in_(chunk))
+                .order_by(Device.id)
+            ).all()
             events: list[dict[str, Any]] = []
-            for device_id in chunk:
+            for device_id, client_id, delivery_id in owners:
                 for state in ("received", "ready"):
                     events.append(
                         {
                             "device_id": device_id,
+                            "client_id": client_id,
+                            "delivery_id": delivery_id,
+                            "site_id": None,
                             "from_state": None,
                             "to_state": state,
                             "event": "bench",

@@ -5,11 +5,15 @@ the move against ``inventory.states.TRANSITIONS``, sets state and target, and ap
 ``DeviceEvent`` in the caller's transaction. Nothing else assigns ``Device.state``; a test
 greps the tree to keep it so. Callers lock the device row first (see
 ``inventory.repository.get_device_for_update``) so concurrent moves serialise.
+
+Each event carries the laptop's client, delivery and site as they are when it is
+written (the console's chart filters the events by them without joining the laptops):
+a caller that changes them (attach, scan-in) does so before the move it records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +22,7 @@ from sqlmodel import Session
 
 from core.timeutil import utcnow
 from inventory.errors import InvalidTransition
-from inventory.models import Device, DeviceEvent
+from inventory.models import Bench, Device, DeviceEvent
 from inventory.states import TARGET_OF, DeviceState, Event, next_state
 
 
@@ -46,6 +50,7 @@ def apply(
     _set_state(device, dst, at)
     row = DeviceEvent(
         device_id=device.id,
+        **_scope(device, _sites(session, [device.bench_id])),
         from_state=current.value,
         to_state=dst.value,
         event=event.value,
@@ -85,9 +90,11 @@ def create(
         _set_state(device, dst, at)
     session.add_all(devices)
     session.flush()
+    sites = _sites(session, {d.bench_id for d in devices})
     rows = [
         DeviceEvent(
             device_id=_id(d),
+            **_scope(d, sites),
             from_state=None,
             to_state=dst.value,
             event=event.value,
@@ -144,11 +151,15 @@ def create_many(
             insert(devices).returning(devices.c.id, sort_by_parameter_order=True), values
         ).scalars()
     ]
+    sites = _sites(session, {row.get("bench_id") for row in rows})
     conn.execute(
         insert(DeviceEvent.__table__),  # type: ignore[attr-defined]
         [
             {
                 "device_id": device_id,
+                "client_id": row.get("client_id"),
+                "delivery_id": row.get("delivery_id"),
+                "site_id": sites.get(row.get("bench_id")),
                 "from_state": None,
                 "to_state": dst.value,
                 "event": event.value,
@@ -157,10 +168,30 @@ def create_many(
                 "reason": reason,
                 "details": details or {},
             }
-            for device_id in ids
+            for device_id, row in zip(ids, rows, strict=True)
         ],
     )
     return ids
+
+
+def _sites(session: Session, bench_ids: Collection[int | None]) -> dict[int | None, int]:
+    """The site of each bench (a bench never changes site): no query when the caller
+    holds the bench already (scan-in locks it), one primary-key read otherwise. A batch
+    of new laptops has at most a bench or two."""
+    sites: dict[int | None, int] = {}
+    for bench_id in {b for b in bench_ids if b is not None}:
+        bench = session.get(Bench, bench_id)
+        if bench is not None:
+            sites[bench_id] = bench.site_id
+    return sites
+
+
+def _scope(device: Device, sites: dict[int | None, int]) -> dict[str, int | None]:
+    return {
+        "client_id": device.client_id,
+        "delivery_id": device.delivery_id,
+        "site_id": sites.get(device.bench_id),
+    }
 
 
 def _id(device: Device) -> int:

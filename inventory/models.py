@@ -147,13 +147,29 @@ class DeviceEvent(SQLModel, table=True):
 
     __tablename__ = "device_event"
     __table_args__ = (
-        # Laptops that reached a state per hour (the console's throughput chart) without
-        # reading the whole history, nor the event rows when the chart is filtered by
-        # the laptops' client, delivery or site: device_id is in the index (console_0002).
-        Index("ix_device_event_to_state_at_device", "to_state", "at", "device_id"),
+        # Laptops that reached a state per hour (the console's throughput chart) from
+        # this index alone, whatever the chart's filter: the client, delivery and site
+        # are in it, so a filtered chart joins no laptop (console_0003).
+        Index(
+            "ix_device_event_to_state_at_scope",
+            "to_state",
+            "at",
+            "client_id",
+            "delivery_id",
+            "site_id",
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(foreign_key="device.id", index=True, ondelete="RESTRICT")
+    # The laptop's client, delivery and site (its bench's) when the event happened,
+    # copied by ``inventory.lifecycle`` so the chart filters the events themselves. No
+    # foreign keys: they are copies, checked through ``device_id``'s row when written,
+    # and adding them needs no rebuild of this table on SQLite. NULL until the laptop
+    # had one (an UNEXPECTED laptop's events before it was attached to a delivery; an
+    # EXPECTED laptop's before it was scanned in at a bench). See docs/console.md.
+    client_id: int | None = None
+    delivery_id: int | None = None
+    site_id: int | None = None
     from_state: str | None = Field(default=None, max_length=STATE_COLUMN_LENGTH)
     to_state: str = Field(max_length=STATE_COLUMN_LENGTH)
     event: str = Field(max_length=24)

@@ -8,6 +8,7 @@ true); only the what-if question simulates, on demand, through ``forecast.servic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from core.errors import InvalidInput
 from forecast import service as forecast
 from forecast.schemas import Dates, ScopeForecast, WhatIf
 from inventory import service as inventory
+from inventory.models import Delivery
 from provisioning.runs.overview import WaveFilter
 
 router = page_router()
@@ -79,8 +81,18 @@ class Panel:
     made_at: datetime | None = None
 
 
-def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
-    """The latest forecast for the dashboard's filter, as the viewer may see it."""
+def panel(
+    session: Session,
+    viewer: Viewer,
+    wanted: WaveFilter,
+    *,
+    deliveries: Sequence[Delivery] | None = None,
+) -> Panel:
+    """The latest forecast for the dashboard's filter, as the viewer may see it.
+
+    ``deliveries``: the viewer's deliveries as ``inventory.list_deliveries`` gives them
+    (up to 500) when the caller has them already (the dashboard's filter menu), so a
+    computed dashboard lists them once; read here otherwise."""
     principal = viewer.principal
     rows = {(r.scope, r.scope_id): r for r in forecast.snapshots(session, principal)}
     if wanted.delivery_id is not None:
@@ -99,18 +111,16 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
     bottleneck = main.bottleneck if main else None
     if bottleneck is None and ("wave", 0) in rows and key[0] != "site":
         bottleneck = rows[("wave", 0)].figures.get("bottleneck")
-    visible = {
-        d.id: d
-        for d in inventory.list_deliveries(session, principal, cursor=None, limit=500)
-        if d.id is not None
-    }
-    deliveries = {
+    if deliveries is None:
+        deliveries = inventory.list_deliveries(session, principal, cursor=None, limit=500)
+    visible = {d.id: d for d in deliveries if d.id is not None}
+    chosen = {
         i: d
         for i, d in visible.items()
         if (wanted.delivery_id is None or i == wanted.delivery_id)
         and (wanted.client_id is None or d.client_id == wanted.client_id)
     }
-    shown = [i for i in deliveries if ("delivery", i) in rows]
+    shown = [i for i in chosen if ("delivery", i) in rows]
     committed = forecast.commitments(session, principal, shown)
 
     # At risk first, then committed, then the latest "all dispatched" (ISO times in UTC
@@ -130,7 +140,7 @@ def panel(session: Session, viewer: Viewer, wanted: WaveFilter) -> Panel:
         lines.append(
             DeliveryLine(
                 delivery_id=delivery_id,
-                order_reference=deliveries[delivery_id].order_reference,
+                order_reference=chosen[delivery_id].order_reference,
                 forecast=ScopeForecast.of(rows[("delivery", delivery_id)]),
                 committed=setting.committed_date if setting else None,
                 at_risk=bool(setting and setting.at_risk_since),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Query, Request
@@ -19,6 +20,7 @@ from console.pages import forecast as forecast_panel
 from console.pages._kit import EVERYONE, hub_of, page, page_router
 from forecast import service as forecast_service
 from inventory import service as inventory
+from inventory.models import Delivery
 from provisioning.runs import overview
 from provisioning.runs.overview import WaveFilter
 
@@ -67,7 +69,11 @@ def _query(chosen: dict[str, Any]) -> str:
 
 
 def _figures(
-    request: Request, session: Session, viewer: Viewer, wanted: WaveFilter
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    wanted: WaveFilter,
+    deliveries: Sequence[Delivery] | None = None,
 ) -> dict[str, Any]:
     """The filter's figures, kept a second or two for everyone with the same scope
     (``console/cache.py``): never another scope's, and never older than the data: the
@@ -79,10 +85,15 @@ def _figures(
         overview.change_marks(session),
         forecast_service.version(session),
     )
-    return cache.get(key, lambda: _compute(session, viewer, wanted))
+    return cache.get(key, lambda: _compute(session, viewer, wanted, deliveries))
 
 
-def _compute(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, Any]:
+def _compute(
+    session: Session,
+    viewer: Viewer,
+    wanted: WaveFilter,
+    deliveries: Sequence[Delivery] | None,
+) -> dict[str, Any]:
     view = overview.wave_overview(session, viewer.principal, wanted)
     token = i18n.use(viewer.language)
     try:
@@ -100,7 +111,7 @@ def _compute(session: Session, viewer: Viewer, wanted: WaveFilter) -> dict[str, 
         "view": view,
         "chart": chart,
         "state_order": STATE_ORDER,
-        "forecast": forecast_panel.panel(session, viewer, wanted),
+        "forecast": forecast_panel.panel(session, viewer, wanted, deliveries=deliveries),
         "constraints": forecast_panel.CONSTRAINTS,
         "evidence_labels": forecast_panel.EVIDENCE,
     }
@@ -117,6 +128,9 @@ def dashboard(
 ) -> HTMLResponse:
     wanted, chosen = _filter(session, viewer, client, delivery, site)
     staff = not viewer.principal.role.client_bound
+    # The filter menu's deliveries, which the forecast panel reads too (a computed
+    # dashboard listed them twice).
+    deliveries = inventory.list_deliveries(session, viewer.principal, cursor=None, limit=500)
     return page(
         request,
         "waves/dashboard.html",
@@ -124,9 +138,9 @@ def dashboard(
         chosen=chosen,
         query=_query(chosen),
         clients=inventory.list_clients(session, viewer.principal),
-        deliveries=inventory.list_deliveries(session, viewer.principal, cursor=None, limit=500),
+        deliveries=deliveries,
         sites=inventory.list_sites(session) if staff else [],
-        **_figures(request, session, viewer, wanted),
+        **_figures(request, session, viewer, wanted, deliveries),
     )
 
 

@@ -296,7 +296,9 @@ def arrivals_per_hour(
 ) -> Sequence[tuple[str, int, int]]:
     """(state reached, hours after ``since``, how many) of the moves into ``to_states``:
     counted by the database, hour by hour (a day of a busy wave is tens of thousands of
-    events; the chart needs 48 numbers)."""
+    events; the chart needs 48 numbers). The filters read the client, delivery and site
+    each event carries (the laptop's when it moved): one index answers, no laptop is
+    joined (a client's day was 12,500 events joined to 60,000 laptops on PostgreSQL)."""
     at = col(DeviceEvent.at)
     if session.get_bind().dialect.name == "postgresql":
         hour: Any = func.floor(func.extract("epoch", at - since) / 3600)
@@ -309,10 +311,12 @@ def arrivals_per_hour(
         .where(col(DeviceEvent.to_state).in_(list(to_states)), at >= since)
         .group_by(DeviceEvent.to_state, hour)
     )
-    if client_id is not None or delivery_id is not None or site_id is not None:
-        # The laptops' filters; without one, the events' own index answers alone.
-        stmt = stmt.join(Device, col(Device.id) == DeviceEvent.device_id)
-        stmt = _device_filter(stmt, client_id=client_id, delivery_id=delivery_id, site_id=site_id)
+    if client_id is not None:
+        stmt = stmt.where(DeviceEvent.client_id == client_id)
+    if delivery_id is not None:
+        stmt = stmt.where(DeviceEvent.delivery_id == delivery_id)
+    if site_id is not None:
+        stmt = stmt.where(DeviceEvent.site_id == site_id)
     return [(str(s), int(h), int(n)) for s, h, n in session.exec(stmt).all()]
 
 

@@ -8,7 +8,9 @@ import re
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from console.cache import TtlCache
 from console.pages.forecast import MAX_LINES
 from core.db import Database
 from core.principal import SYSTEM, Role
@@ -100,3 +102,27 @@ def test_a_wave_of_many_deliveries_lists_the_urgent_ones_and_counts_the_rest(
     first = re.search(r'<tr id="forecast-delivery-\d+"[^>]*>\s*<td>([^<]+)', page)
     assert first and first.group(1).strip() == "PO-PROMISED"  # at risk: first
     assert "5 autres livraisons" in page  # 17 with a forecast, 12 listed
+
+
+def test_a_computed_dashboard_lists_the_deliveries_once(
+    app_client: TestClient, db: Database, world: World
+) -> None:
+    """The filter menu and the forecast panel share one read of the viewer's deliveries
+    (the panel read them again), and the panel still names them."""
+    app_client.app.state.figures_cache = TtlCache(ttl=0)  # type: ignore[attr-defined]
+    sign_in(app_client, world.token(Role.ADMIN))
+    assert forecast.refresh(db)
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        page = app_client.get("/console/waves")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert page.status_code == 200
+    listed = [s for s in seen if re.search(r"\bFROM delivery\b", s)]
+    assert len(listed) == 1, listed
+    assert 'id="forecast-delivery-' in page.text and "PO-GLOBEX-1" in page.text
