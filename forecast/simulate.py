@@ -99,6 +99,11 @@ class _Walk:
         self.beta_share = [d.share[:, s] for s in steps]
         self.contended = [bool(b.any()) for b in self.beta]
         self.fails = d.fail_phase < N_PHASES
+        self.ceiling = [
+            np.ascontiguousarray(d.ceiling[:, :, p]) if _SENDING[p] else d.ceiling[:0, :0, p]
+            for p in range(N_PHASES)
+        ]
+        """Each sending phase's ceilings, ``(R, n)`` in one block (gathered per laptop)."""
 
     # Resources.
     def take_place(
@@ -173,15 +178,19 @@ class _Walk:
                     free, coming = self._free_and_coming(free_table, r, t)
                     slower = self._contention(p, lap, beta, free, coming)
             if sending:
-                ceiling = self.d.ceiling[r, lap, p] / slower
+                ceiling = self.ceiling[p][r, lap]
+                if self.contended[p]:
+                    ceiling = ceiling / slower
                 t = self._send(r, t, todo, ceiling, place, free_table, coming, in_order=in_order)
             elif p == CONFIGURE_PHASE and self.waves:
                 if free is None:
                     free = (free_table <= t[:, None]).sum(axis=1)
                 wait = self.wave[np.minimum(free_table.shape[1] - free, len(self.wave) - 1)]
                 t = t + todo * slower + np.where(self.linux[lap] & (todo > 0), wait, 0.0)
-            else:
+            elif self.contended[p]:
                 t = t + todo * slower
+            else:  # alone: the same sum as times 1.0, one pass less
+                t = t + todo
         self.place_free[r, place] = t
         return t
 
