@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -53,12 +54,21 @@ class Calendar:
     day0: date
     tz: ZoneInfo = field(repr=False)
 
+    # The simulator asks the two questions below for every laptop it walks: each table
+    # with one more entry past its end, so that an index past the horizon reads there
+    # instead of being clipped first.
+    @cached_property
+    def _opens_past(self) -> np.ndarray:
+        return np.append(self.opens, self.opens[-1:])
+
+    @cached_property
+    def _cutoffs_past(self) -> np.ndarray:
+        return np.append(self.cutoffs, np.inf)
+
     def next_open(self, t: np.ndarray) -> np.ndarray:
         """The first instant at or after ``t`` when the site is open (``inf``: never)."""
         i = np.searchsorted(self.closes, t, side="right")
-        inside = i < len(self.closes)
-        start = self.opens[np.minimum(i, len(self.opens) - 1)]
-        return np.where(inside, np.maximum(t, start), np.inf)
+        return np.where(i < len(self.closes), np.maximum(t, self._opens_past[i]), np.inf)
 
     def is_open(self, t: np.ndarray) -> np.ndarray:
         i = np.searchsorted(self.closes, t, side="right")
@@ -67,9 +77,7 @@ class Calendar:
 
     def next_cutoff(self, t: np.ndarray) -> np.ndarray:
         """The first carrier collection at or after ``t`` (``inf``: none in the horizon)."""
-        i = np.searchsorted(self.cutoffs, t, side="left")
-        ok = i < len(self.cutoffs)
-        return np.where(ok, self.cutoffs[np.minimum(i, max(0, len(self.cutoffs) - 1))], np.inf)
+        return self._cutoffs_past[np.searchsorted(self.cutoffs, t, side="left")]
 
     def arrival_on(self, day: np.ndarray) -> np.ndarray:
         """When a delivery due on local day ``day`` (int array) is at the bench."""

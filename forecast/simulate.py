@@ -39,6 +39,7 @@ from forecast.draws import (
 )
 from forecast.world import Fleet, Site, Status
 
+_SENDING = [bool(x) for x in SENDING]
 RETRY_BATCH = 8
 """Laptops walked between two walks of the technicians' retries."""
 
@@ -69,15 +70,15 @@ class _Walk:
         self.stream_end = np.full((runs, width), -np.inf)
         self.slot_free = np.full((runs, max(1, site.slots)), -np.inf if site.slots else np.inf)
         self.held = 0
+        self.fresh = 0 if site.slots else self.slot_free.shape[1]
+        """The first slot no laptop has taken yet (every run takes them in order)."""
         self.pending: list[tuple[np.ndarray, ...]] = []
         self.pending_last = -np.inf
         """The latest retry time among ``pending``."""
         self.walked = 0
         """How many of the queue the walk has taken (the rest are still to claim)."""
-        self.queue_flat: np.ndarray | None = None
-        """When each of the queue comes, run after run (sorted within a run), offset
-        by run so that one search finds any run's count."""
-        self.queue_width = 0
+        self.queue_at: np.ndarray | None = None
+        """``(R, queue)``: when each of the queue comes (sorted within a run)."""
         self.backlog = np.full(runs, -np.inf)
         """When the site will have sent every byte of the streams started so far."""
         self.ready = np.full((runs, n), np.inf)
@@ -91,6 +92,18 @@ class _Walk:
         self.totals = np.asarray(
             [k * s if np.isfinite(s) else np.inf for k, s in enumerate(self.shares)]
         )
+        # Computed once per forecast, not once per laptop and phase: each phase's learnt
+        # contention powers and shares, and whether any laptop of the site has one.
+        steps = [list(phase.steps) for phase in PHASES]
+        self.beta = [d.contention[:, s] for s in steps]
+        self.beta_share = [d.share[:, s] for s in steps]
+        self.contended = [bool(b.any()) for b in self.beta]
+        self.fails = d.fail_phase < N_PHASES
+        self.ceiling = [
+            np.ascontiguousarray(d.ceiling[:, :, p]) if _SENDING[p] else d.ceiling[:0, :0, p]
+            for p in range(N_PHASES)
+        ]
+        """Each sending phase's ceilings, ``(R, n)`` in one block (gathered per laptop)."""
 
     # Resources.
     def take_place(
@@ -99,9 +112,10 @@ class _Walk:
         """(place, claim time), in rows ``r``, for a run claimable from ``after``: the
         place freed first; for a retried run, the one freed last before ``after`` if any
         (it leaves the least idle gap)."""
-        free = self.place_free[r]
+        every = r is self.rows
+        free = self.place_free if every else self.place_free[r]
         place = free.argmin(axis=1)
-        at = np.arange(len(r))
+        at = r if every else np.arange(len(r))
         if retry:
             before = np.where(free <= after[:, None], free, -np.inf)
             late = before.argmax(axis=1)
@@ -109,6 +123,13 @@ class _Walk:
         return place, np.maximum(after, free[at, place])
 
     def take_slot(self, arrival: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slot, scan-in time): the slot freed first (the lowest of those never used
+        while there are some: every run takes its slots in the same order until then,
+        so no search is needed), when the laptop is there and the site open."""
+        if self.fresh < self.slot_free.shape[1]:
+            slot = np.full(len(self.rows), self.fresh)
+            self.fresh += 1
+            return slot, self.cal.next_open(arrival)
         slot = self.slot_free.argmin(axis=1)
         free_at = self.slot_free[self.rows, slot]
         return slot, self.cal.next_open(np.maximum(arrival, free_at))
@@ -120,6 +141,7 @@ class _Walk:
         slot = np.full(len(self.rows), self.held)
         self.slot_free[:, self.held] = np.inf
         self.held += 1
+        self.fresh = max(self.fresh, self.held)
         return slot
 
     # A run: its phases one after the other, from its claim until it ends.
@@ -140,14 +162,35 @@ class _Walk:
         streams start earlier than it: it neither waits for their bytes nor delays
         them)."""
         t = claim
+        every = r is self.rows
+        free_table = self.place_free if every else self.place_free[r]
         for p in range(N_PHASES):
             todo = amounts[:, p]
-            slower = self._contention(p, r, lap, t)
-            if SENDING[p]:
-                ceiling = self.d.ceiling[r, lap, p] / slower
-                t = self._send(r, t, todo, ceiling, place, in_order=in_order)
-            else:
-                t = t + todo * slower + self._wave(p, r, lap, t, todo)
+            sending = _SENDING[p]
+            if sending and not todo.any():
+                continue  # nothing to send: the phase takes no time
+            free: np.ndarray | None = None
+            coming: np.ndarray | None = None
+            slower: np.ndarray | float = 1.0
+            if self.contended[p]:
+                beta = self.beta[p][lap]
+                if beta.any():
+                    free, coming = self._free_and_coming(free_table, r, t)
+                    slower = self._contention(p, lap, beta, free, coming)
+            if sending:
+                ceiling = self.ceiling[p][r, lap]
+                if self.contended[p]:
+                    ceiling = ceiling / slower
+                t = self._send(r, t, todo, ceiling, place, free_table, coming, in_order=in_order)
+            elif p == CONFIGURE_PHASE and self.waves:
+                if free is None:
+                    free = (free_table <= t[:, None]).sum(axis=1)
+                wait = self.wave[np.minimum(free_table.shape[1] - free, len(self.wave) - 1)]
+                t = t + todo * slower + np.where(self.linux[lap] & (todo > 0), wait, 0.0)
+            elif self.contended[p]:
+                t = t + todo * slower
+            else:  # alone: the same sum as times 1.0, one pass less
+                t = t + todo
         self.place_free[r, place] = t
         return t
 
@@ -166,7 +209,7 @@ class _Walk:
         d = self.d
         if start is None:
             if fail:
-                return d.first[r, lap], d.fail_phase[r, lap] < N_PHASES
+                return d.first[r, lap], self.fails[r, lap]
             return d.amount[r, lap], np.zeros(len(r), dtype=bool)
         assert left is not None
         phase = np.arange(N_PHASES)
@@ -183,33 +226,28 @@ class _Walk:
             amounts[f, where[f]] = d.first[r[f], lap[f], where[f]]
         return amounts, failing
 
-    def _contention(
-        self, p: int, r: np.ndarray, lap: np.ndarray, t: np.ndarray
-    ) -> np.ndarray | float:
-        """How much slower phase ``p`` goes than alone: the runs under way when it
-        starts, this one included, to the learnt power. Those are the places busy then
-        (the runs walked so far: claimed before it) and, as ``_send`` counts them, the
-        places free by then that laptops already at the site will take (laptops that
-        start together slow each other alike, whichever the walk reaches first)."""
-        steps = PHASES[p].steps
-        beta = self.d.contention[lap][:, list(steps)]
-        if not beta.any():
-            return 1.0
-        free = self.place_free[r] <= t[:, None]
-        running = (~free).sum(axis=1)
-        coming = np.clip(np.minimum(free.sum(axis=1) - 1, self._ready_to_claim(r, t)), 0, None)
-        c = np.asarray(running + coming + 1, dtype=np.float64)
-        # Each step of the phase at its own power, weighed by its share of the phase.
-        return (self.d.share[lap][:, list(steps)] * c[:, None] ** beta).sum(axis=1)
+    def _free_and_coming(
+        self, free_table: np.ndarray, r: np.ndarray, t: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(places free at ``t``, laptops that will take them): the places free by then
+        go to queued laptops already at the site, which stream right after their first
+        steps (this is what keeps laptops started together streaming together, as under
+        ``rerate``, and slowing each other alike, whichever the walk reaches first)."""
+        free = (free_table <= t[:, None]).sum(axis=1)
+        coming = np.maximum(np.minimum(free - 1, self._ready_to_claim(r, t)), 0)
+        return free, coming
 
-    def _wave(
-        self, p: int, r: np.ndarray, lap: np.ndarray, t: np.ndarray, todo: np.ndarray
-    ) -> np.ndarray | float:
-        if p != CONFIGURE_PHASE or not self.waves:
-            return 0.0
-        busy = (self.place_free[r] > t[:, None]).sum(axis=1)
-        wait = self.wave[np.minimum(busy, len(self.wave) - 1)]
-        return np.where(self.linux[lap] & (todo > 0), wait, 0.0)
+    def _contention(
+        self, p: int, lap: np.ndarray, beta: np.ndarray, free: np.ndarray, coming: np.ndarray
+    ) -> np.ndarray:
+        """How much slower phase ``p`` goes than alone: the runs under way when it
+        starts, this one included, to the learnt power ``beta`` (``lap``'s, per step of
+        the phase). Those are the places busy then (the runs walked so far: claimed
+        before it) and ``coming``, the free places that laptops already at the site
+        will take."""
+        c = np.asarray(self.place_free.shape[1] - free + coming + 1, dtype=np.float64)
+        # Each step of the phase at its own power, weighed by its share of the phase.
+        return (self.beta_share[p][lap] * c[:, None] ** beta).sum(axis=1)
 
     def _send(
         self,
@@ -218,43 +256,47 @@ class _Walk:
         size: np.ndarray,
         ceiling: np.ndarray,
         place: np.ndarray,
+        free_table: np.ndarray,
+        coming: np.ndarray | None,
         *,
         in_order: bool = True,
     ) -> np.ndarray:
-        if not size.any():
-            return start
+        """When a stream of ``size`` bytes started at ``start`` ends: at its own speed
+        or its share (``coming``: as ``_free_and_coming`` counts it at ``start``, if the
+        caller has it), never before the site has sent the bytes started before it."""
         if not self.capped:
             return start + size / ceiling
-        sending = (
-            (self.stream_start[r] <= start[:, None]) & (self.stream_end[r] > start[:, None])
-        ).sum(axis=1)
-        # Places already free by then go to queued laptops, which stream right after
-        # their first steps: count them, as the engine's shares will (this is what
-        # keeps laptops started together streaming together, as under ``rerate``).
-        soon = (self.place_free[r] <= start[:, None]).sum(axis=1) - 1
-        coming = np.clip(np.minimum(soon, self._ready_to_claim(r, start)), 0, None)
+        every = r is self.rows
+        at = start[:, None]
+        began = self.stream_start if every else self.stream_start[r]
+        ends = self.stream_end if every else self.stream_end[r]
+        sending = ((began <= at) & (ends > at)).sum(axis=1)
+        if coming is None:
+            _, coming = self._free_and_coming(free_table, r, start)
         n = np.minimum(sending + coming + 1, len(self.shares) - 1)
         own = start + size / np.minimum(ceiling, self.shares[n])
         if not in_order:
             self.stream_start[r, place] = start
             self.stream_end[r, place] = own
             return own
-        queue = np.maximum(self.backlog[r], start) + size / self.totals[n]
+        backlog = self.backlog if every else self.backlog[r]
+        queue = np.maximum(backlog, start) + size / self.totals[n]
         queue = np.where(size > 0, queue, -np.inf)
         end = np.maximum(own, queue)
-        self.backlog[r] = np.maximum(self.backlog[r], queue)
+        self.backlog[r] = np.maximum(backlog, queue)
         self.stream_start[r, place] = start
         self.stream_end[r, place] = end
         return end
 
     def _ready_to_claim(self, r: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """Laptops after the one being walked that are at the site by ``at`` (the
-        queue's arrival times are sorted per run: one search, not a scan)."""
-        if self.queue_flat is None:
+        """Laptops after the one being walked that are at the site by ``at``, counted up
+        to as many as there are places (no more can claim one): the queue is sorted
+        per run, so only its next ``width`` laptops are looked at, not searched whole."""
+        if self.queue_at is None:
             return np.zeros(len(r), dtype=np.int64)
-        width = self.queue_width
-        found = np.searchsorted(self.queue_flat, np.clip(at, -1e11, 1e11) + r * 1e12, "right")
-        return np.maximum(0, found - r * width - self.walked)
+        upto = slice(self.walked, self.walked + self.place_free.shape[1])
+        window = self.queue_at[:, upto] if r is self.rows else self.queue_at[r, upto]
+        return (window <= at[:, None]).sum(axis=1)
 
     def finish(
         self,
@@ -265,12 +307,13 @@ class _Walk:
     ) -> None:
         """Ready at ``end``, or failed: a technician retries it (or sets it aside)."""
         rows = self.rows
-        ok = ~failed
-        self.ready[rows[ok], lap[ok]] = end[ok]
         leave = self.cal.next_cutoff(end)
         if failed.any():
+            self.ready[rows, lap] = np.where(failed, self.ready[rows, lap], end)
             f = np.flatnonzero(failed)
             leave[f] = self._retry(f, lap[f], end[f], None if slot is None else slot[f])
+        else:
+            self.ready[rows, lap] = end
         if slot is not None:
             self.slot_free[rows, slot] = leave
 
@@ -280,15 +323,20 @@ class _Walk:
         """Rows ``r`` whose run failed at ``end``: when each laptop leaves its slot (a
         retried one holds it until its retry is walked: ``flush_retries``)."""
         d = self.d
-        self.tries[r, lap] += 1
+        tries = self.tries[r, lap] + 1
+        self.tries[r, lap] = tries
         back_at = self.cal.next_open(end + self.site.tech_delay)
-        aside = d.give_up[r, lap] | (self.tries[r, lap] > self.site.max_retries)
+        aside = d.give_up[r, lap] | (tries > self.site.max_retries)
+        if not aside.any():  # the usual case: every one of them is retried
+            held = np.full(len(r), -1) if slot is None else slot
+            self.pending.append((r, lap, d.restart_step[r, lap], back_at, held))
+            self.pending_last = max(self.pending_last, float(back_at.max()))
+            return np.full(len(r), np.inf)
         self.aside[r[aside], lap[aside]] = True
-        leave = back_at.copy()
+        leave = np.where(aside, back_at, np.inf)
         again = ~aside
         if again.any():
             g = np.flatnonzero(again)
-            leave[g] = np.inf
             held = np.full(len(g), -1) if slot is None else slot[g]
             self.pending.append((r[g], lap[g], d.restart_step[r[g], lap[g]], back_at[g], held))
             self.pending_last = max(self.pending_last, float(back_at[g].max()))
@@ -411,8 +459,7 @@ def run_site(
         [np.full((runs, len(waiting)), -np.inf), np.take_along_axis(arrive, order, 1)], axis=1
     )
     zero = np.zeros(runs)
-    w.queue_width = at.shape[1]
-    w.queue_flat = (np.clip(at, -1e11, 1e11) + (np.arange(runs) * 1e12)[:, None]).ravel()
+    w.queue_at = at
     for k in range(queue.shape[1]):
         lap = queue[:, k]
         w.walked = k + 1
