@@ -132,3 +132,50 @@ def wait_for_socket(path: Path, *, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+OVMF = Path("/usr/share/OVMF")
+"""Debian's ``ovmf``: UEFI firmware for QEMU, with a Secure Boot build."""
+
+
+def ovmf_present(*, secure_boot: bool = False) -> bool:
+    code = "OVMF_CODE_4M.secboot.fd" if secure_boot else "OVMF_CODE_4M.fd"
+    return (OVMF / code).is_file()
+
+
+def uefi_argv(
+    *,
+    vars_file: Path,
+    secure_boot: bool = False,
+    ipv4_pxe: bool = True,
+) -> list[str]:
+    """QEMU arguments of a UEFI laptop's firmware: q35 and OVMF, whose NVRAM is a fresh
+    copy of Debian's template written to ``vars_file``. ``secure_boot``: OVMF's Secure
+    Boot build with Microsoft's keys enrolled, SMM on and the flash writable only from
+    SMM, so Secure Boot is enforced and cannot be switched off by the guest. Network boot
+    is IPv4 only (IPv6 attempts first wait for router advertisements); ``ipv4_pxe=False``
+    turns PXE off, so that UEFI HTTP boot is what runs."""
+    template = "OVMF_VARS_4M.ms.fd" if secure_boot else "OVMF_VARS_4M.fd"
+    code = "OVMF_CODE_4M.secboot.fd" if secure_boot else "OVMF_CODE_4M.fd"
+    vars_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(OVMF / template, vars_file)
+    argv = ["-machine", "q35,smm=on" if secure_boot else "q35"]
+    if secure_boot:
+        argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    argv += [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}",
+        "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
+    ]  # fmt: skip
+    if not ipv4_pxe:
+        argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"]
+    return argv
+
+
+def virtio_nic_argv(tap: str, mac: str) -> list[str]:
+    """A virtio NIC on ``tap`` without an option ROM: the firmware's own network boot
+    client runs (QEMU's NIC ROMs are iPXE, which would skip it)."""
+    return [
+        "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
+    ]  # fmt: skip

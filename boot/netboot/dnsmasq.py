@@ -6,7 +6,11 @@ Either way: firmware PXE (BIOS or UEFI) is chainloaded into Debian's iPXE over T
 NIC whose boot ROM is iPXE already skips that step, UEFI HTTP boot (vendor class
 ``HTTPClient``) fetches ``ipxe.efi`` from Masterline over HTTP (when dnsmasq is the DHCP
 server: a proxy does not answer HTTP boot clients), and iPXE (user class ``iPXE``) is
-given the bench's script URL."""
+given the bench's script URL.
+
+With ``secure_boot`` (a bench whose laptops keep Secure Boot on), UEFI firmware is given
+Debian's Microsoft-signed shim instead of iPXE, from the TFTP root ``tftp`` writes for
+the bench (shim, signed netboot GRUB, the bench's grub.cfg, the PE); BIOS is unchanged."""
 
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ class DnsmasqPlan:
     router: ipaddress.IPv4Address | None = None
     tftp_root: Path = Path("/usr/lib/ipxe")
     lease: str = "1h"
+    secure_boot: bool = False
+    """UEFI PXE gets shim (``tftp.SHIM``) from ``tftp_root``, which ``tftp`` wrote."""
+
+    @property
+    def uefi_loader(self) -> str:
+        return "shimx64.efi" if self.secure_boot else "ipxe.efi"
 
 
 def plan(
@@ -38,6 +48,7 @@ def plan(
     dhcp_range: str | None,
     router: str | None = None,
     tftp_root: Path = Path("/usr/lib/ipxe"),
+    secure_boot: bool = False,
 ) -> DnsmasqPlan:
     """Validate what the admin gave: one clear error per mistake."""
     if not interface or not interface.replace("-", "").replace(".", "").isalnum():
@@ -53,14 +64,19 @@ def plan(
         except ValueError as e:
             raise InvalidInput(f"--router: not an IPv4 address: {router!r}") from e
     if dhcp_range is None:
-        return DnsmasqPlan(script_url, interface, net, True, None, gateway, tftp_root)
+        return DnsmasqPlan(
+            script_url, interface, net, True, None, gateway, tftp_root, secure_boot=secure_boot
+        )
     try:
         first, last = (ipaddress.IPv4Address(a.strip()) for a in dhcp_range.split(","))
     except ValueError as e:
         raise InvalidInput(f"--range: want FIRST,LAST addresses, got {dhcp_range!r}") from e
     if first not in net or last not in net or int(last) < int(first):
         raise InvalidInput(f"--range {dhcp_range} is not an ascending range inside {net}")
-    return DnsmasqPlan(script_url, interface, net, False, (first, last), gateway, tftp_root)
+    return DnsmasqPlan(
+        script_url, interface, net, False, (first, last), gateway, tftp_root,
+        secure_boot=secure_boot,
+    )  # fmt: skip
 
 
 def render(p: DnsmasqPlan, *, title: str) -> str:
@@ -97,6 +113,16 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
         "",
         "enable-tftp",
         f"tftp-root={p.tftp_root}",
+    ]
+    if p.secure_boot:
+        lines += [
+            "# Secure Boot: Masterline's TFTP root (shim, signed GRUB, the PE, and the bench's",
+            "# grub.cfg, which carries the credential: mode 0600, owned by dnsmasq's user).",
+            "# Only files owned by the user dnsmasq runs as are served; dnsmasq must not run",
+            "# as root (as root it serves world-readable files only, and not that grub.cfg).",
+            "tftp-secure",
+        ]
+    lines += [
         "",
         "# Who is asking: iPXE (user class, option 175), UEFI HTTP boot, the firmware's arch.",
         "dhcp-userclass=set:ipxe,iPXE",
@@ -116,8 +142,8 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
             "",
             "# Firmware PXE: chainload Debian's iPXE over TFTP; iPXE: the bench's script.",
             'pxe-service=tag:!ipxe,x86PC,"Masterline (BIOS)",undionly.kpxe',
-            'pxe-service=tag:!ipxe,X86-64_EFI,"Masterline (UEFI)",ipxe.efi',
-            'pxe-service=tag:!ipxe,BC_EFI,"Masterline (UEFI)",ipxe.efi',
+            f'pxe-service=tag:!ipxe,X86-64_EFI,"Masterline (UEFI)",{p.uefi_loader}',
+            f'pxe-service=tag:!ipxe,BC_EFI,"Masterline (UEFI)",{p.uefi_loader}',
             f'pxe-service=tag:ipxe,x86PC,"Masterline",{p.script_url}',
             f'pxe-service=tag:ipxe,X86-64_EFI,"Masterline",{p.script_url}',
             f'pxe-service=tag:ipxe,BC_EFI,"Masterline",{p.script_url}',
@@ -126,13 +152,14 @@ def render(p: DnsmasqPlan, *, title: str) -> str:
     else:
         lines += [
             "# UEFI HTTP boot: the firmware fetches iPXE from Masterline over HTTP (option 60",
-            "# must echo HTTPClient for the firmware to accept the answer).",
+            "# must echo HTTPClient for the firmware to accept the answer). iPXE is not signed:",
+            "# laptops with Secure Boot on boot by PXE (shim) instead.",
             "dhcp-option-force=tag:httpclient,60,HTTPClient",
             f"dhcp-boot=tag:httpclient,tag:!ipxe,{efi_url}",
             "",
             "# Firmware PXE: chainload Debian's iPXE over TFTP; iPXE: the bench's script.",
             "dhcp-boot=tag:!ipxe,tag:!httpclient,tag:!efi64,undionly.kpxe",
-            "dhcp-boot=tag:!ipxe,tag:!httpclient,tag:efi64,ipxe.efi",
+            f"dhcp-boot=tag:!ipxe,tag:!httpclient,tag:efi64,{p.uefi_loader}",
             f"dhcp-boot=tag:ipxe,{p.script_url}",
         ]
     return "\n".join(lines) + "\n"

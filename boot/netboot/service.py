@@ -111,6 +111,16 @@ def check_link(session: Session, link: str) -> BenchBoot:
     return boot
 
 
+def pe_cmdline(boot: BenchBoot, *, api_url: str) -> str:
+    """The PE's kernel command line (consoles, ``masterline.api`` and the bench's
+    arguments): the same whether iPXE or Secure Boot's GRUB loads the kernel. It carries
+    the bench's enrollment credential: never log it."""
+    args = {"masterline.api": api_url.rstrip("/"), **boot.args}
+    return " ".join(
+        [get_netboot_settings().console, "quiet"] + [f"{k}={v}" for k, v in args.items()]
+    )
+
+
 def ipxe_script(boot: BenchBoot, *, base_url: str) -> str:
     """The bench's iPXE script: the current PE's kernel and initramfs from this server,
     the command line with the API address and the providers' arguments."""
@@ -125,12 +135,8 @@ def ipxe_script(boot: BenchBoot, *, base_url: str) -> str:
             "echo Masterline: no preboot environment is built on the server "
             "(masterline pe build); retrying in 60 s\nsleep 60\nreboot\n"
         )
-    api = (settings.api_url or base_url).rstrip("/")
     files = f"{base_url.rstrip('/')}/boot/ipxe/{boot.link}/pe/{version}"
-    args = {"masterline.api": api, **boot.args}
-    cmdline = " ".join(
-        ["initrd=initrd.img", settings.console, "quiet"] + [f"{k}={v}" for k, v in args.items()]
-    )
+    cmdline = "initrd=initrd.img " + pe_cmdline(boot, api_url=settings.api_url or base_url)
     return header + (
         f"echo Masterline: PE {version}\n"
         f"kernel {files}/{pe_catalogue.KERNEL} {cmdline}\n"

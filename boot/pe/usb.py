@@ -20,13 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from boot.pe import debian, gpt, repository
+from boot.pe import gpt, repository, signed
 from boot.pe.errors import PeBuildError
 from core.errors import InvalidInput
 
-SIGNED_PACKAGES = ("shim-signed", "grub-efi-amd64-signed")
-SHIM = "usr/lib/shim/shimx64.efi.signed"
-GRUB = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
 # One token each on the kernel command line, as network boot requires.
 VALUE = re.compile(r"^[A-Za-z0-9._:/+=@%,~-]{1,512}$")
 # FAT cannot date anything before 1980-01-01.
@@ -44,13 +41,11 @@ def grub_cfg(*, api_url: str, credential: str, site: str | None, bench: str | No
         if not VALUE.match(value):
             raise InvalidInput(f"{key.removeprefix('masterline.')}: not a single safe token")
     cmdline = " ".join(f"{k}={v}" for k, v in args.items())
-    return (
-        "# Masterline PE (USB stick). Secure Boot: shim verifies this GRUB, GRUB the kernel.\n"
-        "set timeout=1\nset default=0\nterminal_output console\n"
-        'menuentry "Masterline preboot environment" {\n'
-        f"  linux /masterline/vmlinuz console=tty0 console=ttyS0,115200 quiet {cmdline}\n"
-        "  initrd /masterline/initrd.img\n"
-        "}\n"
+    return signed.grub_cfg(
+        title="Masterline PE (USB stick)",
+        kernel="/masterline/vmlinuz",
+        initrd="/masterline/initrd.img",
+        cmdline=f"console=tty0 console=ttyS0,115200 quiet {cmdline}",
     )
 
 
@@ -69,17 +64,6 @@ def _mtools(*cmd: str, epoch: int) -> None:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise PeBuildError(f"{cmd[0]} failed: {last}")
-
-
-def signed_boot_files(cache_dir: Path, into: Path) -> dict[str, Path]:
-    """Debian's signed shim and GRUB, fetched (cached) and unpacked into ``into``."""
-    packages = debian.candidates(SIGNED_PACKAGES)
-    debian.unpack(debian.download(packages, cache_dir).values(), into)
-    files = {"shim": into / SHIM, "grub": into / GRUB}
-    for what, path in files.items():
-        if not path.is_file():
-            raise PeBuildError(f"the {what} package has no {path.relative_to(into)}")
-    return files
 
 
 def build_image(
@@ -104,10 +88,10 @@ def build_image(
     config = grub_cfg(api_url=api_url, credential=credential, site=site, bench=bench)
     with tempfile.TemporaryDirectory(prefix="masterline-usb-") as tmp_name:
         tmp = Path(tmp_name)
-        signed = signed_boot_files(cache_dir, tmp / "pkgs")
+        chain = signed.fetch(cache_dir, tmp / "pkgs")
         payload = {
-            "::/EFI/BOOT/BOOTX64.EFI": signed["shim"],
-            "::/EFI/BOOT/grubx64.efi": signed["grub"],
+            "::/EFI/BOOT/BOOTX64.EFI": chain.shim,
+            "::/EFI/BOOT/grubx64.efi": chain.grub,
             "::/masterline/vmlinuz": kernel or repository.file_path(chosen, repository.KERNEL),
             "::/masterline/initrd.img": repository.file_path(chosen, repository.INITRD),
         }

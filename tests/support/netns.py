@@ -110,13 +110,16 @@ class BenchNet:
         )
         return base
 
-    def dnsmasq(self, config: str) -> subprocess.Popen[bytes]:
+    def dnsmasq(self, config: str, *, user: str = "root") -> subprocess.Popen[bytes]:
+        """dnsmasq on the bridge; ``user``: the user it drops to once its sockets are
+        open (a site's runs as ``dnsmasq``; TFTP then serves what that user may read)."""
         conf = self.workdir / "dnsmasq.conf"
         conf.write_text(config)
+        group = "root" if user == "root" else "nogroup"
         return self.start(
             "/usr/sbin/dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
             f"--dhcp-leasefile={self.workdir / 'dnsmasq.leases'}",
-            f"--pid-file={self.workdir / 'dnsmasq.pid'}", "--user=root", "--group=root",
+            f"--pid-file={self.workdir / 'dnsmasq.pid'}", f"--user={user}", f"--group={group}",
             "--log-facility=-", "--log-dhcp",  # the test reads what it answered
             log=self.workdir / "dnsmasq.log",
         )  # fmt: skip

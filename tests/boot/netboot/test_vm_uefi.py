@@ -1,5 +1,6 @@
 """UEFI firmware's own network boot, in a VM on a bench network in a namespace the test
-creates (``test_vm_pxe``'s set-up), ending when the PE's agent has registered:
+creates (``tests.support.netns``; the VM from ``lab.vms``' OVMF arguments, through
+``uefi_vm``), ending when the PE's agent has registered:
 
 a. **UEFI PXE through TFTP**: OVMF's own PXE client (the NIC has no option ROM, so no
    iPXE is involved until we send one) asks DHCP; Masterline's dnsmasq (the bench
@@ -12,44 +13,41 @@ b. **UEFI HTTP boot**: OVMF's HTTP boot client (vendor class ``HTTPClient``; PXE
 
 The NIC is virtio (OVMF drives it itself; QEMU's e1000 ROMs are iPXE, which would skip
 the firmware's client). Secure Boot is off: Debian's iPXE is not signed (the signed
-path is the USB stick's, ``tests/boot/pe/test_vm_usb.py``). Proxy-DHCP with BIOS PXE is
-``test_vm_pxe``; HTTP boot needs dnsmasq as the DHCP server: a proxy does not answer
-HTTP boot clients (measured: dnsmasq logs the request and stays silent; docs/boot.md).
+paths: ``test_vm_secureboot``, and the USB stick's ``tests/boot/pe/test_vm_usb.py``).
+Proxy-DHCP with BIOS PXE is ``test_vm_pxe``; HTTP boot needs dnsmasq as the DHCP server:
+a proxy does not answer HTTP boot clients (measured: dnsmasq logs the request and stays
+silent; docs/boot.md).
 One VM at a time; each stops at registration."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import select
 
 from api.app import create_app
 from boot.netboot import dnsmasq, service
-from boot.registration.models import PeBoot
 from inventory.models import Device
+from lab import vms
 from tests.boot.conftest import Boot
+from tests.boot.netboot.uefi_vm import boot_uefi_vm
 from tests.support.netns import bench_network, serial_log, vm_skip
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
-from tests.support.waiting import eventually
 
-OVMF = Path("/usr/share/OVMF")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.vm,
     pytest.mark.xdist_group("vm"),  # one VM at a time on a 2-core machine
     vm_skip(),
     pytest.mark.skipif(
-        not (OVMF / "OVMF_CODE_4M.fd").exists() or not Path("/usr/lib/ipxe/ipxe.efi").exists(),
+        not vms.ovmf_present() or not Path("/usr/lib/ipxe/ipxe.efi").exists(),
         reason="ovmf or ipxe missing (make system-deps)",
     ),
 ]
 
-DEADLINE = 420.0  # bounds a hang only (TCG on a loaded machine)
 MAC = "52:54:00:4d:4c:02"
 
 
@@ -74,49 +72,13 @@ def boot_by_uefi(boot: Boot, tmp_path: Path, serial: str, *, http_boot: bool) ->
             subnet=f"{net.prefix}.0/24", dhcp_range=f"{net.prefix}.100,{net.prefix}.150",
         )  # fmt: skip
         net.dnsmasq(dnsmasq.render(plan, title="UEFI VM test bench"))
-        tap = net.add_tap("tap0")
-        variables = tmp_path / "OVMF_VARS.fd"
-        shutil.copyfile(OVMF / "OVMF_VARS_4M.fd", variables)
-        console = tmp_path / "serial.log"
-        firmware = [
-            # Only IPv4: the IPv6 attempts would wait for router advertisements first.
-            "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
-        ]  # fmt: skip
-        if http_boot:
-            firmware += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"]
-        qemu = net.start(
-            "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "1",
-            "-display", "none", "-no-reboot", "-serial", f"file:{console}",
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / 'OVMF_CODE_4M.fd'}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-            *firmware,
-            "-smbios", f"type=1,serial={serial},manufacturer=Dell Inc.,product=Latitude 5440",
-            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=",
-            log=tmp_path / "qemu.log",
-        )  # fmt: skip
-
-        def what_happened() -> str:
-            return (
-                "serial console:\n" + serial_log(console)[-4000:]
-                + "\ndnsmasq:\n" + serial_log(net.workdir / "dnsmasq.log")[-3000:]
-                + "\nqemu:\n" + serial_log(tmp_path / "qemu.log")[-1000:]
-                + "\napi:\n" + serial_log(net.workdir / "api.log")[-2000:]
-            )  # fmt: skip
-
-        def registered() -> PeBoot | None:
-            if qemu.poll() is not None:
-                raise AssertionError(f"qemu exited with {qemu.returncode}\n{what_happened()}")
-            with boot.db.session(write=False) as s:
-                return s.exec(select(PeBoot).where(PeBoot.status == "registered")).first()
-
-        pe = eventually(registered, timeout=DEADLINE, every=1.0, message=what_happened)
+        vm = boot_uefi_vm(boot, net, tmp_path, serial, mac=MAC, http_boot=http_boot)
         with boot.db.session(write=False) as s:
-            device = s.get(Device, pe.device_id)
+            device = s.get(Device, vm.pe.device_id)
             assert device is not None and device.serial == serial
         log = serial_log(net.workdir / "dnsmasq.log")
     # Everything it started is stopped, the namespace is gone.
-    assert qemu.poll() is not None and all(p.poll() is not None for p in net.procs)
+    assert vm.qemu.poll() is not None and all(p.poll() is not None for p in net.procs)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert net.name not in left
     return log
