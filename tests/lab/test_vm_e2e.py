@@ -33,6 +33,7 @@ from inventory.states import DeviceState
 from lab import vms
 from lab.keys import generate_ed25519
 from provisioning.bootcontrol import seal
+from provisioning.bootcontrol.base import SEALED_OS
 from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent
 from provisioning.runs.states import STEP_NAMES
 from tests.boot.conftest import Boot, boot, boot_settings
@@ -218,7 +219,8 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                 # The installed OS came up from its own disk with the hostname the PE wrote
                 # and the host key the PE generated in it: the one the worker pinned.
                 assert pe.id is not None
-                sealed = seal.recorded(pe.id)
+                # Recorded in the run, in the database (no worker's file).
+                sealed = seal.from_record(run.context.get(SEALED_OS), pe.id)
                 assert sealed is not None and not sealed.package_manager
                 console = serial_log(consoles[serial])
                 up = re.search(r"MASTERLINE-OS up (\S+) ssh (ssh-ed25519 \S+)", console)
