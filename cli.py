@@ -302,9 +302,23 @@ def demo_run(
     stop_with_parent: Annotated[
         bool, typer.Option(help="Stop when the parent process dies (what `make run` uses).")
     ] = False,
+    vms: Annotated[
+        str | None,
+        typer.Option(
+            "--vms",
+            help="N QEMU laptops that network-boot the PE (root; minutes under TCG), "
+            "instead of the process lab.",
+        ),
+    ] = None,
 ) -> None:
     """The whole main job on the embedded default: lab, API, worker, images, delivery,
-    scan-in, bench view (what ``make run`` does)."""
+    scan-in, bench view (what ``make run`` does); with --vms N, VM laptops from
+    power-on to READY with nothing wired."""
+    if vms is not None:
+        from demo.vms import parse_vm_count, run_vm_demo
+
+        run_vm_demo(parse_vm_count(vms), host=host, port=port, stop_with_parent=stop_with_parent)
+        return
     from demo.run import run_demo
 
     run_demo(host=host, port=port, stop_with_parent=stop_with_parent)

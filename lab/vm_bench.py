@@ -29,6 +29,7 @@ from lab import vms
 from lab.errors import InvalidLabInput, LabStartFailed
 
 STATE = "bench.json"
+API_START_S = 180.0
 BRIDGE = "br0"
 
 
@@ -102,6 +103,7 @@ class VmBench:
         try:
             self._network(plan)
             self._services(state, plan, script_url)
+            self._wait_for_api(state["api"])
             for i, serial in enumerate(plan.serials, start=1):
                 self._vm(state, plan, i, serial, accel)
         except BaseException:
@@ -140,6 +142,24 @@ class VmBench:
             state, "api", [*masterline, "serve", "--host", host, "--port", str(plan.api_port)]
         )
         self._start(state, "worker", [*masterline, "worker"])
+
+    def _wait_for_api(self, base: str) -> None:
+        """Until the API answers on the bench network: a VM powered on before it would
+        get its DHCP answer, fail to fetch the bench's script and halt (iPXE gives up),
+        which a loaded machine (the API taking seconds to start) makes likely.
+        :raises LabStartFailed: it did not answer within ``API_START_S``."""
+        probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)"
+        deadline = time.monotonic() + API_START_S
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                ["ip", "netns", "exec", self.namespace, sys.executable, "-c", probe,
+                 f"{base}/openapi.json"],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise LabStartFailed(f"the API did not answer at {base}: see {self.dir}/api.log")
 
     def _vm(
         self, state: dict[str, Any], plan: VmBenchPlan, i: int, serial: str, accel: str

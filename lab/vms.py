@@ -73,6 +73,10 @@ class VmSpec:
     tpm_socket: Path | None = None
     vendor: str = "QEMU Lab"
     model: str = "Masterline VM"
+    network_boot_once: bool = False
+    """Boot from the network this time whatever the disk holds (a technician's one-time
+    boot menu): a laptop powered off mid-stream has a half-written disk that may look
+    bootable; later reboots go back to disk first."""
 
 
 def mac_of(index: int) -> str:
@@ -99,7 +103,7 @@ def qemu_argv(spec: VmSpec, *, accel: str | None = None) -> list[str]:
         "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
         "-device", f"e1000,netdev=n0,mac={spec.mac}",
         "-drive", f"file={spec.disk},format=raw,if=virtio",
-        "-boot", "order=cn",
+        "-boot", "order=cn,once=n" if spec.network_boot_once else "order=cn",
         # Entropy from the host, as a laptop's RDRAND/TPM gives it: a TCG guest without
         # it waits minutes before its SSH server can answer.
         "-device", "virtio-rng-pci",

@@ -40,6 +40,13 @@ or ""}``. A worker killed right after the reboot leaves it behind, so the re-run
 the laptop may have left its PE on purpose and asks ``in_installed_os`` instead of
 waiting for a PE that will not come back."""
 
+SEALED_OS = "sealed_os"
+"""The run-context key the reboot step commits, in the same write as ``REBOOT_ISSUED``,
+when the boot control sealed the installed system it wrote (``seal.py``): ``{"pe_boot":
+the PE registration's id, "host_key": "ssh-ed25519 AAAA…", "package_manager": bool}``.
+In the database, not in a worker's files: whichever worker runs the configure and gate
+steps (another one, or this one restarted on another host) pins the same key."""
+
 BOOT_ID = f"cat {PE_ROOT}/proc/sys/kernel/random/boot_id 2>/dev/null"
 """The kernel's id of the running boot: a new one after any reboot."""
 
@@ -94,6 +101,17 @@ class BootControl(Protocol):
         """Make the installed system's files reachable at the offline root before the
         offline settings or installers are written there (a registered PE mounts the
         partition of ``disk`` that holds the installed Linux). Idempotent."""
+        ...
+
+    def seal_installed_os(
+        self, pe: PeAccess, transport: Transport, *, timeout: float
+    ) -> dict[str, JsonValue] | None:
+        """Give the installed system written on the laptop what the worker needs to trust
+        it after the reboot (a PE of Masterline's own generates its SSH host key there),
+        and return what the run must record for that (``SEALED_OS``'s value), or None when
+        there is nothing to record. Called by the reboot step before it commits "reboot
+        issued"; a re-run seals again (a new key replaces the recorded one).
+        :raises CommandFailed: the installed system could not be sealed."""
         ...
 
     def reboot_into_os(

@@ -33,7 +33,13 @@ from core.settings import get_settings
 from inventory.models import Device
 from inventory.states import DeviceState
 from provisioning.bootcontrol import seal
-from provisioning.bootcontrol.base import REBOOT_ISSUED, JsonValue, PeAccess, kernel_boot_id
+from provisioning.bootcontrol.base import (
+    REBOOT_ISSUED,
+    SEALED_OS,
+    JsonValue,
+    PeAccess,
+    kernel_boot_id,
+)
 from provisioning.bootcontrol.static import StaticBootControl
 from provisioning.configure.plan import OsFamily, OsTarget
 from provisioning.errors import (
@@ -185,17 +191,25 @@ class RegisteredBootControl(StaticBootControl):
                 raise CommandFailed("no target disk chosen: the installed Linux cannot be mounted")
             seal.mount(transport, disk, timeout=timeout)
 
+    def seal_installed_os(
+        self, pe: PeAccess, transport: Transport, *, timeout: float
+    ) -> dict[str, JsonValue] | None:
+        """Seal the installed Linux a PE of Masterline's own wrote (its own SSH host key,
+        generated on the laptop, and the worker's login key: ``seal.py``); the record of
+        its public key for this PE boot, or None (a lab laptop, another OS)."""
+        if not pe.options.get(SEAL) or pe.offline_root is not None:
+            return None
+        sealed = seal.seal(transport, timeout=timeout)
+        if sealed is None:
+            return None
+        return seal.as_record(int(str(pe.options["boot_id"])), sealed)
+
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float
     ) -> None:
-        """Seal the installed Linux (its own SSH host key, generated on the laptop, and
-        the worker's login key: ``seal.py``), the PE's ``reboot``, then wait (within
-        ``timeout``) until the laptop has left the PE. :raises CommandTimedOut: it still
-        runs the same boot (retryable: the step reboots it again)."""
-        if pe.options.get(SEAL) and pe.offline_root is None:
-            sealed = seal.seal(connect(), timeout=timeout)
-            if sealed is not None:
-                seal.record(int(str(pe.options["boot_id"])), sealed)
+        """The PE's ``reboot``, then wait (within ``timeout``) until the laptop has left
+        the PE. :raises CommandTimedOut: it still runs the same boot (retryable: the step
+        reboots it again)."""
         before = kernel_boot_id(connect(), timeout)
         # A PE whose reboot wins the race against the command's exit status leaves the
         # session open with nobody behind it: wait for that answer a bounded time only.
@@ -217,8 +231,9 @@ class RegisteredBootControl(StaticBootControl):
         self, session: Session, device: Device, pe: PeAccess, family: OsFamily
     ) -> OsTarget:
         """As ``static``; a Linux this PE sealed is reached with the host key the PE
-        generated in it pinned (and, without a package manager, in marker mode)."""
-        sealed = seal.recorded(int(str(pe.options.get("boot_id") or 0)))
+        generated in it pinned (and, without a package manager, in marker mode): the key
+        the run recorded for this PE boot, whichever worker recorded it."""
+        sealed = _sealed(session, device, int(str(pe.options.get("boot_id") or 0)))
         if family is OsFamily.LINUX and sealed is not None:
             options = dict(pe.options)
             host = str(options.get("os_host") or pe.endpoint.host)
@@ -245,6 +260,17 @@ def _reboot_issued(session: Session, device_id: int, pe: RegisteredPe) -> str | 
     if not isinstance(issued, dict) or issued.get("pe_boot") != pe.boot_id:
         return None
     return str(issued.get("kernel_boot") or "")
+
+
+def _sealed(session: Session, device: Device, boot_id: int) -> seal.SealedOs | None:
+    """What the device's run recorded of the installed system the PE boot ``boot_id``
+    sealed (``SEALED_OS``), if anything."""
+    if device.id is None or not boot_id:
+        return None
+    run = runs.active_run_of_device(session, device.id)
+    if run is None:
+        return None
+    return seal.from_record(run.context.get(SEALED_OS), boot_id)
 
 
 def _left(pe: PeAccess, before: str, *, timeout: float) -> bool:

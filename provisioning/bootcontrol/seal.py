@@ -8,13 +8,13 @@ one the registration handed to the PE) into root's ``authorized_keys`` there, an
 the public half. That output comes back over the SSH session to the PE, which is pinned
 to the host key the PE gave in its authenticated registration: so the public key is as
 trustworthy as the registration itself (MAAS and curtin do the same over their own
-authenticated channel). The worker records it per PE boot (``record``) and pins it for
-the configure and gate steps (``SealedOs.known_hosts_line``).
+authenticated channel). The reboot step records it in the run's context in the database,
+keyed by the PE boot (``as_record``, ``base.SEALED_OS``), so that any worker pins it for
+the configure and gate steps (``from_record``, ``pinned_os_known_hosts``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings import get_settings
+from provisioning.bootcontrol.base import JsonValue
 from provisioning.errors import CommandFailed
 from provisioning.imaging.identity import last_line
 from provisioning.transports.base import Transport
@@ -126,34 +127,41 @@ def seal(transport: Transport, *, timeout: float) -> SealedOs | None:
     return SealedOs(found.group(1), "packages apt" in res.stdout)
 
 
-def _path(boot_id: int) -> Path:
-    return get_settings().data_dir / "pe-known-hosts" / f"os-of-boot-{boot_id}.json"
+def as_record(boot_id: int, sealed: SealedOs) -> dict[str, JsonValue]:
+    """What the run's context keeps of a seal (``SEALED_OS``), keyed by the PE boot that
+    made it: a seal of an older boot of the laptop is never taken for this one's."""
+    return {
+        "pe_boot": boot_id,
+        "host_key": sealed.host_key,
+        "package_manager": sealed.package_manager,
+    }
 
 
-def record(boot_id: int, sealed: SealedOs) -> None:
-    """Kept per PE boot in the worker's data directory, written atomically."""
-    path = _path(boot_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(
-        json.dumps({"host_key": sealed.host_key, "package_manager": sealed.package_manager})
-    )
-    os.replace(tmp, path)
-
-
-def recorded(boot_id: int) -> SealedOs | None:
-    try:
-        data = json.loads(_path(boot_id).read_text())
-    except (FileNotFoundError, ValueError):
+def from_record(record: object, boot_id: int) -> SealedOs | None:
+    """The seal ``record`` (a run context's ``SEALED_OS`` value) holds for the PE boot
+    ``boot_id``; None when it holds none, another boot's, or a malformed one."""
+    if not isinstance(record, dict) or record.get("pe_boot") != boot_id:
         return None
-    return SealedOs(str(data["host_key"]), bool(data["package_manager"]))
+    key = record.get("host_key")
+    if not isinstance(key, str) or _KEY.fullmatch(f"hostkey {key}") is None:
+        return None
+    return SealedOs(key, bool(record.get("package_manager")))
 
 
 def pinned_os_known_hosts(boot_id: int, sealed: SealedOs, address: str, port: int) -> Path:
-    """A known_hosts file holding the installed system's key and nothing else."""
-    path = _path(boot_id).with_name(f"os-of-boot-{boot_id}")
+    """A known_hosts file holding the installed system's key and nothing else, written
+    atomically from the database's record: this worker's own copy, made again by any
+    worker that needs it (its data directory holds nothing it could not rebuild)."""
+    directory = get_settings().data_dir / "pe-known-hosts"
+    path = directory / f"os-of-boot-{boot_id}"
     line = sealed.known_hosts_line(address, port)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        if path.read_text() == line:
+            return path
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
     tmp.write_text(line)
     os.replace(tmp, path)
     return path

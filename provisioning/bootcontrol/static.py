@@ -18,7 +18,7 @@ from sqlmodel import Session
 from images import configs
 from images.service import active_config
 from inventory.models import Device
-from provisioning.bootcontrol.base import PeAccess
+from provisioning.bootcontrol.base import JsonValue, PeAccess
 from provisioning.configure.plan import OsFamily, OsTarget
 from provisioning.errors import CommandFailed, ConnectFailed
 from provisioning.runs import repository
@@ -56,6 +56,12 @@ class StaticBootControl:
         self, pe: PeAccess, transport: Transport, *, disk: str, timeout: float
     ) -> None:
         """Nothing: a wired slot's PE has the installed system at its offline root."""
+
+    def seal_installed_os(
+        self, pe: PeAccess, transport: Transport, *, timeout: float
+    ) -> dict[str, JsonValue] | None:
+        """Nothing: a wired slot's installed OS is reached as its options say."""
+        return None
 
     def reboot_into_os(
         self, pe: PeAccess, connect: Callable[[], Transport], *, timeout: float

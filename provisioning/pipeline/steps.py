@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from inventory.codes import normalize_code
 from inventory.states import DeviceState
-from provisioning.bootcontrol.base import REBOOT_ISSUED, BootControl, PeAccess, kernel_boot_id
+from provisioning.bootcontrol.base import (
+    REBOOT_ISSUED,
+    SEALED_OS,
+    BootControl,
+    PeAccess,
+    kernel_boot_id,
+)
 from provisioning.configure.plan import ConfigPlan, OsFamily, OsTarget
 from provisioning.configure.reachable import OS_BOOT_SECONDS, wait_until_listening
 from provisioning.errors import (
@@ -298,12 +304,17 @@ def step_offline_and_reboot(ctx: StepContext) -> StepResult:
     res = ctx.pe().run("sh -s", timeout=ctx.timeout, stdin=script)
     if not res.ok:
         raise CommandFailed(f"offline settings failed: {res.stderr.strip()[:200]}")
+    sealed = ctx.boot.seal_installed_os(ctx.pe_access, ctx.pe(), timeout=ctx.timeout)
     kernel_boot = kernel_boot_id(ctx.pe(), ctx.timeout)  # on the same connection
     ctx.close()
     # Durably first: killed right after the reboot, the re-run must not wait for a PE
-    # that is gone (see REBOOT_ISSUED).
-    ctx.mark({REBOOT_ISSUED: {"pe_boot": ctx.pe_access.options.get("boot_id"),
-                              "kernel_boot": kernel_boot}})  # fmt: skip
+    # that is gone (see REBOOT_ISSUED), and whichever worker configures the installed
+    # OS must find the host key the PE sealed in it (SEALED_OS).
+    marks: dict[str, Any] = {REBOOT_ISSUED: {"pe_boot": ctx.pe_access.options.get("boot_id"),
+                                             "kernel_boot": kernel_boot}}  # fmt: skip
+    if sealed is not None:
+        marks[SEALED_OS] = sealed
+    ctx.mark(marks)
     ctx.boot.reboot_into_os(ctx.pe_access, ctx.pe, timeout=ctx.timeout)
     ctx.close()
     return {"hostname": hostname, "rebooted": True}

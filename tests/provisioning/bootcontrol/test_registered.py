@@ -5,7 +5,9 @@ by a real sshd."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -21,6 +23,7 @@ from boot.registration.schemas import SiteSettingsUpdate
 from boot.registration.service import end_boot
 from core.db import Database
 from core.principal import SYSTEM
+from core.settings import get_settings
 from core.timeutil import utcnow
 from inventory import lifecycle as device_lifecycle
 from inventory import service as inventory
@@ -29,8 +32,8 @@ from inventory.schemas import ScanRequest
 from inventory.states import DeviceState, Event
 from lab.keys import generate_ed25519, public_line
 from lab.lab import Lab, LabLaptop
-from provisioning.bootcontrol import registry
-from provisioning.bootcontrol.base import PeAccess
+from provisioning.bootcontrol import registry, seal
+from provisioning.bootcontrol.base import SEALED_OS, PeAccess
 from provisioning.errors import (
     CommandFailed,
     CommandTimedOut,
@@ -40,11 +43,22 @@ from provisioning.errors import (
     NoLivePe,
 )
 from provisioning.pipeline import stages
-from provisioning.runs import repository
+from provisioning.pipeline.bandwidth import SiteShares
+from provisioning.pipeline.context import ContextBuilder
+from provisioning.pipeline.steps import StepContext, step_at, step_offline_and_reboot
+from provisioning.runs import lifecycle, repository
 from provisioning.runs.models import ProvisioningRun, RunStatus
+from provisioning.runs.states import STEP_NAMES
+from provisioning.transports.base import CommandResult, StreamResult
 from provisioning.transports.ssh import SSHTransport
 from tests.boot.conftest import HOST_KEY, HOST_KEY_2, PE_ADDRESS, Boot, pe_client, register
-from tests.support.harness import LINUX_CONFIG, activate_config, local_store, publish_image
+from tests.support.harness import (
+    LINUX_CONFIG,
+    activate_config,
+    engine_config,
+    local_store,
+    publish_image,
+)
 from tests.support.images import make_image
 from tests.support.registered_lab import site_worker_key
 
@@ -409,3 +423,96 @@ def test_the_reboot_through_the_pe_returns_once_the_laptop_left_it(boot: Boot, l
     from tests.support.waiting import eventually
 
     eventually(lambda: lab.get(laptop.name).boot == "os", message="the laptop never booted")
+
+
+# The installed system's host key, recorded in the run (the database), not in a worker.
+class _PeWithItsLinuxMounted:
+    """The PE side of the reboot step, for a PE that has the installed Linux mounted:
+    what ``seal.py``'s scripts print there. A real one needs a VM laptop
+    (tests/lab/test_vm_e2e.py runs the scripts in the PE and pins the key it prints);
+    here the subject is where the worker keeps that key, and who finds it."""
+
+    def __init__(self, os_key: str) -> None:
+        self.os_key = os_key
+
+    def run(self, cmd: str, *, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        script = (stdin or b"").decode()
+        if script == seal.MOUNT_SCRIPT:
+            return CommandResult(0, "mounted vda1\n", "")
+        if script == seal.SEAL_SCRIPT:
+            return CommandResult(0, f"hostkey {self.os_key}\npackages none\n", "")
+        # The offline files, the reboot; the kernel's boot id unknown (""): nothing to
+        # compare after the reboot, as on a PE that cannot tell.
+        return CommandResult(0, "", "")
+
+    def put_stream(self, *args: object, **kwargs: object) -> StreamResult:
+        raise AssertionError("the reboot step streams nothing")
+
+    def close(self) -> None:
+        pass
+
+
+def _use_data_dir(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    monkeypatch.setenv("MASTERLINE_DATA_DIR", str(path))
+    get_settings.cache_clear()
+
+
+def _step_context(db: Database, run_id: int, *, worker: str, step: str, tmp: Path) -> StepContext:
+    """What worker ``worker``'s engine hands ``step`` of the run, once it has claimed it
+    (a resumption when another worker had it) and saved the step about to run."""
+    index = STEP_NAMES.index(step)
+    builder = ContextBuilder(
+        db,
+        engine_config(tmp / worker, worker_id=worker),
+        shares=SiteShares(db, interval=1.0, stop=threading.Event(), owns=lambda run: True),
+        waves=None,
+        cancelled=lambda run_id: False,
+    )
+    with db.session() as s:
+        run = repository.get_run_for_update(s, run_id)
+        assert run is not None
+        now = utcnow()
+        lifecycle.claim(s, run, worker_id=worker, lease_until=now + timedelta(minutes=5), now=now)
+        run.step_index, run.step_name = index, step
+        run.context = {**run.context, "disk": {"name": "vda", "size": 1 << 30, "removable": False}}
+        s.add(run)
+        d = s.get(Device, run.device_id)
+        assert d is not None
+        return builder.build(s, run, d, step_at(index))
+
+
+def test_a_run_resumed_by_another_worker_with_an_empty_data_dir_pins_the_sealed_key(
+    boot: Boot, pe: TestClient, queued: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker w1 seals the installed Linux and reboots the laptop; w2, on another host
+    (a data directory that never saw w1's), configures it: it pins the key the PE
+    generated in the installed system, from the run's record in the database."""
+    boot_id = register(pe, boot.credential, "ACME0001").json()["boot_id"]
+    os_key = " ".join(HOST_KEY_2.split()[:2])  # the installed system's, not the PE's
+    _use_data_dir(monkeypatch, tmp_path / "w1-data")
+    ctx = _step_context(boot.db, queued, worker="w1", step="reboot", tmp=tmp_path)
+    ctx.transport_factory = lambda access: _PeWithItsLinuxMounted(os_key)
+    assert step_offline_and_reboot(ctx)["rebooted"] is True
+    record = _run(boot.db, queued).context[SEALED_OS]
+    assert record == {"pe_boot": boot_id, "host_key": os_key, "package_manager": False}
+    # The laptop left its PE (its registration ends) and is configured next: by w2.
+    d = device(boot.db, "ACME0001")
+    with boot.db.session() as s:
+        assert end_boot(s, d.id or 0, reason="rebooted into its installed OS")
+        locked = s.get(Device, d.id)
+        assert locked is not None
+        for event in (Event.IMAGE, Event.CONFIGURE):
+            device_lifecycle.apply(s, locked, event, actor="test")
+    shutil.rmtree(tmp_path / "w1-data")
+    _use_data_dir(monkeypatch, tmp_path / "w2-data")
+    target, _ = _step_context(
+        boot.db, queued, worker="w2", step="configure", tmp=tmp_path
+    ).plan_loader()
+    assert target.known_hosts_path.is_relative_to(tmp_path / "w2-data")
+    assert target.known_hosts_path.read_text() == f"{PE_ADDRESS} {os_key}\n"
+    assert (target.host, target.ssh_port) == (PE_ADDRESS, 22)
+    assert target.target_root == "/"  # no package manager in it: marker mode
+    # A record of another boot of the laptop is never taken for this one's.
+    assert seal.from_record(record, boot_id) is not None
+    assert seal.from_record(record, boot_id + 1) is None
+    assert seal.from_record({**record, "host_key": "ssh-rsa nope"}, boot_id) is None
