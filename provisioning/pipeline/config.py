@@ -38,20 +38,23 @@ class EngineConfig:
     configure_wave_seconds: float = 1.0
     """How long the first Linux laptop reaching configure waits for others to join its
     ansible-runner run (``pipeline/waves.py``); 0 configures each on its own."""
-    relay: bool = False
+    relay: bool = True
     """Relay imaging (``pipeline/relays.py``, docs/relay.md): the laptops of one image
-    and site that reach the stream step together get one copy, relayed PE to PE. Off by
-    default (``MASTERLINE_WORKER_RELAY=1`` with ``…_RELAY_HOST`` set to the worker's
-    bench address turns it on): the first wave through real PEs (VM laptops) hung on the
-    default 127.0.0.1, which no real PE reaches. A laptop alone streams plainly."""
+    and site that reach the stream step together get one copy, relayed PE to PE
+    (``MASTERLINE_WORKER_RELAY=0`` turns it off). A laptop alone streams plainly; so
+    does a member that got no chunk in ``relay_first_chunk_seconds``."""
     relay_window_seconds: float = 60.0
     """How long the first laptop of a relay wave waits for others (it stops waiting as
     soon as every run of this worker on its way to the stream step has joined)."""
     relay_max_members: int = 32
     relay_chunk_bytes: int = 4 * 1024 * 1024
     """The chunk each relay checks against the manifest (``images.manifest``)."""
-    relay_host: str = "127.0.0.1"
-    """The address the wave's source listens on: one the PEs reach this worker at."""
+    relay_host: str = ""
+    """The address the wave's source listens on; empty (the default): learned per
+    laptop, the local address of the worker's SSH session to its PE."""
+    relay_first_chunk_seconds: float = 60.0
+    """A member whose relay verified no chunk this long after it started leaves its
+    wave and streams plainly (an unreachable source, a firewall between laptops)."""
     relay_slow_ratio: float = 0.5
     """A member whose disk writes slower than this times the wave's median is moved to
     the tail (``relay.plan.SlowRule``); 0 never moves one."""

@@ -86,6 +86,7 @@ class JobEngine:
         self.waves = LinuxWaves(
             window=config.configure_wave_seconds, pending=self._linux_up_to_configure
         )
+        self._queued: tuple[float, int] = (float("-inf"), 0)
         self.relays = self._relay_waves(config)
         self.contexts = ContextBuilder(
             db,
@@ -208,14 +209,33 @@ class JobEngine:
             ),
             chunk_bytes=config.relay_chunk_bytes,
             source_host=config.relay_host,
+            first_chunk_seconds=config.relay_first_chunk_seconds,
             slow=SlowRule(ratio=config.relay_slow_ratio) if config.relay_slow_ratio > 0 else None,
             pending=self._up_to_stream,
         )
 
     def _up_to_stream(self) -> int:
-        """This worker's runs in the stream step or a step before it: those a relay
-        wave's first laptop may wait for."""
-        return sum(1 for _, index in self.live.where() if index <= STREAM_INDEX)
+        """The runs a relay wave's first laptop may wait for (up to its window): this
+        worker's runs in the stream step or a step before it, and the queued runs not
+        past it. A laptop scanned with others boots its PE when it boots: its run is
+        queued, holding no thread, until the PE registers, and the laptop whose PE came
+        up first would otherwise find no one coming and stream alone (as the VM laptops
+        of tests/lab/test_vm_e2e.py did)."""
+        live = sum(1 for _, index in self.live.where() if index <= STREAM_INDEX)
+        return live + self._queued_up_to_stream()
+
+    def _queued_up_to_stream(self) -> int:
+        # Read at most once a second: the leader asks every 50 ms, under its lock.
+        now = time.monotonic()
+        if now - self._queued[0] >= 1.0:
+            try:
+                with self.db.session(write=False) as s:
+                    count = repository.queued_up_to_step(s, step_index=STREAM_INDEX)
+            except Exception:  # the database is away: wait for no one more
+                log.exception("could not count the queued runs")
+                count = 0
+            self._queued = (now, count)
+        return self._queued[1]
 
     def _linux_up_to_configure(self) -> int:
         """This worker's Linux runs in configure or a step before it: those not yet in a

@@ -5,6 +5,7 @@ its step's error."""
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,9 @@ class MemberRequest:
     """Records the run's place in its wave on its row (the bandwidth ledger reads it)."""
     bucket: TokenBucket | None = None
     """The run's share of its site's rate (None: uncapped)."""
+    session: socket.socket | None = None
+    """The worker's connected SSH socket to this PE: its local address is where the
+    PE reaches the worker, so where the wave's source listens (``relay/address.py``)."""
 
 
 @dataclass
@@ -55,8 +59,16 @@ class Member:
     req: MemberRequest
     name: str
     inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
+    host: str = ""
+    """The worker's address toward this laptop: where its wave's source listens."""
     done: bool = False
     carrier: bool | None = None
+    added_at: float | None = None
+    """When its relay was started (monotonic): the first-chunk bound counts from it."""
+    received: bool = False
+    """Its relay verified and wrote at least one chunk from the wave."""
+    lost: str = ""
+    """Why its relay last lost (or could not reach) an upstream, for the fallback's line."""
 
 
 @dataclass
@@ -68,6 +80,8 @@ class Group:
     closing: bool = False
     plain: bool = False
     """Left with one member (the others aborted): it streams plainly."""
+    host: str = ""
+    """Where its source listens: its first member's address toward the worker."""
     failed: str = ""
 
     def carrier(self) -> Member | None:

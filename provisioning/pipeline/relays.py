@@ -15,6 +15,14 @@ The site's bandwidth ledger counts a wave as one stream: one member, the carrier
 (the lowest run id still receiving), is marked so on its run row and holds the
 share; the others are marked relayed and hold none (``bandwidth.counts_as_stream``).
 What leaves the server is paced by the carrier's bucket.
+
+The source listens where the members reach the worker: learned per laptop from the
+worker's own SSH session to its PE (``relay/address.py``), unless ``source_host``
+overrides it; a laptop the worker reaches at another address than its wave's streams
+plainly. A member whose relay has not verified a first chunk within
+``first_chunk_seconds`` of its start (an unreachable source, a firewall between the
+laptops) leaves the wave and streams plainly, saying why in its run's log: a wave never
+hangs a run, and a fallback is judged by the verify step like any plain stream.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from provisioning.pipeline.relay_members import (
     describe,
     error_of,
 )
+from provisioning.relay.address import NoRelayAddress, relay_address
 from provisioning.relay.plan import Candidate, SlowRule, WaveRule, form_waves, joins
 from provisioning.relay.rawcache import raw_copy
 from provisioning.relay.source import Pace
@@ -54,6 +63,8 @@ STATE_DIR = "/var/lib/masterline/relay"
 _SETPRIV = shutil.which("setpriv")
 _LOGGED = ("connected", "upstream_lost", "corrupt", "resumed", "moved_to_tail", "stalled")
 _names = itertools.count(1)
+FELL_BACK = "relay: fell back to a plain stream"
+"""How a run's log says its laptop left (or never joined) a wave for a plain stream."""
 
 
 class RelayWaves:
@@ -64,7 +75,8 @@ class RelayWaves:
         *,
         rule: WaveRule,
         chunk_bytes: int,
-        source_host: str,
+        source_host: str = "",
+        first_chunk_seconds: float = 60.0,
         command: str = RELAY_COMMAND,
         slow: SlowRule | None = None,
         pending: Callable[[], int] | None = None,
@@ -73,6 +85,10 @@ class RelayWaves:
         self.rule = rule
         self.chunk_bytes = chunk_bytes
         self.source_host = source_host
+        """Where every wave's source listens; empty: learned per laptop."""
+        self.first_chunk_seconds = first_chunk_seconds
+        """A member with no verified chunk this long after its relay started streams
+        plainly instead (``_await``)."""
         self.command = command
         self.slow = slow
         self.pending = pending
@@ -94,7 +110,21 @@ class RelayWaves:
         :raises ProvisioningError: its laptop's outcome (see ``_error``).
         """
         disk_path(req.disk)  # an odd disk name fails here, before any wave
-        me = Member(req, f"r{req.run_id}-{next(_names)}")
+        try:
+            learned = relay_address(
+                override=self.source_host, pe_host=req.endpoint.host, session=req.session
+            )
+        except NoRelayAddress as e:
+            _fell_back(req, f"no address this laptop reaches the worker at ({e})")
+            return None
+        me = Member(req, f"r{req.run_id}-{next(_names)}", host=learned.host)
+        req.on_event(
+            {
+                "event": "relay_address",
+                "host": learned.host,
+                "message": f"relay: the worker serves it from {learned.host} ({learned.how})",
+            }
+        )
         key = (req.site_id, req.image_id)
         with self._lock:
             self._inside += 1
@@ -108,9 +138,15 @@ class RelayWaves:
                 self._inside -= 1
 
     def _join(self, me: Member, key: tuple[int, int]) -> Group | None:
+        elsewhere = ""
         with self._lock:
             running = self._running.get(key)
-            if running is not None and not running.closing and running.wave is not None:
+            if (
+                running is not None
+                and not running.closing
+                and running.wave is not None
+                and running.host == me.host
+            ):
                 cand = Candidate(me.req.run_id, key[1], key[0], self._clock())
                 if joins(key[1], key[0], len(running.members), cand, self.rule):
                     running.members.append(me)
@@ -123,9 +159,20 @@ class RelayWaves:
                 opened = self._open.get(key)
                 lead = opened is None
                 if opened is None:
-                    opened = self._open[key] = (Group(key), self._clock())
+                    opened = self._open[key] = (Group(key, host=me.host), self._clock())
                 group, _ = opened
-                group.members.append(me)
+                if group.host == me.host:
+                    group.members.append(me)
+                else:
+                    elsewhere = group.host
+        if elsewhere:
+            # One source address per wave: a laptop on another of the worker's
+            # networks would be given an address it may not reach.
+            _fell_back(
+                me.req,
+                f"the worker reaches it at {me.host}, its wave is served from {elsewhere}",
+            )
+            return None
         if late is not None:
             self._add(late, me)  # at the tail, while the wave runs
             return late
@@ -211,7 +258,9 @@ class RelayWaves:
                 return False  # full, or its window passed
             return self.pending is None or self.pending() > self._inside
 
-    def _await(self, me: Member, group: Group) -> dict[str, Any]:
+    def _await(self, me: Member, group: Group) -> dict[str, Any] | None:
+        """The member's outcome as its step's result; None when it left the wave for a
+        plain stream (no first chunk in time)."""
         req = me.req
         deadline = time.monotonic() + req.timeout
         offset = 0
@@ -222,9 +271,13 @@ class RelayWaves:
                 kind, value = me.inbox.get(timeout=1.0)
             except queue.Empty:
                 kind, value = "tick", None
+            if kind == "tick" and self._starved(me):
+                self._fall_back(group, me)
+                return None
             try:
                 if kind == "progress":
                     offset = int(value)
+                    me.received = True
                 if kind in ("progress", "tick") and group.wave is not None:
                     req.progress(offset, group.wave.manifest.size)
             except BaseException:
@@ -235,6 +288,31 @@ class RelayWaves:
             if time.monotonic() > deadline:
                 self._leave(group, me)
                 raise CommandTimedOut("relay stream timed out")
+
+    def _starved(self, me: Member) -> bool:
+        """Whether ``me``'s relay has gone ``first_chunk_seconds`` without a chunk; if
+        so it is settled here (under the lock), so no outcome is handed to it after."""
+        with self._lock:
+            if me.done or me.received or me.added_at is None:
+                return False
+            if time.monotonic() - me.added_at < self.first_chunk_seconds:
+                return False
+            me.done = True
+            return True
+
+    def _fall_back(self, group: Group, me: Member) -> None:
+        """``me`` leaves its wave (its relay stopped: those behind it are rerouted, as
+        around a dead member) and its run streams plainly."""
+        why = f"no chunk within {self.first_chunk_seconds:g} s of its relay's start"
+        if me.lost:
+            why += f" (last: {me.lost})"
+        self._leave(group, me)
+        try:
+            me.req.mark(None)  # its own stream again in the site's ledger
+        except Exception:
+            log.exception("could not record run %s leaving its wave", me.req.run_id)
+        self._recarry(group)
+        _fell_back(me.req, why)
 
     def _leave(self, group: Group, me: Member) -> None:
         wave = group.wave
@@ -293,6 +371,7 @@ class RelayWaves:
             m.done = True
             m.inbox.put(("done", Outcome(m.name, ok=False, reason=f"relay not started: {e}")))
             return
+        m.added_at = time.monotonic()
         self._recarry(group)
         m.req.on_event(
             {
@@ -310,12 +389,12 @@ class RelayWaves:
             with self._lock:
                 group.closing = True
                 self._running.pop(group.key, None)
+                for m in group.members:
+                    if not m.done:
+                        m.done = True
+                        reason = group.failed or "its wave ended first"
+                        m.inbox.put(("done", Outcome(m.name, ok=False, reason=reason)))
             group.started.set()
-            for m in group.members:
-                if not m.done:
-                    m.done = True
-                    reason = group.failed or "its wave ended first"
-                    m.inbox.put(("done", Outcome(m.name, ok=False, reason=reason)))
 
     def _run_wave(self, group: Group) -> None:
         first = group.members[0].req
@@ -327,7 +406,7 @@ class RelayWaves:
         wave = Wave(
             image=raw,
             manifest=manifest,
-            source_host=self.source_host,
+            source_host=group.host,
             pace=WavePace(self, group),
             slow=self.slow,
         )
@@ -368,16 +447,19 @@ class RelayWaves:
             me.inbox.put(("progress", int(event["offset"])))
         if me is not None and kind in _LOGGED:
             me.req.on_event({**event, "event": f"relay_{kind}", "message": describe(event)})
+        if me is not None and kind == "upstream_lost":
+            me.lost = f"{event.get('upstream')}: {str(event.get('reason', ''))[:120]}"
         bad = by_name.get(str(event.get("upstream"))) if kind == "corrupt" else None
         if bad is not None:  # its run's log says why no one takes the stream from it
             told = {"event": "forwarded_corrupt", "downstream": name, "chunk": event.get("chunk")}
             bad.req.on_event({**told, "event": "relay_bypassed", "message": describe(told)})
         settled = False
-        for m in group.members:
-            outcome = wave.outcomes.get(m.name)
-            if not m.done and outcome is not None and outcome.ok is not None:
-                m.done = settled = True
-                m.inbox.put(("done", outcome))
+        with self._lock:  # a member that fell back (``_starved``) takes no outcome
+            for m in group.members:
+                outcome = wave.outcomes.get(m.name)
+                if not m.done and outcome is not None and outcome.ok is not None:
+                    m.done = settled = True
+                    m.inbox.put(("done", outcome))
         if settled:
             self._recarry(group)
 
@@ -394,3 +476,7 @@ class RelayWaves:
                 m.req.mark({"wave": wave.id if wave else "", "member": m.name, "carrier": want})
             except Exception:  # the ledger is best effort; the stream goes on
                 log.exception("could not record relay membership of run %s", m.req.run_id)
+
+
+def _fell_back(req: MemberRequest, reason: str) -> None:
+    req.on_event({"event": "relay_fell_back", "message": f"{FELL_BACK}: {reason}"[:300]})

@@ -51,7 +51,7 @@ from provisioning.imaging.pacing import TokenBucket
 from provisioning.imaging.stream import stream_image, verify
 from provisioning.pipeline.scheduling import STEP_RULES
 from provisioning.runs.states import STEP_NAMES
-from provisioning.transports.base import Transport
+from provisioning.transports.base import SessionSocket, Transport
 
 if TYPE_CHECKING:
     # ansible-runner behind it: imported by the engine, which builds the waves.
@@ -193,6 +193,10 @@ def _relay(ctx: StepContext, cached: CachedImage, disk: Disk) -> StepResult | No
         raise DiskFull(
             f"image needs {cached.raw_size} bytes, disk {disk.name} has {disk.size_bytes}"
         )
+    # The session that just checked the serial: its local address is where this PE
+    # reaches the worker, so where the wave's source listens (relay/address.py).
+    pe = ctx.pe()
+    session = pe.session_socket() if isinstance(pe, SessionSocket) else None
     return ctx.relays.stream(
         MemberRequest(
             run_id=ctx.run_id,
@@ -207,6 +211,7 @@ def _relay(ctx: StepContext, cached: CachedImage, disk: Disk) -> StepResult | No
             on_event=ctx.on_event,
             mark=ctx.relay_mark,
             bucket=ctx.bucket,
+            session=session,
         )
     )
 

@@ -11,6 +11,7 @@ directory, else ``<hostname>-<pid>`` — so two workers on one host never share 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -89,6 +90,38 @@ def _switch(env: Any, name: str, *, default: bool) -> bool:
     raise InvalidInput(f"{name}={raw[:20]!r}: use 1 (on) or 0 (off)")
 
 
+def _relay_host(raw: str) -> str:
+    """The relay source's address override; empty: learned per laptop.
+
+    :raises InvalidInput: not an IP address, or a wildcard (a listener there would
+        serve the wave on every interface of the worker)."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    try:
+        ip = ipaddress.ip_address(raw)
+    except ValueError:
+        name = "MASTERLINE_WORKER_RELAY_HOST"
+        raise InvalidInput(f"{name}={raw[:40]!r}: not an IP address") from None
+    if ip.is_unspecified:
+        raise InvalidInput(
+            f"MASTERLINE_WORKER_RELAY_HOST={raw}: a wildcard; give the worker's bench address"
+        )
+    return raw
+
+
+def _positive(env: Any, name: str, default: float) -> float:
+    """:raises InvalidInput: not a number above 0."""
+    raw = str(env.get(name, "")).strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise InvalidInput(f"{name}={raw[:20]!r}: give a number of seconds above 0")
+    return value
+
+
 def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
     """Engine settings from ``MASTERLINE_WORKER_*`` variables (see docs/pipeline.md)."""
     env = os.environ
@@ -109,11 +142,12 @@ def config_from_env(*, worker_id: str | None = None) -> EngineConfig:
         share_seconds=float(env.get("MASTERLINE_WORKER_SHARE_SECONDS", "1")),
         configure_wave_seconds=float(env.get("MASTERLINE_WORKER_CONFIGURE_WAVE_SECONDS", "1")),
         step_timeouts=_pairs(env.get("MASTERLINE_WORKER_STEP_TIMEOUTS", "")),
-        relay=_switch(env, "MASTERLINE_WORKER_RELAY", default=False),
+        relay=_switch(env, "MASTERLINE_WORKER_RELAY", default=True),
         relay_window_seconds=float(env.get("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "60")),
         relay_max_members=int(env.get("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "32")),
         relay_chunk_bytes=int(env.get("MASTERLINE_WORKER_RELAY_CHUNK_BYTES", str(4 * 1024 * 1024))),
-        relay_host=env.get("MASTERLINE_WORKER_RELAY_HOST", "127.0.0.1"),
+        relay_host=_relay_host(env.get("MASTERLINE_WORKER_RELAY_HOST", "")),
+        relay_first_chunk_seconds=_positive(env, "MASTERLINE_WORKER_RELAY_FIRST_CHUNK_SECONDS", 60),
         relay_slow_ratio=float(env.get("MASTERLINE_WORKER_RELAY_SLOW_RATIO", "0.5")),
         state_timeouts=state_timeouts,
     )

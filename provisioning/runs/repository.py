@@ -106,6 +106,16 @@ def claimable_runs(
     return session.exec(stmt).all()
 
 
+def queued_up_to_step(session: Session, *, step_index: int) -> int:
+    """Queued runs (waiting for a worker, for their PE, or for a retry) not yet past
+    step ``step_index``."""
+    stmt = select(func.count()).where(
+        ProvisioningRun.status == RunStatus.QUEUED,
+        col(ProvisioningRun.step_index) <= step_index,
+    )
+    return int(session.exec(stmt).one())
+
+
 def live_runs_at_site(session: Session, *, site_id: int | None, now: datetime, exclude: int) -> int:
     stmt = select(func.count()).where(
         ProvisioningRun.status == RunStatus.RUNNING,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -113,6 +114,14 @@ class FileChunks:
 
 
 @runtime_checkable
+@runtime_checkable
+class SessionSocket(Protocol):
+    """A transport over one connected socket (SSH): its local address is the one the
+    laptop reaches the worker at."""
+
+    def session_socket(self) -> socket.socket: ...
+
+
 class Transport(Protocol):
     def run(self, cmd: str, *, timeout: float, stdin: bytes | None = None) -> CommandResult:
         """Run ``cmd`` on the laptop.

@@ -119,6 +119,17 @@ class SSHTransport:
         self._transport = transport
         return transport
 
+    def session_socket(self) -> socket.socket:
+        """The connected socket under this session (connecting first if needed): its
+        local address is the one the laptop reaches this worker at (relay imaging's
+        source listens there, ``relay/address.py``).
+
+        :raises ConnectFailed, AuthFailed, HostKeyMismatch: as ``run``.
+        """
+        sock = self._connect().sock
+        assert isinstance(sock, socket.socket)
+        return sock
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

@@ -10,6 +10,9 @@ writes the hostname, generates its SSH host key and hands the public half back o
 pinned session → reboot from its own disk → Ansible configures it over SSH with that
 key pinned → the gate → READY. ACME0001 is scanned before it boots; ACME0002 boots
 first, waits visibly ("booted, not scanned"), and goes on once it is scanned in.
+Relay imaging is on (the default): the two laptops, same image, same site, form one
+wave served from the worker's bench address, learned from its SSH sessions; the
+worker sends one copy, the second PE takes it from the first.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
             print(f"\nVM e2e timings (s, accel={bench.accel}): {timings}")
             (tmp_path / "timings.txt").write_text(repr(timings))
 
+            relayed: dict[str, dict[str, object]] = {}
             for serial in SERIALS:
                 run = bench.run_of(serial)
                 assert run is not None and run.status == RunStatus.SUCCEEDED
@@ -107,6 +111,13 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                     ).all()
                     (pe,) = s.exec(select(PeBoot).where(PeBoot.device_id == run.device_id)).all()
                 assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)
+                # Imaged through the relay, from the worker's address on the bench
+                # network (not 127.0.0.1, which no PE reaches), never falling back.
+                (streamed,) = [e for e in events if e.step == "stream" and e.kind == "step_done"]
+                relayed[serial] = streamed.details["written"]["relay"]
+                learned = [e.details["host"] for e in events if e.kind == "relay_address"]
+                assert learned and set(learned) == {net.address}
+                assert not [e for e in events if e.kind == "relay_fell_back"]
                 # Each step's duration, for docs/benchmarks.md (printed, never asserted).
                 started = {e.step: e.at for e in events if e.kind == "step_started"}
                 phases = {
@@ -128,6 +139,12 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                 assert up.group(2) == sealed.host_key
                 assert sealed.host_key.split()[1] != pe.host_key.split()[1]
                 assert boot.credential not in console
+            # One wave of both; the worker sent one copy: the head took it from the
+            # source, the other laptop from the head.
+            waves = {str(r["wave"]) for r in relayed.values()}
+            assert len(waves) == 1 and all(r["members"] == 2 for r in relayed.values())
+            head, tail = sorted(relayed.values(), key=lambda r: r["upstreams"] != ["source"])
+            assert head["upstreams"] == ["source"] and tail["upstreams"] == [head["member"]]
             # The PE of the VM booted before its scan waited, then went on.
             assert "reason=booted,-not-scanned" not in serial_log(consoles[SERIALS[0]])
         assert all(p.poll() is not None for p in bench.net.procs)

@@ -207,6 +207,14 @@ def test_runs_ready_together_are_one_wave_from_one_copy(bench: Bench) -> None:
     ]
     assert wave.source.served == [(str(members[0]["member"]), 0)]
     assert wave.source.bytes_sent == _one_copy(wave.manifest)
+    # No address was configured: the source listens at the local address of the
+    # worker's SSH session to the laptops (their lab sshd answers on 127.0.0.1), and
+    # each run's log says where it was served from and how that was learned.
+    assert wave.source.address[0] == "127.0.0.1"
+    for run_id in ids:
+        learned = [e for e in bench.run_events(run_id) if e.kind == "relay_address"]
+        assert learned and all(e.details["host"] == "127.0.0.1" for e in learned)
+        assert learned[0].message == "relay: the worker serves it from 127.0.0.1 (its SSH session)"
     # The ledger counted the wave as one stream: its carrier was given the whole rate.
     shares = [e.details for r in ids for e in bench.run_events(r) if e.kind == "bandwidth"]
     assert {"share_bps": cap, "streams": 1} in [

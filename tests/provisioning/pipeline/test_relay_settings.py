@@ -13,17 +13,25 @@ from provisioning.pipeline.worker import config_from_env
 from provisioning.runs.models import ProvisioningRun
 
 
-def test_relay_is_off_by_default_a_typo_is_refused_and_its_settings_are_read(
+def test_relay_is_on_by_default_a_typo_is_refused_and_its_settings_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MASTERLINE_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     try:
-        for name in ("RELAY", "RELAY_WINDOW_SECONDS", "RELAY_MAX_MEMBERS", "RELAY_HOST"):
+        for name in (
+            "RELAY",
+            "RELAY_WINDOW_SECONDS",
+            "RELAY_MAX_MEMBERS",
+            "RELAY_HOST",
+            "RELAY_FIRST_CHUNK_SECONDS",
+        ):
             monkeypatch.delenv(f"MASTERLINE_WORKER_{name}", raising=False)
         default = config_from_env(worker_id="w")
-        assert default.relay is False
+        assert default.relay is True
         assert (default.relay_window_seconds, default.relay_max_members) == (60.0, 32)
+        # No address set: each laptop's is learned from the worker's session to it.
+        assert (default.relay_host, default.relay_first_chunk_seconds) == ("", 60.0)
         for off in ("0", "off", " False "):
             monkeypatch.setenv("MASTERLINE_WORKER_RELAY", off)
             assert config_from_env(worker_id="w").relay is False
@@ -44,6 +52,18 @@ def test_relay_is_off_by_default_a_typo_is_refused_and_its_settings_are_read(
             8,
             "10.0.0.2",
         )
+        monkeypatch.setenv("MASTERLINE_WORKER_RELAY_FIRST_CHUNK_SECONDS", "15")
+        assert config_from_env(worker_id="w").relay_first_chunk_seconds == 15.0
+        for bad, why in (("0", "above 0"), ("soon", "above 0"), ("inf", "above 0")):
+            monkeypatch.setenv("MASTERLINE_WORKER_RELAY_FIRST_CHUNK_SECONDS", bad)
+            with pytest.raises(InvalidInput, match=why):
+                config_from_env(worker_id="w")
+        monkeypatch.delenv("MASTERLINE_WORKER_RELAY_FIRST_CHUNK_SECONDS")
+        wildcard = "0.0.0.0"  # noqa: S104 - refused, never bound
+        for bad, why in ((wildcard, "a wildcard"), ("worker.lan", "not an IP address")):
+            monkeypatch.setenv("MASTERLINE_WORKER_RELAY_HOST", bad)
+            with pytest.raises(InvalidInput, match=why):
+                config_from_env(worker_id="w")
     finally:
         get_settings.cache_clear()
 
