@@ -105,9 +105,7 @@ def _switch(db: Database, variant: str) -> None:
         conn.execute(text(f"DROP INDEX IF EXISTS {drop}"))
         conn.execute(text(f"CREATE INDEX IF NOT EXISTS {create} ON device_event ({columns})"))
     settle(db)
-    repository.arrivals_per_hour = (  # type: ignore[assignment]
-        _old_arrivals_per_hour if variant == "before" else _NEW_ARRIVALS
-    )
+    repository.arrivals_per_hour = _old_arrivals_per_hour if variant == "before" else _NEW_ARRIVALS
 
 
 def _median_ms(fn: Callable[[], object], calls: int) -> float:
@@ -284,7 +282,7 @@ def page_lists(
         _sign_in(client, token)
         for _ in range(args.rounds):
             for variant in ("before", "after"):
-                forecast_panel.panel = own_list if variant == "before" else given  # type: ignore[assignment]
+                forecast_panel.panel = own_list if variant == "before" else given
                 for name, w in filters.items():
                     url = "/console/waves"
                     if w.client_id:
@@ -301,7 +299,7 @@ def page_lists(
                     page()
                     event.remove(db.engine, "before_cursor_execute", count)
                     queries[(name, variant)] = statements
-    forecast_panel.panel = given  # type: ignore[assignment]
+    forecast_panel.panel = given
     print("\n| filter | computed page before → after | SQL statements per page |")
     print("|---|---|---|")
     for name in filters:

@@ -136,9 +136,9 @@ def put_in_flight(db: Database, *, in_flight: int, ready: int) -> tuple[int, lis
             # What the lifecycle writes with each event: the laptop's client and
             # delivery (these laptops have no bench, so no site).
             owners = s.execute(
-                select(Device.id, Device.client_id, Device.delivery_id)
+                select(col(Device.id), col(Device.client_id), col(Device.delivery_id))
                 .where(col(Device.id).in_(chunk))
-                .order_by(Device.id)
+                .order_by(col(Device.id))
             ).all()
             events: list[dict[str, Any]] = []
             for device_id, client_id, delivery_id in owners:

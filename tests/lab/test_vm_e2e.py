@@ -116,7 +116,7 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                 (streamed,) = [e for e in events if e.step == "stream" and e.kind == "step_done"]
                 relayed[serial] = streamed.details["written"]["relay"]
                 learned = [e.details["host"] for e in events if e.kind == "relay_address"]
-                assert learned and set(learned) == {net.address}
+                assert learned and set(learned) == {bench.net.address}
                 assert not [e for e in events if e.kind == "relay_fell_back"]
                 # Each step's duration, for docs/benchmarks.md (printed, never asserted).
                 started = {e.step: e.at for e in events if e.kind == "step_started"}
