@@ -220,9 +220,13 @@ class JobEngine:
         past it. A laptop scanned with others boots its PE when it boots: its run is
         queued, holding no thread, until the PE registers, and the laptop whose PE came
         up first would otherwise find no one coming and stream alone (as the VM laptops
-        of tests/lab/test_vm_e2e.py did)."""
+        of tests/lab/test_vm_e2e.py did). Only as many queued runs as this worker has
+        free threads for count: with every thread busy (a wave of 16 laptops on a
+        4-thread worker) none of them can reach this stream step before the window
+        ends, and waiting for them cost every group of four its whole window."""
         live = sum(1 for _, index in self.live.where() if index <= STREAM_INDEX)
-        return live + self._queued_up_to_stream()
+        free = max(0, self.config.max_parallel - len(self.live.ids()))
+        return live + min(free, self._queued_up_to_stream())
 
     def _queued_up_to_stream(self) -> int:
         # Read at most once a second: the leader asks every 50 ms, under its lock.

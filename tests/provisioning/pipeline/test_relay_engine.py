@@ -70,10 +70,10 @@ def bench(
 
 
 def _config(bench: Bench, **kw: object) -> EngineConfig:
+    kw.setdefault("relay_window_seconds", 60)
     return engine_config(
         bench.tmp,
         relay=True,
-        relay_window_seconds=60,
         relay_chunk_bytes=CHUNK,
         share_seconds=0.2,
         # Page-cache writes of lab disks vary with the machine's load: no reordering
@@ -221,6 +221,23 @@ def test_runs_ready_together_are_one_wave_from_one_copy(bench: Bench) -> None:
         {k: g[k] for k in ("share_bps", "streams")} for g in shares
     ]
     assert all(g["site_granted_bps"] <= cap for g in shares)
+
+
+def test_a_busy_worker_does_not_wait_for_runs_it_cannot_take(bench: Bench) -> None:
+    """Three laptops, a worker of two threads, a window of an hour: the two it runs form
+    their wave at once; the third, queued behind them, is not waited for (it cannot
+    reach the stream step before a thread frees), so nothing waits for the window."""
+    ids = _start(bench, SERIALS)
+    config = _config(bench, max_parallel=2, relay_window_seconds=3600)
+    with running_engine(bench.db, config) as engine:
+        _past_verify(bench, ids, timeout=600)  # the old rule would wait the hour
+        assert engine.relays is not None
+        first = engine.relays.waves[0]
+    relayed = [w["relay"] for r in ids for w in _written(bench, r) if "relay" in w]
+    assert len([r for r in relayed if r["wave"] == first.id]) >= 2  # type: ignore[index]
+    for run_id, serial in zip(ids, SERIALS, strict=True):
+        assert _verified(bench, run_id), bench.run(run_id).last_error
+        assert _disk_holds_image(bench, serial)
 
 
 def test_a_laptop_alone_streams_plainly(bench: Bench) -> None:
