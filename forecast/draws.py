@@ -181,8 +181,11 @@ def contention(profiles: tuple[Profile, ...], fleet: Fleet) -> tuple[np.ndarray,
     share = np.zeros((len(fleet), N_STEPS))
     for k, profile in enumerate(profiles):
         mine = np.flatnonzero(fleet.profile == k)
-        if not len(mine) or not any(d.contention for d in profile.steps):
+        if not len(mine):
             continue
+        # Every profile gets its shares, including one that learnt no power: the walk
+        # scales a phase by sum(share * c ** beta) for every laptop walked beside one
+        # that did, and a share of 0 there made that laptop's phase take no time.
         for phase in PHASES:
             s = np.asarray(phase.steps, dtype=np.int64)
             cost = np.asarray([float(np.mean(profile.steps[i].samples)) for i in s])

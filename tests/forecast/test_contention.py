@@ -218,3 +218,25 @@ def test_the_run_log_says_where_each_attempt_ran(db: Database, world: factories.
         [r.site for r in records],
     )
     assert conc.tolist() == [1.0, 1.0]
+
+
+def test_a_laptop_whose_profile_learnt_no_power_is_not_scaled() -> None:
+    """In a world where one profile learnt a contention power and another did not, the
+    walk scales each phase of every laptop by sum(share * c ** beta): for the laptop
+    without a power that must be 1 at any concurrency (its phase as drawn), not 0 (a
+    phase that takes no time)."""
+    from forecast.draws import PHASES
+    from forecast.draws import contention as shares_of
+    from tests.forecast.worlds import mixed
+
+    world = mixed()
+    beta, share = shares_of(world.profiles, world.fleet)
+    learnt = [bool(any(d.contention for d in p.steps)) for p in world.profiles]
+    assert any(learnt) and not all(learnt)  # the world mixes both
+    plain = np.flatnonzero(~np.asarray(learnt)[world.fleet.profile])
+    assert len(plain)
+    for phase in PHASES:
+        s = list(phase.steps)
+        for c in (1.0, 4.0):
+            scale = (share[np.ix_(plain, s)] * c ** beta[np.ix_(plain, s)]).sum(axis=1)
+            np.testing.assert_allclose(scale, 1.0)
