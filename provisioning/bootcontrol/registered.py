@@ -20,8 +20,6 @@ Provisioning never imports the boot domain: ``PE_LOOKUP`` is filled at start by
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +27,6 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from core.settings import get_settings
 from inventory.models import Device
 from inventory.states import DeviceState
 from provisioning.bootcontrol import seal
@@ -313,16 +310,4 @@ def pinned_known_hosts(pe: RegisteredPe) -> Path:
     """A known_hosts file holding this boot's host key and nothing else (one file per
     boot: a newer boot of the laptop never shares the old one's trust), written
     atomically."""
-    directory = get_settings().data_dir / "pe-known-hosts"
-    path = directory / f"boot-{pe.boot_id}"
-    line = pe.known_hosts_line()
-    try:
-        if path.read_text() == line:
-            return path
-    except FileNotFoundError:
-        pass
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".boot-{pe.boot_id}.{os.getpid()}.{threading.get_ident()}"
-    tmp.write_text(line)
-    os.replace(tmp, path)
-    return path
+    return seal.known_hosts_file(f"boot-{pe.boot_id}", pe.known_hosts_line())

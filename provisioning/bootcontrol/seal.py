@@ -152,16 +152,22 @@ def pinned_os_known_hosts(boot_id: int, sealed: SealedOs, address: str, port: in
     """A known_hosts file holding the installed system's key and nothing else, written
     atomically from the database's record: this worker's own copy, made again by any
     worker that needs it (its data directory holds nothing it could not rebuild)."""
+    return known_hosts_file(f"os-of-boot-{boot_id}", sealed.known_hosts_line(address, port))
+
+
+def known_hosts_file(name: str, line: str) -> Path:
+    """``name`` in the worker's pinned known_hosts folder, holding ``line`` and nothing
+    else; rewritten atomically only when it differs (threads of one worker and workers
+    of one host may write it at once)."""
     directory = get_settings().data_dir / "pe-known-hosts"
-    path = directory / f"os-of-boot-{boot_id}"
-    line = sealed.known_hosts_line(address, port)
+    path = directory / name
     try:
         if path.read_text() == line:
             return path
     except FileNotFoundError:
         pass
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
+    tmp = directory / f".{name}.{os.getpid()}.{threading.get_ident()}"
     tmp.write_text(line)
     os.replace(tmp, path)
     return path
