@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Errors are one line whatever the terminal's width (scripts and people grep them):
+# Rich would wrap a long one at the width it finds.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ApiUrlOpt = Annotated[

@@ -74,3 +74,18 @@ def test_another_command_gives_up_on_a_busy_database_in_one_line(
             assert s.exec(select(Delivery).where(Delivery.order_reference == "PO-BUSY")).all() == []
     finally:
         busy.dispose()
+
+
+def test_an_error_longer_than_the_terminal_is_one_line() -> None:
+    """Rule 5's one line holds on a narrow terminal: the error console does not wrap."""
+    url = "http://127.0.0.1:9/" + "a-long-path-that-makes-the-error-line-long-" * 3
+    done = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "admin", "clients", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MASTERLINE_API_URL": url, "MASTERLINE_TOKEN": "x", "COLUMNS": "40"},
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 7, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and url in done.stderr, done.stderr
