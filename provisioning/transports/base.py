@@ -114,7 +114,6 @@ class FileChunks:
 
 
 @runtime_checkable
-@runtime_checkable
 class SessionSocket(Protocol):
     """A transport over one connected socket (SSH): its local address is the one the
     laptop reaches the worker at."""
@@ -122,6 +121,7 @@ class SessionSocket(Protocol):
     def session_socket(self) -> socket.socket: ...
 
 
+@runtime_checkable
 class Transport(Protocol):
     def run(self, cmd: str, *, timeout: float, stdin: bytes | None = None) -> CommandResult:
         """Run ``cmd`` on the laptop.
