@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core import metrics
@@ -232,26 +233,30 @@ class ContextBuilder:
 
     def _event_recorder(self, run_id: int, step: str) -> Callable[[dict[str, Any]], None]:
         def record(event: dict[str, Any]) -> None:
-            try:
-                with self.db.session() as s:
-                    run = repository.get_run(s, run_id)
-                    if run is None:
-                        return
-                    kind = str(event.get("event") or event.get("kind") or "event")[:24]
-                    message = str(event.get("message") or event.get("task") or kind)[:1000]
-                    lifecycle.add_event(
-                        s,
-                        run,
-                        step=step,
-                        kind=kind,
-                        message=message,
-                        details={
-                            k: v
-                            for k, v in event.items()
-                            if isinstance(v, str | int | float | bool)
-                        },
-                    )
-            except Exception:
-                log.exception("could not record a configure event of run %s", run_id)
+            kind = str(event.get("event") or event.get("kind") or "event")[:24]
+            message = str(event.get("message") or event.get("task") or kind)[:1000]
+            details = {k: v for k, v in event.items() if isinstance(v, str | int | float | bool)}
+            # These come from threads beside the run's own (a relay wave, Ansible's
+            # events), so two lines of one run may take the same number at once: on
+            # PostgreSQL (READ COMMITTED) both read the same last number and one insert
+            # fails on (run_id, seq). The run's row is locked first (the writers of its
+            # log take turns), and a line that still collides (a writer that numbered
+            # its line before it touched the run) is numbered again, a few times at most.
+            for attempt in range(5):
+                try:
+                    with self.db.session() as s:
+                        run = repository.get_run_for_update(s, run_id)
+                        if run is None:
+                            return
+                        lifecycle.add_event(
+                            s, run, step=step, kind=kind, message=message, details=details
+                        )
+                    return
+                except IntegrityError:
+                    if attempt == 4:
+                        log.exception("could not number an event of run %s", run_id)
+                except Exception:
+                    log.exception("could not record an event of run %s", run_id)
+                    return
 
         return record
