@@ -140,7 +140,9 @@ class VmBench:
         return "\n".join(parts)
 
 
-def _start_worker(net: BenchNet, tmp: Path, database_url: str) -> None:
+def _start_worker(
+    net: BenchNet, tmp: Path, database_url: str, extra: dict[str, str] | None = None
+) -> None:
     net.start(
         sys.executable, "-c", "import cli; cli.main()", "worker",
         log=tmp / "worker.log",
@@ -152,14 +154,18 @@ def _start_worker(net: BenchNet, tmp: Path, database_url: str) -> None:
             "MASTERLINE_WORKER_POLL_SECONDS": "0.5",
             "MASTERLINE_WORKER_BACKOFF_BASE": "1",
             "MASTERLINE_WORKER_BACKOFF_CAP": "4",
+            **(extra or {}),
         },
     )  # fmt: skip
 
 
 @contextmanager
-def vm_bench(boot: Boot, tmp: Path, *, subnet: str) -> Iterator[VmBench]:
+def vm_bench(
+    boot: Boot, tmp: Path, *, subnet: str, worker_env: dict[str, str] | None = None
+) -> Iterator[VmBench]:
     """The bench network with the site's DHCP, Masterline's proxy-DHCP chaining to the
-    bench's iPXE script, the API and a worker; no VM yet (``VmBench.power_on``)."""
+    bench's iPXE script, the API and a worker (``worker_env``: settings of its own);
+    no VM yet (``VmBench.power_on``)."""
     with bench_network(tmp / "bench", subnet=subnet) as net:
         base = net.serve_api(boot.db.url, free_port())
         with boot.db.session(write=False) as s:
@@ -170,5 +176,5 @@ def vm_bench(boot: Boot, tmp: Path, *, subnet: str) -> Iterator[VmBench]:
             subnet=f"{net.prefix}.0/24", dhcp_range=None,
         )  # fmt: skip
         net.dnsmasq(dnsmasq.render(plan, title="VM test bench"))
-        _start_worker(net, tmp, boot.db.url)
+        _start_worker(net, tmp, boot.db.url, worker_env)
         yield VmBench(boot, net, tmp, vms.accelerator())
