@@ -50,7 +50,7 @@ def _run(tmp: Path) -> float:
     from core.migrate import upgrade
     from core.settings import get_settings
     from core.timeutil import utcnow
-    from demo.run import LINUX_MODEL, _ok, _scan_all, _stage
+    from demo.run import LINUX_MODEL, _scan_all, _stage, ok
     from demo.seed import DEMO_CLIENT, seed
     from forecast import service
     from inventory.models import Device, Site
@@ -129,7 +129,7 @@ def _run(tmp: Path) -> float:
                     DeviceState.FAILED_VERIFYING,
                 ):
                     lab.clear_faults(by_serial[d.serial].name)
-                    runs = _ok(http.get("/runs", params={"limit": 500}))["items"]
+                    runs = ok(http.get("/runs", params={"limit": 500}))["items"]
                     mine = [r for r in runs if r["device_id"] == d.id and r["status"] == "failed"]
                     for r in mine:
                         http.post(f"/runs/{r['id']}/retry")

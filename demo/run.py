@@ -26,7 +26,7 @@ import httpx
 import zstandard
 
 from core.console import console
-from core.db import get_database
+from core.db import Database, get_database
 from core.settings import get_settings
 from lab.bootcontrol import slot_options
 from wiring import wire
@@ -49,7 +49,8 @@ def _image(path: Path, *, mib: int, seed: int) -> tuple[bytes, int, str]:
     return packed, len(raw), hashlib.sha256(raw).hexdigest()
 
 
-def _ok(r: httpx.Response) -> Any:
+def ok(r: httpx.Response) -> Any:
+    """The JSON of a successful answer; one line naming the call otherwise."""
     if r.status_code >= 400:
         raise RuntimeError(
             f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}"
@@ -57,10 +58,25 @@ def _ok(r: httpx.Response) -> Any:
     return r.json() if r.content else None
 
 
-def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
+def serve_api(
+    db: Database, *, host: str, port: int, cleanup: contextlib.ExitStack
+) -> threading.Thread:
+    """The API in a thread of this process (returned); ``cleanup`` stops it."""
     import uvicorn
 
     from api.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
+    )
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+    api.start()
+    cleanup.callback(api.join, 30)
+    cleanup.callback(setattr, server, "should_exit", True)
+    return api
+
+
+def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
     from demo import end as demo_end
     from demo.seed import DEMO_CLIENT, seed
     from lab.faults import Fault
@@ -99,13 +115,7 @@ def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
                 model=WINDOWS_MODEL,
                 serial_prefix=f"W{stamp}",
             )
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
-        )
-        api = threading.Thread(target=server.run, name="api", daemon=True)
-        api.start()
-        cleanup.callback(api.join, 30)
-        cleanup.callback(setattr, server, "should_exit", True)
+        api = serve_api(db, host=host, port=port, cleanup=cleanup)
         stop = threading.Event()
         engine = JobEngine(db, config_from_env())
         worker = threading.Thread(
@@ -137,7 +147,7 @@ def run_demo(*, host: str, port: int, stop_with_parent: bool = False) -> None:
         rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            page = _ok(http.get("/runs", params={"limit": 500}))
+            page = ok(http.get("/runs", params={"limit": 500}))
             mine = [r for r in page["items"] if r["serial"] in serials]
             latest = {r["device_id"]: r for r in mine}
             rows = sorted(latest.values(), key=lambda r: r["slot"] or 0)
@@ -164,7 +174,7 @@ def _stage(
     for seed, family in enumerate(families):
         model = LINUX_MODEL if family == "linux" else WINDOWS_MODEL
         packed, raw_size, raw_sha = _image(work / f"demo-{family}.raw.zst", mib=8, seed=seed)
-        image = _ok(
+        image = ok(
             http.post(
                 "/images",
                 json={
@@ -181,7 +191,7 @@ def _stage(
                 },
             )
         )
-        _ok(
+        ok(
             http.put(
                 f"/images/{image['id']}/content",
                 content=packed,
@@ -195,7 +205,7 @@ def _stage(
     # each laptop's disk in the provisioning environment (as an MSI on Windows, a .deb on
     # Linux), then configuration installs it from there.
     installer = f"Masterline demo collaboration tool {stamp}\n".encode()
-    tool = _ok(
+    tool = ok(
         http.post(
             "/images",
             json={
@@ -209,14 +219,14 @@ def _stage(
             },
         )
     )
-    _ok(
+    ok(
         http.put(
             f"/images/{tool['id']}/content",
             content=installer,
             headers={"Content-Type": "application/octet-stream"},
         )
     )
-    _ok(
+    ok(
         http.post(
             f"/clients/{client}/configs",
             json={
@@ -236,7 +246,7 @@ def _stage(
         f"client configuration: hostname pattern, app CollabTool from the image "
         f"store (image {tool['id']})"
     )
-    delivery = _ok(
+    delivery = ok(
         http.post(
             "/deliveries",
             json={
@@ -247,7 +257,7 @@ def _stage(
         )
     )
     csv = "serial,vendor,model\n" + "".join(f"{lp.serial},Dell,{lp.model}\n" for lp in laptops)
-    _ok(
+    ok(
         http.post(
             f"/deliveries/{delivery['id']}/import",
             content=csv.encode(),
@@ -255,14 +265,14 @@ def _stage(
         )
     )
     console.print(f"imported delivery PO-LAB-{stamp}: {len(laptops)} laptops")
-    bench = _ok(
+    bench = ok(
         http.post(
             "/benches",
             json={"site_code": "PAR", "code": f"LAB-{stamp}", "slots": max(16, len(laptops))},
         )
     )
     for slot, lp in enumerate(laptops, start=1):
-        _ok(
+        ok(
             http.put(
                 "/runs/endpoints",
                 json={
@@ -282,5 +292,5 @@ def _stage(
 
 def _scan_all(http: httpx.Client, laptops: list[Any], *, bench_id: int) -> None:
     for slot, lp in enumerate(laptops, start=1):
-        done = _ok(http.post("/scan", json={"code": lp.serial, "bench_id": bench_id, "slot": slot}))
+        done = ok(http.post("/scan", json={"code": lp.serial, "bench_id": bench_id, "slot": slot}))
         console.print(f"scan {lp.serial} → {done['message']} ({done['device']['state']})")

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 
 from core.console import console
+from demo.run import ok, serve_api
 from lab.errors import InvalidLabInput
 
 MAX_VMS = 8
@@ -84,43 +84,35 @@ def demo_os_image(work: Path) -> tuple[Path, int, str]:
     return target / "image.zst", raw_size, str(manifest["raw_sha256"])
 
 
-def _ok(r: httpx.Response) -> Any:
-    if r.status_code >= 400:
-        raise RuntimeError(
-            f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}"
-        )
-    return r.json() if r.content else None
-
-
 def _stage(http: httpx.Client, serials: list[str], *, stamp: str, client: str, work: Path) -> str:
     """Image, configuration, delivery and bench, through the API; the bench's code."""
     packed, raw_size, raw_sha = demo_os_image(work / "demo-os")
     size = packed.stat().st_size
     digest = hashlib.sha256(packed.read_bytes()).hexdigest()
-    image = _ok(http.post("/images", json={
+    image = ok(http.post("/images", json={
         "client_code": client, "name": "demo-os", "version": stamp, "os_family": "linux",
         "format": "raw+zstd", "size": size, "sha256": digest, "raw_size": raw_size,
         "raw_sha256": raw_sha,
     }))  # fmt: skip
     with packed.open("rb") as body:
-        _ok(http.put(f"/images/{image['id']}/content", content=body,
+        ok(http.put(f"/images/{image['id']}/content", content=body,
                      headers={"Content-Type": "application/octet-stream"}))  # fmt: skip
     console.print(f"uploaded image demo-os {stamp} ({size} bytes zstd, {raw_size} raw)")
-    _ok(http.post(f"/clients/{client}/configs", json={
+    ok(http.post(f"/clients/{client}/configs", json={
         "hostname_pattern": "ACME-{serial}", "apps": [], "checks": ["image_hash", "hostname"],
     }))  # fmt: skip
     console.print("client configuration: hostname pattern, checks image hash and hostname")
-    delivery = _ok(http.post("/deliveries", json={
+    delivery = ok(http.post("/deliveries", json={
         "client_code": client, "vendor": VENDOR, "order_reference": f"PO-VM-{stamp}",
     }))  # fmt: skip
     csv = "serial,vendor,model\n" + "".join(f"{s},{VENDOR},{MODEL}\n" for s in serials)
-    _ok(http.post(f"/deliveries/{delivery['id']}/import", content=csv.encode(),
+    ok(http.post(f"/deliveries/{delivery['id']}/import", content=csv.encode(),
                   headers={"Content-Type": "text/csv"}))  # fmt: skip
     console.print(f"imported delivery PO-VM-{stamp}: {len(serials)} laptops")
-    bench = _ok(http.post("/benches", json={"site_code": "PAR", "code": f"VM-{stamp}",
+    bench = ok(http.post("/benches", json={"site_code": "PAR", "code": f"VM-{stamp}",
                                             "slots": 16}))  # fmt: skip
     for serial in serials:
-        done = _ok(http.post("/scan", json={"code": serial, "bench_id": bench["id"]}))
+        done = ok(http.post("/scan", json={"code": serial, "bench_id": bench["id"]}))
         console.print(f"scan {serial} → {done['message']} ({done['device']['state']})")
     return str(bench["code"])
 
@@ -152,9 +144,6 @@ def _enroll(work: Path, bench_code: str) -> None:
 def run_vm_demo(count: int, *, host: str, port: int, stop_with_parent: bool = False) -> None:
     """``count`` VM laptops from power-on to READY (``count`` from ``parse_vm_count``).
     :raises InvalidLabInput: see ``preflight`` (nothing was started)."""
-    import uvicorn
-
-    from api.app import create_app
     from boot.netboot import service as netboot
     from core.db import get_database
     from core.settings import get_settings
@@ -181,13 +170,7 @@ def run_vm_demo(count: int, *, host: str, port: int, stop_with_parent: bool = Fa
     started = time.monotonic()
     try:
         bench.down()  # a bench an earlier demo left behind
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(db), host=host, port=port, log_level="warning")
-        )
-        api = threading.Thread(target=server.run, name="api", daemon=True)
-        api.start()
-        cleanup.callback(api.join, 30)
-        cleanup.callback(setattr, server, "should_exit", True)
+        api = serve_api(db, host=host, port=port, cleanup=cleanup)
         base = f"http://{host}:{port}"
         auth = {"Authorization": f"Bearer {token}"}
         http = httpx.Client(base_url=base, headers=auth, timeout=120)
@@ -216,7 +199,7 @@ def run_vm_demo(count: int, *, host: str, port: int, stop_with_parent: bool = Fa
         rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            page = _ok(http.get("/runs", params={"limit": 500}))
+            page = ok(http.get("/runs", params={"limit": 500}))
             latest = {r["device_id"]: r for r in page["items"] if r["serial"] in serials}
             rows = sorted(latest.values(), key=lambda r: r["serial"])
             console.clear()

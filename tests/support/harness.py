@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -177,8 +177,14 @@ def engine_config(tmp: Path, **kw: Any) -> EngineConfig:
 
 
 @contextmanager
-def running_engine(db: Database, config: EngineConfig) -> Iterator[JobEngine]:
+def running_engine(
+    db: Database, config: EngineConfig, prepare: Callable[[JobEngine], None] | None = None
+) -> Iterator[JobEngine]:
+    """A worker's engine in a thread, stopped on exit; ``prepare`` adjusts it before it
+    claims anything."""
     engine = JobEngine(db, config)
+    if prepare is not None:
+        prepare(engine)
     stop = threading.Event()
     thread = threading.Thread(target=engine.run_forever, args=(stop,), daemon=True)
     thread.start()

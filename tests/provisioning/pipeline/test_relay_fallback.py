@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -30,7 +29,7 @@ from tests.provisioning.pipeline.test_relay_engine import (
     _written,
     bench,
 )
-from tests.support.harness import Bench
+from tests.support.harness import Bench, running_engine
 from tests.support.waiting import eventually
 
 __all__ = ["bench"]
@@ -52,20 +51,15 @@ def cut_off() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
 
 
-@contextmanager
-def _engine_with_cut_off_relays(bench: Bench, ns: str, **kw: object) -> Iterator[JobEngine]:
-    engine = JobEngine(bench.db, _config(bench, **kw))
-    assert engine.relays is not None
-    script = '"${MASTERLINE_PE_ROOT:-}/opt/masterline/agent/relay.py"'
-    engine.relays.command = f"exec ip netns exec {ns} python3 -S {script}"
-    stop = threading.Event()
-    thread = threading.Thread(target=engine.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield engine
-    finally:
-        stop.set()
-        thread.join(timeout=60)
+def _engine_with_cut_off_relays(
+    bench: Bench, ns: str, **kw: object
+) -> AbstractContextManager[JobEngine]:
+    def cut_off(engine: JobEngine) -> None:
+        assert engine.relays is not None
+        script = '"${MASTERLINE_PE_ROOT:-}/opt/masterline/agent/relay.py"'
+        engine.relays.command = f"exec ip netns exec {ns} python3 -S {script}"
+
+    return running_engine(bench.db, _config(bench, **kw), prepare=cut_off)
 
 
 def test_members_that_cannot_reach_the_source_stream_plainly(bench: Bench, cut_off: str) -> None:
