@@ -8,6 +8,7 @@ Every domain error ends here as one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -235,6 +236,9 @@ def serve(
     from core.logs import configure
 
     configure()
+    # The boot-file server (MASTERLINE_NETBOOT_FILES_PORT) listens where the API does,
+    # unless told otherwise; read by each worker process's lifespan.
+    os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)
     # Live pages (server-sent events) stay open; a shutdown waits this long for them.
     graceful = 3
 
@@ -273,6 +277,7 @@ def up(
     from provisioning.pipeline.engine import JobEngine
     from provisioning.pipeline.worker import config_from_env, start_companions
 
+    os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)  # as `serve` does
     db = get_database()
     stop = threading.Event()
     engine = JobEngine(db, config_from_env())

@@ -64,6 +64,7 @@ def _recover_uploads(db: Database) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from boot.netboot.fileserver import start_from_settings
     from inventory.intake_jobs import resume_in_background
 
     await anyio.to_thread.run_sync(_recover_uploads, app.state.db)
@@ -76,7 +77,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # paused every request for 0.13 s and more (core.heap). The OpenAPI schema is built first
     # rather than at the first /docs visit, so that it is frozen with the rest.
     freeze_long_lived(warm=app.openapi)
-    yield
+    # The PE's files with sendfile on a port of their own, when the site asked for it
+    # (boot.netboot.fileserver says why): in this loop, stopped with the app.
+    boot_files = await start_from_settings(app.state.db)
+    try:
+        yield
+    finally:
+        if boot_files is not None:
+            await boot_files.close()
 
 
 def create_app(db: Database | None = None) -> FastAPI:

@@ -1,10 +1,16 @@
 """PE download benchmark: 200 laptops network-boot at once and each fetches the PE's
-kernel and initramfs, as iPXE does, through Masterline's real route (the bench's HMAC
-netboot link, ``GET /boot/ipxe/<link>/pe/<version>/<file>``, the API as it is deployed:
-uvicorn in a process of its own), against nginx serving the same two files from the
-same directory (``sendfile on``), in the same run.
+kernel and initramfs, as iPXE does, from the URLs the bench's iPXE script names, against
+nginx serving the same two files from the same directory (``sendfile on``), in the same
+run.
 
     python -m bench.pe_download [--clients 200] [--rounds 3]
+
+Masterline is measured both ways a site can run it (the API as deployed: uvicorn in a
+process of its own): ``masterline`` with the boot-file server
+(``MASTERLINE_NETBOOT_FILES_PORT``: ``sendfile`` on a port of its own, the script's
+URLs point there), and ``api-route`` without it (the script's URLs are the API's own
+route, a memory map sent in slices). Both check the bench's HMAC netboot link against the
+database on every request.
 
 The client is one curl process (``--parallel --parallel-max N``: N transfers in flight
 at once, every one a new HTTP/1.1 connection, like N firmware iPXEs); each transfer's
@@ -18,13 +24,14 @@ Masterline's throughput over nginx's (target >= 0.9).
 
 Everything listens on 127.0.0.1: the network is loopback, so this measures the serving
 path's CPU cost (a bench network's 1 Gbit/s link would hide it). The client shares the
-machine's cores with the server under test, the same for both servers.
+machine's cores with the server under test, the same for every server.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -74,15 +81,35 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def masterline_api(work: Path, db_url: str) -> Iterator[tuple[str, list[int]]]:
-    """The API (uvicorn, one process) on 127.0.0.1; the base URL and its PID."""
+def masterline_api(
+    work: Path, db_url: str, *, files_server: bool
+) -> Iterator[tuple[str, list[int]]]:
+    """The API (uvicorn, one process) on 127.0.0.1, with or without the boot-file
+    server; the base URL and its PID."""
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERLINE_NETBOOT_FILES")}
+    if files_server:
+        env["MASTERLINE_NETBOOT_FILES_PORT"] = str(free_port())
+        env["MASTERLINE_NETBOOT_FILES_HOST"] = "127.0.0.1"
     argv = [sys.executable, "-m", "tests.support.serve", db_url, str(port)]
-    log = work / "api.log"
-    with running(argv, log) as proc:
+    log = work / f"api-{port}.log"
+    with running(argv, log, env=env) as proc:
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/openapi.json", proc, log)
         yield base, [proc.pid]
+
+
+def script_urls(base: str, link: str) -> list[str]:
+    """The kernel and initramfs URLs of the bench's iPXE script, as iPXE reads them."""
+    done = subprocess.run(
+        ["curl", "--silent", "--fail", "--max-time", "30", f"{base}/boot/ipxe/{link}"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    kernel = re.search(r"^kernel (\S+) ", done.stdout, re.M)
+    initrd = re.search(r"^initrd --name initrd.img (\S+)$", done.stdout, re.M)
+    if done.returncode != 0 or kernel is None or initrd is None:
+        raise SystemExit(f"no iPXE script from {base} ({done.returncode})")
+    return [kernel.group(1), initrd.group(1)]
 
 
 @contextmanager
@@ -202,13 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[str, tuple[list[tuple[str, int]], list[int]]] = {}
         with (
             nginx(work, root) as (n_base, n_pids),
-            masterline_api(work, db.url) as (m_base, m_pids),
+            masterline_api(work, db.url, files_server=True) as (m_base, m_pids),
+            masterline_api(work, db.url, files_server=False) as (r_base, r_pids),
         ):
             servers["nginx"] = ([(f"{n_base}/{name}", sizes[name]) for name in FILES], n_pids)
-            servers["masterline"] = (
-                [(f"{m_base}/boot/ipxe/{link}/pe/{version}/{n}", sizes[n]) for n in FILES],
-                m_pids,
-            )
+            for name, base, pids in (("masterline", m_base, m_pids), ("api-route", r_base, r_pids)):
+                named = zip(script_urls(base, link), (sizes[n] for n in FILES), strict=True)
+                servers[name] = (list(named), pids)
+            print(f"masterline's script names {servers['masterline'][0][0][0].split('/boot')[0]}"
+                  f" (its boot-file server), api-route's {r_base} (the API)")  # fmt: skip
             # Warm every server (page cache, first-request imports) before measuring.
             for urls, pids in servers.values():
                 download(urls, 1, pids, work)
@@ -231,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"peak RSS while serving {max(r.peak_rss for r in rounds) / 2**20:.0f} MiB "
                   f"(idle {idle[name] / 2**20:.0f} MiB)")  # fmt: skip
         ratio = medians["masterline"] / medians["nginx"]
-        print(f"throughput ratio masterline / nginx: {ratio:.2f}x (target >= 0.9x)")
+        print(f"throughput ratio masterline / nginx: {ratio:.2f}x (target >= 0.9x); "
+              f"api-route / nginx: {medians['api-route'] / medians['nginx']:.2f}x")  # fmt: skip
         print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 

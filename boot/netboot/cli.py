@@ -79,10 +79,12 @@ def dnsmasq_config(
         boot = service.bench_boot(session, found)
         link = boot.link
     url = f"{api_url.rstrip('/')}/boot/ipxe/{link}"
+    files_url = f"{service.files_base(api_url)}/boot/ipxe/{link}"
     # The DHCP side is checked before anything is written to the TFTP root.
     p = dnsmasq.plan(
         script_url=url, interface=interface, subnet=subnet, dhcp_range=dhcp_range,
         router=router, tftp_root=tftp_root or ipxe_dir, secure_boot=secure_boot,
+        files_url=files_url,
     )  # fmt: skip
     if secure_boot:
         assert tftp_root is not None

@@ -28,6 +28,20 @@ class NetbootSettings(BaseSettings):
         default=Path("/usr/lib/ipxe"),
         description="Debian's iPXE builds (package ipxe): ipxe.efi for UEFI HTTP boot.",
     )
+    files_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the boot-file server (``sendfile``, in the API's process): "
+        "the iPXE scripts and UEFI HTTP boot then fetch the PE's files from it, on the "
+        "host the laptop reached. Unset: from the API's own routes (slower when a wave "
+        "boots at once: docs/benchmarks.md).",
+    )
+    files_host: str = Field(
+        default="127.0.0.1",
+        description="Address the boot-file server listens on (``masterline serve`` sets "
+        "it to its --host unless this is set).",
+    )
     console: str = Field(
         default="console=tty0 console=ttyS0,115200",
         description="Kernel console arguments: the screen, and the serial port VMs log.",

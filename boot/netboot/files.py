@@ -34,6 +34,25 @@ higher (docs/benchmarks.md)."""
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def byte_range(value: str | None, size: int) -> tuple[int, int] | bool | None:
+    """(first, last) of a satisfiable single range of a ``size``-byte file, None for the
+    whole file (no ``Range``, several ranges or a form not served), False for an
+    unsatisfiable one (416). Shared with the sendfile server (``fileserver``)."""
+    if value is None:
+        return None
+    m = RANGE.match(value.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None  # several ranges or a form we do not serve: the whole file
+    if m.group(1):
+        first = int(m.group(1))
+        last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:  # the last N bytes
+        first, last = max(0, size - int(m.group(2))), size - 1
+    if first >= size or last < first:
+        return False
+    return first, last
+
+
 class _Mapped:
     def __init__(self, path: Path) -> None:
         with path.open("rb") as f:
@@ -98,26 +117,11 @@ class MappedFileResponse(Response):
             self.headers["cache-control"] = "public, max-age=86400, immutable"
 
     def _range(self, scope: Scope) -> tuple[int, int] | bool | None:
-        """(first, last) of a satisfiable single range, None for the whole file, False
-        for an unsatisfiable one."""
         value = None
         for name, raw in scope.get("headers", []):
             if name == b"range":
                 value = raw.decode("latin-1").strip()
-        if value is None:
-            return None
-        m = RANGE.match(value)
-        if m is None or (not m.group(1) and not m.group(2)):
-            return None  # several ranges or a form we do not serve: the whole file
-        size = self.file.size
-        if m.group(1):
-            first = int(m.group(1))
-            last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-        else:  # the last N bytes
-            first, last = max(0, size - int(m.group(2))), size - 1
-        if first >= size or last < first:
-            return False
-        return first, last
+        return byte_range(value, self.file.size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         size = self.file.size

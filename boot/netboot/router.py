@@ -4,7 +4,6 @@ protects), and the routes answer only from ``MASTERLINE_NETBOOT_NETWORKS`` when 
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 from fastapi import Path, Request
@@ -12,10 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import SessionDep, new_router
 from boot.netboot import service
-from boot.netboot.config import get_netboot_settings
-from boot.netboot.errors import BadNetbootLink
 from boot.netboot.files import MappedFileResponse
-from boot.pe import repository as pe_catalogue
 
 router = new_router(prefix="/boot/ipxe", tags=["boot"])
 
@@ -23,15 +19,7 @@ Link = Annotated[str, Path(max_length=100, description="The bench's netboot link
 
 
 def _from_bench_network(request: Request) -> None:
-    allowed = get_netboot_settings().allowed()
-    if not allowed:
-        return
-    try:
-        peer = ipaddress.ip_address(request.client.host if request.client else "")
-    except ValueError as e:
-        raise BadNetbootLink() from e
-    if not any(peer in net for net in allowed):
-        raise BadNetbootLink()
+    service.from_bench_network(request.client.host if request.client else "")
 
 
 @router.get("/{link}", response_class=PlainTextResponse, include_in_schema=False)
@@ -53,11 +41,12 @@ def pe_file(
 ) -> MappedFileResponse:
     """The PE's kernel or initramfs (a stored version: a laptop booting while another
     version is made current finishes with the one its script named). Sent from a memory
-    map, 200 laptops at a time (``files``' docstring says why)."""
+    map, 200 laptops at a time (``files``' docstring says why); a site that sets
+    ``MASTERLINE_NETBOOT_FILES_PORT`` has its scripts point at the sendfile server
+    (``fileserver``) instead."""
     _from_bench_network(request)
-    service.check_link(session, link)
-    path = pe_catalogue.file_path(version, name)
-    return MappedFileResponse(path)
+    found = service.pe_file(session, link, version, name)
+    return MappedFileResponse(found.path, media_type=found.media_type, immutable=found.immutable)
 
 
 @router.api_route("/{link}/ipxe.efi", methods=["GET", "HEAD"], include_in_schema=False)
@@ -68,8 +57,5 @@ def ipxe_efi(link: Link, request: Request, session: SessionDep) -> MappedFileRes
     (tests/boot/netboot/test_vm_uefi.py). From a memory map like the PE's files: every
     laptop of a wave fetches it at once."""
     _from_bench_network(request)
-    service.check_link(session, link)
-    path = get_netboot_settings().ipxe_dir / "ipxe.efi"
-    if not path.is_file():
-        raise BadNetbootLink()
-    return MappedFileResponse(path, media_type="application/efi", immutable=False)
+    found = service.ipxe_efi(session, link)
+    return MappedFileResponse(found.path, media_type=found.media_type, immutable=found.immutable)

@@ -20,10 +20,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlmodel import Session, select
 
@@ -111,6 +114,71 @@ def check_link(session: Session, link: str) -> BenchBoot:
     return boot
 
 
+def from_bench_network(peer: str) -> None:
+    """A netboot request from ``peer`` (an address) is answered only from the bench
+    networks, when ``MASTERLINE_NETBOOT_NETWORKS`` names them.
+
+    :raises BadNetbootLink: from elsewhere (the same answer as a made-up link).
+    """
+    allowed = get_netboot_settings().allowed()
+    if not allowed:
+        return
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError as e:
+        raise BadNetbootLink() from e
+    if not any(address in net for net in allowed):
+        raise BadNetbootLink()
+
+
+@dataclass(frozen=True)
+class BootFile:
+    """A file a booting laptop fetches, as both servers send it (the API's routes and
+    the sendfile server, ``fileserver``)."""
+
+    path: Path
+    media_type: str
+    immutable: bool
+    """Never changes under its URL (a PE version): a cache in between may keep it."""
+
+
+def pe_file(session: Session, link: str, version: str, name: str) -> BootFile:
+    """The PE's kernel or initramfs of a stored version, for a genuine link (a laptop
+    booting while another version is made current finishes with the one its script
+    named).
+
+    :raises BadNetbootLink: the link is not genuine.
+    :raises PeNotFound: no such version or file.
+    """
+    check_link(session, link)
+    return BootFile(pe_catalogue.file_path(version, name), "application/octet-stream", True)
+
+
+def ipxe_efi(session: Session, link: str) -> BootFile:
+    """Debian's ``ipxe.efi`` for UEFI HTTP boot, for a genuine link. Not immutable: a
+    package upgrade replaces it.
+
+    :raises BadNetbootLink: the link is not genuine, or iPXE is not installed.
+    """
+    check_link(session, link)
+    path = get_netboot_settings().ipxe_dir / "ipxe.efi"
+    if not path.is_file():
+        raise BadNetbootLink()
+    return BootFile(path, "application/efi", False)
+
+
+def files_base(base_url: str) -> str:
+    """Where laptops fetch the boot files: the sendfile server's port on the host they
+    reached (``MASTERLINE_NETBOOT_FILES_PORT``), else the API at ``base_url`` itself."""
+    port = get_netboot_settings().files_port
+    if port is None:
+        return base_url.rstrip("/")
+    host = urlsplit(base_url).hostname or "127.0.0.1"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def pe_cmdline(boot: BenchBoot, *, api_url: str) -> str:
     """The PE's kernel command line (consoles, ``masterline.api`` and the bench's
     arguments): the same whether iPXE or Secure Boot's GRUB loads the kernel. It carries
@@ -122,8 +190,9 @@ def pe_cmdline(boot: BenchBoot, *, api_url: str) -> str:
 
 
 def ipxe_script(boot: BenchBoot, *, base_url: str) -> str:
-    """The bench's iPXE script: the current PE's kernel and initramfs from this server,
-    the command line with the API address and the providers' arguments."""
+    """The bench's iPXE script: the current PE's kernel and initramfs from this server
+    (or its sendfile server, ``files_base``), the command line with the API address and
+    the providers' arguments."""
     settings = get_netboot_settings()
     version = pe_catalogue.current_version()
     header = (
@@ -135,7 +204,7 @@ def ipxe_script(boot: BenchBoot, *, base_url: str) -> str:
             "echo Masterline: no preboot environment is built on the server "
             "(masterline pe build); retrying in 60 s\nsleep 60\nreboot\n"
         )
-    files = f"{base_url.rstrip('/')}/boot/ipxe/{boot.link}/pe/{version}"
+    files = f"{files_base(base_url)}/boot/ipxe/{boot.link}/pe/{version}"
     cmdline = "initrd=initrd.img " + pe_cmdline(boot, api_url=settings.api_url or base_url)
     return header + (
         f"echo Masterline: PE {version}\n"

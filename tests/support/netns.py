@@ -90,12 +90,16 @@ class BenchNet:
         _run("ip", "-n", self.name, "link", "set", tap, "master", BRIDGE, "up")
         return tap
 
-    def serve_api(self, database_url: str, port: int) -> str:
-        """The API inside the namespace on the bridge's address; its base URL."""
+    def serve_api(self, database_url: str, port: int, *, files_port: int | None = None) -> str:
+        """The API inside the namespace on the bridge's address; its base URL.
+        ``files_port``: with the boot-file server on that port (the same address)."""
+        env = {"MASTERLINE_TEST_SERVE_HOST": self.address}
+        if files_port is not None:
+            env["MASTERLINE_NETBOOT_FILES_PORT"] = str(files_port)
+            env["MASTERLINE_NETBOOT_FILES_HOST"] = self.address
         proc = self.start(
             sys.executable, "-m", "tests.support.serve", database_url, str(port),
-            log=self.workdir / "api.log",
-            env={"MASTERLINE_TEST_SERVE_HOST": self.address},
+            log=self.workdir / "api.log", env=env,
         )  # fmt: skip
         base = f"http://{self.address}:{port}"
         probe = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"

@@ -95,27 +95,35 @@ def test_whole_ranges_head_and_forged_links(boot: Boot, client: TestClient, tmp_
     assert forged.status_code == 404 and initrd[:100] not in forged.content
 
 
+def hang_up_mid_way(port: int, path: str) -> None:
+    """A laptop that asks for ``path`` and hangs up after the first bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def downloads_in_parallel(url: str, tmp_path: Path, n: int) -> set[str]:
+    """``url`` downloaded ``n`` times at once (one curl, ``n`` connections); the set of
+    the downloads' sha256 (one element when every laptop got the same bytes)."""
+    out = tmp_path / "downloads"
+    out.mkdir(exist_ok=True)
+    config = tmp_path / "curl.conf"
+    config.write_text("".join(f'url = "{url}"\noutput = "{out / str(i)}"\n' for i in range(n)))
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", str(n),
+         "--max-time", "300", "--config", str(config)],
+        capture_output=True, text=True, timeout=360, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {hashlib.sha256((out / str(i)).read_bytes()).hexdigest() for i in range(n)}
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])  # the HTTP path is under test, not the DB
 def test_many_laptops_at_once_through_a_real_server(boot: Boot, tmp_path: Path) -> None:
     data = stored_pe(tmp_path)
     want = hashlib.sha256(data[repository.INITRD]).hexdigest()
-    out = tmp_path / "downloads"
-    out.mkdir()
     with running_server(boot.db) as base:
         url = f"{base}/boot/ipxe/{link_of(boot)}/pe/{VERSION}/{repository.INITRD}"
         # A laptop that hangs up after the first bytes: the server goes on serving.
-        host, port = base.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=30) as sock:
-            path = url.removeprefix(base)
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-        config = tmp_path / "curl.conf"
-        config.write_text("".join(f'url = "{url}"\noutput = "{out / str(i)}"\n' for i in range(30)))
-        done = subprocess.run(
-            ["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", "30",
-             "--max-time", "300", "--config", str(config)],
-            capture_output=True, text=True, timeout=360, check=False,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    got = {hashlib.sha256((out / str(i)).read_bytes()).hexdigest() for i in range(30)}
-    assert got == {want}
+        hang_up_mid_way(int(base.rsplit(":", 1)[1]), url.removeprefix(base))
+        assert downloads_in_parallel(url, tmp_path, 30) == {want}

@@ -9,7 +9,9 @@ a. **UEFI PXE through TFTP**: OVMF's own PXE client (the NIC has no option ROM, 
    script; the PE boots and registers.
 b. **UEFI HTTP boot**: OVMF's HTTP boot client (vendor class ``HTTPClient``; PXE turned
    off in the firmware so that HTTP boot is what runs) is given the URL of ``ipxe.efi``
-   served by Masterline behind the bench's link; the rest as in (a).
+   served by Masterline's boot-file server (``sendfile``, ``MASTERLINE_NETBOOT_FILES_PORT``)
+   behind the bench's link; iPXE's script sends it there for the PE's files too; the rest
+   as in (a). (a) and the other VM tests fetch the PE's files from the API's route.
 
 The NIC is virtio (OVMF drives it itself; QEMU's e1000 ROMs are iPXE, which would skip
 the firmware's client). Secure Boot is off: Debian's iPXE is not signed (the signed
@@ -51,10 +53,13 @@ pytestmark = [
 MAC = "52:54:00:4d:4c:02"
 
 
-def boot_by_uefi(boot: Boot, tmp_path: Path, serial: str, *, http_boot: bool) -> str:
+def boot_by_uefi(
+    boot: Boot, tmp_path: Path, serial: str, *, http_boot: bool, files_port: int | None = None
+) -> str:
     """Scan ``serial`` (one of the delivery's), boot a UEFI VM with that SMBIOS serial on
     a bench network where dnsmasq is the DHCP server; wait for its PE to register.
-    Returns dnsmasq's log."""
+    ``files_port``: the API runs its boot-file server there (``ipxe.efi`` and the PE's
+    files come from it). Returns dnsmasq's log."""
     pe_dir, manifest = cached_pe()
     store_in_catalogue(pe_dir, manifest)
     with TestClient(create_app(boot.db)) as api:
@@ -64,12 +69,14 @@ def boot_by_uefi(boot: Boot, tmp_path: Path, serial: str, *, http_boot: bool) ->
         assert scanned.status_code == 200, scanned.text
 
     with bench_network(tmp_path / "bench") as net:
-        base = net.serve_api(boot.db.url, free_port())
+        base = net.serve_api(boot.db.url, free_port(), files_port=files_port)
         with boot.db.session(write=False) as s:
             link = service.bench_boot(s, boot.bench).link
+        files_url = f"http://{net.address}:{files_port}/boot/ipxe/{link}" if files_port else None
         plan = dnsmasq.plan(
             script_url=f"{base}/boot/ipxe/{link}", interface="br0",
             subnet=f"{net.prefix}.0/24", dhcp_range=f"{net.prefix}.100,{net.prefix}.150",
+            files_url=files_url,
         )  # fmt: skip
         net.dnsmasq(dnsmasq.render(plan, title="UEFI VM test bench"))
         vm = boot_uefi_vm(boot, net, tmp_path, serial, mac=MAC, http_boot=http_boot)
@@ -95,8 +102,12 @@ def test_uefi_firmware_pxe_chainloads_ipxe_over_tftp(boot: Boot, tmp_path: Path)
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_uefi_http_boot_fetches_ipxe_efi_from_masterline(boot: Boot, tmp_path: Path) -> None:
-    log = boot_by_uefi(boot, tmp_path, "ACME0002", http_boot=True)
+    files_port = free_port()
+    log = boot_by_uefi(boot, tmp_path, "ACME0002", http_boot=True, files_port=files_port)
     # The firmware's HTTP boot client asked (vendor class HTTPClient) and was given the
-    # URL of ipxe.efi behind the bench's link; TFTP was never used.
-    assert "httpclient" in log and "/ipxe.efi" in log, log[-3000:]
+    # URL of ipxe.efi behind the bench's link on the boot-file server (sendfile), which
+    # answered its HEAD and GET; iPXE's script then sent it there for the PE's kernel and
+    # initramfs; TFTP was never used.
+    assert "httpclient" in log and f":{files_port}/boot/ipxe/" in log, log[-3000:]
+    assert "/ipxe.efi" in log
     assert "sent /usr/lib/ipxe/ipxe.efi" not in log
