@@ -96,7 +96,7 @@ def _wave(
         chunk_bytes=chunk,
         source_host="127.0.0.1",
         slow=SlowRule(),
-        pending=lambda: n,
+        pending=lambda key: n,
     )
     # The raw copy and its manifest are made once per site and image, like the site
     # cache: made before the clock starts, as the cache is.

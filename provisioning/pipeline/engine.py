@@ -86,7 +86,7 @@ class JobEngine:
         self.waves = LinuxWaves(
             window=config.configure_wave_seconds, pending=self._linux_up_to_configure
         )
-        self._queued: tuple[float, int] = (float("-inf"), 0)
+        self._queued: dict[tuple[int, int], tuple[float, int]] = {}
         self.relays = self._relay_waves(config)
         self.contexts = ContextBuilder(
             db,
@@ -214,32 +214,39 @@ class JobEngine:
             pending=self._up_to_stream,
         )
 
-    def _up_to_stream(self) -> int:
+    def _up_to_stream(self, writes: tuple[int, int]) -> int:
         """The runs a relay wave's first laptop may wait for (up to its window): this
-        worker's runs in the stream step or a step before it, and the queued runs not
-        past it. A laptop scanned with others boots its PE when it boots: its run is
-        queued, holding no thread, until the PE registers, and the laptop whose PE came
-        up first would otherwise find no one coming and stream alone (as the VM laptops
-        of tests/lab/test_vm_e2e.py did). Only as many queued runs as this worker has
-        free threads for count: with every thread busy (a wave of 16 laptops on a
+        worker's runs writing the same image at the same site (``writes``: the wave's
+        key) in the stream step or a step before it, and the queued runs of that image
+        and site not past it. A laptop scanned with others boots its PE when it boots: its
+        run is queued, holding no thread, until the PE registers, and the laptop whose PE
+        came up first would otherwise find no one coming and stream alone (as the VM
+        laptops of tests/lab/test_vm_e2e.py did). Only as many queued runs as this worker
+        has free threads for count: with every thread busy (a wave of 16 laptops on a
         4-thread worker) none of them can reach this stream step before the window
-        ends, and waiting for them cost every group of four its whole window."""
-        live = sum(1 for _, index in self.live.where() if index <= STREAM_INDEX)
+        ends, and waiting for them cost every group of four its whole window. Runs of
+        another image or site never join this wave: a laptop of another client scanned
+        but not yet plugged in cost every wave its window before they were left out."""
+        live = self.live.up_to(STREAM_INDEX, writes)
         free = max(0, self.config.max_parallel - len(self.live.ids()))
-        return live + min(free, self._queued_up_to_stream())
+        return live + min(free, self._queued_up_to_stream(writes))
 
-    def _queued_up_to_stream(self) -> int:
-        # Read at most once a second: the leader asks every 50 ms, under its lock.
+    def _queued_up_to_stream(self, writes: tuple[int, int]) -> int:
+        # Read at most once a second per key: the leader asks every 50 ms, under its lock.
         now = time.monotonic()
-        if now - self._queued[0] >= 1.0:
+        at, count = self._queued.get(writes, (float("-inf"), 0))
+        if now - at >= 1.0:
+            site_id, image_id = writes
             try:
                 with self.db.session(write=False) as s:
-                    count = repository.queued_up_to_step(s, step_index=STREAM_INDEX)
+                    count = repository.queued_up_to_step(
+                        s, step_index=STREAM_INDEX, site_id=site_id or None, image_id=image_id
+                    )
             except Exception:  # the database is away: wait for no one more
                 log.exception("could not count the queued runs")
                 count = 0
-            self._queued = (now, count)
-        return self._queued[1]
+            self._queued[writes] = (now, count)
+        return count
 
     def _linux_up_to_configure(self) -> int:
         """This worker's Linux runs in configure or a step before it: those not yet in a

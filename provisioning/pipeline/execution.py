@@ -54,12 +54,14 @@ def _waiting(step: str, why: str) -> str:
 
 
 class LiveRuns:
-    """The runs this worker is executing, and where each is: (OS family, step index)."""
+    """The runs this worker is executing, and where each is: (OS family, step index),
+    and what it writes: (site id, image id), a relay wave's key."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: set[int] = set()
         self._where: dict[int, tuple[str, int]] = {}
+        self._writes: dict[int, tuple[int, int]] = {}
 
     def add(self, run_ids: list[int]) -> None:
         with self._lock:
@@ -69,10 +71,22 @@ class LiveRuns:
         with self._lock:
             self._active.discard(run_id)
             self._where.pop(run_id, None)
+            self._writes.pop(run_id, None)
 
-    def place(self, run_id: int, family: str, index: int) -> None:
+    def place(self, run_id: int, family: str, index: int, writes: tuple[int, int]) -> None:
         with self._lock:
             self._where[run_id] = (family, index)
+            self._writes[run_id] = writes
+
+    def up_to(self, step_index: int, writes: tuple[int, int]) -> int:
+        """How many runs writing ``writes`` (site id, image id) are in the step at
+        ``step_index`` or a step before it."""
+        with self._lock:
+            return sum(
+                1
+                for run_id, (_, index) in self._where.items()
+                if index <= step_index and self._writes.get(run_id) == writes
+            )
 
     def ids(self) -> set[int]:
         with self._lock:
@@ -124,7 +138,8 @@ class RunExecutor:
                 if begun is None:
                     return
                 step, attempt, ctx, setup_error = begun
-                self.live.place(run_id, ctx.os_family if ctx else "", STEPS.index(step))
+                writes = (ctx.site_id, ctx.image.image_id) if ctx else (0, 0)
+                self.live.place(run_id, ctx.os_family if ctx else "", STEPS.index(step), writes)
                 try:
                     if setup_error is not None:
                         raise setup_error

@@ -79,7 +79,7 @@ class RelayWaves:
         first_chunk_seconds: float = 60.0,
         command: str = RELAY_COMMAND,
         slow: SlowRule | None = None,
-        pending: Callable[[], int] | None = None,
+        pending: Callable[[tuple[int, int]], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rule = rule
@@ -92,12 +92,14 @@ class RelayWaves:
         self.command = command
         self.slow = slow
         self.pending = pending
-        """How many of this worker's runs are in the stream step or a step before it."""
+        """How many of this worker's runs writing a wave's key (site id, image id) are in
+        the stream step or a step before it: those its first laptop may wait for."""
         self._clock = clock
         self._lock = threading.Lock()
         self._open: dict[tuple[int, int], tuple[Group, float]] = {}
         self._running: dict[tuple[int, int], Group] = {}
-        self._inside = 0
+        self._inside: dict[tuple[int, int], int] = {}
+        """Runs inside ``stream`` per wave key (site id, image id)."""
         self.hold: Pace | None = None
         """Held before every byte the source sends: the tests' and the bench's gate."""
         self.waves: list[Wave] = []
@@ -127,7 +129,7 @@ class RelayWaves:
         )
         key = (req.site_id, req.image_id)
         with self._lock:
-            self._inside += 1
+            self._inside[key] = self._inside.get(key, 0) + 1
         try:
             group = self._join(me, key)
             if group is None:
@@ -135,7 +137,9 @@ class RelayWaves:
             return self._await(me, group)
         finally:
             with self._lock:
-                self._inside -= 1
+                self._inside[key] -= 1
+                if not self._inside[key]:
+                    del self._inside[key]
 
     def _join(self, me: Member, key: tuple[int, int]) -> Group | None:
         elsewhere = ""
@@ -256,7 +260,10 @@ class RelayWaves:
             ]
             if form_waves(cands, rule=self.rule, now=now):
                 return False  # full, or its window passed
-            return self.pending is None or self.pending() > self._inside
+            # Only runs that would join this group count: a laptop of another image or
+            # site, or one queued at another site that never boots, is not waited for.
+            inside = self._inside.get(group.key, 0)
+            return self.pending is None or self.pending(group.key) > inside
 
     def _await(self, me: Member, group: Group) -> dict[str, Any] | None:
         """The member's outcome as its step's result; None when it left the wave for a

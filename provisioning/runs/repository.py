@@ -106,12 +106,18 @@ def claimable_runs(
     return session.exec(stmt).all()
 
 
-def queued_up_to_step(session: Session, *, step_index: int) -> int:
-    """Queued runs (waiting for a worker, for their PE, or for a retry) not yet past
-    step ``step_index``."""
+def queued_up_to_step(
+    session: Session, *, step_index: int, site_id: int | None, image_id: int
+) -> int:
+    """Queued runs (waiting for a worker, for their PE, or for a retry) of ``image_id``
+    at ``site_id`` (None: runs without a site) not yet past step ``step_index``."""
     stmt = select(func.count()).where(
         ProvisioningRun.status == RunStatus.QUEUED,
         col(ProvisioningRun.step_index) <= step_index,
+        col(ProvisioningRun.site_id).is_(None)
+        if site_id is None
+        else col(ProvisioningRun.site_id) == site_id,
+        col(ProvisioningRun.image_id) == image_id,
     )
     return int(session.exec(stmt).one())
 

@@ -66,7 +66,7 @@ def waves() -> RelayWaves:
         rule=WaveRule(window_seconds=600, max_members=32),
         chunk_bytes=1024,
         source_host="127.0.0.1",
-        pending=lambda: coming["n"],
+        pending=lambda key: coming["n"],
     )
     w.coming = coming  # type: ignore[attr-defined]
     return w
@@ -105,3 +105,27 @@ def test_an_aborted_leader_leaves_and_the_last_one_streams_plainly(
     assert isinstance(a.error, Aborted)
     assert b.error is None and b.result is None  # alone now: a plain stream
     assert waves.waves == [] and _members(waves) == []
+
+
+def test_runs_of_another_image_or_site_are_not_waited_for(tmp_path: Path) -> None:
+    """A laptop (site 1, image 7) alone on its way to the stream step, while this worker
+    has runs of image 8 at site 1 and of image 7 at site 2 coming: none of those would
+    join its wave, so it does not wait its hour-long window for them and streams
+    plainly. It waited the whole window when every queued run counted."""
+    coming = {(1, 7): 1, (1, 8): 5, (2, 7): 5}
+    asked: list[tuple[int, int]] = []
+
+    def pending(key: tuple[int, int]) -> int:
+        asked.append(key)
+        return coming.get(key, 0)
+
+    waves = RelayWaves(
+        rule=WaveRule(window_seconds=3600, max_members=32),
+        chunk_bytes=1024,
+        source_host="127.0.0.1",
+        pending=pending,
+    )
+    alone = Laptop(waves, 1, tmp_path)
+    alone.join()  # bounded: 60 s, not the window
+    assert alone.error is None and alone.result is None  # a plain stream
+    assert waves.waves == [] and set(asked) == {(1, 7)}
