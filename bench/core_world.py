@@ -24,6 +24,7 @@ from inventory.models import Device
 from inventory.schemas import BenchCreate, ClientCreate, DeliveryCreate, SiteCreate
 from inventory.states import DeviceState, Event
 from tests.support.postgres import free_port, start_cluster
+from tests.support.processes import stop
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 5_000
@@ -171,12 +172,7 @@ def uvicorn_server(
         yield base
     finally:
         died = proc.poll()  # before we stop it: the server ended by itself
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, grace=20)
         log.close()
         if died is not None:
             # The work directory, and the log with it, is removed by the caller.

@@ -39,6 +39,7 @@ from images.transfer import Uploader, UploadRequest, digest_file
 from inventory import service as inventory
 from inventory.schemas import ClientCreate
 from tests.support.postgres import free_port
+from tests.support.processes import stop
 
 REPO = Path(__file__).resolve().parent.parent
 EXTENT = 64 * 1024 * 1024
@@ -122,7 +123,7 @@ def start_server(work: Path, port: int) -> subprocess.Popen[bytes]:
             return proc
         except httpx.HTTPError:
             time.sleep(0.2)
-    proc.terminate()
+    stop(proc)
     raise RuntimeError("server did not start")
 
 
@@ -193,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

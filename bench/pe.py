@@ -43,6 +43,7 @@ from tests.support.factories import create_devices
 from tests.support.netns import BenchNet, bench_network, serial_log, vm_prerequisites
 from tests.support.pe import cached_pe, store_in_catalogue
 from tests.support.postgres import free_port
+from tests.support.processes import stop
 from wiring import wire
 
 SERIAL = "BENCHPE001"
@@ -90,9 +91,7 @@ def boot_vm(net: BenchNet, tap: str, log: Path, marker: str, *args: str) -> floa
             time.sleep(0.1)
         raise SystemExit(f"no {marker!r} within {DEADLINE} s:\n{serial_log(log)[-3000:]}")
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def setup(work: Path) -> tuple[Database, str]:

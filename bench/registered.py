@@ -44,7 +44,7 @@ from lab.lab import Lab, LabLaptop, LaptopSpec
 from provisioning.runs import service as runs
 from provisioning.runs.models import ProvisioningRun, RunStatus
 from provisioning.runs.schemas import EndpointCreate
-from tests.boot.test_agent_e2e import AgentRun, install_agent
+from tests.support.agent import AgentRun, install_agent
 from tests.support.factories import create_devices
 from tests.support.harness import (
     LINUX_CONFIG,

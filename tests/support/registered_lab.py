@@ -28,7 +28,7 @@ from lab.keys import generate_ed25519
 from lab.lab import Lab, LabLaptop
 from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.boot.conftest import Boot
-from tests.boot.test_agent_e2e import AgentRun, install_agent
+from tests.support.agent import AgentRun, install_agent
 from tests.support.harness import LINUX_CONFIG, activate_config, local_store, publish_image
 from tests.support.images import GeneratedImage, make_image
 from tests.support.waiting import eventually

@@ -20,7 +20,7 @@ from lab.lab import Lab
 from provisioning.runs.models import RunStatus, RunStepEvent, SlotEndpoint
 from provisioning.runs.states import STEP_NAMES
 from tests.boot.conftest import Boot
-from tests.boot.test_agent_e2e import AgentRun
+from tests.support.agent import AgentRun
 from tests.support.harness import engine_config, running_engine
 from tests.support.registered_lab import (
     device_state,
