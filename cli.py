@@ -239,6 +239,9 @@ def serve(
     # The boot-file server (MASTERLINE_NETBOOT_FILES_PORT) listens where the API does,
     # unless told otherwise; read by each worker process's lifespan.
     os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)
+    from boot.netboot.fileserver import check_port
+
+    check_port()  # one line now rather than a traceback from every worker's start
     # Live pages (server-sent events) stay open; a shutdown waits this long for them.
     graceful = 3
 
@@ -278,6 +281,9 @@ def up(
     from provisioning.pipeline.worker import config_from_env, start_companions
 
     os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)  # as `serve` does
+    from boot.netboot.fileserver import check_port
+
+    check_port()
     db = get_database()
     stop = threading.Event()
     engine = JobEngine(db, config_from_env())

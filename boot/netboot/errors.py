@@ -26,3 +26,18 @@ class NetbootNotWired(MasterlineError):
         super().__init__(
             "network boot has no kernel-argument providers: wiring.wire() was not called"
         )
+
+
+class BootFilesPortTaken(MasterlineError):
+    """The boot-file server cannot listen where the settings say: laptops would be sent
+    to a port nobody serves, so the API does not start."""
+
+    status_code = 500
+    exit_code = 3
+    title = "Boot-file server cannot start"
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"the boot-file server cannot listen on {host}:{port} "
+            f"(MASTERLINE_NETBOOT_FILES_PORT): {reason}"
+        )

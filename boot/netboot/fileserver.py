@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -35,6 +36,7 @@ import h11
 
 from boot.netboot import service
 from boot.netboot.config import get_netboot_settings
+from boot.netboot.errors import BootFilesPortTaken
 from boot.netboot.files import byte_range
 from core.db import Database
 from core.errors import MasterlineError, NotFound
@@ -265,6 +267,25 @@ class BootFileServer:
             writer.close()
 
 
+def check_port() -> None:
+    """Before a server starts: the boot-file server's port, when set, can be listened on
+    (beside other processes of ours, ``SO_REUSEPORT``); one clear line if not, rather
+    than the ASGI lifespan's traceback.
+
+    :raises BootFilesPortTaken: another program holds it, or the address is not ours.
+    """
+    settings = get_netboot_settings()
+    if settings.files_port is None:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in settings.files_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            probe.bind((settings.files_host, settings.files_port))
+    except OSError as e:
+        raise BootFilesPortTaken(settings.files_host, settings.files_port, e.strerror or "") from e
+
+
 async def start_from_settings(db: Database) -> BootFileServer | None:
     """The boot-file server when ``MASTERLINE_NETBOOT_FILES_PORT`` is set, else None
     (the API's routes serve the files). A port it cannot take fails the start: laptops
@@ -273,6 +294,9 @@ async def start_from_settings(db: Database) -> BootFileServer | None:
     if settings.files_port is None:
         return None
     server = BootFileServer(db)
-    await server.start(settings.files_host, settings.files_port)
+    try:
+        await server.start(settings.files_host, settings.files_port)
+    except OSError as e:
+        raise BootFilesPortTaken(settings.files_host, settings.files_port, e.strerror or "") from e
     log.info("boot files served with sendfile on %s:%d", settings.files_host, server.port)
     return server

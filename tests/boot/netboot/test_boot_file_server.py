@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +34,7 @@ from tests.boot.netboot.test_pe_files import (
     stored_pe,
 )
 from tests.support.postgres import free_port
-from tests.support.server import running_server
+from tests.support.server import running_server, server_process
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the HTTP path, not the DB
 
@@ -215,3 +217,30 @@ def test_dnsmasq_sends_uefi_http_boot_to_the_file_server(
         f"dhcp-boot=tag:httpclient,tag:!ipxe,http://10.20.0.1:{port}/boot/ipxe/{link}/ipxe.efi"
         in done.stdout
     )
+
+
+def test_a_port_it_cannot_take_fails_the_api_start(boot: Boot, tmp_path: Path) -> None:
+    """Laptops would be sent to that port: the API does not start half-way."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: nobody else may bind it
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "MASTERLINE_NETBOOT_FILES_PORT": str(port),
+            "MASTERLINE_NETBOOT_FILES_HOST": "127.0.0.1",
+        }
+        with (
+            pytest.raises(RuntimeError, match="test server exited"),
+            server_process(boot.db.url, env=env),
+        ):
+            pass
+        # `masterline serve` says so in one line before any worker starts.
+        done = subprocess.run(
+            [".venv/bin/masterline", "serve", "--port", str(free_port())],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, **env, "MASTERLINE_DATABASE_URL": boot.db.url, "COLUMNS": "80"},
+        )  # fmt: skip
+    assert done.returncode == 3, done
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "boot-file server" in x]
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "Address already in use" in line
