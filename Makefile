@@ -60,8 +60,7 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The product and bench/ ([tool.mypy] files in pyproject.toml); the test helpers the
-# benches import are read for their types, not checked.
+# The product, bench/ and tests/ ([tool.mypy] files in pyproject.toml).
 typecheck: venv
 	$(BIN)/mypy
 

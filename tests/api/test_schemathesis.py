@@ -17,6 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     status_code_conformance,
@@ -67,6 +68,8 @@ def test_the_api_answers_what_its_openapi_says(
     cases = 0
     started = time.monotonic()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         if (operation.method.upper(), operation.path) not in SKIPPED:
             cases += _exercise(operation, headers, failures)

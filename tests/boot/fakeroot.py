@@ -144,8 +144,8 @@ def build(root: Path, laptop: Laptop) -> Path:
         efivars = root / "sys/firmware/efi/efivars"
         efivars.mkdir(parents=True, exist_ok=True)
         if laptop.secure_boot is not None:
-            value = b"\x06\x00\x00\x00" + (b"\x01" if laptop.secure_boot else b"\x00")
-            _write(efivars / f"SecureBoot-{EFI_GLOBAL}", value)
+            secure_boot = b"\x06\x00\x00\x00" + (b"\x01" if laptop.secure_boot else b"\x00")
+            _write(efivars / f"SecureBoot-{EFI_GLOBAL}", secure_boot)
     _write(root / "proc/cpuinfo", CPUINFO_I5_1135G7)
     _write(root / "proc/meminfo", "MemTotal:        7874560 kB\nMemFree:         7001234 kB")
     _write(root / "proc/cmdline", laptop.cmdline)

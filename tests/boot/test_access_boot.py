@@ -35,7 +35,7 @@ def test_pe_secrets_open_no_other_route(client: TestClient, boot: Boot) -> None:
             kwargs: dict[str, object] = {"headers": auth(secret)}
             if method in ("POST", "PUT", "PATCH"):
                 kwargs["json"] = {}
-            with client.stream(method, _path(route.path), **kwargs) as r:  # type: ignore[arg-type]
+            with client.stream(method, _path(route.path), **kwargs) as r:
                 if r.status_code != 401:
                     violations.append(f"{method} {route.path} with an {label}: {r.status_code}")
     assert not violations, "\n".join(violations)

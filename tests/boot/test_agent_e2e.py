@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from boot.hardware.models import HardwareReport
 from boot.registration.models import BootStatus, PeBoot
@@ -57,10 +57,10 @@ def cmdline(url: str, credential: str) -> str:
     )
 
 
-def eventually(check: object, what: str) -> None:
+def eventually(check: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.2)
     raise AssertionError(f"never: {what}")
@@ -68,7 +68,7 @@ def eventually(check: object, what: str) -> None:
 
 def boots(db: Database) -> list[PeBoot]:
     with db.session(write=False) as s:
-        return list(s.exec(select(PeBoot).order_by(PeBoot.id)).all())
+        return list(s.exec(select(PeBoot).order_by(col(PeBoot.id))).all())
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

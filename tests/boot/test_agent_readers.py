@@ -103,7 +103,8 @@ def test_readers_on_a_fake_root(tmp_path: Path) -> None:
     }
     cpu = sysinfo.cpu(root)
     assert cpu["threads"] == 8 and cpu["cores"] == 4 and "i5-1135G7" in cpu["model"]
-    assert sysinfo.host_key(root).startswith("ssh-ed25519 AAAA")
+    host_key = sysinfo.host_key(root)
+    assert host_key is not None and host_key.startswith("ssh-ed25519 AAAA")
 
 
 def test_lenovo_model_comes_from_product_version(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlmodel import select
+from sqlmodel import col, select
 
 from boot.registration import service
 from boot.registration.credentials import hash_secret
@@ -46,7 +46,7 @@ def device(boot: Boot, serial: str) -> Device:
 
 def attempts(boot: Boot) -> list[RegistrationAttempt]:
     with boot.db.session(write=False) as s:
-        return list(s.exec(select(RegistrationAttempt).order_by(RegistrationAttempt.id)).all())
+        return list(s.exec(select(RegistrationAttempt).order_by(col(RegistrationAttempt.id))).all())
 
 
 def test_a_received_laptop_gets_a_go_with_a_per_boot_token(client: TestClient, boot: Boot) -> None:
@@ -59,7 +59,7 @@ def test_a_received_laptop_gets_a_go_with_a_per_boot_token(client: TestClient, b
     assert go["heartbeat_seconds"] == 2
     assert go["agent_token"].startswith("mla_")
     laptop = device(boot, "ACME0001")
-    assert go["device_id"] == laptop.id
+    assert laptop.id is not None and go["device_id"] == laptop.id
     # Only built-in NICs become the device's MACs: a USB adapter moves between laptops.
     assert laptop.mac_addresses == ["3c:52:82:0a:1b:2c"]
     with boot.db.session(write=False) as s:

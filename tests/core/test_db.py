@@ -66,14 +66,14 @@ def test_write_session_holds_the_write_lock_from_its_first_statement(
     with sqlite_db.session(write=True) as session:
         # A read is enough: BEGIN IMMEDIATE takes the reserved lock at BEGIN, so two
         # writers queue instead of both reading and then failing to upgrade.
-        session.exec(text("SELECT count(*) FROM site")).one()
+        session.execute(text("SELECT count(*) FROM site")).one()
         assert not _can_take_write_lock(sqlite_db)
     assert _can_take_write_lock(sqlite_db)
 
 
 def test_read_session_does_not_block_writers(sqlite_db: Database) -> None:
     with sqlite_db.session(write=False) as session:
-        session.exec(text("SELECT count(*) FROM site")).one()
+        session.execute(text("SELECT count(*) FROM site")).one()
         assert _can_take_write_lock(sqlite_db)
 
 
@@ -81,13 +81,13 @@ def test_read_session_sees_a_stable_snapshot_while_a_writer_commits(
     sqlite_db: Database,
 ) -> None:
     with sqlite_db.session(write=False) as reader:
-        before = reader.exec(text("SELECT count(*) FROM site")).one()
+        before = reader.execute(text("SELECT count(*) FROM site")).one()
         with sqlite_db.session() as writer:
             writer.add(Site(code="LYS", name="Lyon"))
-        after = reader.exec(text("SELECT count(*) FROM site")).one()
+        after = reader.execute(text("SELECT count(*) FROM site")).one()
         assert after == before
     with sqlite_db.session(write=False) as fresh:
-        assert fresh.exec(text("SELECT count(*) FROM site")).one()[0] == before[0] + 1
+        assert fresh.execute(text("SELECT count(*) FROM site")).one()[0] == before[0] + 1
 
 
 def test_session_commits_on_success_and_rolls_back_on_error(sqlite_db: Database) -> None:
@@ -98,7 +98,7 @@ def test_session_commits_on_success_and_rolls_back_on_error(sqlite_db: Database)
         session.flush()
         raise RuntimeError("boom")
     with sqlite_db.session(write=False) as session:
-        codes = {s.code for s in session.exec(text("SELECT code FROM site")).all()}
+        codes = {s.code for s in session.execute(text("SELECT code FROM site")).all()}
     assert "OK1" in codes
     assert "NO1" not in codes
 

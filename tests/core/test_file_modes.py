@@ -89,8 +89,8 @@ def test_the_wal_and_shm_files_are_private_too(tmp_path: Path, open_umask: None)
     db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
     try:
         with db.session() as s:
-            s.exec(text("CREATE TABLE t (x INTEGER)"))  # type: ignore[call-overload]
-            s.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+            s.execute(text("CREATE TABLE t (x INTEGER)"))
+            s.execute(text("INSERT INTO t VALUES (1)"))
         with db.engine.connect() as conn:  # WAL and SHM exist while a connection is open
             conn.exec_driver_sql("SELECT count(*) FROM t").scalar()
             for name in ("fresh.db", "fresh.db-wal", "fresh.db-shm"):

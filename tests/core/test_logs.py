@@ -20,7 +20,8 @@ from tests.support.factories import World
 def captured() -> Iterator[io.StringIO]:
     out = io.StringIO()
     handler = logs.configure(fmt="json")
-    handler.setStream(out)  # type: ignore[attr-defined]
+    assert isinstance(handler, logging.StreamHandler)  # configure's: one on stderr
+    handler.setStream(out)
     try:
         yield out
     finally:

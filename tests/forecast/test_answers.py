@@ -10,11 +10,12 @@ import pytest
 
 from forecast import answers, calendar, capacity, montecarlo
 from forecast.errors import BadQuestion
+from forecast.world import World
 from tests.forecast.worlds import ARRIVAL, ONE_LAPTOP, fixed
 
 
-def _last(world: object) -> float:
-    out = montecarlo.simulate(world, runs=2, seed=1)  # type: ignore[arg-type]
+def _last(world: World) -> float:
+    out = montecarlo.simulate(world, runs=2, seed=1)
     return float(out.ready.max())
 
 

@@ -236,7 +236,7 @@ def test_a_laptop_whose_profile_learnt_no_power_is_not_scaled() -> None:
     plain = np.flatnonzero(~np.asarray(learnt)[world.fleet.profile])
     assert len(plain)
     for phase in PHASES:
-        s = list(phase.steps)
+        s = np.asarray(phase.steps)
         for c in (1.0, 4.0):
             scale = (share[np.ix_(plain, s)] * c ** beta[np.ix_(plain, s)]).sum(axis=1)
             np.testing.assert_allclose(scale, 1.0)

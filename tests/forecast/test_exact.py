@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from forecast import calendar, exact, montecarlo, scenario
-from forecast.world import Lateness
+from forecast.world import Lateness, World
 from tests.forecast.worlds import ARRIVAL, ONE_LAPTOP, T0, fixed
 
 
-def _last_ready_mc(world: object) -> float:
-    out = montecarlo.simulate(world, runs=4, seed=1)  # type: ignore[arg-type]
+def _last_ready_mc(world: World) -> float:
+    out = montecarlo.simulate(world, runs=4, seed=1)
     return float(out.ready.max(axis=1)[0])
 
 

@@ -4,6 +4,7 @@ their runs finish (the refresher, fed by the hooks), learning the lab's seconds.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from core.timeutil import utcnow
 from forecast import repository, service
@@ -13,7 +14,7 @@ from provisioning.runs.models import RunStatus
 from tests.support.harness import Bench, engine_config, running_engine
 
 
-def _wave(bench: Bench) -> dict:  # type: ignore[type-arg]
+def _wave(bench: Bench) -> dict[str, Any]:
     with bench.db.session() as s:
         wave = repository.snapshot(s, "wave", 0)
         assert wave is not None

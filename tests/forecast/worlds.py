@@ -17,7 +17,14 @@ T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 ARRIVAL = 7200.0
 # identify 10 + pick_disk 5 + verify 60 + reboot 100 + configure 200 + gate 30 = 405 s of
 # timed steps; a 10 GB stream at the laptop's own 110 MB/s takes 90.909 s.
-STEPS = {"identify": 10, "pick_disk": 5, "verify": 60, "reboot": 100, "configure": 200, "gate": 30}
+STEPS: dict[str, float] = {
+    "identify": 10,
+    "pick_disk": 5,
+    "verify": 60,
+    "reboot": 100,
+    "configure": 200,
+    "gate": 30,
+}
 IMAGE = 10e9
 ONE_LAPTOP = 405 + IMAGE / 110e6  # 495.909 s
 MIXED_MEDIANS = {

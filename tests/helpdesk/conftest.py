@@ -147,7 +147,7 @@ def add_article(
         ArticleCreate(
             client_code=client,
             slug=slug,
-            language=language,  # type: ignore[arg-type]
+            language=language,
             title=title,
             body=body,
             tags=ArticleTags(**tags),

@@ -23,7 +23,9 @@ def _pages(pdf: bytes) -> list[tuple[str, list[str]]]:
         for page in doc:
             text = page.get_textpage().get_text_range()
             image = page.render(scale=200 / 72).to_pil()
-            codes = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+            codes = zxingcpp.read_barcodes(
+                image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            )
             out.append((" ".join(text.split()), [c.text for c in codes]))
         return out
     finally:

@@ -8,6 +8,7 @@ import copy
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -56,7 +57,7 @@ def _set(
     body: dict[str, Any],
     code: str = "ACME",
     role: Role = Role.DSI,
-):  # type: ignore[no-untyped-def]
+) -> httpx.Response:
     token = world.token(role, code if role.client_bound else None)
     return client.post(f"/clients/{code}/configs", json=body, headers=auth(token))
 

@@ -24,7 +24,7 @@ from core.db import Database
 from core.principal import Role
 from core.timeutil import utcnow
 from images import publish
-from images.models import Image, ImageStatus
+from images.models import Image, ImageFormat, ImageStatus, OsFamily
 from images.store import get_store
 from tests.conftest import auth
 from tests.support.factories import World
@@ -162,13 +162,14 @@ def test_a_publisher_killed_after_the_rename_leaves_a_published_image(
     data = b"published bytes"
     sha = hashlib.sha256(data).hexdigest()
     store = get_store()
+    assert world.acme.id is not None
     with db.session() as s:
         row = Image(
             client_id=world.acme.id,
             name="win11",
             version="after-rename",
-            os_family="windows",
-            format="raw",
+            os_family=OsFamily.WINDOWS,
+            format=ImageFormat.RAW,
             stored_size=len(data),
             stored_sha256=sha,
             raw_size=len(data),

@@ -16,7 +16,7 @@ from core.timeutil import utcnow
 from images import service
 from images.errors import NoImageForDevice, PinnedImageUnavailable, StoredFileMissing
 from images.gc import run_gc
-from images.models import ClientConfig, Image, ImageFormat, ImageStatus
+from images.models import ClientConfig, Image, ImageFormat, ImageStatus, OsFamily
 from images.schemas import ClientConfigBody
 from images.store import get_store, path_of
 from inventory import service as inventory
@@ -47,7 +47,7 @@ def _image(
         client_id=client.id,
         name=name,
         version=version,
-        os_family="windows",
+        os_family=OsFamily.WINDOWS,
         format=fmt,
         raw_size=len(data),
         raw_sha256=digest,
@@ -186,7 +186,10 @@ def test_gc_reclaims_retired_images_no_run_needs(
             "stale": stale,
             "stuck": stuck,
         }
-        ids = {k: r.id for k, r in rows.items()}
+        ids: dict[str, int] = {}
+        for k, r in rows.items():
+            assert r.id is not None
+            ids[k] = r.id
         paths = {
             k: get_store().path_for(r.stored_sha256)
             for k, r in {"gone": gone, "needed": needed, "live": live}.items()

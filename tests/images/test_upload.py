@@ -7,6 +7,8 @@ import base64
 import os
 from pathlib import Path
 
+import httpx
+import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
@@ -19,7 +21,9 @@ from tests.support.factories import World
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-def _put(client: TestClient, world: World, image_id: object, data: bytes, code: str = "ACME"):  # type: ignore[no-untyped-def]
+def _put(
+    client: TestClient, world: World, image_id: object, data: bytes, code: str = "ACME"
+) -> httpx.Response:
     return client.put(f"/images/{image_id}/content", content=data, headers=dsi(world, code))
 
 
@@ -111,7 +115,7 @@ def _tus_create(
     return r.headers["Location"]
 
 
-def _patch(client: TestClient, world: World, url: str, offset: int, data: bytes):  # type: ignore[no-untyped-def]
+def _patch(client: TestClient, world: World, url: str, offset: int, data: bytes) -> httpx.Response:
     return client.patch(
         url,
         content=data,
@@ -251,7 +255,7 @@ def test_disk_full_keeps_the_upload_resumable(
     )
 
 
-def test_limits(app_client: TestClient, world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_limits(app_client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MASTERLINE_MAX_IMAGE_SIZE", "1000")
     monkeypatch.setenv("MASTERLINE_MAX_CONCURRENT_UPLOADS", "2")
     get_settings.cache_clear()

@@ -42,7 +42,8 @@ def post_notice(
     )
 
 
-def devices_of(db: Database, delivery_id: int) -> dict[str, Device]:
+def devices_of(db: Database, delivery_id: int | None) -> dict[str, Device]:
+    assert delivery_id is not None  # a flushed delivery's id
     with db.session(write=False) as s:
         rows = s.exec(select(Device).where(Device.delivery_id == delivery_id)).all()
     return {d.serial: d for d in rows}

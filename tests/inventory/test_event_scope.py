@@ -113,7 +113,7 @@ def test_every_path_writes_the_laptops_client_delivery_and_site(
     # The chart, filtered three ways, counts the scan-ins from the events alone.
     with db.session(write=False) as s:
 
-        def received(**wanted: int) -> int:
+        def received(**wanted: int | None) -> int:
             view = overview.wave_overview(s, SYSTEM, WaveFilter(**wanted))
             return sum(view.received_per_hour)
 

@@ -98,7 +98,7 @@ def _crash_import(db: Database, world: World, tmp_path: Path, phase: str, at: in
 
 def _expire_leases(db: Database) -> None:
     with db.session() as s:
-        s.exec(update(IntakeJob).values(lease_until=utcnow() - timedelta(seconds=1)))  # type: ignore[call-overload]
+        s.exec(update(IntakeJob).values(lease_until=utcnow() - timedelta(seconds=1)))
 
 
 def test_a_crash_while_staging_leaves_nothing_visible(

@@ -36,7 +36,7 @@ def _setup(client: TestClient, world: World) -> int:
     )
     assert imported.json()["created"] == 4, imported.text
     tech = auth(world.token(Role.TECHNICIAN))
-    scans = [
+    scans: list[dict[str, object]] = [
         {"code": "rec-1", "model": "latitude  7450"},  # same model, other spelling
         {"code": "REC-3", "model": '=HYPERLINK("http://x")'},  # wrong model, hostile text
         {"code": "REC-4", "damaged": True, "reason": "cracked lid"},

@@ -31,6 +31,8 @@ def test_shared_slots_are_moved_to_free_ones_before_the_index(tmp_path: Path) ->
             )
     upgrade(url)
     with engine.connect() as conn:
-        slots = dict(conn.execute(text("SELECT serial, slot FROM device")).all())
+        slots: dict[str, int | None] = dict(
+            conn.execute(text("SELECT serial, slot FROM device")).all()
+        )
     engine.dispose()
     assert slots == {"S0": 1, "S1": 2, "S2": 3, "S3": None, "S4": 1}

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from boot.registration.models import PeBoot
 from inventory.states import DeviceState
@@ -117,7 +117,7 @@ def test_two_vm_laptops_go_from_power_on_to_ready(
                     events = s.exec(
                         select(RunStepEvent)
                         .where(RunStepEvent.run_id == run.id)
-                        .order_by(RunStepEvent.seq)  # type: ignore[arg-type]
+                        .order_by(col(RunStepEvent.seq))
                     ).all()
                     (pe,) = s.exec(select(PeBoot).where(PeBoot.device_id == run.device_id)).all()
                 assert [e.step for e in events if e.kind == "step_done"] == list(STEP_NAMES)

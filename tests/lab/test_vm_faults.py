@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.app import create_app
 from boot.hardware import service as hardware
@@ -59,7 +59,9 @@ def _events(boot: Boot, run_id: int | None) -> list[RunStepEvent]:
     with boot.db.session(write=False) as s:
         return list(
             s.exec(
-                select(RunStepEvent).where(RunStepEvent.run_id == run_id).order_by(RunStepEvent.seq)  # type: ignore[arg-type]
+                select(RunStepEvent)
+                .where(RunStepEvent.run_id == run_id)
+                .order_by(col(RunStepEvent.seq))
             ).all()
         )
 
@@ -140,7 +142,7 @@ def test_a_vm_whose_power_is_cut_mid_stream_fails_the_step_and_resumes_when_it_b
             kinds = [e.kind for e in events]
             assert kinds.index("waiting") < kinds.index("pe_registered", kinds.index("waiting"))
             with boot.db.session(write=False) as s:
-                first, second = s.exec(select(PeBoot).order_by(PeBoot.id)).all()  # type: ignore[arg-type]
+                first, second = s.exec(select(PeBoot).order_by(col(PeBoot.id))).all()
             assert first.status == BootStatus.ENDED and second.status == BootStatus.ENDED
             assert first.ended_reason == "superseded by a new boot of the same laptop"
             assert second.ended_reason == "rebooted into its installed OS"

@@ -4,6 +4,7 @@ import base64
 import io
 import zipfile
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -43,7 +44,9 @@ def _delivery(
         return delivery
 
 
-def _export(client: TestClient, world: World, delivery: Delivery, role: Role = Role.LOGISTICS):
+def _export(
+    client: TestClient, world: World, delivery: Delivery, role: Role = Role.LOGISTICS
+) -> httpx.Response:
     token = world.token(role, "ACME" if role.client_bound else None)
     return client.get(f"/logistics/deliveries/{delivery.id}/autopilot", headers=auth(token))
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cli import app
 from core.client import ApiError
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # runs the command line against a real server
 runner = CliRunner()
 
 
-def _run(base: str, token: str, *args: str, stdin: str | None = None) -> object:
+def _run(base: str, token: str, *args: str, stdin: str | None = None) -> Result:
     return runner.invoke(app, [*args, "--api-url", base, "--token", token], input=stdin)
 
 
@@ -40,7 +40,7 @@ def test_scan_print_sends_a_label_for_each_laptop_received(
             printer.uri,
             stdin="ACME0001\nACME0001\nquit\n",
         )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
     assert printer.done.wait(10)
     # One label: the second scan was a repeat ("already"), which prints nothing.
     assert len(printer.jobs) == 1
@@ -75,24 +75,24 @@ def test_dispatch_one_and_bulk_dry_run_then_status_and_json_listings(
             "--tracking",
             "T1",
         )
-        assert one.exit_code == 0, one.output  # type: ignore[attr-defined]
-        assert "ACMER001 is dispatched" in one.output  # type: ignore[attr-defined]
+        assert one.exit_code == 0, one.output
+        assert "ACMER001 is dispatched" in one.output
         dry = _run(base, token, "dispatch", "--csv", str(bulk), "--dry-run")
-        assert dry.exit_code == 2  # type: ignore[attr-defined]
-        assert "line 3, column carrier: required value is empty" in dry.output  # type: ignore[attr-defined]
+        assert dry.exit_code == 2
+        assert "line 3, column carrier: required value is empty" in dry.output
         real = _run(base, token, "dispatch", "--csv", str(bulk))
-        assert isinstance(real.exception, ApiError)  # type: ignore[attr-defined]
-        assert real.exception.exit_code == 2  # type: ignore[attr-defined]
+        assert isinstance(real.exception, ApiError)
+        assert real.exception.exit_code == 2
         status = _run(base, token, "deliveries", "status", str(world.acme_delivery.id), "--json")
-        counts = json.loads(status.output)  # type: ignore[attr-defined]
+        counts = json.loads(status.output)
         assert counts["counts"] == {"expected": 2, "ready": 2, "dispatched": 1}
         listing = _run(base, token, "logistics", "status", "--serial", "ACMER001", "--json")
-        item = json.loads(listing.output)["items"][0]  # type: ignore[attr-defined]
+        item = json.loads(listing.output)["items"][0]
         assert item["teleworker"]["email"] == PERSON["email"]
         tech = _run(base, world.token(Role.TECHNICIAN), "logistics", "status", "--json")
-        assert PERSON["email"] not in tech.output  # type: ignore[attr-defined]
+        assert PERSON["email"] not in tech.output
         changes = _run(base, token, "logistics", "changes", "--json")
-        assert json.loads(changes.output)["next_cursor"] > 0  # type: ignore[attr-defined]
+        assert json.loads(changes.output)["next_cursor"] > 0
 
 
 def test_labels_and_webhooks_commands(
@@ -111,7 +111,7 @@ def test_labels_and_webhooks_commands(
             "--printer",
             printer.uri,
         )
-        assert "5 label(s) sent" in r.output, r.output  # type: ignore[attr-defined]
+        assert "5 label(s) sent" in r.output, r.output
         r = _run(base, token, "labels", "asset", "--serial", "ACMER001", "--pdf", str(pdf))
         assert pdf.read_bytes().startswith(b"%PDF")
         r = _run(
@@ -123,12 +123,12 @@ def test_labels_and_webhooks_commands(
             "--event",
             "device.dispatched",
         )
-        assert "secret (shown once): whsec_" in r.output  # type: ignore[attr-defined]
+        assert "secret (shown once): whsec_" in r.output
         r = _run(base, token, "webhooks", "list", "--json")
-        (sub,) = json.loads(r.output)  # type: ignore[attr-defined]
+        (sub,) = json.loads(r.output)
         assert sub["event_types"] == ["device.dispatched"] and "secret" not in sub
         r = _run(base, token, "webhooks", "log", str(sub["id"]), "--json")
-        assert json.loads(r.output)["items"] == []  # type: ignore[attr-defined]
+        assert json.loads(r.output)["items"] == []
     assert printer.done.wait(10)
     assert printer.jobs[0].count(b"^XA") == 5
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.db import Database
 from core.principal import Role
@@ -131,7 +131,9 @@ def test_deliver_return_restage_and_retire(
         events = [
             e.event
             for e in s.exec(
-                select(DeviceEvent).where(DeviceEvent.device_id == one).order_by(DeviceEvent.id)
+                select(DeviceEvent)
+                .where(DeviceEvent.device_id == one)
+                .order_by(col(DeviceEvent.id))
             ).all()
         ]
     assert events[-4:] == ["dispatch", "deliver", "return", "restage"]
@@ -249,7 +251,7 @@ def test_purge_erases_personal_data_after_retention_and_keeps_history(
         assert purge_personal_data(s, retention_days=30, now=later) == 1
     with db.session(write=False) as s:
         people = {t.id: t for t in s.exec(select(Teleworker)).all()}
-        shipments = s.exec(select(Shipment).order_by(Shipment.id)).all()
+        shipments = s.exec(select(Shipment).order_by(col(Shipment.id))).all()
         events = s.exec(select(DeviceEvent).where(DeviceEvent.event == "dispatch")).all()
     erased = people[shipments[0].teleworker_id]
     assert erased.erased_at is not None

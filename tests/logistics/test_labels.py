@@ -21,7 +21,9 @@ def _qr_codes(pdf: bytes) -> list[list[str]]:
         pages = []
         for page in doc:
             image = page.render(scale=200 / 72).to_pil()
-            found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+            found = zxingcpp.read_barcodes(
+                image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            )
             pages.append(sorted(r.text for r in found))
         return pages
     finally:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,11 @@ def test_failed_deliveries_give_up_then_replay_with_the_same_id(
     token = auth(world.token(Role.LOGISTICS, "ACME"))
     later = utcnow()
     for step in range(4):
-        send_due(db, policy=policy, clock=lambda s=step: later + timedelta(seconds=10 * s))  # type: ignore[misc]
+
+        def clock(s: int = step) -> datetime:
+            return later + timedelta(seconds=10 * s)
+
+        send_due(db, policy=policy, clock=clock)
     log = app_client.get(f"/webhooks/{sub['id']}/deliveries", headers=token).json()
     assert [d["status"] for d in log["items"]] == ["failed"]
     assert log["items"][0]["attempts"] == 2

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.db import Database
 from core.principal import SYSTEM
@@ -54,7 +54,7 @@ class Bench:
         serial: str,
         *,
         slot: int,
-        os_family: str = "linux",
+        os_family: Literal["linux", "windows"] = "linux",
         disk_mib: int = 16,
         answering_serial: str | None = None,
     ) -> LabLaptop:
@@ -64,7 +64,7 @@ class Bench:
             [
                 LaptopSpec(
                     serial=answering_serial or serial,
-                    os_family=os_family,  # type: ignore[arg-type]
+                    os_family=os_family,
                     disk_bytes=disk_mib * MiB,
                 )
             ]
@@ -111,12 +111,12 @@ class Bench:
         device = self.device(serial)
         with self.db.session(write=False) as s:
             stmt = select(DeviceEvent).where(DeviceEvent.device_id == device.id)
-            return list(s.exec(stmt.order_by(DeviceEvent.id)).all())  # type: ignore[arg-type]
+            return list(s.exec(stmt.order_by(col(DeviceEvent.id))).all())
 
     def run_events(self, run_id: int) -> list[RunStepEvent]:
         with self.db.session(write=False) as s:
             stmt = select(RunStepEvent).where(RunStepEvent.run_id == run_id)
-            return list(s.exec(stmt.order_by(RunStepEvent.seq)).all())  # type: ignore[arg-type]
+            return list(s.exec(stmt.order_by(col(RunStepEvent.seq))).all())
 
     def wait(
         self,

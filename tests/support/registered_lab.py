@@ -119,12 +119,11 @@ def finished_run(boot: Boot, *, timeout: float) -> ProvisioningRun:
         run = only_run(boot)
         return f"run still {run.status} {run.step_name} {run.last_error}"
 
-    return eventually(
-        lambda: (r := only_run(boot)).status in (RunStatus.SUCCEEDED, RunStatus.FAILED) and r,
-        timeout=timeout,
-        every=0.2,
-        message=still,
-    )
+    def finished() -> ProvisioningRun | None:
+        run = only_run(boot)
+        return run if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED) else None
+
+    return eventually(finished, timeout=timeout, every=0.2, message=still)
 
 
 def device_state(boot: Boot, serial: str = SERIAL) -> DeviceState:

@@ -58,4 +58,5 @@ def install() -> None:
     """Share prepared routes between the apps of this process (idempotent)."""
     if not hasattr(routing._IncludedRouter, "_build_effective_context"):
         raise RuntimeError("FastAPI changed its route preparation: revisit routecache")
-    routing._IncludedRouter._build_effective_context = _cached_build
+    # Patching FastAPI's method on purpose: every app of the process shares the cache.
+    routing._IncludedRouter._build_effective_context = _cached_build  # type: ignore[method-assign]

@@ -113,11 +113,13 @@ def test_a_vm_laptop_pxe_boots_the_pe_and_registers(boot: Boot, tmp_path: Path) 
             with boot.db.session(write=False) as s:
                 return s.exec(select(PeBoot).where(PeBoot.status == "registered")).first()
 
+        def registered_console() -> str | None:
+            if "MASTERLINE-AGENT registered" in serial_log(serial):
+                return serial_log(serial)
+            return None
+
         pe = eventually(registered, timeout=BOOT_DEADLINE, every=1.0, message=what_happened)
-        console = eventually(
-            lambda: "MASTERLINE-AGENT registered" in serial_log(serial) and serial_log(serial),
-            timeout=60, every=0.5, message=what_happened,
-        )  # fmt: skip
+        console = eventually(registered_console, timeout=60, every=0.5, message=what_happened)
 
         # The chain really went through the site's DHCP (the address) and Masterline's
         # proxy-DHCP (the script's URL, to iPXE).

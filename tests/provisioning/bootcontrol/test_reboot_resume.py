@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from boot.registration.models import BootStatus, PeBoot
 from boot.registration.service import current_boot
@@ -44,7 +44,9 @@ def _events(boot: Boot, run_id: int) -> list[RunStepEvent]:
     with boot.db.session(write=False) as s:
         return list(
             s.exec(
-                select(RunStepEvent).where(RunStepEvent.run_id == run_id).order_by(RunStepEvent.seq)  # type: ignore[arg-type]
+                select(RunStepEvent)
+                .where(RunStepEvent.run_id == run_id)
+                .order_by(col(RunStepEvent.seq))
             ).all()
         )
 

@@ -41,6 +41,7 @@ from provisioning.errors import (
     HostKeyMismatch,
     IdentityMismatch,
     NoLivePe,
+    ProvisioningError,
 )
 from provisioning.pipeline import stages
 from provisioning.pipeline.bandwidth import SiteShares
@@ -252,10 +253,14 @@ def test_a_run_without_a_pe_waits_queued_and_the_pes_go_resumes_it(
     from tests.support.harness import engine_config, running_engine
     from tests.support.waiting import eventually
 
+    def waiting_run() -> ProvisioningRun | None:
+        run = _run(boot.db, queued)
+        return run if run.last_error else None
+
     config = engine_config(tmp_path, pe_wait_seconds=3600)
     with running_engine(boot.db, config):
         waiting = eventually(
-            lambda: (r := _run(boot.db, queued)).last_error and r,
+            waiting_run,
             timeout=60,
             message="the run never waited",
         )
@@ -303,7 +308,7 @@ def test_a_waiting_run_looks_again_without_filling_its_log(
     assert kinds == ["queued", "claimed", "waiting"]
 
 
-def _fail(db: Database, run_id: int, error: CommandFailed | ConnectFailed) -> None:
+def _fail(db: Database, run_id: int, error: ProvisioningError) -> None:
     with db.session() as s:
         run = repository.get_run_for_update(s, run_id)
         assert run is not None
@@ -508,6 +513,7 @@ def test_a_run_resumed_by_another_worker_with_an_empty_data_dir_pins_the_sealed_
     target, _ = _step_context(
         boot.db, queued, worker="w2", step="configure", tmp=tmp_path
     ).plan_loader()
+    assert target.known_hosts_path is not None
     assert target.known_hosts_path.is_relative_to(tmp_path / "w2-data")
     assert target.known_hosts_path.read_text() == f"{PE_ADDRESS} {os_key}\n"
     assert (target.host, target.ssh_port) == (PE_ADDRESS, 22)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from boot.registration.models import BootStatus, PeBoot
 from inventory.states import DeviceState
 from lab.lab import Lab
-from provisioning.runs.models import RunStatus, RunStepEvent, SlotEndpoint
+from provisioning.runs.models import ProvisioningRun, RunStatus, RunStepEvent, SlotEndpoint
 from provisioning.runs.states import STEP_NAMES
 from tests.boot.conftest import Boot
 from tests.support.agent import AgentRun
@@ -55,6 +55,11 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                 tmp_path, pe_wait_seconds=3600, backoff_base=1.0, backoff_cap=4.0
             )
             agent: AgentRun | None = None
+
+            def waiting_run() -> ProvisioningRun | None:
+                run = only_run(boot)
+                return run if run.last_error else None
+
             try:
                 with running_engine(boot.db, config):
                     if powered_on_first:
@@ -70,7 +75,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
                     if agent is None:
                         # Scanned, nothing booted: the run waits for its PE.
                         run = eventually(
-                            lambda: (r := only_run(boot)).last_error and r,
+                            waiting_run,
                             timeout=DEADLINE,
                             message="the run never waited for its PE",
                         )
@@ -89,7 +94,7 @@ def test_a_laptop_that_registers_its_pe_is_imaged_to_ready_with_no_slot_wiring(
             events = s.exec(
                 select(RunStepEvent)
                 .where(RunStepEvent.run_id == done.id)
-                .order_by(RunStepEvent.seq)  # type: ignore[arg-type]
+                .order_by(col(RunStepEvent.seq))
             ).all()
         kinds = [e.kind for e in events]
         if not powered_on_first:

@@ -373,8 +373,12 @@ def test_no_stray_playbook_survives_in_the_private_dir(tmp_path: Path) -> None:
         try:
             # Until it has exec'd, the child still shows pytest's command line.
             cmdline = Path(f"/proc/{proc.pid}/cmdline")
+
+            def started(cmdline: Path = cmdline) -> bool:
+                return b"ansible-playbook" in cmdline.read_bytes()
+
             eventually(
-                lambda cmdline=cmdline: b"ansible-playbook" in cmdline.read_bytes(),
+                started,
                 every=0.01,
                 message="the stand-in did not start",
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import SecretStr
@@ -16,6 +16,7 @@ from sqlmodel import select
 from core.db import Database
 from core.principal import SYSTEM
 from core.settings import get_settings
+from images.models import Image
 from inventory.models import Device
 from provisioning.configure.build import build_plan
 from provisioning.configure.linux import linux_hostvars, linux_secrets
@@ -23,12 +24,12 @@ from provisioning.configure.plan import (
     AppSource,
     Check,
     ConfigPlan,
-    InvalidPlan,
     OsFamily,
     OsTarget,
     render_hostname,
 )
 from provisioning.configure.vpn import profile_files, profile_path
+from provisioning.errors import InvalidPlan
 from tests.support.factories import World
 
 KEY = "plan-test-private-key-0123456789abcdef="
@@ -53,6 +54,11 @@ def wg(**extra: Any) -> dict[str, Any]:
         },
         **extra,
     }
+
+
+def _image(os_family: str) -> Image:
+    """A stand-in for the image a plan is built for: build_plan reads only its OS family."""
+    return cast(Image, SimpleNamespace(os_family=os_family))
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -225,7 +231,7 @@ def test_build_plan_from_the_images_configuration(db: Database, world: World) ->
         "checks": ["image_hash", "hostname", "apps"],
     }
     _set_config(db, body)
-    linux = SimpleNamespace(os_family="linux")
+    linux = _image("linux")
     with db.session() as s:
         device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
         plan = build_plan(s, device, linux)
@@ -233,7 +239,8 @@ def test_build_plan_from_the_images_configuration(db: Database, world: World) ->
     assert plan.hostname == "ACME-ACME0001"
     assert plan.vpn is not None and plan.vpn.settings["peer_public_key"] == "SRVpub="
     key = plan.vpn.secret("private_key")
-    assert len(key) == 44 and key == again.vpn.secret("private_key")  # type: ignore[union-attr]
+    assert again.vpn is not None
+    assert len(key) == 44 and key == again.vpn.secret("private_key")
     assert key not in repr(plan)
     assert [(a.name, a.package, a.verify) for a in plan.apps] == [
         ("Microsoft Teams", "teams-for-linux", "package:teams-for-linux"),
@@ -259,7 +266,7 @@ def test_build_plan_refuses_a_package_manager_the_os_lacks(db: Database, world: 
     with db.session() as s:
         device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
         with pytest.raises(InvalidPlan) as info:
-            build_plan(s, device, SimpleNamespace(os_family="windows"))
+            build_plan(s, device, _image("windows"))
     assert "'apt' is not supported on windows" in str(info.value)
 
 
@@ -267,7 +274,7 @@ def test_build_plan_without_configuration(db: Database, world: World) -> None:
     with db.session() as s:
         device = s.exec(select(Device).where(Device.serial == "ACME0001")).one()
         with pytest.raises(InvalidPlan, match="no active configuration"):
-            build_plan(s, device, SimpleNamespace(os_family="linux"))
+            build_plan(s, device, _image("linux"))
 
 
 def test_target_secret_is_a_secretstr() -> None:

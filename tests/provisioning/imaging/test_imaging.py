@@ -124,15 +124,14 @@ def test_a_file_system_that_cannot_splice_still_streams(
     every byte."""
     import errno
 
-    from provisioning.transports import ssh
-
     refused: list[int] = []
 
     def refuse(*args: object, **kwargs: object) -> int:
         refused.append(1)
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(ssh.os, "splice", refuse)
+    # The os module the SSH transport splices with (the process's one, patched for now).
+    monkeypatch.setattr("provisioning.transports.ssh.os.splice", refuse)
     (lp,) = lab.up_n(1, disk_bytes=16 * MiB)
     cached = ensure_cached(_source(tmp_path), tmp_path / "cache")
     transport = SSHTransport(_endpoint(lp))

@@ -195,11 +195,12 @@ def test_a_stream_waits_for_bandwidth_held_elsewhere_and_can_be_aborted(bench: B
     lp = bench.plug("ACME0001", slot=1)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
+    run_id = run.id
     config = engine_config(bench.tmp, share_seconds=0.1)
     with running_engine(bench.db, config):
         # The stream is ready to send: it only waits for a share.
         eventually(
-            lambda: (c := bench.run(run.id)).step_name == "stream" and c.progress_total > 0,
+            lambda: (c := bench.run(run_id)).step_name == "stream" and c.progress_total > 0,
             message="the stream never got ready",
         )
         with bench.db.session() as s:
@@ -219,9 +220,10 @@ def test_store_installers_take_their_share_of_the_site_rate(bench: Bench) -> Non
     lp = bench.plug("ACME0001", slot=1)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
+    run_id = run.id
     with running_engine(bench.db, engine_config(bench.tmp, share_seconds=0.1)):
         eventually(
-            lambda: (c := bench.run(run.id)).status in TERMINAL or c.step_index > INSTALLERS_INDEX,
+            lambda: (c := bench.run(run_id)).status in TERMINAL or c.step_index > INSTALLERS_INDEX,
             timeout=120,
             message="the installers step never ended",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import select
 
@@ -43,7 +44,7 @@ def _queued_runs(db: Database, world: World, n: int, *, limit: int) -> list[int]
         return [r.id or 0 for r in runs]
 
 
-def _engine(db: Database, tmp_path: Path, worker_id: str, **kw: float) -> JobEngine:
+def _engine(db: Database, tmp_path: Path, worker_id: str, **kw: Any) -> JobEngine:
     return JobEngine(db, EngineConfig(worker_id=worker_id, cache_dir=tmp_path / "cache", **kw))
 
 

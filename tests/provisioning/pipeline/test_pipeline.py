@@ -21,7 +21,7 @@ from lab.lab import Lab
 from provisioning.pipeline.engine import JobEngine
 from provisioning.pipeline.stages import sweep_timeouts
 from provisioning.runs import service
-from provisioning.runs.models import RunStatus
+from provisioning.runs.models import ProvisioningRun, RunStatus
 from tests.support.factories import World
 from tests.support.harness import (
     LINUX_CONFIG,
@@ -78,14 +78,17 @@ def test_abort_stops_a_running_stream(bench: Bench) -> None:
     bench.lab.set_fault(lp.name, Fault.SLOW_LINK, bytes_per_second=256 * 1024)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
+    run_id = run.id
+
+    def progressing() -> ProvisioningRun | None:
+        r = bench.run(run_id)
+        return r if r.progress_bytes > 0 and r.rate_bps > 0 else None
+
     with running_engine(bench.db, engine_config(bench.tmp)):
         running = bench.wait(run.id, until={RunStatus.RUNNING}, step="stream")
         assert running.status == RunStatus.RUNNING
         # Progress shows while the stream runs.
-        running = eventually(
-            lambda: (r := bench.run(run.id)).progress_bytes > 0 and r.rate_bps > 0 and r,
-            message="no progress reported",
-        )
+        running = eventually(progressing, message="no progress reported")
         with bench.db.session() as s:
             service.abort(s, run.id, SYSTEM, reason="wrong laptop model on the bench")
         done = bench.wait(run.id)
@@ -153,9 +156,10 @@ def test_sigkill_mid_stream_then_restart_finishes_without_duplicate_events(
     bench.lab.set_fault(lp.name, Fault.SLOW_LINK, bytes_per_second=512 * 1024)
     run = bench.scan("ACME0001", slot=1)
     assert run is not None and run.id is not None
+    run_id = run.id
     with worker_process(bench.db, bench.tmp, worker_id="w1") as proc:
         bench.wait(run.id, until={RunStatus.RUNNING}, step="stream")
-        eventually(lambda: bench.run(run.id).progress_bytes > 0, message="no byte streamed")
+        eventually(lambda: bench.run(run_id).progress_bytes > 0, message="no byte streamed")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         # Its ssh stream died with it (parent-death signal), instead of writing on into

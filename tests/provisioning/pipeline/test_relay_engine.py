@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -119,7 +120,7 @@ def _verified(bench: Bench, run_id: int) -> bool:
     return any(e.step == "verify" and e.kind == "step_done" for e in bench.run_events(run_id))
 
 
-def _written(bench: Bench, run_id: int) -> list[dict[str, object]]:
+def _written(bench: Bench, run_id: int) -> list[dict[str, Any]]:
     return [
         e.details["written"]
         for e in bench.run_events(run_id)
@@ -234,7 +235,7 @@ def test_a_busy_worker_does_not_wait_for_runs_it_cannot_take(bench: Bench) -> No
         assert engine.relays is not None
         first = engine.relays.waves[0]
     relayed = [w["relay"] for r in ids for w in _written(bench, r) if "relay" in w]
-    assert len([r for r in relayed if r["wave"] == first.id]) >= 2  # type: ignore[index]
+    assert len([r for r in relayed if r["wave"] == first.id]) >= 2
     for run_id, serial in zip(ids, SERIALS, strict=True):
         assert _verified(bench, run_id), bench.run(run_id).last_error
         assert _disk_holds_image(bench, serial)
@@ -339,7 +340,7 @@ def test_corrupt_relay_is_bypassed_and_its_verified_run_goes_on(bench: Bench) ->
     (written,) = _written(bench, ids[2])
     relay = written["relay"]
     assert isinstance(relay, dict)
-    assert relay["upstreams"][-1] == _written(bench, ids[0])[0]["relay"]["member"]  # type: ignore[index]
+    assert relay["upstreams"][-1] == _written(bench, ids[0])[0]["relay"]["member"]
 
 
 @pytest.mark.parametrize(
@@ -427,8 +428,8 @@ def test_an_aborted_member_leaves_and_the_wave_finishes(bench: Bench) -> None:
             assert _disk_holds_image(bench, serial)
     # The tail went around it, to the head.
     written = [_written(bench, r)[0]["relay"] for r in ids if r != middle]
-    (tail,) = [w for w in written if w["member"] == wave.route.order[2]]  # type: ignore[index]
-    assert tail["upstreams"][-1] == wave.route.order[0]  # type: ignore[index]
+    (tail,) = [w for w in written if w["member"] == wave.route.order[2]]
+    assert tail["upstreams"][-1] == wave.route.order[0]
 
 
 def test_a_laptop_ready_later_joins_the_running_wave_at_the_tail(bench: Bench) -> None:

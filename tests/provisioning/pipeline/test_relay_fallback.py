@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 
@@ -82,4 +83,8 @@ def test_members_that_cannot_reach_the_source_stream_plainly(bench: Bench, cut_o
         assert _disk_holds_image(bench, serial)
         # Its relay was stopped when it left the wave.
         root = bench.laptops[serial].pe_root
-        eventually(lambda r=root: not _relay_pids(r), timeout=30, message="a relay still runs")
+
+        def relay_stopped(root: Path = root) -> bool:
+            return not _relay_pids(root)
+
+        eventually(relay_stopped, timeout=30, message="a relay still runs")

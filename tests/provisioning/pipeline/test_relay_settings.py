@@ -45,9 +45,9 @@ def test_relay_is_on_by_default_a_typo_is_refused_and_its_settings_are_read(
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY_WINDOW_SECONDS", "5")
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY_MAX_MEMBERS", "8")
         monkeypatch.setenv("MASTERLINE_WORKER_RELAY_HOST", "10.0.0.2")
-        on = config_from_env(worker_id="w")
-        assert on.relay is True
-        assert (on.relay_window_seconds, on.relay_max_members, on.relay_host) == (
+        config = config_from_env(worker_id="w")
+        assert config.relay is True
+        assert (config.relay_window_seconds, config.relay_max_members, config.relay_host) == (
             5.0,
             8,
             "10.0.0.2",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import pytest
 
 from provisioning.pipeline.scheduling import (
@@ -62,14 +64,22 @@ def test_runs_not_sending_get_no_share() -> None:
     assert rerate(1000, {1: 0}, [1, 2]) == {1: 1000}
 
 
+class _Wave(TypedDict):
+    """A leader's wave, as WaveRule.keep_waiting takes it."""
+
+    opened_at: float
+    size: int
+    joined: int
+
+
 def test_a_wave_leader_waits_within_its_window_while_laptops_are_coming() -> None:
     rule = WaveRule(window=1.0, max_size=3)
-    waiting = {"opened_at": 10.0, "size": 1, "joined": 1}
+    waiting: _Wave = {"opened_at": 10.0, "size": 1, "joined": 1}
     assert rule.keep_waiting(now=10.5, pending=2, **waiting)
     assert not rule.keep_waiting(now=11.0, pending=2, **waiting)  # window over
     assert not rule.keep_waiting(now=10.5, pending=1, **waiting)  # nobody else coming
     assert rule.keep_waiting(now=10.5, pending=None, **waiting)  # unknown: wait
-    full = {**waiting, "size": 3}
+    full: _Wave = {**waiting, "size": 3}
     assert not rule.keep_waiting(now=10.5, pending=5, **full)
 
 

@@ -24,7 +24,7 @@ def _flip(data: bytes) -> bytes:
 
 
 if sys.argv[2] == "forward":
-    relay.outgoing = _flip  # type: ignore[attr-defined]
+    relay.outgoing = _flip  # type: ignore[attr-defined]  # a loaded module, patched on purpose
 elif sys.argv[2] == "disk":
     real_pwrite = os.pwrite
 
@@ -36,10 +36,10 @@ elif sys.argv[2] == "disk":
         def pwrite(fd: int, data: bytes, offset: int) -> int:
             return real_pwrite(fd, _flip(data), offset)
 
-    relay.wire.os = _LyingOs()  # type: ignore[attr-defined]
+    relay.wire.os = _LyingOs()
 elif sys.argv[2] == "full":
     real_pwrite = os.pwrite
-    written = []
+    written: list[int] = []
 
     class _FullOs:
         def __getattr__(self, name: str) -> object:
@@ -52,7 +52,7 @@ elif sys.argv[2] == "full":
             written.append(offset)
             return real_pwrite(fd, data, offset)
 
-    relay.wire.os = _FullOs()  # type: ignore[attr-defined]
+    relay.wire.os = _FullOs()
 elif sys.argv[2] == "slow":
     import time
 
@@ -67,5 +67,5 @@ elif sys.argv[2] == "slow":
             time.sleep(0.2)
             return real_pwrite(fd, data, offset)
 
-    relay.wire.os = _SlowOs()  # type: ignore[attr-defined]
+    relay.wire.os = _SlowOs()
 sys.exit(relay.main())

@@ -37,7 +37,7 @@ def test_both_sides_read_a_hello_alike(sent: bytes) -> None:
             b.sendall(sent)
             b.shutdown(socket.SHUT_WR)
             try:
-                outcomes.append(("ok", side.read_hello(a)))  # type: ignore[arg-type]
+                outcomes.append(("ok", side.read_hello(a)))
             except ValueError as e:
                 outcomes.append(("error", str(e)))
     assert outcomes[0] == outcomes[1]

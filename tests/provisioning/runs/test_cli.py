@@ -13,6 +13,7 @@ import pytest
 from core.db import Database
 from core.principal import Role
 from core.settings import get_settings
+from lab.lab import Lab
 from tests.support.factories import World
 from tests.support.harness import (
     LINUX_CONFIG,
@@ -38,9 +39,9 @@ class Out(NamedTuple):
 def test_runs_cli_and_watch(
     db: Database,
     world: World,
-    lab,
+    lab: Lab,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MASTERLINE_IMAGE_STORE_DIR", str(tmp_path / "store"))
     get_settings.cache_clear()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 
 from core.db import Database
@@ -42,8 +45,12 @@ def test_start_needs_image_and_configuration(
 
 
 def test_runs_api_lifecycle_and_tenancy(
-    app_client: TestClient, world: World, db: Database, tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient,
+    world: World,
+    db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from core.settings import get_settings
 
     monkeypatch.setenv("MASTERLINE_IMAGE_STORE_DIR", str(tmp_path / "store"))

@@ -74,6 +74,7 @@ def test_ntlm_over_http_encrypts_every_message(windows: LabLaptop) -> None:
 
 
 def test_ntlm_over_https_from_a_target(windows: LabLaptop) -> None:
+    assert windows.winrm_password is not None
     target = OsTarget.windows(
         host=windows.host,
         winrm_port=windows.winrm_port or 0,
