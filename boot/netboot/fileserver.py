@@ -185,6 +185,15 @@ class BootFileServer:
             self._problem(conn, writer, 404, "Not found", "no such file", head=method == "HEAD")
             await writer.drain()
             return
+        except Exception as e:  # the database is away, or a bug: the laptop's iPXE retries
+            # The type only: a database error's text may carry the query's parameters.
+            log.error("boot file not served: %s", type(e).__name__)
+            self._problem(
+                conn, writer, 503, "Service unavailable", "the server cannot check this link now",
+                head=method == "HEAD", connection="close",
+            )  # fmt: skip
+            await writer.drain()
+            return
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(fd)
             size = st.st_size

@@ -8,6 +8,7 @@ against nginx is ``bench.pe_download``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -15,6 +16,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +25,10 @@ import httpx
 import pytest
 
 from boot.netboot.config import get_netboot_settings
+from boot.netboot.fileserver import BootFileServer
 from boot.pe import repository
 from boot.registration import credentials
+from core.db import Database
 from tests.boot.conftest import Boot
 from tests.boot.netboot.test_netboot import dnsmasq_config, link_of
 from tests.boot.netboot.test_pe_files import (
@@ -244,3 +248,33 @@ def test_a_port_it_cannot_take_fails_the_api_start(boot: Boot, tmp_path: Path) -
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if "boot-file server" in x]
     assert f"cannot listen on 127.0.0.1:{port}" in line and "Address already in use" in line
+
+
+def test_a_database_it_cannot_read_gets_a_503_not_a_dropped_connection(
+    boot: Boot, tmp_path: Path
+) -> None:
+    """The link cannot be checked (here: a database without its tables): one JSON 503,
+    the connection closed, nothing of the link or the database's error in the answer;
+    the server goes on."""
+    link = link_of(boot)
+    empty = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    server = BootFileServer(empty)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(60)
+        url = f"http://127.0.0.1:{server.port}/boot/ipxe/{link}/pe/{VERSION}/{repository.KERNEL}"
+        for _ in range(2):
+            got = httpx.get(url, timeout=30)
+            assert got.status_code == 503, got.text
+            assert got.headers["content-type"] == "application/problem+json"
+            assert got.headers["connection"] == "close"
+            assert got.json()["detail"] == "the server cannot check this link now"
+            assert link.split("-", 1)[1] not in got.text and "sqlite" not in got.text.lower()
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=60)
+        loop.close()
+        empty.engine.dispose()
