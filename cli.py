@@ -224,6 +224,16 @@ def db_upgrade(
     )
 
 
+def _boot_files_beside(host: str) -> None:
+    """The boot-file server (``MASTERLINE_NETBOOT_FILES_PORT``) listens where the API
+    does unless told otherwise (read by each worker process's lifespan), and its port is
+    checked now: one line rather than a traceback from every worker's start."""
+    from boot.netboot.fileserver import check_port
+
+    os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)
+    check_port()
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(envvar="MASTERLINE_HOST")] = "127.0.0.1",
@@ -236,12 +246,7 @@ def serve(
     from core.logs import configure
 
     configure()
-    # The boot-file server (MASTERLINE_NETBOOT_FILES_PORT) listens where the API does,
-    # unless told otherwise; read by each worker process's lifespan.
-    os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)
-    from boot.netboot.fileserver import check_port
-
-    check_port()  # one line now rather than a traceback from every worker's start
+    _boot_files_beside(host)
     # Live pages (server-sent events) stay open; a shutdown waits this long for them.
     graceful = 3
 
@@ -280,10 +285,7 @@ def up(
     from provisioning.pipeline.engine import JobEngine
     from provisioning.pipeline.worker import config_from_env, start_companions
 
-    os.environ.setdefault("MASTERLINE_NETBOOT_FILES_HOST", host)  # as `serve` does
-    from boot.netboot.fileserver import check_port
-
-    check_port()
+    _boot_files_beside(host)
     db = get_database()
     stop = threading.Event()
     engine = JobEngine(db, config_from_env())

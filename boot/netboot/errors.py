@@ -41,3 +41,10 @@ class BootFilesPortTaken(MasterlineError):
             f"the boot-file server cannot listen on {host}:{port} "
             f"(MASTERLINE_NETBOOT_FILES_PORT): {reason}"
         )
+
+
+class MethodNotAllowed(MasterlineError):
+    """The boot-file server answers GET and HEAD only."""
+
+    status_code = 405
+    title = "Method not allowed"

@@ -18,6 +18,7 @@ import mmap
 import os
 import re
 import threading
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
@@ -51,6 +52,39 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | bool | None:
     if first >= size or last < first:
         return False
     return first, last
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to answer a GET or HEAD of a file: the same in both servers (the API's
+    route below and the sendfile server, ``fileserver``)."""
+
+    status: int
+    first: int
+    count: int
+    """Bytes of the body from ``first`` (0 for a 416; a HEAD sends none of them)."""
+    headers: list[tuple[str, str]]
+    """Every header but the content type."""
+
+
+def answer(
+    *, size: int, mtime: float, immutable: bool, method: str, range_header: str | None
+) -> Answer:
+    """The status, the byte span and the headers for a file of ``size`` bytes: a single
+    range of a GET gets 206 (or 416), anything else the whole file. ``immutable``: the
+    file never changes under its URL (a PE version), so a cache in between may keep it."""
+    headers = [("accept-ranges", "bytes"), ("last-modified", formatdate(mtime, usegmt=True))]
+    if immutable:
+        headers.append(("cache-control", "public, max-age=86400, immutable"))
+    wanted = byte_range(range_header, size) if method == "GET" else None
+    if wanted is False:
+        headers += [("content-range", f"bytes */{size}"), ("content-length", "0")]
+        return Answer(416, 0, 0, headers)
+    first, last = wanted if isinstance(wanted, tuple) else (0, size - 1)
+    if isinstance(wanted, tuple):
+        headers.append(("content-range", f"bytes {first}-{last}/{size}"))
+    headers.append(("content-length", str(last - first + 1)))
+    return Answer(206 if isinstance(wanted, tuple) else 200, first, last - first + 1, headers)
 
 
 class _Mapped:
@@ -110,45 +144,32 @@ class MappedFileResponse(Response):
         immutable: bool = True,
     ) -> None:
         self.file = mapped(path)
+        self.immutable = immutable
         super().__init__(content=None, media_type=media_type)
-        self.headers["accept-ranges"] = "bytes"
-        self.headers["last-modified"] = formatdate(self.file.mtime, usegmt=True)
-        if immutable:
-            self.headers["cache-control"] = "public, max-age=86400, immutable"
-
-    def _range(self, scope: Scope) -> tuple[int, int] | bool | None:
-        value = None
-        for name, raw in scope.get("headers", []):
-            if name == b"range":
-                value = raw.decode("latin-1").strip()
-        return byte_range(value, self.file.size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        size = self.file.size
-        wanted = self._range(scope) if scope.get("method", "GET") == "GET" else None
-        if wanted is False:
-            self.status_code = 416
-            self.headers["content-range"] = f"bytes */{size}"
-            self.headers["content-length"] = "0"
-            await send({"type": "http.response.start", "status": 416, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        first, last = wanted if isinstance(wanted, tuple) else (0, size - 1)
-        if isinstance(wanted, tuple):
-            self.status_code = 206
-            self.headers["content-range"] = f"bytes {first}-{last}/{size}"
-        self.headers["content-length"] = str(last - first + 1)
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        if scope.get("method") == "HEAD" or size == 0:
+        range_header = None
+        for name, raw in scope.get("headers", []):
+            if name == b"range":
+                range_header = raw.decode("latin-1")
+        method = scope.get("method", "GET")
+        got = answer(
+            size=self.file.size, mtime=self.file.mtime, immutable=self.immutable,
+            method=method, range_header=range_header,
+        )  # fmt: skip
+        self.status_code = got.status
+        for name, value in got.headers:
+            self.headers[name] = value
+        start = {"type": "http.response.start", "status": got.status, "headers": self.raw_headers}
+        await send(start)
+        if method == "HEAD" or got.count == 0:
             await send({"type": "http.response.body", "body": b""})
             return
         view = self.file.view
-        at = first
-        while at <= last:
-            end = min(at + CHUNK, last + 1)
+        at, end_of_span = got.first, got.first + got.count
+        while at < end_of_span:
+            end = min(at + CHUNK, end_of_span)
             await send(
-                {"type": "http.response.body", "body": view[at:end], "more_body": end <= last}
+                {"type": "http.response.body", "body": view[at:end], "more_body": end < end_of_span}
             )
             at = end

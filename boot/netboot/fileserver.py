@@ -36,10 +36,10 @@ import h11
 
 from boot.netboot import service
 from boot.netboot.config import get_netboot_settings
-from boot.netboot.errors import BootFilesPortTaken
-from boot.netboot.files import byte_range
+from boot.netboot.errors import BootFilesPortTaken, MethodNotAllowed
+from boot.netboot.files import answer
 from core.db import Database
-from core.errors import MasterlineError, NotFound
+from core.errors import MasterlineError, NotFound, Unavailable
 
 log = logging.getLogger("masterline.boot")
 
@@ -145,7 +145,7 @@ class BootFileServer:
                 conn.start_next_cycle()
         except h11.RemoteProtocolError:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                self._problem(conn, writer, 400, "Bad request", "malformed HTTP request")
+                self._problem(conn, writer, MasterlineError("malformed HTTP request"))
         except (ConnectionError, TimeoutError, h11.LocalProtocolError):
             pass  # the laptop hung up or stalled: nothing to tell it
         finally:
@@ -168,62 +168,43 @@ class BootFileServer:
     ) -> None:
         method = request.method.decode("ascii", "replace")
         if method not in ("GET", "HEAD"):
-            self._problem(
-                conn, writer, 405, "Method not allowed", f"{method} is not served here",
-                allow="GET, HEAD",
-            )  # fmt: skip
+            refused = MethodNotAllowed(f"{method} is not served here")
+            self._problem(conn, writer, refused, allow="GET, HEAD")
             return
         try:
             target = _target(request.target.decode("ascii", "replace"))
             found = await asyncio.to_thread(_resolve, self.db, peer, target)
             fd = os.open(found.path, os.O_RDONLY | os.O_CLOEXEC)
         except MasterlineError as e:
-            self._problem(conn, writer, e.status_code, e.title, e.message, head=method == "HEAD")
+            self._problem(conn, writer, e, head=method == "HEAD")
             await writer.drain()
             return
         except OSError:
-            self._problem(conn, writer, 404, "Not found", "no such file", head=method == "HEAD")
+            self._problem(conn, writer, NotFound("no such file"), head=method == "HEAD")
             await writer.drain()
             return
         except Exception as e:  # the database is away, or a bug: the laptop's iPXE retries
             # The type only: a database error's text may carry the query's parameters.
             log.error("boot file not served: %s", type(e).__name__)
-            self._problem(
-                conn, writer, 503, "Service unavailable", "the server cannot check this link now",
-                head=method == "HEAD", connection="close",
-            )  # fmt: skip
+            away = Unavailable("the server cannot check this link now")
+            self._problem(conn, writer, away, head=method == "HEAD", connection="close")
             await writer.drain()
             return
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(fd)
-            size = st.st_size
             ranged = dict(request.headers).get(b"range")
-            wanted = (
-                byte_range(ranged.decode("latin-1"), size) if ranged and method == "GET" else None
-            )
+            got = answer(
+                size=st.st_size, mtime=st.st_mtime, immutable=found.immutable, method=method,
+                range_header=ranged.decode("latin-1") if ranged else None,
+            )  # fmt: skip
             headers = [
                 ("content-type", found.media_type),
-                ("accept-ranges", "bytes"),
-                ("last-modified", formatdate(st.st_mtime, usegmt=True)),
                 ("date", formatdate(usegmt=True)),
+                *got.headers,
             ]
-            if found.immutable:
-                headers.append(("cache-control", "public, max-age=86400, immutable"))
-            if wanted is False:
-                headers += [("content-range", f"bytes */{size}"), ("content-length", "0")]
-                writer.write(conn.send(h11.Response(status_code=416, headers=headers)))
-                writer.write(conn.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
-                return
-            first, last = wanted if isinstance(wanted, tuple) else (0, size - 1)
-            if isinstance(wanted, tuple):
-                headers.append(("content-range", f"bytes {first}-{last}/{size}"))
-            count = last - first + 1
-            headers.append(("content-length", str(count)))
-            status = 206 if isinstance(wanted, tuple) else 200
-            writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
-            if method == "GET" and count > 0:
-                await self._send_file(conn, writer, f, first, count)
+            writer.write(conn.send(h11.Response(status_code=got.status, headers=headers)) or b"")
+            if method == "GET" and got.count > 0:
+                await self._send_file(conn, writer, f, got.first, got.count)
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
 
@@ -250,25 +231,23 @@ class BootFileServer:
     def _problem(
         conn: h11.Connection,
         writer: asyncio.StreamWriter,
-        status: int,
-        title: str,
-        detail: str,
+        error: MasterlineError,
         *,
         head: bool = False,
         **headers: str,
     ) -> None:
-        body = json.dumps(
-            {"type": "about:blank", "title": title, "status": status, "detail": detail}
-        ).encode()
+        """``error`` as the API renders it (``to_problem``)."""
+        body = json.dumps(error.to_problem()).encode()
         fields = [
             ("content-type", "application/problem+json"),
             ("content-length", str(len(body))),
             *headers.items(),
         ]
-        if status == 400:
+        if error.status_code == 400:
             fields.append(("connection", "close"))
         try:
-            writer.write(conn.send(h11.Response(status_code=status, headers=fields)) or b"")
+            response = h11.Response(status_code=error.status_code, headers=fields)
+            writer.write(conn.send(response) or b"")
             if not head:
                 writer.write(conn.send(h11.Data(data=body)) or b"")
             writer.write(conn.send(h11.EndOfMessage()) or b"")

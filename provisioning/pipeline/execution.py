@@ -60,8 +60,7 @@ class LiveRuns:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: set[int] = set()
-        self._where: dict[int, tuple[str, int]] = {}
-        self._writes: dict[int, tuple[int, int]] = {}
+        self._where: dict[int, tuple[str, int, tuple[int, int]]] = {}
 
     def add(self, run_ids: list[int]) -> None:
         with self._lock:
@@ -71,22 +70,16 @@ class LiveRuns:
         with self._lock:
             self._active.discard(run_id)
             self._where.pop(run_id, None)
-            self._writes.pop(run_id, None)
 
     def place(self, run_id: int, family: str, index: int, writes: tuple[int, int]) -> None:
         with self._lock:
-            self._where[run_id] = (family, index)
-            self._writes[run_id] = writes
+            self._where[run_id] = (family, index, writes)
 
     def up_to(self, step_index: int, writes: tuple[int, int]) -> int:
         """How many runs writing ``writes`` (site id, image id) are in the step at
         ``step_index`` or a step before it."""
         with self._lock:
-            return sum(
-                1
-                for run_id, (_, index) in self._where.items()
-                if index <= step_index and self._writes.get(run_id) == writes
-            )
+            return sum(1 for _, i, w in self._where.values() if i <= step_index and w == writes)
 
     def ids(self) -> set[int]:
         with self._lock:
@@ -94,7 +87,7 @@ class LiveRuns:
 
     def where(self) -> list[tuple[str, int]]:
         with self._lock:
-            return list(self._where.values())
+            return [(family, index) for family, index, _ in self._where.values()]
 
 
 class RunExecutor:
