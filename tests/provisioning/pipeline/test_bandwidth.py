@@ -231,7 +231,10 @@ def test_store_installers_take_their_share_of_the_site_rate(bench: Bench) -> Non
             service.abort(s, run.id, SYSTEM)  # configure is not what this test is about
         bench.wait(run.id, timeout=60)
     events = bench.run_events(run.id)
-    assert [e.step for e in events if e.kind == "step_done"][:6] == list(STEP_NAMES[:6])
+    # Every step up to the installers' is done; the reboot after it may or may not be
+    # when the abort lands (a loaded machine: it was still rebooting, CI, 2026-12-03).
+    done = [e.step for e in events if e.kind == "step_done"]
+    assert done[: INSTALLERS_INDEX + 1] == list(STEP_NAMES[: INSTALLERS_INDEX + 1])
     granted = {
         (e.step, e.details["share_bps"], e.details["streams"])
         for e in events
